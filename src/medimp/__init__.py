@@ -1,0 +1,12 @@
+"""medimp: multi-modal representation learning on 3D medical images with clinical text prompts.
+
+Stages (each a subpackage; data flows one way, a stage imports only stages before it):
+``study`` (schema) -> ``simulate`` -> ``data`` -> ``prompts`` -> ``models`` -> ``train``
+-> ``evaluate`` -> ``report``; ``cli`` imports everything and nothing imports it.
+
+Importing :mod:`medimp` does no work: import the stage you need.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""The ``medimp`` command line. Thin: parse, call one library function, print."""

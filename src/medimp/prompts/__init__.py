@@ -1,0 +1,1 @@
+"""medimp.prompts stage."""

@@ -1,0 +1,292 @@
+"""The ``study.yaml`` schema: what the columns of a cohort directory mean.
+
+This module is the base layer of the pipeline: every stage (simulate, data, prompts, train,
+evaluate) may import it, and it imports no stage. It describes
+
+* the exams (label, nominal day after transplant, the phrase used in prompts),
+* the contrast phases (label, nominal seconds after the bolus),
+* the text variables (which table and column, when the value is known, how it becomes words),
+* the outcome columns and the default "poor graft status" threshold.
+
+The defaults reproduce MEDIMP (Milecki et al., MIDL 2023): donor age low/high at 65 years;
+GFR extremely low <15, very low <30, low <45, medium <60, high >=60 mL/min/1.73 m²;
+creatinine variability stable/unstable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medimp._io import atomic_write_text
+
+__all__ = [
+    "Bin",
+    "ExamSpec",
+    "Outcomes",
+    "PhaseSpec",
+    "Study",
+    "StudyError",
+    "TextVariable",
+    "default_study",
+    "load_study",
+    "save_study",
+]
+
+
+class StudyError(ValueError):
+    """``study.yaml`` is missing, unreadable or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bin(_Strict):
+    """One numeric bin: values ``< upper`` (and >= the previous bin's upper) get ``label``.
+
+    The last bin of a variable has ``upper: null`` (+infinity).
+    """
+
+    label: str
+    upper: float | None = None
+
+
+class ExamSpec(_Strict):
+    """A follow-up exam: its label in the tables, its nominal day, its phrase in prompts."""
+
+    name: str
+    days: int = Field(ge=0, description="Nominal days after transplant.")
+    phrase: str = Field(description="Words for the {date} slot, e.g. 'first month'.")
+
+
+class PhaseSpec(_Strict):
+    """A contrast phase of the DCE acquisition."""
+
+    name: str
+    seconds: float | None = Field(None, description="Nominal time after bolus arrival (s).")
+
+
+class TextVariable(_Strict):
+    """A clinical value that becomes a sentence of the prompt."""
+
+    name: str
+    table: Literal["patients", "exams"]
+    column: str
+    known_at: Literal["transplant", "exam"] = Field(
+        description="'transplant': a baseline value; 'exam': measured at the exam itself."
+    )
+    kind: Literal["numeric", "categorical"] = "numeric"
+    bins: list[Bin] | None = None
+    categories: dict[str, str] | None = Field(
+        None, description="Categorical value (as written in the table) -> words."
+    )
+    synonyms: dict[str, list[str]] = Field(
+        default_factory=dict, description="Label -> alternative words drawn at random."
+    )
+    slot: str = Field(description="Slot name in the template, e.g. 'gfr' for {gfr}.")
+    template: str = Field(description="One sentence with {slot} (and optionally {date}).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TextVariable:
+        if self.kind == "numeric":
+            if not self.bins:
+                raise ValueError(f"variable {self.name!r}: numeric variables need 'bins'")
+            uppers = [b.upper for b in self.bins]
+            if uppers[-1] is not None:
+                raise ValueError(f"variable {self.name!r}: the last bin needs upper: null")
+            finite = list(uppers[:-1])
+            if any(u is None for u in finite):
+                raise ValueError(f"variable {self.name!r}: only the last bin may be open")
+            if any(not math.isfinite(u) for u in finite) or finite != sorted(set(finite)):
+                raise ValueError(
+                    f"variable {self.name!r}: bin upper bounds must be finite and strictly "
+                    f"increasing (got {finite}); fix the bins so they neither overlap nor repeat"
+                )
+        elif not self.categories:
+            raise ValueError(f"variable {self.name!r}: categorical variables need 'categories'")
+        if "{" + self.slot + "}" not in self.template:
+            raise ValueError(
+                f"variable {self.name!r}: template {self.template!r} lacks its slot {{{self.slot}}}"
+            )
+        return self
+
+
+class Outcomes(_Strict):
+    """Outcome columns of ``patients.csv`` (never used in prompts or training)."""
+
+    egfr: dict[int, str] = Field(
+        default_factory=lambda: {2: "egfr_y2", 3: "egfr_y3", 4: "egfr_y4"},
+        description="Horizon in years -> column with the eGFR at that horizon (NaN = unknown).",
+    )
+    graft_loss: str = "graft_loss"
+    graft_loss_days: str | None = Field(
+        "graft_loss_days", description="Days from transplant to graft loss (NaN if none)."
+    )
+    followup_days: str = "followup_days"
+    threshold: float = Field(45.0, description="Poor status: eGFR below this (mL/min/1.73m²).")
+
+    def columns(self) -> list[str]:
+        """Every column that holds outcome information."""
+        cols = [*self.egfr.values(), self.graft_loss, self.followup_days]
+        if self.graft_loss_days:
+            cols.append(self.graft_loss_days)
+        return cols
+
+
+class Study(_Strict):
+    """Everything ``study.yaml`` says about a cohort."""
+
+    name: str = "cohort"
+    exams: list[ExamSpec]
+    phases: list[PhaseSpec]
+    variables: list[TextVariable]
+    outcomes: Outcomes = Field(default_factory=Outcomes)
+    baseline_columns: list[str] = Field(
+        default_factory=list,
+        description="Other patients.csv columns known at transplant (usable by clinical_only).",
+    )
+    exam_columns: list[str] = Field(
+        default_factory=list,
+        description="Other exams.csv columns measured at the exam (usable by clinical_only).",
+    )
+
+    @field_validator("exams")
+    @classmethod
+    def _unique_exams(cls, v: list[ExamSpec]) -> list[ExamSpec]:
+        names = [e.name for e in v]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"exam names must be unique and non-empty, got {names}")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _unique_phases(cls, v: list[PhaseSpec]) -> list[PhaseSpec]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"phase names must be unique and non-empty, got {names}")
+        return v
+
+    @model_validator(mode="after")
+    def _no_outcome_in_prompts(self) -> Study:
+        outcome_cols = set(self.outcomes.columns())
+        for var in self.variables:
+            if var.table == "patients" and var.column in outcome_cols:
+                raise ValueError(
+                    f"variable {var.name!r} reads outcome column {var.column!r}: outcomes are "
+                    "only known after the exam and must never enter a prompt"
+                )
+        return self
+
+    @property
+    def exam_names(self) -> list[str]:
+        return [e.name for e in self.exams]
+
+    @property
+    def phase_names(self) -> list[str]:
+        return [p.name for p in self.phases]
+
+    def exam(self, name: str) -> ExamSpec:
+        for e in self.exams:
+            if e.name == name:
+                return e
+        raise KeyError(f"unknown exam {name!r}; study.yaml lists {self.exam_names}")
+
+    def variable(self, name: str) -> TextVariable:
+        for v in self.variables:
+            if v.name == name:
+                return v
+        raise KeyError(f"unknown variable {name!r}; study.yaml lists "
+                       f"{[v.name for v in self.variables]}")
+
+
+GFR_BINS = [
+    Bin(label="extremely low", upper=15),
+    Bin(label="very low", upper=30),
+    Bin(label="low", upper=45),
+    Bin(label="medium", upper=60),
+    Bin(label="high"),
+]
+
+
+def default_study(name: str = "medimp-default") -> Study:
+    """MEDIMP's variables, bins and templates over the simulator's column names."""
+    return Study(
+        name=name,
+        exams=[
+            ExamSpec(name="D15", days=15, phrase="two weeks"),
+            ExamSpec(name="D30", days=30, phrase="first month"),
+            ExamSpec(name="M3", days=91, phrase="third month"),
+            ExamSpec(name="M12", days=365, phrase="first year"),
+        ],
+        phases=[
+            PhaseSpec(name="pre", seconds=0.0),
+            PhaseSpec(name="arterial", seconds=30.0),
+            PhaseSpec(name="tubular", seconds=180.0),
+        ],
+        variables=[
+            TextVariable(
+                name="donor_age",
+                table="patients",
+                column="donor_age",
+                known_at="transplant",
+                bins=[Bin(label="low", upper=65), Bin(label="high")],
+                slot="age",
+                template="The kidney donor was {age} years of age.",
+            ),
+            TextVariable(
+                name="gfr",
+                table="exams",
+                column="egfr",
+                known_at="exam",
+                bins=GFR_BINS,
+                slot="gfr",
+                template="The patient's GFR was found to be {gfr} at the {date} check-up.",
+            ),
+            TextVariable(
+                name="creatinine_variability",
+                table="exams",
+                column="creatinine_cv",
+                known_at="exam",
+                # coefficient of variation (%) of serum creatinine over the weeks before the exam
+                bins=[Bin(label="stable", upper=15.0), Bin(label="unstable")],
+                synonyms={
+                    "stable": ["stable", "steady", "minor"],
+                    "unstable": ["unstable", "fluctuating", "marked"],
+                },
+                slot="adj",
+                template="Creatinine levels displayed {adj} fluctuations.",
+            ),
+        ],
+        baseline_columns=["donor_age", "donor_type", "recipient_age", "recipient_sex"],
+        exam_columns=["egfr", "creatinine_mg_dl", "creatinine_cv"],
+    )
+
+
+def load_study(path: str | os.PathLike[str]) -> Study:
+    """Read and validate ``study.yaml``; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: study.yaml not found; every cohort directory needs one "
+                         "(see `medimp simulate` for an example)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping at the top level")
+    try:
+        return Study.model_validate(raw)
+    except Exception as exc:  # pydantic.ValidationError lists every problem
+        raise StudyError(f"{path}: {exc}") from exc
+
+
+def save_study(study: Study, path: str | os.PathLike[str]) -> None:
+    """Write ``study.yaml`` atomically (temp file in the same folder, then rename)."""
+    text = yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    atomic_write_text(path, text)
