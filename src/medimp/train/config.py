@@ -64,9 +64,10 @@ class TextConfig(_Strict):
                              "the offline all-MiniLM-L6-v2 package.")
     pooling: Literal["mean", "cls"] = Field("mean", description="Token pooling (attention-masked "
                                             "mean, or the [CLS] token).")
-    freeze: str = Field("first:5", description="Frozen layers: 'none', 'all', 'layernorm' (train "
-                        "only LayerNorms) or 'first:N' (embeddings + first N layers). MEDIMP froze "
-                        "11 of 12 BERT layers; the default freezes 5 of MiniLM's 6.")
+    freeze: str = Field("first:-1", description="Frozen layers: 'none', 'all', 'layernorm' "
+                        "(train only LayerNorms) or 'first:N' (embeddings + first N layers; N<0 "
+                        "counts from the end). MEDIMP froze 11 of 12 BERT layers; the default "
+                        "'first:-1' trains only the last layer (5 of MiniLM's 6 frozen).")
     cache: bool = Field(True, description="Cache the frozen prefix's outputs per unique prompt, "
                         "so that a frozen text encoder costs nothing after the first epoch.")
     precompute: bool = Field(True, description="With a fully frozen text encoder, embed every "
