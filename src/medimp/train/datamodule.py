@@ -9,7 +9,7 @@ rarely holds two exams of one patient; the loss masks those that remain.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +55,26 @@ class PatientInterleavedSampler(Sampler[int]):
     """
 
     def __init__(self, groups: Sequence[int], seed: int = 0, fixed: bool = False,
-                 datasets: Sequence[Any] = ()) -> None:
+                 epoch_source: Callable[[], int] | None = None) -> None:
         self.groups = np.asarray(groups)
         self.seed = int(seed)
         self.fixed = fixed
         self.epoch = 0
-        self.datasets = list(datasets)
+        self.epoch_source = epoch_source
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        for ds in self.datasets:  # let augmentation draw new parameters each epoch
-            if hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch)
+
+    def current_epoch(self) -> int:
+        """The epoch whose order ``__iter__`` draws.
+
+        ``epoch_source`` (the trainer's epoch counter) wins over ``set_epoch``: Lightning builds
+        the first iterator of a (resumed) run before it calls ``set_epoch``.
+        """
+        return int(self.epoch_source()) if self.epoch_source is not None else self.epoch
 
     def order(self) -> list[int]:
-        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch])
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.current_epoch()])
         by_patient: dict[int, list[int]] = {}
         for i, g in enumerate(self.groups.tolist()):
             by_patient.setdefault(g, []).append(i)
@@ -175,6 +180,13 @@ class _Items(Dataset):
 
     def __len__(self) -> int:
         return len(self.base)
+
+    def patient_ids(self) -> list[str]:
+        """Patient of every item (items are exams, or exam phases in 'single' mode)."""
+        items = getattr(self.base, "items", None)
+        if items is not None:
+            return [str(it[0]) for it in items]
+        return [str(k[0]) for k in self.base.keys]
 
     def set_epoch(self, epoch: int) -> None:
         for ds in (self.base, self.view2):
@@ -301,13 +313,21 @@ class PretrainDataModule(LightningDataModule):
             self.train_set = self._dataset(self.train_keys, augment=aug)
             self.val_set = self._dataset(self.val_keys, augment=self.cfg.method == "image_ssl")
 
-    def _loader(self, ds: _Items, keys: list[tuple[str, str]], train: bool) -> DataLoader:
-        groups = [self.patient_index[p] for p, _ in keys]
+    def _epoch(self) -> int:
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make this epoch's augmentation a function of (seed, epoch, item) only."""
+        if getattr(self, "train_set", None) is not None:
+            self.train_set.set_epoch(epoch)
+
+    def _loader(self, ds: _Items, train: bool) -> DataLoader:
+        groups = [self.patient_index[p] for p in ds.patient_ids()]
         distributed = self.trainer is not None and self.trainer.world_size > 1
         sampler = None
         if not distributed:  # under DDP Lightning installs a seeded DistributedSampler
             sampler = PatientInterleavedSampler(groups, self.cfg.seed, fixed=not train,
-                                                datasets=[ds])
+                                                epoch_source=self._epoch if train else None)
         bs = self.cfg.batch_size
         return DataLoader(ds, batch_size=bs, sampler=sampler,
                           shuffle=(sampler is None and train), collate_fn=collate,
@@ -316,9 +336,12 @@ class PretrainDataModule(LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.train_keys, train=True)
+        # set before Lightning creates the first iterator (and its workers)
+        self.set_epoch(self._epoch())
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_keys:
             return []
-        return self._loader(self.val_set, self.val_keys, train=False)
+        self.val_set.set_epoch(0)
+        return self._loader(self.val_set, train=False)

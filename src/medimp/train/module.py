@@ -25,7 +25,7 @@ from torch.nn.functional import normalize
 
 from medimp.train.config import PretrainConfig
 
-__all__ = ["PretrainModule", "WarmupCosine", "draw_prompts", "is_distributed"]
+__all__ = ["PretrainModule", "WarmupCosine", "draw_prompts", "gather_with_grad", "is_distributed"]
 
 # a fixed stream id for validation draws, so the validation loss is comparable between epochs
 _VAL_STREAM = 2**31 - 1
@@ -50,6 +50,21 @@ def draw_prompts(prompts: list[list[str]], indices: list[int], seed: int, step: 
         rng = np.random.default_rng([seed, step, idx])
         out.append(variants[int(rng.integers(len(variants)))])
     return out
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All-gather ``x`` [B, E] from every process into [world*B, E], keeping gradients.
+
+    Uses the models stage's helper; ``torch.distributed.nn.all_gather`` (whose backward sums
+    the gradients of every process's copy) where that is not available.
+    """
+    try:
+        from medimp.models.distributed import gather_with_grad as _gather
+    except ImportError:
+        import torch.distributed.nn.functional as dist_fn
+
+        return torch.cat(dist_fn.all_gather(x))
+    return _gather(x)
 
 
 class WarmupCosine:
@@ -152,8 +167,6 @@ class PretrainModule(LightningModule):
         a, b = self.pair(batch, stage)
         groups = batch["patient_idx"].to(a.device).long()
         if is_distributed():
-            from medimp.models.distributed import gather_with_grad
-
             a = gather_with_grad(a)
             b = gather_with_grad(b)
             world = torch.distributed.get_world_size()
@@ -161,6 +174,11 @@ class PretrainModule(LightningModule):
             torch.distributed.all_gather(parts, groups.contiguous())
             groups = torch.cat(parts)
         return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None)
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch, "train")
