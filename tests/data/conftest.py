@@ -133,3 +133,9 @@ def cohort_factory(tmp_path: Path) -> Callable[..., Path]:
         return make_cohort(tmp_path / f"cohort{next(counter)}", **kw)  # type: ignore[arg-type]
 
     return _make
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: to check that nothing was changed or lost."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}

@@ -17,6 +17,7 @@ from medimp.data._errors import (
     VolumeReadError,
 )
 from medimp.data.cohort import Cohort, read_cohort
+from medimp.data.import_medimp import ImportReport, import_medimp
 from medimp.data.readers import (
     DicomSeriesReader,
     NiftiReader,
@@ -24,6 +25,7 @@ from medimp.data.readers import (
     get_reader,
     read_volume,
 )
+from medimp.data.validate import ValidationReport, validate_cohort
 
 __all__ = [
     "Cohort",
@@ -32,14 +34,18 @@ __all__ = [
     "DicomSeriesError",
     "DicomSeriesReader",
     "ImportMappingError",
+    "ImportReport",
     "InvalidVolumeError",
     "MedimpDataError",
     "NiftiReader",
     "Problem",
+    "ValidationReport",
     "Volume",
     "VolumeReadError",
     "get_reader",
+    "import_medimp",
     "read_cohort",
     "read_volume",
+    "validate_cohort",
 ]
 # --- end ingestion ---
