@@ -369,8 +369,8 @@ def _check_study_columns(study: Study, exams: pd.DataFrame | None,
             values = pd.to_numeric(patients[gl], errors="coerce")
             for i, v in enumerate(values):
                 if not math.isnan(v) and v not in (0.0, 1.0):
-                    col.error(f"column {gl!r}: {v} is not 0 or 1", "write 1 (lost), 0 (not "
-                              "lost) or leave empty when unknown",
+                    col.error(f"column {gl!r}: {float(v):g} is not 0 or 1",
+                              "write 1 (lost), 0 (not lost) or leave empty when unknown",
                               **_where(patients, i, "patients.csv"))
 
 
