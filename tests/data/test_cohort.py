@@ -181,3 +181,27 @@ def test_absent_outcome_columns_are_a_warning(tiny_cohort: Path) -> None:
 def test_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(CohortError, match="cohort folder not found"):
         read_cohort(tmp_path / "nope")
+
+
+def test_series_uid_column_selects_a_dicom_series(tiny_cohort: Path) -> None:
+    """Two series in one folder: an error naming the exam, unless manifest.csv says which."""
+    import numpy as np
+
+    from medimp.data import DicomSeriesError
+    from tests.data.conftest import write_dicom_series
+
+    folder = tiny_cohort / "images/P001/D15/dicom"
+    a = np.full((6, 6, 3), 7, np.float32)
+    write_dicom_series(folder, a, series_uid="1.2.826.1", prefix="a")
+    write_dicom_series(folder, a * 2, series_uid="1.2.826.2", prefix="b")
+    _edit(tiny_cohort, "manifest.csv", lambda d: d.assign(
+        path=d["path"].mask(d["path"] == "images/P001/D15/pre.nii.gz", "images/P001/D15/dicom")))
+    c = read_cohort(tiny_cohort)
+    with pytest.raises(DicomSeriesError, match="patient P001 exam D15 phase pre: 2 DICOM series"):
+        c.read_volume("P001", "D15", "pre")
+    _edit(tiny_cohort, "manifest.csv", lambda d: d.assign(
+        series_uid=["1.2.826.2"] + [""] * (len(d) - 1)))
+    c = read_cohort(tiny_cohort)
+    assert float(c.read_volume("P001", "D15", "pre").array.max()) == 14
+    assert c.read_volume("P001", "M3", "pre") is None
+    assert c.read_volume("P001", "D15", "arterial").shape == (8, 8, 6)

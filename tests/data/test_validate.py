@@ -174,3 +174,22 @@ def test_cli_not_a_folder_exit_2(tmp_path: Path) -> None:
 def test_cli_help_documents_options(flag: str) -> None:
     res = CliRunner().invoke(app, ["validate", "--help"], terminal_width=200)
     assert res.exit_code == 0 and flag in res.output
+
+
+def test_two_dicom_series_in_one_folder(tiny_cohort: Path) -> None:
+    from tests.data.conftest import write_dicom_series
+
+    folder = tiny_cohort / "images/P002/D15/arterial_dcm"
+    write_dicom_series(folder, np.ones((6, 6, 3), np.float32), series_uid="1.9.1", prefix="a")
+    write_dicom_series(folder, np.ones((6, 6, 3), np.float32), series_uid="1.9.2", prefix="b")
+    m = pd.read_csv(tiny_cohort / "manifest.csv", dtype=str)
+    m.loc[m.path == IMG, "path"] = "images/P002/D15/arterial_dcm"
+    m.to_csv(tiny_cohort / "manifest.csv", index=False)
+    report = _check(tiny_cohort)
+    (p,) = report.errors
+    assert "2 DICOM series" in p.problem and "1.9.1" in p.problem and p.phase == "arterial"
+    m["series_uid"] = ""
+    m.loc[m.path == "images/P002/D15/arterial_dcm", "series_uid"] = "1.9.1"
+    m.to_csv(tiny_cohort / "manifest.csv", index=False)
+    report = _check(tiny_cohort)
+    assert report.ok and "constant volume" in report.warnings[0].problem

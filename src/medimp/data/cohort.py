@@ -18,7 +18,8 @@ from typing import Annotated, Any
 import pandas as pd
 from pydantic import BeforeValidator, ValidationError, create_model
 
-from medimp.data._errors import CohortError, Problem
+from medimp.data._errors import CohortError, MedimpDataError, Problem
+from medimp.data.readers import Volume, read_volume
 from medimp.study import Study, StudyError, load_study
 
 __all__ = ["Cohort", "read_cohort"]
@@ -62,7 +63,8 @@ class Cohort:
     Attributes:
         root: the cohort folder.
         study: ``study.yaml``.
-        manifest: one row per volume (patient_id, exam, phase, path[, acquisition_s]).
+        manifest: one row per volume (patient_id, exam, phase, path[, acquisition_s,
+            series_uid]); the tables are read once: edit a copy, not these frames.
         exams: one row per patient-exam (patient_id, exam, days_post_transplant, ...).
         patients: one row per patient (patient_id, baseline and outcome columns).
         warnings: non-fatal findings of :func:`read_cohort` (e.g. absent outcome columns).
@@ -97,13 +99,35 @@ class Cohort:
         path = Path(p)
         return path if path.is_absolute() else self.root / path
 
+    @cached_property
+    def _index(self) -> dict[tuple[str, str], dict[str, tuple[str, str | None]]]:
+        """(patient_id, exam) -> phase -> (path as written, series_uid or None)."""
+        m = self.manifest
+        uids = m["series_uid"] if "series_uid" in m.columns else [None] * len(m)
+        index: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
+        for pid, exam, phase, path, uid in zip(m["patient_id"], m["exam"], m["phase"],
+                                               m["path"], uids, strict=True):
+            uid = uid if isinstance(uid, str) and uid else None
+            index.setdefault((str(pid), str(exam)), {})[str(phase)] = (str(path), uid)
+        return index
+
     def volumes(self, patient_id: str, exam: str) -> dict[str, Path]:
         """Phase -> absolute image path for one exam, in study phase order."""
-        m = self.manifest
-        rows = m[(m["patient_id"] == str(patient_id)) & (m["exam"] == exam)]
-        found = dict(zip(rows["phase"], rows["path"], strict=True))
-        order = [p for p in self.study.phase_names if p in found]
-        return {ph: self._resolve(found[ph]) for ph in order}
+        found = self._index.get((str(patient_id), exam), {})
+        return {ph: self._resolve(found[ph][0]) for ph in self.study.phase_names if ph in found}
+
+    def read_volume(self, patient_id: str, exam: str, phase: str,
+                    check_finite: bool = True) -> Volume | None:
+        """Read one volume (None when that phase is missing), honouring the optional
+        ``series_uid`` column of manifest.csv for DICOM folders that hold several series."""
+        entry = self._index.get((str(patient_id), exam), {}).get(phase)
+        if entry is None:
+            return None
+        try:
+            return read_volume(self._resolve(entry[0]), series_uid=entry[1],
+                               check_finite=check_finite)
+        except MedimpDataError as exc:
+            raise exc.with_context(patient=str(patient_id), exam=exam, phase=phase) from None
 
     def volume_path(self, patient_id: str, exam: str, phase: str) -> Path | None:
         """Absolute path of one volume, or None when that phase is missing."""

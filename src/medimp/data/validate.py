@@ -76,7 +76,9 @@ def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]) -> list[P
     also = f" (file shared by {len(rows)} manifest rows)" if len(rows) > 1 else ""
     path = cohort._resolve(rel)
     try:
-        vol = read_volume(path, check_finite=False)
+        uid = first.get("series_uid")
+        vol = read_volume(path, check_finite=False,
+                          series_uid=uid if isinstance(uid, str) and uid else None)
     except MedimpDataError as exc:
         p = exc.to_problem()
         return [Problem("error", problem=p.problem + also, fix=p.fix, **where)]
@@ -187,14 +189,15 @@ def validate_cohort(
         cohort = _partial_cohort(root)
         if cohort is None:
             return report
-    files: dict[str, list[dict[str, Any]]] = {}
+    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for rec in cohort.manifest.to_dict("records"):
-        rel = rec.get("path")
+        rel, uid = rec.get("path"), rec.get("series_uid")
         if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
-            files.setdefault(rel, []).append(rec)
+            key = (rel, uid if isinstance(uid, str) and uid else None)
+            files.setdefault(key, []).append(rec)
     if read_images:
         total = len(files)
-        for i, (rel, rows) in enumerate(files.items()):
+        for i, ((rel, _), rows) in enumerate(files.items()):
             for p in _check_image(cohort, rel, rows):
                 (report.errors if p.severity == "error" else report.warnings).append(p)
             if progress is not None:
