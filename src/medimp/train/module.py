@@ -184,11 +184,11 @@ class PretrainModule(LightningModule):
         loss = self.compute_loss(batch, "train")
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
-                 sync_dist=False)
+                 sync_dist=is_distributed())
         scale = getattr(self.loss_fn, "logit_scale", None)
         if isinstance(scale, torch.Tensor):
             self.log("temperature_inv", scale.detach().exp(), on_step=False, on_epoch=True,
-                     batch_size=bs)
+                     batch_size=bs, sync_dist=is_distributed())
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
