@@ -44,6 +44,16 @@ _NUMBER_WORDS = {
 }
 _NEGATIONS = {"not", "no", "never", "none", "nor", "neither", "without", "cannot", "nobody",
               "nothing", "absent", "absence", "lack", "lacked", "lacking"}
+# Clinical abbreviations the general-domain MiniLM does not know: both sides of a similarity
+# comparison are spelled out, so that "GFR" and "glomerular filtration rate" count as the same.
+ABBREVIATIONS = {
+    "eGFR": "estimated glomerular filtration rate",
+    "GFR": "glomerular filtration rate",
+    "CKD": "chronic kidney disease",
+    "DCE": "dynamic contrast-enhanced",
+    "MRI": "magnetic resonance imaging",
+}
+_ABBREV = re.compile(r"\b(" + "|".join(map(re.escape, ABBREVIATIONS)) + r")\b")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
@@ -168,7 +178,9 @@ class Validator:
         return self._sim
 
     def _sample(self, template: str) -> str:
-        return re.sub(r"\{(\w+)\}", lambda m: self._fill.get(m.group(1), m.group(1)), template)
+        """The sentence the encoder reads: slots filled, abbreviations spelled out."""
+        text = re.sub(r"\{(\w+)\}", lambda m: self._fill.get(m.group(1), m.group(1)), template)
+        return _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(1)], text)
 
     def remember(self, sentences: list[str], index: int) -> None:
         """Count ``sentences`` as already accepted (for duplicate detection)."""
