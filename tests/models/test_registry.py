@@ -16,7 +16,7 @@ TINY = {
     "resnet34_3d": {"widths": (4, 4, 8, 8)},
     "resnet50_3d": {"widths": (4, 4, 8, 8)},
     "clip_rn50_3d": {"width": 8, "layers": (1, 1, 1, 1), "heads": 2,
-                     "input_size": (16, 16, 16)},
+                     "input_size": (16, 16, 16), "first_stride": (1, 1, 1)},
     "vit_3d": {"img_size": (16, 16, 16), "patch_size": 8, "hidden_size": 32, "mlp_dim": 64,
                "num_layers": 1, "num_heads": 2},
 }
