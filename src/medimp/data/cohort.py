@@ -171,7 +171,8 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
                   file=name)
         return None
     try:
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
+                         index_col=False)
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
@@ -183,12 +184,31 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        col.error(f"required column(s) {missing} absent (found {list(df.columns)})",
-                  f"add the column(s) {missing} to {name}", file=name)
+        fix = f"add the column(s) {missing} to {name}"
+        if len(df.columns) == 1 and ";" in df.columns[0]:
+            fix = "the file looks semicolon-separated: save it comma-separated"
+        col.error(f"required column(s) {missing} absent (found {list(df.columns)})", fix,
+                  file=name)
+        return None
+    ragged = _ragged_lines(path, len(df.columns))
+    if ragged:
+        col.error(f"line(s) {ragged[:10]} have a different number of fields than the header "
+                  f"({len(df.columns)})", "remove the extra/missing separators (a comma inside "
+                  "a value needs quotes)", file=name)
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
     return df
+
+
+def _ragged_lines(path: Path, n_fields: int) -> list[int]:
+    """Line numbers of CSV records whose field count differs from the header's (pandas would
+    otherwise silently turn extra leading fields into an index or drop them)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return [i + 1 for i, rec in enumerate(csv.reader(fh))
+                if rec and len(rec) != n_fields and i > 0]
 
 
 def _where(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:

@@ -180,7 +180,12 @@ def validate_cohort(
         A :class:`ValidationReport` with every error and warning and a summary.
     """
     root = Path(path)
-    cohort, problems = _load(root)
+    try:
+        cohort, problems = _load(root)
+    except Exception as exc:  # a table that breaks the reader itself: report, don't raise
+        problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
+                            f"{exc})", fix="check the CSV files; please report this as a bug")]
+        cohort = None
     report = ValidationReport(root=root)
     report.errors = [p for p in problems if p.severity == "error"]
     report.warnings = [p for p in problems if p.severity != "error"]
