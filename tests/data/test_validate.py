@@ -193,3 +193,20 @@ def test_two_dicom_series_in_one_folder(tiny_cohort: Path) -> None:
     m.to_csv(tiny_cohort / "manifest.csv", index=False)
     report = _check(tiny_cohort)
     assert report.ok and "constant volume" in report.warnings[0].problem
+
+
+def test_simulated_cohort_is_valid_and_damage_is_caught(simulated_cohort: Path,
+                                                        tmp_path: Path) -> None:
+    report = validate_cohort(simulated_cohort)
+    assert report.ok, report.errors
+    manifest = pd.read_csv(simulated_cohort / "manifest.csv", dtype=str)
+    assert report.summary["volumes"] == len(manifest)
+    assert report.summary["patients"] == 16
+    # the same cohort with one volume cut short: exactly that volume is reported
+    copy = tmp_path / "sim"
+    shutil.copytree(simulated_cohort, copy)
+    row = manifest.iloc[5]
+    target = copy / row["path"]
+    target.write_bytes(target.read_bytes()[:-100])
+    (err,) = validate_cohort(copy).errors
+    assert (err.patient, err.exam, err.phase) == (row["patient_id"], row["exam"], row["phase"])
