@@ -34,7 +34,9 @@ __all__ = [
     "check_columns",
     "default_bank",
     "exam_words",
+    "explain_exam",
     "leakage_reason",
+    "write_prompts",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,3 +264,36 @@ def build_prompts(cohort, bank: ParaphraseBank | str | os.PathLike[str] | None =
     keys = cohort.exam_keys() if hasattr(cohort, "exam_keys") else None
     return build_prompts_from_tables(cohort.study, cohort.exams, cohort.patients, bank=bank,
                                      seed=seed, keys=keys)
+
+
+def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a prompts table as parquet, atomically."""
+    from medimp._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def explain_exam(
+    study: Study,
+    exams_df: pd.DataFrame,
+    patients_df: pd.DataFrame,
+    patient_id: str,
+    exam: str,
+    *,
+    bank: ParaphraseBank | str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> tuple[list[tuple[str, str, object, str | None]], list[str]]:
+    """One exam's table row and its prompts, e.g. for ``medimp prompts show``.
+
+    Returns:
+        ([(variable, "table.column", raw value, words or None)], [prompt of each variant]).
+    """
+    tables = _Tables(study, exams_df, patients_df)
+    patient_id, exam = str(patient_id), str(exam)
+    words = _words(tables, patient_id, exam, rng=None)
+    rows = [(v.name, f"{_TABLE_FILE[v.table]}:{v.column}", tables.value(v, patient_id, exam),
+             words[v.name]) for v in study.variables]
+    df = build_prompts_from_tables(study, exams_df, patients_df, bank=bank, seed=seed,
+                                   keys=[(patient_id, exam)])
+    return rows, df["prompt"].tolist()
