@@ -95,7 +95,7 @@ def show_cmd(
             )
             values = Table(title="clinical values", show_lines=False)
             for col in ("variable", "column", "value", "words"):
-                values.add_column(col)
+                values.add_column(col, no_wrap=True)
             for name, col, val, words in rows:
                 values.add_row(name, col, str(val), words or "[dim](missing: sentence dropped)")
             texts = Table(title=f"{len(prompts)} prompts", show_header=False)
@@ -103,10 +103,16 @@ def show_cmd(
             texts.add_column("prompt")
             for i, p in enumerate(prompts):
                 texts.add_row(str(i), p)
-            grid = Table.grid(padding=(0, 2))
-            grid.add_row(values, texts)
             console.rule(f"patient {patient} exam {e}")
-            console.print(grid)
+            if console.width >= 140:  # side by side where there is room, else one below the other
+                grid = Table.grid(padding=(0, 2))
+                grid.add_column(no_wrap=True)
+                grid.add_column(ratio=1)
+                grid.add_row(values, texts)
+                console.print(grid)
+            else:
+                console.print(values)
+                console.print(texts)
     except (ValueError, OSError) as exc:
         fail(str(exc))
 
