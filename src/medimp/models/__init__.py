@@ -9,7 +9,12 @@
 - :func:`gather_with_grad`: all-gather across processes keeping gradients.
 - :func:`load_inflated` / :func:`inflate_2d_state_dict`: 2D checkpoints into 3D encoders;
   :func:`load_state_dict_checked` / :func:`load_state_file`: safe, checked weight loading.
+
+Importing this package does not import MONAI: the image encoders (and the inflation helpers,
+which live beside them) load on first use.
 """
+
+from typing import Any
 
 from medimp._textmodel import default_text_model_path
 from medimp.models._errors import CheckpointError, ModelError, TextModelError
@@ -21,7 +26,6 @@ from medimp.models._registry import (
 from medimp.models.checkpoint import load_state_dict_checked, load_state_file
 from medimp.models.distributed import gather_no_grad, gather_with_grad, is_distributed
 from medimp.models.heads import ProjectionHead
-from medimp.models.image.inflate import inflate_2d_state_dict, load_inflated
 from medimp.models.losses import ClipLoss, SigLipLoss, same_group_mask
 from medimp.models.tabular import TabularEncoder, create_tabular_encoder
 from medimp.models.text import (
@@ -57,3 +61,14 @@ __all__ = [
     "register_image_encoder",
     "same_group_mask",
 ]
+
+
+_LAZY = {"inflate_2d_state_dict", "load_inflated"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from medimp.models.image import inflate
+
+        return getattr(inflate, name)
+    raise AttributeError(f"module 'medimp.models' has no attribute {name!r}")
