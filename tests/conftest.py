@@ -41,3 +41,38 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def medimp_original(fixtures_dir: Path) -> Path:
     return fixtures_dir / "medimp_original"
+
+
+# --- simulated cohorts (owned by the simulate stage) -------------------------------------------
+# Cohorts are made once per test session and per argument set; treat them as read-only (copy
+# one with shutil.copytree before changing it).
+
+
+@pytest.fixture(scope="session")
+def make_cohort(tmp_path_factory: pytest.TempPathFactory):
+    """Factory ``make_cohort(n_patients=16, shape=(24, 24, 24), seed=0, fmt="nifti") -> Path``.
+
+    Simulates a cohort directory with :func:`medimp.simulate.simulate_cohort` (one process, no
+    progress bar) the first time it is asked for, and returns the same folder afterwards.
+    """
+    from medimp.simulate import simulate_cohort
+
+    cache: dict[tuple, Path] = {}
+
+    def make(n_patients: int = 16, shape: tuple[int, int, int] = (24, 24, 24), seed: int = 0,
+             fmt: str = "nifti") -> Path:
+        key = (int(n_patients), tuple(int(s) for s in shape), int(seed), fmt)
+        if key not in cache:
+            name = f"cohort_{key[0]}p_{'x'.join(map(str, key[1]))}_s{key[2]}_{fmt}"
+            out = tmp_path_factory.mktemp(name) / "cohort"
+            cache[key] = simulate_cohort(out, key[0], shape=key[1], seed=key[2], fmt=fmt,
+                                         workers=1, progress=False)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def simulated_cohort(make_cohort) -> Path:
+    """A tiny simulated cohort: 16 patients, 24³ NIfTI volumes, seed 0 (about 3 s, once)."""
+    return make_cohort(16, (24, 24, 24), 0, "nifti")
