@@ -61,6 +61,18 @@ def test_resume_checks(simulated_cohort, tiny_config, tmp_path) -> None:
     with pytest.raises(TrainError, match="cannot read this checkpoint safely"):
         pretrain(simulated_cohort, run, tiny_config("method=tabular_clip"), resume=True,
                  progress=False)
+    # a failing --overwrite (bad config) leaves the old run as it was; a good one replaces it
+    with pytest.raises(TrainError, match="batch_size"):
+        pretrain(simulated_cohort, run, tiny_config("batch_size=10000"), progress=False,
+                 overwrite=True)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"not a checkpoint"
+    pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}", "epochs=1"),
+             progress=False, overwrite=True)
+    from medimp.train import load_run_info
+    from medimp.train.checkpoint import read_checkpoint
+
+    assert load_run_info(run)["method"] == "image_ssl"
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0
 
 
 def test_exported_weights_of_another_architecture(simulated_cohort, tiny_config, tmp_path

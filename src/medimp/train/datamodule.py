@@ -9,6 +9,7 @@ rarely holds two exams of one patient; the loss masks those that remain.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,12 @@ class PretrainDataModule(LightningDataModule):
         train_p, val_p = split_patients(patients, config.val_fraction, config.seed)
         self.train_patients, self.val_patients = train_p, val_p
         val_set = set(val_p)
+        if 0 < sum(p in val_set for p, _ in keys) < 2:
+            # one exam cannot give a contrastive loss: validate nothing rather than fail later
+            warnings.warn(f"{self.cohort_path}: the validation patients {val_p} have a single "
+                          "exam between them; training without validation loss", stacklevel=2)
+            train_p, val_p, val_set = sorted(patients), [], set()
+            self.train_patients, self.val_patients = train_p, val_p
         self.train_keys = [k for k in keys if k[0] not in val_set]
         self.val_keys = [k for k in keys if k[0] in val_set]
         if config.method != "random_init" and config.batch_size > len(self.train_keys):

@@ -161,6 +161,13 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                                 n_tabular=n_tab)
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
+    if overwrite and not resume and _is_global_zero():
+        # every check passed: only now do the old run's files go, before the new run writes
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        for name in ("model.json", "model.safetensors", "history.csv"):
+            (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_global_zero():
         save_config(cfg, run_dir / "config.yaml")
