@@ -161,13 +161,13 @@ def simulate_clinical(
                   rejection_day, rejection_episodes)
 
     # --- graft loss: first time the true GFR falls below _LOSS_GFR (daily grid up to 4 years),
-    # plus rare early losses (thrombosis, primary non-function)
+    # plus rare sudden losses (thrombosis, acute rejection, non-adherence)
     grid = np.arange(1, int(4 * _DAYS_PER_YEAR) + 1)
     below = _true_gfr(lat, np.broadcast_to(grid, (n, grid.size))) < _LOSS_GFR
     below[:, :91] = False  # early low GFR is delayed graft function, not loss
     loss_day = np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], np.inf)
-    early = rng.random(n) < 0.02
-    loss_day = np.where(early, np.minimum(loss_day, rng.uniform(20, 700, n)), loss_day)
+    sudden = rng.random(n) < 0.05
+    loss_day = np.where(sudden, np.minimum(loss_day, rng.uniform(20, 1460, n)), loss_day)
 
     # --- follow-up: most followed 4 years; ~12% lost to follow-up between 0.5 and 4 years
     end = 4 * _DAYS_PER_YEAR + rng.uniform(0, 60, n)
