@@ -156,8 +156,10 @@ def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
         raise SimulationError(f"{out} is not empty; pass --overwrite to replace it or choose "
                               "another OUT")
     parent = out.parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        raise SimulationError(f"cannot create {out}: {parent} is a file; choose another OUT")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SimulationError(f"cannot write in {parent}: permission denied; choose another OUT")
 
@@ -247,8 +249,8 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
         SimulationError: invalid arguments; nothing is written.
     """
     out = Path(out)
-    shape = tuple(int(s) for s in shape) if all(float(s) == int(s) for s in shape) else shape
     _check_args(out, n_patients, tuple(shape), fmt=fmt, overwrite=overwrite, workers=workers)
+    shape = tuple(int(s) for s in shape)
     if workers is None:
         workers = max(1, min(4, os.cpu_count() or 1, n_patients // 8))
     patients, exams, truth = simulate_clinical(int(n_patients), seed)
