@@ -1,0 +1,390 @@
+"""On-disk cache of preprocessed exams: computed once, verified on every read.
+
+Layout of a cache folder (default ``<cohort>/.medimp_cache``)::
+
+    medimp-cache.json        marker + format version (``clear`` refuses folders without it)
+    CACHEDIR.TAG             tells backup tools to skip the folder
+    entries/ab/<key>.safetensors
+    hashes.json              memo of source-file hashes: path -> (size:mtime_ns, sha256)
+    stats/<host>-<pid>-<id>.json  hit / miss / rebuild counters of each process and cache object
+
+An entry's key is the SHA-256 of canonical JSON holding the cache format, the preprocessing
+parameters and, per phase, the SHA-256 of the source file's bytes (of every file, in sorted order,
+for a DICOM series folder). Editing an image or changing a parameter therefore gives a new key and
+a recomputation; moving the cohort folder does not.
+
+Entries are safetensors files (never pickles) whose metadata repeats the key and a CRC-32 of the
+image bytes. A truncated, corrupt or mismatched entry is detected on read, reported with a
+``CacheWarning`` and rebuilt. All files are written atomically (``medimp._io``).
+
+Source files are hashed once per (path, size, mtime_ns): in memory within a process, and in
+``hashes.json`` across processes, so an epoch over a cached cohort only ``stat``s the sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing.util
+import os
+import shutil
+import socket
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from medimp._io import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CacheInfo",
+    "CacheWarning",
+    "PreprocessCache",
+    "content_hash",
+    "default_cache_dir",
+]
+
+CACHE_FORMAT = 1
+_MARKER = "medimp-cache.json"
+_FLUSH_EVERY_S = 2.0
+_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This folder is a cache of preprocessed images made by medimp; it can be deleted.\n"
+)
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unreadable, corrupt or stale and has been rebuilt."""
+
+
+def default_cache_dir(cohort_root: str | os.PathLike[str]) -> Path:
+    """Where a cohort's preprocessed exams are cached unless a folder is given."""
+    return Path(cohort_root) / ".medimp_cache"
+
+
+# ---------------------------------------------------------------- hashing of source files
+
+_memo: dict[tuple[str, str], str] = {}
+_memo_lock = threading.Lock()
+
+
+def _signature(path: Path) -> str:
+    """Cheap fingerprint of a file or folder: sizes and mtimes, no content read."""
+    if path.is_dir():
+        h = hashlib.sha1()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        return "dir:" + h.hexdigest()
+    st = path.stat()
+    return f"file:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(path: str | os.PathLike[str], index: dict[str, list[str]] | None = None) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (names and bytes, sorted).
+
+    Memoised by (path, size, mtime_ns) in this process, and in ``index`` when one is given (the
+    cache's ``hashes.json``): unchanged files are not read again.
+    """
+    p = Path(path).resolve()
+    sig = _signature(p)
+    key = (str(p), sig)
+    with _memo_lock:
+        hit = _memo.get(key)
+    if hit is not None:
+        return hit
+    if index is not None:
+        rec = index.get(str(p))
+        if rec is not None and rec[0] == sig:
+            with _memo_lock:
+                _memo[key] = rec[1]
+            return rec[1]
+    digest = _sha256_of(p)
+    with _memo_lock:
+        _memo[key] = digest
+    if index is not None:
+        index[str(p)] = [sig, digest]
+    return digest
+
+
+# ---------------------------------------------------------------- entries
+
+
+@dataclass
+class CacheInfo:
+    """What a cache folder holds and how it has been used."""
+
+    path: str
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    rebuilt: int
+    hashed_sources: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_safetensors_header(data: bytes) -> dict[str, Any]:
+    if len(data) < 8:
+        raise ValueError("file shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("header length beyond end of file (truncated)")
+    return json.loads(data[8 : 8 + n])
+
+
+class PreprocessCache:
+    """A folder of preprocessed exams keyed by source content and preprocessing parameters.
+
+    Args:
+        root: the cache folder (created on first write).
+        verify: check every entry's CRC-32 on read (cheap; detects bit rot and truncation).
+
+    The object is picklable and safe to share with DataLoader workers: counters are kept per
+    process and written to ``stats/`` at most every 2 s, on :meth:`flush` and at exit.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], verify: bool = True) -> None:
+        self.root = Path(root)
+        self.verify = verify
+        self._reset_process_state()
+
+    # -- process-local state (counters, hash index) -------------------------------------
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._stats_name = f"{socket.gethostname()}-{self._pid}-{os.urandom(4).hex()}.json"
+        self.hits = 0
+        self.misses = 0
+        self.rebuilt = 0
+        self._index: dict[str, list[str]] | None = None
+        self._index_dirty = False
+        self._stats_dirty = False
+        self._last_flush = 0.0
+        self._finalizer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "verify": self.verify}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = state["root"]
+        self.verify = state["verify"]
+        self._reset_process_state()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # a forked worker: start its own counters
+            self._reset_process_state()
+        if self._finalizer is None:
+            # runs at interpreter exit, also in multiprocessing (DataLoader) workers
+            self._finalizer = multiprocessing.util.Finalize(self, self.flush, exitpriority=10)
+
+    def _hash_index(self) -> dict[str, list[str]]:
+        if self._index is None:
+            self._index = {}
+            with contextlib.suppress(OSError, ValueError):
+                raw = json.loads((self.root / "hashes.json").read_text(encoding="utf-8"))
+                if isinstance(raw, dict):
+                    self._index = {
+                        k: v for k, v in raw.items() if isinstance(v, list) and len(v) == 2
+                    }
+        return self._index
+
+    def flush(self) -> None:
+        """Write this process's counters and new source hashes to the cache folder."""
+        if os.getpid() != self._pid or not (self.root / _MARKER).is_file():
+            return
+        with contextlib.suppress(OSError):
+            if self._index_dirty and self._index is not None:
+                merged = {}
+                with contextlib.suppress(OSError, ValueError):
+                    merged = json.loads((self.root / "hashes.json").read_text(encoding="utf-8"))
+                merged.update(self._index)
+                atomic_write_text(self.root / "hashes.json", json.dumps(merged, sort_keys=True))
+                self._index_dirty = False
+            if self._stats_dirty:
+                stats = {
+                    "hits": self.hits,
+                    "misses": self.misses,
+                    "rebuilt": self.rebuilt,
+                    "updated": time.time(),
+                }
+                atomic_write_text(self.root / "stats" / self._stats_name, json.dumps(stats))
+                self._stats_dirty = False
+        self._last_flush = time.monotonic()
+
+    def _maybe_flush(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
+            self.flush()
+
+    # -- keys ----------------------------------------------------------------------------
+    def key(self, sources: Sequence[tuple[Any, ...]], params_json: str) -> str:
+        """The entry key of an exam: its phases' source hashes + the parameters' JSON.
+
+        ``sources`` holds ``(phase, path or None, *extra)`` per phase; ``extra`` (e.g. the
+        DICOM series UID read from that folder) enters the key as given.
+        """
+        self._check_process()
+        index = self._hash_index()
+        before = len(index)
+        hashes = [
+            [name, None if p is None else content_hash(p, index), *extra]
+            for name, p, *extra in sources
+        ]
+        if len(index) != before:
+            self._index_dirty = True
+        doc = {"format": CACHE_FORMAT, "params": json.loads(params_json), "sources": hashes}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def entry_path(self, key: str) -> Path:
+        return self.root / "entries" / key[:2] / f"{key}.safetensors"
+
+    # -- read / write --------------------------------------------------------------------
+    def _ensure_root(self) -> None:
+        marker = self.root / _MARKER
+        if not marker.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, json.dumps({"format": CACHE_FORMAT, "tool": "medimp"}))
+            atomic_write_text(self.root / "CACHEDIR.TAG", _TAG)
+
+    def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Read a verified entry, ``None`` if absent; a bad entry is removed with a warning."""
+        path = self.entry_path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._discard(path, f"unreadable ({exc})")
+            return None
+        try:
+            meta = _read_safetensors_header(data).get("__metadata__") or {}
+            arrays = safetensors.numpy.load(data)
+            image, mask = arrays["image"], arrays["phase_mask"].astype(bool)
+            if meta.get("key") != key or int(meta.get("format", -1)) != CACHE_FORMAT:
+                raise ValueError("stale entry (key or format does not match)")
+            if image.dtype != np.float32 or image.ndim != 4 or mask.shape != (image.shape[0],):
+                raise ValueError(f"unexpected arrays image{image.shape} mask{mask.shape}")
+            if self.verify and int(meta.get("crc32", -1)) != zlib.crc32(image.tobytes()):
+                raise ValueError("checksum mismatch (corrupt data)")
+        except Exception as exc:  # safetensors raises its own error types on corrupt bytes
+            self._discard(path, str(exc))
+            return None
+        return image, mask
+
+    def _discard(self, path: Path, why: str) -> None:
+        warnings.warn(
+            f"cache entry {path} is bad ({why}); removing it and recomputing the exam",
+            CacheWarning,
+            stacklevel=3,
+        )
+        with contextlib.suppress(OSError):
+            path.unlink()
+        self.rebuilt += 1
+        self._stats_dirty = True
+
+    def store(self, key: str, image: np.ndarray, mask: np.ndarray, where: str = "") -> Path:
+        """Write an entry atomically and return its path."""
+        self._ensure_root()
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        meta = {
+            "format": str(CACHE_FORMAT),
+            "key": key,
+            "crc32": str(zlib.crc32(image.tobytes())),
+            "where": where,
+        }
+        data = safetensors.numpy.save(
+            {"image": image, "phase_mask": np.asarray(mask, dtype=np.uint8)}, metadata=meta
+        )
+        path = self.entry_path(key)
+        atomic_write_bytes(path, data)
+        return path
+
+    def get_or_compute(
+        self,
+        sources: Sequence[tuple[Any, ...]],
+        params_json: str,
+        compute: Callable[[], tuple[np.ndarray, np.ndarray]],
+        where: str = "",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the cached exam for ``sources`` + parameters, computing and storing it once."""
+        self._check_process()
+        key = self.key(sources, params_json)
+        hit = self.load(key)
+        if hit is not None:
+            self.hits += 1
+            self._stats_dirty = True
+            self._maybe_flush()
+            return hit
+        image, mask = compute()
+        self.store(key, image, mask, where=where)
+        self.misses += 1
+        self._stats_dirty = True
+        self._maybe_flush()
+        return np.ascontiguousarray(image, dtype=np.float32), np.asarray(mask, dtype=bool)
+
+    # -- maintenance ---------------------------------------------------------------------
+    def info(self) -> CacheInfo:
+        """Count the entries and bytes, and sum the counters of every process so far."""
+        self.flush()
+        files = list((self.root / "entries").rglob("*.safetensors")) if self.root.is_dir() else []
+        size = sum(f.stat().st_size for f in files)
+        totals = {"hits": 0, "misses": 0, "rebuilt": 0}
+        for f in (self.root / "stats").glob("*.json") if self.root.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                rec = json.loads(f.read_text(encoding="utf-8"))
+                for k in totals:
+                    totals[k] += int(rec.get(k, 0))
+        hashed = 0
+        with contextlib.suppress(OSError, ValueError):
+            hashed = len(json.loads((self.root / "hashes.json").read_text(encoding="utf-8")))
+        return CacheInfo(
+            path=str(self.root), entries=len(files), bytes=size, hashed_sources=hashed, **totals
+        )
+
+    def is_cache_dir(self) -> bool:
+        """True if ``root`` holds medimp's marker file (so it is safe to clear)."""
+        return (self.root / _MARKER).is_file()
+
+    def clear(self) -> int:
+        """Delete the whole cache folder; return the number of entries removed.
+
+        Raises:
+            ValueError: ``root`` exists but is not a medimp cache (no marker file), so that a
+                mistyped path never deletes a user's data.
+        """
+        if not self.root.exists():
+            return 0
+        if not self.is_cache_dir():
+            raise ValueError(
+                f"{self.root} is not a medimp cache folder (no {_MARKER}); nothing was deleted"
+            )
+        n = len(list((self.root / "entries").rglob("*.safetensors")))
+        # rename first so that a half-deleted folder is never mistaken for a cache
+        trash = self.root.with_name(f".{self.root.name}.deleting-{os.getpid()}")
+        self.root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        self._reset_process_state()
+        return n

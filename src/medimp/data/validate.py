@@ -1,0 +1,251 @@
+"""Check a whole cohort, images included, and report every problem without raising.
+
+``validate_cohort`` runs the table checks of :func:`medimp.data.read_cohort`, then opens every
+image with :func:`medimp.data.read_volume` and checks its content (NaN/Inf, constant volume,
+zero/singular affine, 4D, truncated or mis-named gzip, header dims). It also warns about what
+is legal but worth knowing: a missing phase in an exam, an exam without images, a patient
+without outcomes. ``medimp validate`` prints the result as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimp.data._errors import MedimpDataError, Problem
+from medimp.data.cohort import Cohort, _load
+from medimp.data.readers import read_volume
+
+__all__ = ["ValidationReport", "validate_cohort"]
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate_cohort`` found.
+
+    Attributes:
+        root: the cohort folder.
+        errors: problems that make the cohort unusable as is.
+        warnings: legal but noteworthy findings.
+        summary: counts (patients, exams, volumes, files, exams per label, volumes per phase,
+            phases per exam as {number of phases: exams}, outcome counts with missing).
+    """
+
+    root: Path
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no error was found (warnings allowed)."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cohort": str(self.root),
+            "ok": self.ok,
+            "errors": [p.to_dict() for p in self.errors],
+            "warnings": [p.to_dict() for p in self.warnings],
+            "summary": self.summary,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON (``medimp validate --json``)."""
+        return json.dumps(self.to_dict(), indent=indent, default=_jsonable)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]) -> list[Problem]:
+    """Read one image and return its problems, located at its first manifest row."""
+    first = rows[0]
+    where = {"file": rel, "patient": first["patient_id"], "exam": first["exam"],
+             "phase": first["phase"]}
+    also = f" (file shared by {len(rows)} manifest rows)" if len(rows) > 1 else ""
+    path = cohort._resolve(rel)
+    try:
+        uid = first.get("series_uid")
+        vol = read_volume(path, check_finite=False,
+                          series_uid=uid if isinstance(uid, str) and uid else None)
+    except MedimpDataError as exc:
+        p = exc.to_problem()
+        return [Problem("error", problem=p.problem + also, fix=p.fix, **where)]
+    except Exception as exc:  # an unexpected library failure must not stop the report
+        return [Problem("error", problem=f"unreadable ({type(exc).__name__}: {exc}){also}",
+                        fix="export the image again", **where)]
+    out = []
+    a = vol.array
+    finite = np.isfinite(a)
+    if not finite.all():
+        n_nan = int(np.isnan(a).sum())
+        n_inf = int(a.size - finite.sum() - n_nan)
+        out.append(Problem(
+            "error", problem=f"{n_nan} NaN and {n_inf} Inf voxels out of {a.size}{also}",
+            fix="re-export the volume; replace non-finite voxels only if they are known "
+                "background", **where))
+    elif float(a.max()) == float(a.min()):
+        out.append(Problem(
+            "warning", problem=f"constant volume: every voxel is {float(a.min()):g}{also}",
+            fix="check the export; a blank volume carries no image information (normalisation "
+                "leaves it at 0)", **where))
+    return out
+
+
+def _summary(cohort: Cohort, n_files: int) -> dict[str, Any]:
+    study = cohort.study
+    keys = cohort.exam_keys()
+    phases = Counter(cohort.manifest["phase"])
+    exams = Counter(e for _, e in keys)
+    n_phases = Counter(len(cohort.phases_of(p, e)) for p, e in keys)
+    outcomes: dict[str, dict[str, int]] = {}
+    pat = cohort.patients
+    for c in study.outcomes.columns():
+        if c in pat.columns:
+            known = int(pat[c].notna().sum())
+            outcomes[c] = {"known": known, "missing": len(pat) - known}
+    gl = study.outcomes.graft_loss
+    if gl in pat.columns:
+        outcomes[gl]["positive"] = int((pat[gl] == 1).sum())
+    return {
+        "patients": len(pat),
+        "patients_with_images": len({p for p, _ in keys}),
+        "exams": len(keys),
+        "exam_rows": len(cohort.exams),
+        "volumes": len(cohort.manifest),
+        "files": n_files,
+        "exams_per_label": {e: exams.get(e, 0) for e in study.exam_names},
+        "volumes_per_phase": {ph: phases.get(ph, 0) for ph in study.phase_names},
+        "phases_per_exam": {str(n): c for n, c in sorted(n_phases.items(), reverse=True)},
+        "outcomes": outcomes,
+    }
+
+
+def _structure_warnings(cohort: Cohort) -> list[Problem]:
+    out = []
+    study = cohort.study
+    with_images = set(cohort.exam_keys())
+    for pid, exam in sorted(with_images):
+        have = cohort.phases_of(pid, exam)
+        missing = [p for p in study.phase_names if p not in have]
+        if missing:
+            out.append(Problem("warning", "manifest.csv", pid, exam, ",".join(missing),
+                               f"phase(s) {missing} missing (exam has {have})",
+                               "add the volume(s) if they exist; otherwise they are fed as "
+                               "empty channels with mask False"))
+    for pid, exam in zip(cohort.exams["patient_id"], cohort.exams["exam"], strict=True):
+        if (pid, exam) not in with_images:
+            out.append(Problem("warning", "exams.csv", pid, exam, None,
+                               "exam has clinical values but no image",
+                               "add its volumes to manifest.csv if they exist; it is left out "
+                               "of pretraining"))
+    outcome_cols = [c for c in study.outcomes.columns() if c in cohort.patients.columns]
+    img_patients = {p for p, _ in with_images}
+    for _, row in cohort.patients.iterrows():
+        pid = row["patient_id"]
+        if outcome_cols and row[outcome_cols].isna().all():
+            out.append(Problem("warning", "patients.csv", pid, None, None,
+                               "patient without outcomes (every outcome column empty)",
+                               "fill in the outcomes if known; the patient is left out of "
+                               "evaluation tasks"))
+        if pid not in img_patients:
+            out.append(Problem("warning", "patients.csv", pid, None, None,
+                               "patient without any image",
+                               "add the patient's volumes to manifest.csv if they exist"))
+    return out
+
+
+def validate_cohort(
+    path: str | os.PathLike[str],
+    read_images: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Check a cohort directory, images included; never raises on bad data.
+
+    Args:
+        path: the cohort folder.
+        read_images: open every image (slow on big cohorts; False checks only the tables).
+        progress: called as ``progress(done, total)`` after each image (for a progress bar).
+
+    Returns:
+        A :class:`ValidationReport` with every error and warning and a summary.
+    """
+    root = Path(path)
+    try:
+        cohort, problems = _load(root)
+    except Exception as exc:  # a table that breaks the reader itself: report, don't raise
+        problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
+                            f"{exc})", fix="check the CSV files; please report this as a bug")]
+        cohort = None
+    report = ValidationReport(root=root)
+    report.errors = [p for p in problems if p.severity == "error"]
+    report.warnings = [p for p in problems if p.severity != "error"]
+    partial = cohort is None
+    if cohort is None:
+        cohort = _partial_cohort(root)
+        if cohort is None:
+            return report
+    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for rec in cohort.manifest.to_dict("records"):
+        rel, uid = rec.get("path"), rec.get("series_uid")
+        if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
+            key = (rel, uid if isinstance(uid, str) and uid else None)
+            files.setdefault(key, []).append(rec)
+    if read_images:
+        total = len(files)
+        for i, ((rel, _), rows) in enumerate(files.items()):
+            for p in _check_image(cohort, rel, rows):
+                (report.errors if p.severity == "error" else report.warnings).append(p)
+            if progress is not None:
+                progress(i + 1, total)
+    try:
+        if not partial:  # on broken tables these warnings would be noise
+            report.warnings.extend(_structure_warnings(cohort))
+        report.summary = _summary(cohort, len(files))
+    except Exception:  # the tables were broken; their errors are already listed
+        report.summary = {}
+    return report
+
+
+def _partial_cohort(root: Path) -> Cohort | None:
+    """A best-effort Cohort over broken tables, so that images can still be checked."""
+    import pandas as pd
+
+    from medimp.study import default_study, load_study
+
+    try:
+        study = load_study(root / "study.yaml")
+    except Exception:
+        study = default_study()
+    tables = {}
+    for name in ("manifest", "exams", "patients"):
+        try:
+            df = pd.read_csv(root / f"{name}.csv", dtype=str, skipinitialspace=True)
+            df.columns = [str(c).strip() for c in df.columns]
+        except Exception:
+            df = pd.DataFrame()
+        tables[name] = df
+    m = tables["manifest"]
+    if not {"patient_id", "exam", "phase", "path"} <= set(m.columns):
+        return None
+    for name, cols in (("exams", ["patient_id", "exam"]), ("patients", ["patient_id"])):
+        if not set(cols) <= set(tables[name].columns):
+            tables[name] = pd.DataFrame(columns=cols)
+    for name in ("exams", "patients"):
+        df = tables[name]
+        for c in df.columns:
+            if c not in ("patient_id", "exam"):
+                df[c] = pd.to_numeric(df[c], errors="coerce")
+    return Cohort(root=root, study=study, manifest=m, exams=tables["exams"],
+                  patients=tables["patients"])

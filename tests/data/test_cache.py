@@ -1,0 +1,196 @@
+"""The on-disk cache: computed once, keyed by content + parameters, self-healing, no pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medimp.cli.main import app
+from medimp.data import cache as cache_mod
+from medimp.data.cache import CacheWarning, PreprocessCache, content_hash
+from medimp.data.preprocess import PreprocessConfig, preprocess_exam
+
+from ._pipe_helpers import kidney_phases, load_nifti, write_nifti
+
+PHASES = ["pre", "arterial", "tubular"]
+
+
+@pytest.fixture
+def exam_files(tmp_path: Path) -> dict[str, Path]:
+    vols = kidney_phases()
+    return {p: write_nifti(tmp_path / "images" / f"{p}.nii.gz", v) for p, v in vols.items()}
+
+
+class Counter:
+    """Preprocesses the exam from its files and counts how often it really ran."""
+
+    def __init__(self, files: dict[str, Path], config: PreprocessConfig) -> None:
+        self.files, self.config, self.calls = files, config, 0
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        vols = {p: load_nifti(f) for p, f in self.files.items()}
+        return preprocess_exam(vols, PHASES, self.config)
+
+    def get(self, cache: PreprocessCache) -> tuple[np.ndarray, np.ndarray]:
+        sources = [(p, self.files[p]) for p in PHASES]
+        return cache.get_or_compute(sources, self.config.canonical_json(), self)
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted((root / "entries").rglob("*.safetensors"))
+
+
+def test_computed_once_then_read_back(tmp_path, exam_files) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    first = job.get(cache)
+    second = job.get(cache)
+    assert job.calls == 1
+    np.testing.assert_array_equal(first[0], second[0])
+    assert second[0].dtype == np.float32 and second[1].dtype == bool
+    assert (cache.hits, cache.misses) == (1, 1)
+    # a fresh object (another process, another epoch) reads the same entry
+    again = Counter(exam_files, job.config)
+    np.testing.assert_array_equal(again.get(PreprocessCache(tmp_path / "cache"))[0], first[0])
+    assert again.calls == 0
+
+
+def test_entries_are_safetensors_not_pickles(tmp_path, exam_files) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    Counter(exam_files, PreprocessConfig(shape=(16, 16, 16))).get(cache)
+    (entry,) = _entries(tmp_path / "cache")
+    data = entry.read_bytes()
+    assert not data.startswith(b"\x80")  # pickle protocol marker
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    assert header["image"]["dtype"] == "F32" and header["image"]["shape"] == [3, 16, 16, 16]
+    assert header["__metadata__"]["key"] == entry.stem
+
+
+def test_changing_parameters_or_content_recomputes(tmp_path, exam_files) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    job.get(cache)
+    job.config = PreprocessConfig(shape=(12, 12, 12))
+    before, _ = job.get(cache)
+    assert before.shape == (3, 12, 12, 12)
+    assert job.calls == 2
+    # same bytes, new mtime: still a hit (content hash, not timestamp)
+    st = exam_files["pre"].stat()
+    os.utime(exam_files["pre"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    job.get(cache)
+    assert job.calls == 2
+    # new bytes: recomputed, and the new image is what comes back
+    write_nifti(exam_files["pre"], kidney_phases()["pre"] * 3)
+    image, _ = job.get(cache)
+    assert job.calls == 3
+    assert len(_entries(tmp_path / "cache")) == 3
+    # the arterial phase is now scaled by a 3x brighter pre phase: not the old entry
+    assert image[1].max() < 0.8 * before[1].max()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "stale"])
+def test_corrupt_or_stale_entry_is_rebuilt_with_a_warning(tmp_path, exam_files, damage) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    good, _ = job.get(cache)
+    (entry,) = _entries(tmp_path / "cache")
+    data = bytearray(entry.read_bytes())
+    if damage == "flip":
+        data[-100] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    elif damage == "truncate":
+        entry.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    else:  # an entry made for other parameters, put under this key
+        other = PreprocessCache(tmp_path / "other")
+        Counter(exam_files, PreprocessConfig(shape=(16, 16, 16), percentiles=(5, 95))).get(other)
+        shutil.copyfile(_entries(tmp_path / "other")[0], entry)
+    with pytest.warns(CacheWarning, match=entry.name):
+        image, _ = job.get(cache)
+    assert job.calls == 2
+    np.testing.assert_array_equal(image, good)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(job.get(cache)[0], good)  # healthy again
+    assert cache.rebuilt == 1
+
+
+def test_hashes_are_memoised_not_reread(tmp_path, exam_files, monkeypatch) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    job.get(cache)
+    cache.flush()
+    reads = []
+    real = cache_mod._sha256_of
+    monkeypatch.setattr(cache_mod, "_sha256_of", lambda p: reads.append(p) or real(p))
+    cache_mod._memo.clear()  # as in a new process: only hashes.json is left
+    for _ in range(3):
+        job.get(PreprocessCache(tmp_path / "cache"))
+    assert reads == [] and job.calls == 1
+    write_nifti(exam_files["arterial"], kidney_phases(seed=2)["arterial"])
+    job.get(cache)
+    assert reads == [exam_files["arterial"].resolve()]
+
+
+def test_folder_hash_covers_every_file_and_name(tmp_path) -> None:
+    series = tmp_path / "series"
+    series.mkdir()
+    for i in range(3):
+        (series / f"IM{i}.dcm").write_bytes(bytes([i]) * 100)
+    h1 = content_hash(series)
+    (series / "IM1.dcm").write_bytes(bytes([9]) * 100)
+    h2 = content_hash(series)
+    (series / "IM1.dcm").rename(series / "IM7.dcm")
+    h3 = content_hash(series)
+    assert len({h1, h2, h3}) == 3
+    copy = tmp_path / "copy"
+    shutil.copytree(series, copy)
+    assert content_hash(copy) == h3  # content, not location
+
+
+def test_info_clear_and_refusal_to_clear_a_foreign_folder(tmp_path, exam_files) -> None:
+    root = tmp_path / "cache"
+    cache = PreprocessCache(root)
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    job.get(cache)
+    job.get(cache)
+    rec = cache.info()
+    assert (rec.entries, rec.hits, rec.misses, rec.hashed_sources) == (1, 1, 1, 3)
+    assert rec.bytes > 3 * 16**3 * 4
+    assert cache.clear() == 1 and not root.exists()
+    foreign = tmp_path / "images"
+    with pytest.raises(ValueError, match="not a medimp cache"):
+        PreprocessCache(foreign).clear()
+    assert exam_files["pre"].exists()
+
+
+def test_cli_info_and_clear(tmp_path, exam_files) -> None:
+    root = tmp_path / "cache"
+    Counter(exam_files, PreprocessConfig(shape=(16, 16, 16))).get(PreprocessCache(root))
+    runner = CliRunner()
+    res = runner.invoke(app, ["cache", "info", "--cache", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["entries"] == 1
+    res = runner.invoke(app, ["cache", "info", "--cache", str(root)])
+    assert res.exit_code == 0 and "entries" in res.output
+    res = runner.invoke(app, ["cache", "clear", "--cache", str(root)])
+    assert res.exit_code == 2 and "--yes" in res.output and root.exists()
+    res = runner.invoke(app, ["cache", "clear", "--cache", str(tmp_path / "images"), "--yes"])
+    assert res.exit_code == 2 and exam_files["pre"].exists()
+    res = runner.invoke(app, ["cache", "clear", "--cache", str(root), "--yes"])
+    assert res.exit_code == 0 and not root.exists()
+    res = runner.invoke(app, ["cache", "info"])
+    assert res.exit_code == 2
+    # COHORT argument: the default cache folder inside it
+    res = runner.invoke(app, ["cache", "info", str(tmp_path), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["path"].endswith(".medimp_cache")
