@@ -171,7 +171,7 @@ def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volu
     frac = np.stack([c * (1 - f3), c * f3, m_ * (1 - f3), m_ * f3, vol(sinus), vol(fat),
                      vol(muscle), vol(blood)])
     # partial volume at tissue boundaries (about half a voxel)
-    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.5, 0.5, 0.5))
+    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.5, 0.5, 0.5), truncate=2.0)
     frac /= np.clip(frac.sum(0, keepdims=True), 1e-6, None)
     return ExamAnatomy(spacing=spacing, labels=labels.reshape(shape),
                        fractions=frac.astype(np.float32), fibrosis=f3)

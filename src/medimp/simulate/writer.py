@@ -93,7 +93,7 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     # gzip with a fixed mtime and no file name: the same volume gives the same bytes
-    return gzip.compress(img.to_bytes(), compresslevel=4, mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
 def _simulate_patient(task: _PatientTask) -> _PatientResult:
