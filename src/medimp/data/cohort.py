@@ -328,6 +328,8 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
             _coerce_other_columns(df, set(ids[name]) | set(num) | cat, f"{name}.csv", col)
 
     if manifest is not None:
+        # paths written on Windows ("images\\P001\\pre.nii.gz") work everywhere
+        manifest["path"] = manifest["path"].str.replace("\\", "/", regex=False)
         if manifest.empty:
             col.error("empty cohort: manifest.csv lists no image",
                       "add one row per volume (patient_id, exam, phase, path)",
