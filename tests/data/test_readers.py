@@ -280,3 +280,15 @@ def test_dicom_multiframe_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(DicomSeriesError, match="multi-frame") as ei:
         read_volume(tmp_path / "s")
     assert "dcm2niix" in str(ei.value)
+
+
+def test_dicom_varying_orientation(tmp_path: Path) -> None:
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "s", _arr((6, 6, 4)))
+    ds = pydicom.dcmread(files[1])
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]  # a coronal slice
+    ds.save_as(files[1])
+    with pytest.raises(DicomSeriesError, match="slice orientation") as ei:
+        read_volume(tmp_path / "s")
+    assert files[1].name in str(ei.value)
