@@ -205,8 +205,6 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
 def _ragged_lines(path: Path) -> list[int]:
     """Line numbers of CSV records whose field count differs from the header's (pandas would
     otherwise silently turn extra leading fields into an index, or fill missing ones)."""
-    import csv
-
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
