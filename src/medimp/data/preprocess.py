@@ -65,7 +65,10 @@ class PreprocessConfig(BaseModel):
         "RAS", description="Axis codes to reorient to (MONAI Orientation); None keeps the file's."
     )
     spacing: tuple[float, float, float] | None = Field(
-        (2.0, 2.0, 2.0), description="Target voxel size in mm; None keeps each file's spacing."
+        (6.0, 6.0, 6.0),
+        description="Target voxel size in mm; None keeps each file's spacing. The default with "
+        "shape 32³ spans ~19 cm, a whole abdominal field of view on a CPU; on a GPU use e.g. "
+        "2 mm with shape 96³.",
     )
     shape: tuple[int, int, int] = Field(
         (32, 32, 32), description="Output spatial shape (D, H, W) after crop/pad."
