@@ -53,6 +53,35 @@ def _loader_rate(ds: ExamDataset, workers: int, batch: int, epochs: int) -> floa
     return n / (time.perf_counter() - t0)
 
 
+def _transform_costs(shape: tuple[int, int, int], n: int = 20) -> dict[str, float]:
+    """Milliseconds per exam of each augmentation alone (probability 1), in this process."""
+    from monai.data import set_track_meta
+
+    from medimp.data import build_augment
+
+    x = torch.rand(3, *shape)
+    off = AugmentConfig.none()
+    cases = {
+        "flip (per axis)": off.model_copy(update={"flip_prob": 1.0, "flip_axes": (0,)}),
+        "affine": off.model_copy(update={"affine_prob": 1.0}),
+        "blur": off.model_copy(update={"blur_prob": 1.0}),
+        "noise": off.model_copy(update={"noise_prob": 1.0}),
+        "gamma": off.model_copy(update={"gamma_prob": 1.0}),
+        "default AugmentConfig()": AugmentConfig(),
+    }
+    set_track_meta(False)
+    out = {}
+    for name, cfg in cases.items():
+        aug = build_augment(cfg)
+        t0 = time.perf_counter()
+        for i in range(n):
+            aug.set_random_state(seed=i)
+            aug({"image": x.clone()})
+        out[name] = round((time.perf_counter() - t0) / n * 1000, 2)
+    set_track_meta(True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=16, help="simulated patients (4 exams each)")
@@ -84,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         rate_plain = _loader_rate(cached, args.workers, args.batch, args.epochs)
         rate_aug0 = _loader_rate(aug, 0, args.batch, max(1, args.epochs // 2))
         n_exams, n_channels = len(cached), len(cached.phases)
+        costs = _transform_costs(shape)
         info = cached.cache.info().to_dict() if cached.cache else {}
     result = {
         "benchmark": "data",
@@ -100,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cached_noaug_exams_per_s": round(rate_plain, 1),
         "cached_aug_exams_per_s_0_workers": round(rate_aug0, 1),
         "cache_bytes": info.get("bytes"),
+        "augment_ms_per_exam": costs,
+        "load_average_1min": os.getloadavg()[0],
         "targets": {"cached_speedup": 5.0, "cached_aug_exams_per_s": 100.0},
     }
     atomic_write_text(args.out, json.dumps(result, indent=2))
@@ -115,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"medimp data benchmark: {n_exams} exams x {n_channels} phases x {args.shape}^3")
     for name, a, b in rows:
         print(f"  {name:<48} {a:>9} {b:>14}")
+    print("  augmentation alone, ms per exam: "
+          + ", ".join(f"{k} {v}" for k, v in costs.items()))
+    print(f"  machine load average (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"wrote {args.out}")
     return result
 
