@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medimp._io import atomic_write_text
 
 __all__ = [
+    "GFR_BINNINGS",
+    "KDIGO_GFR_BINS",
     "Bin",
     "ExamSpec",
     "Outcomes",
@@ -78,8 +80,15 @@ class TextVariable(_Strict):
     name: str
     table: Literal["patients", "exams"]
     column: str
-    known_at: Literal["transplant", "exam"] = Field(
-        description="'transplant': a baseline value; 'exam': measured at the exam itself."
+    known_at: Literal["transplant", "exam", "followup"] = Field(
+        description="'transplant': a baseline value; 'exam': measured at the exam itself; "
+        "'followup': only known after the exams (never allowed in a prompt)."
+    )
+    from_exam: str | None = Field(
+        None,
+        description="The exam at which the value was measured, when it is not the prompt's own "
+        "exam (e.g. a wide-table column 'GFR D15', or the D15 row of exams.csv): the variable "
+        "is then refused in the prompts of earlier exams.",
     )
     kind: Literal["numeric", "categorical"] = "numeric"
     bins: list[Bin] | None = None
@@ -183,6 +192,17 @@ class Study(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _known_from_exam(self) -> Study:
+        names = {e.name for e in self.exams}
+        for var in self.variables:
+            if var.from_exam is not None and var.from_exam not in names:
+                raise ValueError(
+                    f"variable {var.name!r}: from_exam {var.from_exam!r} is not an exam of "
+                    f"study.yaml ({sorted(names)})"
+                )
+        return self
+
     @property
     def exam_names(self) -> list[str]:
         return [e.name for e in self.exams]
@@ -214,8 +234,31 @@ GFR_BINS = [
 ]
 
 
-def default_study(name: str = "medimp-default") -> Study:
-    """MEDIMP's variables, bins and templates over the simulator's column names."""
+# KDIGO 2012 GFR categories G1..G5 (mL/min/1.73 m²), as words that fit "GFR was found to be …".
+KDIGO_GFR_BINS = [
+    Bin(label="in the kidney failure range", upper=15),  # G5
+    Bin(label="severely decreased", upper=30),  # G4
+    Bin(label="moderately to severely decreased", upper=45),  # G3b
+    Bin(label="mildly to moderately decreased", upper=60),  # G3a
+    Bin(label="mildly decreased", upper=90),  # G2
+    Bin(label="normal or high"),  # G1
+]
+
+GFR_BINNINGS = {"medimp": GFR_BINS, "kdigo": KDIGO_GFR_BINS}
+
+
+def default_study(
+    name: str = "medimp-default", gfr_binning: Literal["medimp", "kdigo"] = "medimp"
+) -> Study:
+    """MEDIMP's variables, bins and templates over the simulator's column names.
+
+    Args:
+        name: study name.
+        gfr_binning: ``"medimp"`` (the paper's five bins, the default) or ``"kdigo"`` (the six
+            KDIGO G-stages, G5 <15 … G1 >=90).
+    """
+    if gfr_binning not in GFR_BINNINGS:
+        raise StudyError(f"unknown gfr_binning {gfr_binning!r}; choose one of {list(GFR_BINNINGS)}")
     return Study(
         name=name,
         exams=[
@@ -244,7 +287,7 @@ def default_study(name: str = "medimp-default") -> Study:
                 table="exams",
                 column="egfr",
                 known_at="exam",
-                bins=GFR_BINS,
+                bins=list(GFR_BINNINGS[gfr_binning]),
                 slot="gfr",
                 template="The patient's GFR was found to be {gfr} at the {date} check-up.",
             ),

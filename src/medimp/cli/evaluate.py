@@ -1,9 +1,86 @@
-"""CLI commands of the evaluate stage."""
+"""CLI commands of the evaluate stage: ``medimp evaluate`` (``medimp demo`` is the lead's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from medimp.cli._common import console, fail, is_interactive
+
+
+def _pairs(values: list[str], option: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            fail(f"{option} {v!r}: expected NAME=PATH, e.g. {option} medimp=runs/medimp")
+        if name in out:
+            fail(f"{option}: method {name!r} given twice")
+        if not Path(path).exists():
+            fail(f"{option} {v!r}: {path} does not exist")
+        out[name] = Path(path)
+    return out
+
+
+def evaluate_command(
+    *,
+    cohort: Annotated[Path, typer.Option("--cohort", help="Cohort directory (study.yaml, CSVs).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (metrics.json, report).")],
+    runs: Annotated[list[str] | None, typer.Option(
+        "--runs", help="NAME=RUN_DIR of a pretraining run; embeds the cohort with it. "
+        "Repeat for each method (medimp, random_init, image_ssl, tabular_clip).")] = None,
+    embeddings: Annotated[list[str] | None, typer.Option(
+        "--embeddings", help="NAME=FILE.parquet of precomputed embeddings "
+        "(patient_id, exam, level, e0..). Repeatable.")] = None,
+    horizons: Annotated[list[int] | None, typer.Option(
+        "--horizon", help="Horizon in years; repeatable (default 2, 3, 4).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="eGFR cut-off of poor status; default from study.yaml.")] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Outer CV folds.")] = 5,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Outer CV repeats.")] = 5,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", min=0, help="Patient bootstrap resamples for the CIs.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of splits and bootstrap.")] = 0,
+    reference: Annotated[str, typer.Option(
+        "--reference", help="Method compared with each other method.")] = "medimp",
+    no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip the k-NN probe.")] = False,
+    no_survival: Annotated[bool, typer.Option(
+        "--no-survival", help="Skip the Cox survival model.")] = False,
+    no_report: Annotated[bool, typer.Option(
+        "--no-report", help="Write metrics.json only, no report.html.")] = False,
+) -> None:
+    """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
+    from medimp.evaluate import EvalConfig, EvaluationError, evaluate
+
+    runs, embeddings = runs or [], embeddings or []
+    methods: dict[str, Path] = {**_pairs(runs, "--runs"), **_pairs(embeddings, "--embeddings")}
+    if len(methods) < len(runs) + len(embeddings):
+        fail("a method name is given in both --runs and --embeddings")
+    if not (cohort / "study.yaml").is_file():
+        fail(f"{cohort}: not a cohort directory (no study.yaml)")
+    try:
+        cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
+                         repeats=repeats, n_bootstrap=bootstrap, seed=seed,
+                         reference_method=reference,
+                         probes=["logistic"] if no_knn else ["logistic", "knn"],
+                         survival=not no_survival)
+        result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
+    except (EvaluationError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(result.headline().to_string())
+    for s in result.metrics.skipped:
+        console.print(f"[yellow]skipped[/] {s.task} {s.method or ''}: {s.reason}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"metrics: {result.metrics_path}")
+    if not no_report:
+        from medimp.report import write_report
+
+        html = write_report(result.out_dir)
+        console.print(f"report: {html}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,104 @@
+"""Downstream labels: "poor graft status at K years".
+
+DESIGN.md: for each horizon K, a patient is positive if the eGFR at K years is below the
+threshold (default 45 mL/min/1.73 m², ``study.outcomes.threshold``) or the graft was lost before
+K years (``graft_loss == 1`` and ``graft_loss_days < 365.25 * K``). A patient whose status at K is
+not known (no eGFR at K and no graft loss before K) is left out of that task and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medimp.evaluate._cohort import EvaluationError, load_tables
+
+__all__ = ["DAYS_PER_YEAR", "make_labels", "survival_table", "task_name"]
+
+DAYS_PER_YEAR = 365.25
+
+
+def task_name(horizon_years: int) -> str:
+    """Name of the binary task for horizon K, e.g. ``status_y2``."""
+    return f"status_y{horizon_years}"
+
+
+def make_labels(cohort: Any, horizon_years: int, threshold: float | None = None) -> pd.DataFrame:
+    """Label every patient for "poor graft status at ``horizon_years``".
+
+    Args:
+        cohort: a cohort path or a read cohort (``medimp.data.Cohort``).
+        horizon_years: K; the study must name an eGFR column for it (``outcomes.egfr``).
+        threshold: eGFR cut-off; ``None`` takes ``study.outcomes.threshold``.
+
+    Returns:
+        One row per patient: ``patient_id``, ``label`` (0/1, or -1 when unknown), ``known``
+        (bool) and ``reason`` ("graft_loss", "egfr" or "unknown").
+    """
+    tables = load_tables(cohort)
+    out = tables.study.outcomes
+    if horizon_years not in out.egfr:
+        raise EvaluationError(
+            f"{tables.root / 'study.yaml'}: no eGFR column for horizon {horizon_years} years "
+            f"(outcomes.egfr lists {sorted(out.egfr)}); pick one of those horizons"
+        )
+    thr = out.threshold if threshold is None else float(threshold)
+    pats = tables.patients
+    col = out.egfr[horizon_years]
+    for needed in (col, out.graft_loss):
+        if needed not in pats.columns:
+            raise EvaluationError(
+                f"{tables.root / 'patients.csv'}: outcome column {needed!r} missing; add it or "
+                "fix outcomes in study.yaml"
+            )
+    egfr = pd.to_numeric(pats[col], errors="coerce").to_numpy(float)
+    lost = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
+    if out.graft_loss_days and out.graft_loss_days in pats.columns:
+        loss_days = pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
+    else:
+        loss_days = np.full(len(pats), np.nan)
+    lost_before = lost & (loss_days < DAYS_PER_YEAR * horizon_years)
+    has_egfr = np.isfinite(egfr)
+    label = np.full(len(pats), -1, dtype=int)
+    reason = np.full(len(pats), "unknown", dtype=object)
+    label[has_egfr] = (egfr[has_egfr] < thr).astype(int)
+    reason[has_egfr] = "egfr"
+    label[lost_before] = 1
+    reason[lost_before] = "graft_loss"
+    return pd.DataFrame({
+        "patient_id": pats["patient_id"].astype(str).to_numpy(),
+        "label": label,
+        "known": label >= 0,
+        "reason": reason,
+    })
+
+
+def survival_table(cohort: Any) -> pd.DataFrame:
+    """Graft survival per patient: ``patient_id``, ``time_days``, ``event`` (graft loss).
+
+    Time is ``graft_loss_days`` for lost grafts and ``followup_days`` (censored) otherwise;
+    patients with neither are dropped.
+    """
+    tables = load_tables(cohort)
+    out = tables.study.outcomes
+    pats = tables.patients
+    if out.followup_days not in pats.columns or out.graft_loss not in pats.columns:
+        raise EvaluationError(
+            f"{tables.root / 'patients.csv'}: survival needs columns {out.graft_loss!r} and "
+            f"{out.followup_days!r}"
+        )
+    event = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
+    follow = pd.to_numeric(pats[out.followup_days], errors="coerce").to_numpy(float)
+    if out.graft_loss_days and out.graft_loss_days in pats.columns:
+        loss = pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
+    else:
+        loss = np.full(len(pats), np.nan)
+    time = np.where(event & np.isfinite(loss), loss, follow)
+    df = pd.DataFrame({
+        "patient_id": pats["patient_id"].astype(str).to_numpy(),
+        "time_days": time,
+        "event": event.astype(int),
+    })
+    return df[np.isfinite(df["time_days"]) & (df["time_days"] > 0)].reset_index(drop=True)

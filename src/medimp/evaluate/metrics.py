@@ -1,0 +1,176 @@
+"""The ``metrics.json`` schema (pydantic) and its atomic writer.
+
+Layout (DESIGN.md): a header with the protocol and the cohort counts, and ``records``, a flat
+list with one record per task × method (× level × probe). The headline rows are
+``level == "patient_mean"`` and ``probe == "logistic"``. Alongside: ``skipped`` (what could not
+be evaluated, and why), ``comparisons`` (paired bootstrap of AUC differences), ``survival``
+(C-index, log-rank) and ``retrieval`` (R@k, zero-shot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medimp._io import atomic_write_text
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Comparison",
+    "Header",
+    "MetricsFile",
+    "Record",
+    "RetrievalRecord",
+    "Skipped",
+    "SurvivalRecord",
+    "TaskCount",
+    "read_metrics",
+    "write_metrics",
+]
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _finite(v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be a finite number (use null for 'not defined')")
+    return v
+
+
+class Record(_Model):
+    """One task × method × level × probe: patient-level metrics with 95% bootstrap CIs."""
+
+    task: str = Field(description="e.g. 'status_y2': poor graft status at 2 years")
+    method: str
+    n: int = Field(ge=1, description="patients evaluated (known status)")
+    n_pos: int = Field(ge=0, description="patients with poor status")
+    auc: float = Field(ge=0, le=1)
+    auc_ci_low: float = Field(ge=0, le=1)
+    auc_ci_high: float = Field(ge=0, le=1)
+    balanced_accuracy: float = Field(ge=0, le=1)
+    f1: float = Field(ge=0, le=1)
+    balanced_accuracy_ci_low: float | None = None
+    balanced_accuracy_ci_high: float | None = None
+    f1_ci_low: float | None = None
+    f1_ci_high: float | None = None
+    level: Literal["exam", "patient_mean", "patient_latest"] = "patient_mean"
+    probe: Literal["logistic", "knn"] = "logistic"
+    n_samples: int | None = Field(None, description="training samples (exams at exam level)")
+    horizon_years: int | None = None
+
+    _fin = field_validator("balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+                           "f1_ci_low", "f1_ci_high")(_finite)
+
+
+class Skipped(_Model):
+    """Something that was not evaluated, with the reason (the other tasks still ran)."""
+
+    task: str
+    method: str | None = None
+    reason: str
+
+
+class Comparison(_Model):
+    """Paired bootstrap of AUC(method) - AUC(other) on the same patients and splits."""
+
+    task: str
+    method: str
+    other: str
+    level: str
+    probe: str
+    n: int
+    auc_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float = Field(ge=0, le=1)
+
+
+class SurvivalRecord(_Model):
+    """Graft survival: penalised Cox on PCA-reduced features, cross-validated."""
+
+    task: str = "graft_survival"
+    method: str
+    n: int
+    n_events: int
+    c_index: float
+    c_index_ci_low: float
+    c_index_ci_high: float
+    logrank_p: float | None = None
+    pca_components: int
+    penalizer: float
+
+
+class RetrievalRecord(_Model):
+    """Image→text retrieval and zero-shot GFR-bin classification on held-out patients."""
+
+    method: str
+    n_exams: int
+    n_patients: int
+    heldout: bool = Field(description="True if the patients were not used to pretrain")
+    r_at_1: float
+    r_at_5: float
+    r_at_10: float
+    zero_shot_accuracy: float | None = None
+    zero_shot_balanced_accuracy: float | None = None
+    zero_shot_chance: float | None = None
+
+
+class TaskCount(_Model):
+    """Patients of one task: known (evaluated), poor status, unknown (left out)."""
+
+    task: str
+    horizon_years: int
+    n_known: int
+    n_pos: int
+    n_unknown: int
+    n_graft_loss: int
+
+
+class Header(_Model):
+    """Protocol and cohort counts."""
+
+    schema_version: int = SCHEMA_VERSION
+    medimp_version: str
+    created: str
+    cohort: str
+    n_patients: int
+    n_exams: int
+    threshold: float
+    horizons: list[int]
+    tasks: list[TaskCount]
+    methods: dict[str, str] = Field(description="method -> source (run dir, file, baseline)")
+    protocol: dict[str, Any]
+    reference_method: str | None = None
+
+
+class MetricsFile(_Model):
+    """The whole ``metrics.json``."""
+
+    header: Header
+    records: list[Record]
+    skipped: list[Skipped] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    survival: list[SurvivalRecord] = Field(default_factory=list)
+    retrieval: list[RetrievalRecord] = Field(default_factory=list)
+
+
+def write_metrics(metrics: MetricsFile, path: str | os.PathLike[str]) -> Path:
+    """Validate and write ``metrics.json`` atomically (strict JSON: no NaN)."""
+    data = MetricsFile.model_validate(metrics.model_dump()).model_dump(mode="json")
+    text = json.dumps(data, indent=2, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+    return Path(path)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> MetricsFile:
+    """Read and validate ``metrics.json``."""
+    return MetricsFile.model_validate_json(Path(path).read_text(encoding="utf-8"))

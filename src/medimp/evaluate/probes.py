@@ -1,0 +1,194 @@
+"""Probes on frozen embeddings: logistic regression and k-NN, scikit-learn estimators.
+
+Each probe picks its hyper-parameter (the penalty ``C``, or ``k``) and its decision threshold
+from an inner, patient-grouped cross-validation on the data it is fitted on, i.e. on the
+training folds of the outer cross-validation only. The threshold maximises Youden's J
+(sensitivity + specificity - 1) on the inner out-of-fold probabilities, averaged per patient
+when several samples (exams) belong to one patient. Nothing from a test fold reaches ``fit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+__all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "group_mean", "youden_threshold"]
+
+
+class ProbeError(ValueError):
+    """The training data cannot fit a probe (e.g. too few patients of one class)."""
+
+
+def group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` per group; returns (unique groups, means) in sorted group order."""
+    uniq, inv = np.unique(groups, return_inverse=True)
+    sums = np.bincount(inv, weights=values, minlength=len(uniq))
+    counts = np.bincount(inv, minlength=len(uniq))
+    return uniq, sums / counts
+
+
+def youden_threshold(y: np.ndarray, scores: np.ndarray) -> float:
+    """Score cut-off maximising sensitivity + specificity - 1 (predict positive if >= cut)."""
+    fpr, tpr, thr = roc_curve(y, scores)
+    j = tpr - fpr
+    best = int(np.argmax(j))
+    cut = float(thr[best])
+    return min(cut, 1.0) if np.isfinite(cut) else 1.0
+
+
+def _prep(impute: bool) -> list:
+    steps: list = [SimpleImputer(strategy="median", keep_empty_features=True)] if impute else []
+    return [*steps, StandardScaler()]
+
+
+class _InnerCVProbe(ClassifierMixin, BaseEstimator):
+    """Shared fit logic: inner grouped CV over a grid, then Youden threshold, then refit."""
+
+    _param: str = ""
+
+    def _grid(self) -> Sequence[float | int]:
+        raise NotImplementedError
+
+    def _make(self, value: float | int, n_train: int) -> Pipeline:
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None):
+        """Choose the hyper-parameter and threshold by inner CV on (X, y), then refit on all.
+
+        Args:
+            X: features, one row per sample.
+            y: 0/1 labels.
+            groups: patient of each sample; samples of one patient stay on one side of every
+                inner split and their probabilities are averaged for the threshold.
+        """
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y).astype(int)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        if not self.impute and not np.all(np.isfinite(X)):
+            raise ProbeError("features contain NaN or infinite values")
+        _, pos_per_group = group_mean(y.astype(float), groups)
+        n_min = int(min((pos_per_group > 0.5).sum(), (pos_per_group <= 0.5).sum()))
+        if n_min < 2:
+            raise ProbeError(
+                f"need at least 2 patients of each class to fit a probe, got {n_min} in the "
+                "minority class"
+            )
+        self.classes_ = np.array([0, 1])
+        n_inner = min(self.inner_splits, n_min)
+        cv = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=self.seed)
+        grid = list(self._grid())
+        oof = np.full((len(grid), len(y)), np.nan)
+        for tr, te in cv.split(X, y, groups):
+            if len(np.unique(y[tr])) < 2:
+                continue
+            for g, value in enumerate(grid):
+                model = self._make(value, len(tr)).fit(X[tr], y[tr])
+                oof[g, te] = model.predict_proba(X[te])[:, 1]
+        done = np.all(np.isfinite(oof), axis=0)
+        scores = []
+        for g in range(len(grid)):
+            ug, p = group_mean(oof[g, done], groups[done])
+            _, yg = group_mean(y[done].astype(float), groups[done])
+            yg = (yg > 0.5).astype(int)
+            scores.append(roc_auc_score(yg, p) if len(np.unique(yg)) == 2 else np.nan)
+            del ug
+        scores_arr = np.asarray(scores, dtype=float)
+        best = int(np.nanargmax(scores_arr)) if np.any(np.isfinite(scores_arr)) else 0
+        self.best_param_ = grid[best]
+        self.inner_scores_ = scores_arr
+        _, p = group_mean(oof[best, done], groups[done])
+        _, yg = group_mean(y[done].astype(float), groups[done])
+        yg = (yg > 0.5).astype(int)
+        self.threshold_ = youden_threshold(yg, p) if len(np.unique(yg)) == 2 else 0.5
+        self.model_ = self._make(self.best_param_, len(y)).fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of class 0 and 1."""
+        return self.model_.predict_proba(np.asarray(X, dtype=float))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """1 where the probability reaches the threshold chosen in ``fit``."""
+        return (self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)
+
+
+class LogisticProbe(_InnerCVProbe):
+    """StandardScaler + L2 logistic regression; ``C`` and threshold from inner grouped CV.
+
+    Args:
+        Cs: inverse penalty strengths tried.
+        inner_splits: folds of the inner CV (lowered when a class has fewer patients).
+        seed: inner CV shuffling.
+        max_iter: solver iterations.
+        impute: fill missing values with the training median (clinical tables); embeddings
+            must not have any.
+    """
+
+    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), inner_splits: int = 3,
+                 seed: int = 0, max_iter: int = 2000, impute: bool = False) -> None:
+        self.Cs = Cs
+        self.inner_splits = inner_splits
+        self.seed = seed
+        self.max_iter = max_iter
+        self.impute = impute
+
+    def _grid(self) -> Sequence[float]:
+        return tuple(self.Cs)
+
+    def _make(self, value: float | int, n_train: int) -> Pipeline:
+        return make_pipeline(*_prep(self.impute),
+                             LogisticRegression(C=float(value), max_iter=self.max_iter))
+
+    @property
+    def C_(self) -> float:  # noqa: N802 - scikit-learn's name (LogisticRegressionCV.C_)
+        """The chosen inverse penalty."""
+        return float(self.best_param_)
+
+
+class KNNProbe(_InnerCVProbe):
+    """StandardScaler + k-nearest-neighbours (cosine); ``k`` and threshold from inner CV.
+
+    Args:
+        ks: neighbour counts tried (capped at the training size).
+        inner_splits: folds of the inner CV.
+        seed: inner CV shuffling.
+        impute: fill missing values with the training median.
+    """
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 20), inner_splits: int = 3,
+                 seed: int = 0, impute: bool = False) -> None:
+        self.ks = ks
+        self.inner_splits = inner_splits
+        self.seed = seed
+        self.impute = impute
+
+    def _grid(self) -> Sequence[int]:
+        return tuple(self.ks)
+
+    def _make(self, value: float | int, n_train: int) -> Pipeline:
+        k = max(1, min(int(value), n_train - 1))
+        return make_pipeline(*_prep(self.impute),
+                             KNeighborsClassifier(n_neighbors=k, weights="distance",
+                                                  metric="cosine"))
+
+    @property
+    def k_(self) -> int:
+        """The chosen neighbour count."""
+        return int(self.best_param_)
+
+
+def make_probe(name: str, seed: int = 0, **kw) -> _InnerCVProbe:
+    """Build a probe by name (``logistic`` or ``knn``)."""
+    probes = {"logistic": LogisticProbe, "knn": KNNProbe}
+    if name not in probes:
+        raise ValueError(f"unknown probe {name!r}; choose from {sorted(probes)}")
+    return clone(probes[name](seed=seed, **kw))

@@ -1,0 +1,167 @@
+"""Image→text retrieval and zero-shot GFR-bin classification (runs with a text tower).
+
+Both use the run's own text tower (``medimp.train.load_text_tower``) and its image embeddings,
+on patients the run did not pretrain on when the run records them (``split.json``: "val"/
+"heldout"/"test" patient lists); otherwise on all patients, flagged ``heldout: false``.
+
+* Retrieval: each exam's image embedding ranks the distinct prompts (variant 0) of all
+  evaluated exams by cosine similarity; a hit at k means the exam's own prompt text is among
+  the k best. Exams whose prompts read the same share one candidate text.
+* Zero-shot: for each exam, one prompt per GFR bin of the study ("The patient's GFR was found to
+  be {bin} at the {date} check-up."); the most similar bin is the prediction, compared with
+  the bin of the exam's measured eGFR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.evaluate.embeddings import feature_columns
+from medimp.evaluate.metrics import RetrievalRecord, Skipped
+
+__all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "retrieval_for_runs",
+           "zero_shot_gfr"]
+
+TextTower = Callable[[list[str]], Any]
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().numpy()
+    return np.asarray(t, dtype=float)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def image_text_recall(images: np.ndarray, texts: Sequence[str], text_tower: TextTower,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Recall@k of each image's own text among the distinct candidate texts."""
+    images = _normalise(np.asarray(images, dtype=float))
+    uniq = list(dict.fromkeys(texts))
+    t = _normalise(_to_numpy(text_tower(uniq)))
+    if t.shape[1] != images.shape[1]:
+        raise EvaluationError(f"image embeddings have {images.shape[1]} dims but the text tower "
+                              f"gives {t.shape[1]}: the embeddings are not in the joint space")
+    sim = images @ t.T
+    own = np.array([uniq.index(s) for s in texts])
+    own_sim = sim[np.arange(len(texts)), own]
+    rank = (sim > own_sim[:, None]).sum(axis=1)  # 0 = best
+    return {k: float((rank < k).mean()) for k in ks}
+
+
+def _gfr_variable(study):
+    for var in study.variables:
+        if var.name == "gfr" or var.column == "egfr":
+            return var
+    raise EvaluationError("study.yaml has no GFR variable (name 'gfr' or column 'egfr'); "
+                          "zero-shot classification needs one")
+
+
+def gfr_bin_prompts(study, exam: str) -> tuple[list[str], list[str]]:
+    """(bin labels, one prompt per bin) for the exam's check-up phrase."""
+    var = _gfr_variable(study)
+    phrase = study.exam(exam).phrase
+    labels = [b.label for b in var.bins]
+    return labels, [var.template.format(**{var.slot: lab, "date": phrase}) for lab in labels]
+
+
+def _bin_of(value: float, bins) -> str | None:
+    if not np.isfinite(value):
+        return None
+    for b in bins:
+        if b.upper is None or value < b.upper:
+            return b.label
+    return None
+
+
+def zero_shot_gfr(images: np.ndarray, exams: pd.DataFrame, study,
+                  text_tower: TextTower) -> tuple[float, float, float, int]:
+    """Zero-shot GFR bin of each exam; returns (accuracy, balanced accuracy, chance, n)."""
+    var = _gfr_variable(study)
+    images = _normalise(np.asarray(images, dtype=float))
+    truth, pred = [], []
+    for i, row in enumerate(exams.itertuples(index=False)):
+        label = _bin_of(float(getattr(row, var.column)), var.bins)
+        if label is None:
+            continue
+        labels, prompts = gfr_bin_prompts(study, str(row.exam))
+        t = _normalise(_to_numpy(text_tower(prompts)))
+        pred.append(labels[int(np.argmax(t @ images[i]))])
+        truth.append(label)
+    if not truth:
+        raise EvaluationError("no exam with a measured eGFR for zero-shot classification")
+    truth_a, pred_a = np.array(truth), np.array(pred)
+    present = sorted(set(truth))
+    bacc = float(np.mean([(pred_a[truth_a == c] == c).mean() for c in present]))
+    return float((truth_a == pred_a).mean()), bacc, 1.0 / len(var.bins), len(truth)
+
+
+def heldout_patients(run_dir: Path) -> list[str] | None:
+    """Patients the run did not train on, if the run dir records them (``split.json``)."""
+    f = Path(run_dir) / "split.json"
+    if not f.is_file():
+        return None
+    data = json.loads(f.read_text(encoding="utf-8"))
+    for key in ("heldout", "val", "test"):
+        if data.get(key):
+            return [str(p) for p in data[key]]
+    return None
+
+
+def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any],
+                       features: Mapping[str, pd.DataFrame], seed: int,
+                       skipped: list[Skipped]) -> list[RetrievalRecord]:
+    """Retrieval and zero-shot for every method given as a run dir with a text tower."""
+    out = []
+    for name, src in methods.items():
+        if not isinstance(src, str | os.PathLike) or not Path(src).is_dir():
+            continue
+        if name not in features:
+            continue
+        try:
+            out.append(_one_run(tables, name, Path(src), features[name], seed))
+        except (EvaluationError, ImportError, FileNotFoundError, KeyError) as exc:
+            skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
+    return out
+
+
+def _one_run(tables: CohortTables, name: str, run_dir: Path, feats: pd.DataFrame,
+             seed: int) -> RetrievalRecord:
+    from medimp.prompts import build_prompts
+    from medimp.train import load_text_tower
+
+    try:
+        tower = load_text_tower(run_dir)
+    except Exception as exc:
+        raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
+                              "(text-prompt) run") from exc
+    from medimp.data import read_cohort
+
+    prompts = build_prompts(read_cohort(tables.root), seed=seed)
+    prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
+    held = heldout_patients(run_dir)
+    rows = feats[feats["level"] == "exam"].merge(
+        prompts[["patient_id", "exam", "prompt"]], on=["patient_id", "exam"])
+    rows = rows.merge(tables.exams, on=["patient_id", "exam"], how="left")
+    if held is not None:
+        rows = rows[rows["patient_id"].isin(set(held))]
+    if rows.empty:
+        raise EvaluationError(f"{run_dir}: no exam with both an embedding and a prompt")
+    X = rows[feature_columns(feats)].to_numpy(float)
+    rec = image_text_recall(X, rows["prompt"].tolist(), tower)
+    acc, bacc, chance, _ = zero_shot_gfr(X, rows, tables.study, tower)
+    return RetrievalRecord(method=name, n_exams=len(rows),
+                           n_patients=rows["patient_id"].nunique(), heldout=held is not None,
+                           r_at_1=rec[1], r_at_5=rec[5], r_at_10=rec[10],
+                           zero_shot_accuracy=acc, zero_shot_balanced_accuracy=bacc,
+                           zero_shot_chance=chance)

@@ -1,0 +1,17 @@
+"""Errors raised by :mod:`medimp.models`."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ModelError", "TextModelError"]
+
+
+class ModelError(ValueError):
+    """A model cannot be built or used as asked (unknown name, bad option, bad input shape)."""
+
+
+class TextModelError(ModelError):
+    """A text-model path is not a usable Hugging Face model, or a text option is invalid."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint does not fit the model it is loaded into (missing/unexpected keys, shapes)."""

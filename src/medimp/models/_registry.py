@@ -1,0 +1,83 @@
+"""Registry of 3D image encoders, created by name (after timm's ``_registry``/``_factory``).
+
+Each builder is a function ``builder(in_channels, embed_dim=None, **kw) -> nn.Module`` registered
+with :func:`register_image_encoder`. Every encoder takes ``[B, C, D, H, W]`` (``C`` = number of
+contrast phases) and returns ``[B, F]`` features, with ``F`` in its ``num_features`` attribute
+(``F == embed_dim`` when ``embed_dim`` is given). :func:`create_image_encoder` also records the
+arguments it was built with in ``encoder_config``, so that an exported encoder can be rebuilt
+from JSON (``create_image_encoder(**cfg)``) without unpickling anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from medimp.models._errors import ModelError
+
+__all__ = ["create_image_encoder", "list_image_encoders", "register_image_encoder"]
+
+_IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_image_encoder(
+    fn: Callable[..., nn.Module] | None = None, *, name: str | None = None
+) -> Any:
+    """Register an image-encoder builder under ``name`` (default: the function's name).
+
+    Usable as ``@register_image_encoder`` or ``@register_image_encoder(name="...")``.
+    """
+
+    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _IMAGE_ENCODERS and _IMAGE_ENCODERS[key] is not f:
+            raise ModelError(f"image encoder {key!r} is already registered")
+        _IMAGE_ENCODERS[key] = f
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def _ensure_builtin() -> None:
+    # Importing the package registers the built-in encoders (their modules use the decorator).
+    import medimp.models.image  # noqa: F401
+
+
+def list_image_encoders() -> list[str]:
+    """Names accepted by :func:`create_image_encoder`, sorted."""
+    _ensure_builtin()
+    return sorted(_IMAGE_ENCODERS)
+
+
+def create_image_encoder(
+    name: str, in_channels: int, embed_dim: int | None = None, **kw: Any
+) -> nn.Module:
+    """Build the image encoder ``name`` for ``in_channels`` input phases.
+
+    Args:
+        name: a registered name, see :func:`list_image_encoders`.
+        in_channels: channels of the input volume (the number of phases stacked per exam).
+        embed_dim: output feature size; ``None`` keeps the encoder's natural feature size.
+        **kw: encoder-specific options (widths, layers, input size, ...), see each builder.
+
+    Raises:
+        ModelError: unknown name (the message lists the known ones) or invalid option.
+    """
+    _ensure_builtin()
+    if name not in _IMAGE_ENCODERS:
+        raise ModelError(
+            f"unknown image encoder {name!r}; choose one of: {', '.join(sorted(_IMAGE_ENCODERS))}"
+        )
+    if int(in_channels) < 1:
+        raise ModelError(f"in_channels must be >= 1, got {in_channels}")
+    if embed_dim is not None and int(embed_dim) < 1:
+        raise ModelError(f"embed_dim must be >= 1 or None, got {embed_dim}")
+    try:
+        model = _IMAGE_ENCODERS[name](in_channels=int(in_channels), embed_dim=embed_dim, **kw)
+    except TypeError as exc:  # an option the builder does not know
+        raise ModelError(f"image encoder {name!r}: {exc}") from exc
+    model.encoder_config = {"name": name, "in_channels": int(in_channels), "embed_dim": embed_dim,
+                            **kw}
+    return model

@@ -1,0 +1,182 @@
+"""Figures of the evaluation report, each returned as a base64-encoded PNG.
+
+Every function takes plain tables (pandas) and draws one matplotlib figure with the Agg backend;
+nothing is written to disk, so the HTML page can embed the images and stay self-contained.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "embedding_map",
+    "km_curves",
+    "roc_curves",
+    "task_counts",
+    "training_curves",
+    "volume_slices",
+]
+
+
+def _png(fig) -> str:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def task_counts(tasks: pd.DataFrame) -> str:
+    """Stacked bars per task: poor status, good status, unknown (left out)."""
+    fig, ax = plt.subplots(figsize=(5, 2.8))
+    x = np.arange(len(tasks))
+    good = tasks["n_known"] - tasks["n_pos"]
+    ax.bar(x, tasks["n_pos"], label="poor status", color="#c0392b")
+    ax.bar(x, good, bottom=tasks["n_pos"], label="good status", color="#2e86c1")
+    ax.bar(x, tasks["n_unknown"], bottom=tasks["n_known"], label="unknown (left out)",
+           color="#bbbbbb")
+    ax.set_xticks(x, tasks["task"])
+    ax.set_ylabel("patients")
+    ax.legend(fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def training_curves(histories: Mapping[str, pd.DataFrame]) -> str:
+    """Train and validation loss per epoch, one panel per run."""
+    n = max(1, len(histories))
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 2.8), squeeze=False)
+    for ax, (name, h) in zip(axes[0], histories.items(), strict=False):
+        for col, style in (("train_loss", "-"), ("val_loss", "--")):
+            if col in h.columns and h[col].notna().any():
+                ax.plot(h["epoch"], h[col], style, label=col.replace("_", " "))
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8, frameon=False)
+    axes[0][0].set_ylabel("loss")
+    return _png(fig)
+
+
+def roc_curves(predictions: pd.DataFrame, tasks: list[str]) -> str:
+    """ROC curve per task and method (patient scores averaged over the CV repeats)."""
+    from sklearn.metrics import roc_curve
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub = predictions[predictions["task"] == task]
+        for method, grp in sub.groupby("method", sort=True):
+            per = grp.groupby("patient_id").agg(label=("label", "first"),
+                                                score=("score", "mean"))
+            if per["label"].nunique() < 2:
+                continue
+            fpr, tpr, _ = roc_curve(per["label"], per["score"])
+            ax.plot(fpr, tpr, label=method)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set_title(task)
+        ax.set_xlabel("1 - specificity")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    axes[0][0].set_ylabel("sensitivity")
+    return _png(fig)
+
+
+def _project(X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    X = StandardScaler().fit_transform(np.nan_to_num(X))
+    try:
+        import umap  # optional dependency (pip install medimp[umap])
+
+        if len(X) > 10:
+            emb = umap.UMAP(n_components=2, random_state=seed,
+                            n_neighbors=min(15, len(X) - 1)).fit_transform(X)
+            return emb, "UMAP"
+    except ImportError:
+        pass
+    k = min(2, X.shape[1], len(X))
+    z = PCA(n_components=k, random_state=seed).fit_transform(X)
+    if k < 2:
+        z = np.column_stack([z, np.zeros(len(z))])
+    return z, "PCA"
+
+
+def embedding_map(tables: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str,
+                  seed: int = 0) -> str:
+    """2D map (UMAP if installed, else PCA) of each method's patient embeddings.
+
+    Args:
+        tables: method -> (features [n, D], label [n] with 1 poor, 0 good, -1 unknown).
+        title: names the outcome used for the colours.
+        seed: projection seed.
+    """
+    n = max(1, len(tables))
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    colours = {1: "#c0392b", 0: "#2e86c1", -1: "#bbbbbb"}
+    names = {1: "poor", 0: "good", -1: "unknown"}
+    for ax, (method, (X, y)) in zip(axes.ravel(), tables.items(), strict=False):
+        z, how = _project(X, seed)
+        for v in (-1, 0, 1):
+            m = y == v
+            if m.any():
+                ax.scatter(z[m, 0], z[m, 1], s=14, c=colours[v], label=names[v])
+        ax.set_title(f"{method} ({how})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(tables):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7, frameon=False, title=title, title_fontsize=7)
+    return _png(fig)
+
+
+def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> str:
+    """Kaplan–Meier graft survival by predicted risk group, one panel per method."""
+    from lifelines import KaplanMeierFitter
+
+    methods = list(dict.fromkeys(survival["method"]))
+    n = max(1, len(methods))
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    for ax, method in zip(axes.ravel(), methods, strict=False):
+        sub = survival[survival["method"] == method]
+        for grp, label, colour in ((1, "high risk", "#c0392b"), (0, "low risk", "#2e86c1")):
+            part = sub[sub["high_risk"] == grp]
+            if part.empty:
+                continue
+            kmf = KaplanMeierFitter().fit(part["time_days"] / 365.25, part["event"], label=label)
+            kmf.plot_survival_function(ax=ax, ci_show=False, color=colour)
+        p = pvalues.get(method)
+        ax.set_title(f"{method}" + (f" (log-rank p={p:.3g})" if p is not None else ""),
+                     fontsize=9)
+        ax.set_xlabel("years")
+        ax.set_ylim(0, 1.05)
+    for ax in axes.ravel()[len(methods):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("graft survival")
+    return _png(fig)
+
+
+def volume_slices(volumes: Mapping[str, np.ndarray], title: str) -> str:
+    """Middle axial slice of each phase of one exam, on one shared intensity scale."""
+    n = max(1, len(volumes))
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    finite = [v[np.isfinite(v)] for v in volumes.values()]
+    lo = min((float(np.percentile(v, 1)) for v in finite if v.size), default=0.0)
+    hi = max((float(np.percentile(v, 99)) for v in finite if v.size), default=1.0)
+    for ax, (phase, vol) in zip(axes[0], volumes.items(), strict=False):
+        ax.imshow(np.rot90(vol[:, :, vol.shape[2] // 2]), cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(phase, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)

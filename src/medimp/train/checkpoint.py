@@ -1,0 +1,212 @@
+"""Checkpoints and the exported model.
+
+* Resume checkpoints (``checkpoints/last.ckpt``, ``best.ckpt``) are Lightning files written
+  atomically (temp file + rename) by :class:`AtomicCheckpointIO`, and read back with
+  ``torch.load(weights_only=True)``: they hold only tensors, numbers, strings, lists and dicts
+  (the RNG states are stored as tensors), so resuming never runs pickled code.
+* The exported model is ``model.safetensors`` (weights only, no code) + ``model.json`` (how to
+  rebuild the towers: encoder name/kwargs, channels, embedding size, preprocessing, text
+  model). :func:`load_image_encoder` and :func:`load_text_tower` rebuild from these two files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from medimp._io import atomic_path, atomic_write_text
+from medimp.train.config import PretrainConfig, TrainError, config_from_dict
+
+__all__ = [
+    "FORMAT",
+    "AtomicCheckpointIO",
+    "check_checkpoint",
+    "export_model",
+    "load_image_encoder",
+    "load_image_tower",
+    "load_run_info",
+    "load_text_tower",
+    "read_checkpoint",
+]
+
+FORMAT = "medimp-model/1"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a half-written file, and loads weights only."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a resume checkpoint with ``weights_only=True`` (no arbitrary unpickling).
+
+    Raises:
+        TrainError: the file is missing, truncated or holds something other than plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainError(f"{path}: cannot read this checkpoint safely ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it is damaged or "
+                         "was not written by medimp") from None
+
+
+def check_checkpoint(ckpt: dict[str, Any], config: PretrainConfig, path: Path) -> None:
+    """Refuse to resume from a checkpoint of another architecture or method."""
+    saved = ckpt.get("medimp_architecture")
+    if saved is None:
+        raise TrainError(f"{path}: not a medimp pretraining checkpoint")
+    want = config.architecture()
+    if saved != want:
+        diff = [k for k in sorted(set(saved) | set(want)) if saved.get(k) != want.get(k)]
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, config {want.get(k)!r}"
+                            for k in diff)
+        raise TrainError(f"{path}: checkpoint is from another architecture ({details}); "
+                         "resume with the run's own config or start a new run folder")
+
+
+def export_model(module: nn.Module, run_dir: Path, extra: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (both atomically) into ``run_dir``."""
+    from safetensors.torch import save_file
+
+    state = module.export_state()
+    with atomic_path(run_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    info = {"format": FORMAT, **extra}
+    atomic_write_text(run_dir / "model.json", json.dumps(info, indent=2, default=str) + "\n")
+    return run_dir / "model.safetensors"
+
+
+def load_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``model.json`` of a run folder, checked."""
+    run_dir = Path(run_dir)
+    path = run_dir / "model.json"
+    if not path.is_file():
+        raise TrainError(f"{run_dir}: no model.json; is this a finished `medimp pretrain` run?")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrainError(f"{path}: not valid JSON ({exc})") from None
+    if info.get("format") != FORMAT:
+        raise TrainError(f"{path}: unknown format {info.get('format')!r} (expected {FORMAT})")
+    return info
+
+
+def _load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
+        raise TrainError(f"{run_dir}: model.safetensors missing")
+    return load_file(str(path))
+
+
+def _sub(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: Path,
+               strict: bool = True) -> None:
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise TrainError(f"{path}: {what} weights do not fit the architecture in model.json "
+                         f"({str(exc).splitlines()[-1].strip()})") from None
+    if unexpected or (strict and missing):
+        raise TrainError(f"{path}: {what} weights do not fit the architecture in model.json "
+                         f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
+def _config(info: dict[str, Any], run_dir: Path) -> PretrainConfig:
+    return config_from_dict(info["config"], str(run_dir / "model.json"))
+
+
+def load_image_encoder(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, Any]:
+    """The run's image encoder (eval mode; forward [B,C,D,H,W] -> features [B,F]) and its
+    ``PreprocessConfig``. Weights come from safetensors; nothing is unpickled."""
+    from medimp.models import create_image_encoder
+
+    run_dir = Path(run_dir)
+    info = load_run_info(run_dir)
+    cfg = _config(info, run_dir)
+    enc = create_image_encoder(cfg.image_encoder.name, int(info["in_channels"]),
+                               **cfg.image_encoder.kwargs)
+    _load_into(enc, _sub(_load_weights(run_dir), "image_encoder"), "image encoder",
+               run_dir / "model.safetensors")
+    return enc.eval(), cfg.preprocess_config()
+
+
+class ImageTower(nn.Module):
+    """Image encoder + projection head: [B,C,D,H,W] -> L2-normalised shared-space embeddings."""
+
+    def __init__(self, encoder: nn.Module, proj: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.proj = encoder, proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.proj(self.encoder(x)).float(), dim=-1)
+
+
+def load_image_tower(run_dir: str | os.PathLike[str]) -> tuple[ImageTower, Any]:
+    """Encoder + projection (the embedding compared with text in retrieval) and preprocessing."""
+    from medimp.models import ProjectionHead
+
+    run_dir = Path(run_dir)
+    info = load_run_info(run_dir)
+    enc, prep = load_image_encoder(run_dir)
+    proj = ProjectionHead(enc.num_features, int(info["embed_dim"]))
+    _load_into(proj, _sub(_load_weights(run_dir), "image_proj"), "image projection",
+               run_dir / "model.safetensors")
+    return ImageTower(enc, proj).eval(), prep
+
+
+def load_text_tower(run_dir: str | os.PathLike[str]) -> Callable[[list[str]], torch.Tensor]:
+    """A callable ``list[str] -> [N, embed_dim]`` L2-normalised text embeddings (medimp runs).
+
+    The frozen part of the text encoder is re-read from the model path recorded in
+    ``model.json``; the trained layers and the projection come from ``model.safetensors``.
+    """
+    from medimp.models import ProjectionHead, create_text_encoder
+
+    run_dir = Path(run_dir)
+    info = load_run_info(run_dir)
+    cfg = _config(info, run_dir)
+    if cfg.method != "medimp":
+        raise TrainError(f"{run_dir}: a {cfg.method} run has no text tower")
+    text_path = info.get("text_model_path") or cfg.text.path
+    enc = create_text_encoder(text_path, pooling=cfg.text.pooling, freeze=cfg.text.freeze,
+                              cache=False)
+    state = _load_weights(run_dir)
+    _load_into(enc, _sub(state, "text_encoder"), "text encoder", run_dir / "model.safetensors",
+               strict=False)
+    proj = ProjectionHead(enc.num_features, int(info["embed_dim"]))
+    _load_into(proj, _sub(state, "text_proj"), "text projection", run_dir / "model.safetensors")
+    enc.eval()
+    proj.eval()
+
+    @torch.no_grad()
+    def embed_texts(texts: list[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        return torch.nn.functional.normalize(proj(enc(list(texts))).float(), dim=-1)
+
+    return embed_texts

@@ -1,0 +1,282 @@
+"""Pretraining configuration: one pydantic model, read from YAML and overridden from the CLI.
+
+Every option has a default and a description, unknown keys are errors (``extra="forbid"``), so
+a typo in a config file fails before any data is read. ``preprocess`` and ``augment`` are the
+data stage's ``PreprocessConfig`` / ``AugmentConfig`` fields, kept here as plain mappings and
+validated against the data stage's models when the config is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medimp._io import atomic_write_text
+
+__all__ = [
+    "ConfigError",
+    "ImageEncoderConfig",
+    "LossConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TabularConfig",
+    "TextConfig",
+    "TrainError",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
+
+Method = Literal["medimp", "image_ssl", "tabular_clip", "random_init"]
+
+
+class TrainError(ValueError):
+    """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
+
+
+class ConfigError(TrainError):
+    """A pretraining config (file, override or checkpoint) is invalid; the message says why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ImageEncoderConfig(_Strict):
+    """Which 3D image encoder to build (``medimp.models.create_image_encoder``)."""
+
+    name: str = Field("resnet10_3d", description="Registered encoder name, e.g. tiny_cnn_3d, "
+                      "resnet10_3d ... resnet50_3d, clip_rn50_3d, vit_3d.")
+    kwargs: dict[str, Any] = Field(default_factory=dict,
+                                   description="Extra keyword arguments of the encoder builder "
+                                   "(e.g. width, pretrained 2D state-dict path).")
+
+
+class TextConfig(_Strict):
+    """Text tower of the ``medimp`` method (a Hugging Face encoder from a local folder)."""
+
+    path: str | None = Field(None, description="Local folder of a Hugging Face encoder; default: "
+                             "the offline all-MiniLM-L6-v2 package.")
+    pooling: Literal["mean", "cls"] = Field("mean", description="Token pooling (attention-masked "
+                                            "mean, or the [CLS] token).")
+    freeze: str = Field("first:-1", description="Frozen layers: 'none', 'all', 'layernorm' "
+                        "(train only LayerNorms) or 'first:N' (embeddings + first N layers; N<0 "
+                        "counts from the end). MEDIMP froze 11 of 12 BERT layers; the default "
+                        "'first:-1' trains only the last layer (5 of MiniLM's 6 frozen).")
+    cache: bool = Field(True, description="Cache the frozen prefix's outputs per unique prompt, "
+                        "so that a frozen text encoder costs nothing after the first epoch.")
+    precompute: bool = Field(True, description="With a fully frozen text encoder, embed every "
+                             "prompt once before training (fills the cache).")
+
+
+class TabularConfig(_Strict):
+    """Tabular tower of the ``tabular_clip`` baseline."""
+
+    missing_indicator: bool = Field(True, description="Add a 0/1 'missing' column per variable "
+                                    "(missing values themselves become 0 after scaling).")
+
+
+class LossConfig(_Strict):
+    """Contrastive objective."""
+
+    name: Literal["clip", "siglip"] = Field("clip", description="'clip': symmetric InfoNCE with "
+                                            "a learnable temperature; 'siglip': sigmoid loss.")
+    patient_mask: bool = Field(True, description="Never use another exam of the same patient as "
+                               "a negative (masked in the loss).")
+
+
+class OptimConfig(_Strict):
+    """Optimizer and learning-rate schedule (linear warm-up, then cosine decay to 0)."""
+
+    name: Literal["adamw", "adam"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (MEDIMP: 1e-4).")
+    weight_decay: float = Field(0.2, ge=0, description="Weight decay on weight matrices and "
+                                "kernels (not on biases, norms, temperature); MEDIMP: 0.2.")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="Adam betas (CLIP's).")
+    eps: float = Field(1e-6, gt=0, description="Adam epsilon (CLIP's).")
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs "
+                                 "(MEDIMP: 40 of 200).")
+    grad_clip: float | None = Field(1.0, description="Clip the gradient norm to this (None: off).")
+
+
+class PretrainConfig(_Strict):
+    """Everything ``medimp pretrain`` needs besides the cohort and the output folder."""
+
+    method: Method = Field("medimp", description="'medimp': image vs text prompts (CLIP); "
+                           "'image_ssl': two augmented views of an exam (SimCLR-style); "
+                           "'tabular_clip': image vs an MLP of the prompts' clinical variables; "
+                           "'random_init': the same encoder, untrained.")
+    seed: int = Field(0, description="Seed of weights, data order, augmentation, paraphrases.")
+    image_encoder: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig,
+                                              description="3D image encoder.")
+    embed_dim: int = Field(128, gt=0, description="Size of the shared (projected) embedding.")
+    text: TextConfig = Field(default_factory=TextConfig, description="Text tower (medimp).")
+    tabular: TabularConfig = Field(default_factory=TabularConfig,
+                                   description="Tabular tower (tabular_clip).")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Contrastive loss.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer, schedule.")
+    epochs: int = Field(10, ge=1, description="Training epochs (MEDIMP: 200).")
+    stop_after_epochs: int | None = Field(None, ge=1, description="Stop this invocation after "
+                                          "this many epochs in total (the schedule still spans "
+                                          "`epochs`); continue later with --resume. For "
+                                          "time-limited jobs.")
+    batch_size: int = Field(8, ge=2, description="Exams per step per process (contrastive "
+                            "losses need at least 2).")
+    accumulate_grad_batches: int = Field(1, ge=1, description="Steps of gradient accumulation.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32", description="'32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss scaling).")
+    channels_last: bool = Field(False, description="Use the channels-last 3D memory format.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of patients held out for "
+                                "the validation loss (patient-grouped; 0: no validation).")
+    cache_dir: str | None = Field(None, description="Folder for the preprocessed-volume cache "
+                                  "(default: <run>/cache; shared between runs if set).")
+    preprocess: dict[str, Any] = Field(default_factory=dict, description="medimp.data."
+                                       "PreprocessConfig fields (shape, spacing, ...).")
+    augment: dict[str, Any] | None = Field(default_factory=dict, description="medimp.data."
+                                           "AugmentConfig fields; null: no augmentation.")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
+    devices: int | str = Field("auto", description="Lightning devices (GPUs or processes).")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_spawn, ...")
+    num_nodes: int = Field(1, ge=1, description="Nodes (SLURM/torchrun set the rest).")
+    mlflow: bool = Field(False, description="Also log to MLflow (if installed) under ./mlruns.")
+    log_every_n_steps: int = Field(10, ge=1, description="Logging interval in steps.")
+
+    @model_validator(mode="after")
+    def _check_data_configs(self) -> PretrainConfig:
+        try:
+            from medimp.data import AugmentConfig, PreprocessConfig
+        except ImportError:  # data stage not installed: validated when training starts
+            return self
+        PreprocessConfig.model_validate(self.preprocess)
+        if self.augment is not None:
+            AugmentConfig.model_validate(self.augment)
+        return self
+
+    def preprocess_config(self) -> Any:
+        """The ``medimp.data.PreprocessConfig`` this config describes."""
+        from medimp.data import PreprocessConfig
+
+        return PreprocessConfig.model_validate(self.preprocess)
+
+    def augment_config(self) -> Any:
+        """The ``medimp.data.AugmentConfig`` (or None for no augmentation)."""
+        if self.augment is None:
+            return None
+        from medimp.data import AugmentConfig
+
+        return AugmentConfig.model_validate(self.augment)
+
+    def architecture(self) -> dict[str, Any]:
+        """The options that fix the shapes of the weights (must match to resume or load)."""
+        arch: dict[str, Any] = {
+            "method": self.method,
+            "image_encoder": self.image_encoder.model_dump(mode="json"),
+            "embed_dim": self.embed_dim,
+            "loss": self.loss.name,
+        }
+        if self.method == "medimp":
+            arch["text"] = {"path": self.text.path, "pooling": self.text.pooling,
+                            "freeze": self.text.freeze}
+        return arch
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"{source}: invalid pretraining config: " + "; ".join(parts)
+
+
+def _validate(raw: dict[str, Any], source: str) -> PretrainConfig:
+    try:
+        return PretrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+    except ValueError as exc:  # PreprocessConfig / AugmentConfig problems
+        raise ConfigError(f"{source}: invalid pretraining config: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> PretrainConfig:
+    """Read a YAML config (or start from the defaults) and apply ``key.sub=value`` overrides.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown, a value has a wrong type.
+    """
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of options at the top level")
+        raw = loaded
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += " + overrides"
+    return _validate(raw, source)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted overrides applied (``optim.lr=1e-4``).
+
+    Values of ``"key=value"`` strings are parsed as YAML (numbers, lists, null, true/false).
+    """
+    out = _deepcopy(raw)
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+            key, value = item.split("=", 1)
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError:
+                parsed = value
+            items.append((key.strip(), parsed))
+    for key, value in items:
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = {}
+                node[p] = nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a group of options")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def save_config(config: PretrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write the config as YAML (atomically), every option spelled out."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    atomic_write_text(path, text)
+
+
+def config_from_dict(raw: dict[str, Any], source: str) -> PretrainConfig:
+    """Validate a mapping (e.g. from a run's ``config.yaml`` or a checkpoint)."""
+    return _validate(raw, source)

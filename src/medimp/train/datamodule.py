@@ -1,0 +1,347 @@
+"""Data for pretraining: patient-grouped split, prompts / tabular features, patient-aware order.
+
+Batches are dicts (see :mod:`medimp.train.module`). The training order is drawn by
+:class:`PatientInterleavedSampler`: each epoch, every patient's exams are shuffled and dealt
+round by round (one exam of each patient per round, patients shuffled per round), so a batch
+rarely holds two exams of one patient; the loss masks those that remain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medimp.train.config import ConfigError, PretrainConfig, TrainError
+
+__all__ = [
+    "PatientInterleavedSampler",
+    "PretrainDataModule",
+    "TabularFeaturizer",
+    "collate",
+    "split_patients",
+]
+
+
+def split_patients(patients: Sequence[str], val_fraction: float, seed: int
+                   ) -> tuple[list[str], list[str]]:
+    """Seeded patient-level hold-out: (train patients, validation patients)."""
+    patients = sorted(set(patients))
+    if len(patients) < 2:
+        raise TrainError(f"the cohort has {len(patients)} patient(s) with images; contrastive "
+                         "pretraining needs at least 2 (negatives come from other patients)")
+    n_val = round(val_fraction * len(patients))
+    if val_fraction > 0:
+        n_val = min(max(n_val, 1), len(patients) - 2) if len(patients) > 2 else 0
+    order = np.random.default_rng(seed).permutation(len(patients))
+    val = sorted(patients[i] for i in order[:n_val])
+    train = sorted(patients[i] for i in order[n_val:])
+    return train, val
+
+
+class PatientInterleavedSampler(Sampler[int]):
+    """Indices ordered so that consecutive items come from different patients.
+
+    Per epoch (``set_epoch``), seeded by (seed, epoch): shuffle each patient's items, then deal
+    rounds — round k holds the k-th item of every patient that has one, patients shuffled.
+    ``fixed=True`` keeps epoch 0's order (validation).
+    """
+
+    def __init__(self, groups: Sequence[int], seed: int = 0, fixed: bool = False,
+                 epoch_source: Callable[[], int] | None = None) -> None:
+        self.groups = np.asarray(groups)
+        self.seed = int(seed)
+        self.fixed = fixed
+        self.epoch = 0
+        self.epoch_source = epoch_source
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def current_epoch(self) -> int:
+        """The epoch whose order ``__iter__`` draws.
+
+        ``epoch_source`` (the trainer's epoch counter) wins over ``set_epoch``: Lightning builds
+        the first iterator of a (resumed) run before it calls ``set_epoch``.
+        """
+        return int(self.epoch_source()) if self.epoch_source is not None else self.epoch
+
+    def order(self) -> list[int]:
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.current_epoch()])
+        by_patient: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups.tolist()):
+            by_patient.setdefault(g, []).append(i)
+        lists = [list(rng.permutation(v)) for _, v in sorted(by_patient.items())]
+        out: list[int] = []
+        for k in range(max((len(v) for v in lists), default=0)):
+            rnd = [v[k] for v in lists if len(v) > k]
+            out.extend(int(rnd[j]) for j in rng.permutation(len(rnd)))
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+class TabularFeaturizer:
+    """The prompts' clinical variables as numbers, for the ``tabular_clip`` baseline.
+
+    Numeric variables are standardised with training-patient statistics, categorical ones
+    one-hot encoded; a missing value is 0 plus a 0/1 indicator column. Follows scikit-learn's
+    contract (``fit`` returns self, learned state ends in ``_``).
+    """
+
+    def __init__(self, missing_indicator: bool = True) -> None:
+        self.missing_indicator = missing_indicator
+
+    @staticmethod
+    def _raw(cohort: Any, keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        idx = pd.MultiIndex.from_tuples(list(keys), names=["patient_id", "exam"])
+        frame = pd.DataFrame(index=idx)
+        pats = cohort.patients.set_index("patient_id")
+        exams = cohort.exams.set_index(["patient_id", "exam"])
+        for var in cohort.study.variables:
+            table = pats if var.table == "patients" else exams
+            if var.column not in table.columns:
+                raise TrainError(f"{cohort.root}: study.yaml variable {var.name!r} reads column "
+                                 f"{var.column!r}, which {var.table}.csv lacks")
+            if var.table == "patients":
+                vals = table[var.column].reindex([p for p, _ in keys]).to_numpy()
+            else:
+                vals = table[var.column].reindex(idx).to_numpy()
+            frame[var.name] = vals
+        return frame
+
+    def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
+        raw = self._raw(cohort, keys)
+        self.columns_: list[str] = []
+        self.stats_: dict[str, dict[str, Any]] = {}
+        for var in cohort.study.variables:
+            col = raw[var.name]
+            if var.kind == "numeric":
+                x = pd.to_numeric(col, errors="coerce").astype(float)
+                mean = float(np.nanmean(x)) if x.notna().any() else 0.0
+                std = float(np.nanstd(x)) if x.notna().sum() > 1 else 1.0
+                self.stats_[var.name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
+                self.columns_.append(var.name)
+            else:
+                cats = sorted(str(c) for c in (var.categories or {}))
+                self.stats_[var.name] = {"kind": "categorical", "categories": cats}
+                self.columns_.extend(f"{var.name}={c}" for c in cats)
+            if self.missing_indicator:
+                self.columns_.append(f"{var.name}:missing")
+        return self
+
+    def transform(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> np.ndarray:
+        raw = self._raw(cohort, keys)
+        cols = []
+        for var in cohort.study.variables:
+            st = self.stats_[var.name]
+            col = raw[var.name]
+            if st["kind"] == "numeric":
+                x = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
+                miss = ~np.isfinite(x)
+                cols.append(np.where(miss, 0.0, (x - st["mean"]) / st["std"]))
+            else:
+                s = col.astype("string")
+                miss = s.isna().to_numpy()
+                cols.extend((s == c).fillna(False).to_numpy().astype(float)
+                            for c in st["categories"])
+            if self.missing_indicator:
+                cols.append(miss.astype(float))
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns_)
+
+
+class _Items(Dataset):
+    """Adds the method's pairing data to the items of ``medimp.data.ExamDataset``."""
+
+    def __init__(self, base: Any, patient_index: dict[str, int], method: str, *,
+                 prompts: dict[tuple[str, str], list[str]] | None = None,
+                 view2: Any = None,
+                 tabular: dict[tuple[str, str], np.ndarray] | None = None) -> None:
+        self.base, self.view2 = base, view2
+        self.patient_index = patient_index
+        self.method = method
+        self.prompts = prompts
+        self.tabular = tabular
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def patient_ids(self) -> list[str]:
+        """Patient of every item (items are exams, or exam phases in 'single' mode)."""
+        items = getattr(self.base, "items", None)
+        if items is not None:
+            return [str(it[0]) for it in items]
+        return [str(k[0]) for k in self.base.keys]
+
+    def set_epoch(self, epoch: int) -> None:
+        for ds in (self.base, self.view2):
+            if ds is not None and hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.base[i]
+        pid, exam = str(item["patient_id"]), str(item["exam"])
+        out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
+                               "patient_idx": self.patient_index[pid], "index": i,
+                               "patient_id": pid, "exam": exam}
+        if self.method == "medimp":
+            assert self.prompts is not None
+            out["prompts"] = self.prompts[(pid, exam)]
+        elif self.method == "image_ssl":
+            out["image2"] = torch.as_tensor(self.view2[i]["image"])
+        elif self.method == "tabular_clip":
+            assert self.tabular is not None
+            out["tabular"] = torch.from_numpy(self.tabular[(pid, exam)])
+        return out
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep strings and prompt lists as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        if isinstance(vals[0], torch.Tensor):
+            out[key] = torch.stack(vals)
+        elif isinstance(vals[0], int):
+            out[key] = torch.tensor(vals, dtype=torch.long)
+        else:
+            out[key] = vals
+    return out
+
+
+class PretrainDataModule(LightningDataModule):
+    """Reads the cohort once, splits patients, and serves the method's batches.
+
+    All checks that can fail (cohort, split sizes, prompts, variables) run in ``__init__``, so
+    a bad input stops the run before a model is built.
+    """
+
+    def __init__(self, cohort_path: str | os.PathLike[str], config: PretrainConfig,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        from medimp.data import read_cohort
+
+        self.cfg = config
+        self.cohort_path = Path(cohort_path)
+        self.cohort = read_cohort(self.cohort_path)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.preprocess = config.preprocess_config()
+        self.augment = config.augment_config()
+        keys = [(str(p), str(e)) for p, e in self.cohort.exam_keys()]
+        patients = sorted({p for p, _ in keys})
+        self.patient_index = {p: i for i, p in enumerate(patients)}
+        train_p, val_p = split_patients(patients, config.val_fraction, config.seed)
+        self.train_patients, self.val_patients = train_p, val_p
+        val_set = set(val_p)
+        self.train_keys = [k for k in keys if k[0] not in val_set]
+        self.val_keys = [k for k in keys if k[0] in val_set]
+        if config.method != "random_init" and config.batch_size > len(self.train_keys):
+            raise TrainError(
+                f"{self.cohort_path}: batch_size {config.batch_size} is larger than the "
+                f"training split ({len(self.train_keys)} exams of {len(train_p)} patients after "
+                f"holding out {len(val_p)} for validation); lower batch_size or val_fraction")
+        if config.method == "image_ssl" and self.augment is None:
+            raise ConfigError("image_ssl needs augmentation (two different views of an exam); "
+                              "set augment to a mapping, e.g. augment: {}")
+        self.prompts: dict[tuple[str, str], list[str]] | None = None
+        if config.method == "medimp":
+            self.prompts = self._load_prompts(keys)
+        self.featurizer: TabularFeaturizer | None = None
+        if config.method == "tabular_clip":
+            self.featurizer = TabularFeaturizer(config.tabular.missing_indicator)
+            self.featurizer.fit(self.cohort, self.train_keys)
+        self.in_channels = (len(self.cohort.study.phases)
+                            if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1)
+
+    def _load_prompts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        from medimp.prompts import build_prompts
+
+        df = build_prompts(self.cohort, seed=self.cfg.seed)
+        out: dict[tuple[str, str], list[str]] = {}
+        for (pid, exam), grp in df.sort_values("variant").groupby(["patient_id", "exam"],
+                                                                  sort=False):
+            out[(str(pid), str(exam))] = [str(p) for p in grp["prompt"] if str(p).strip()]
+        missing = [k for k in keys if not out.get(k)]
+        if missing:
+            shown = ", ".join(f"patient {p} exam {e}" for p, e in missing[:5])
+            raise TrainError(f"{self.cohort_path}: no prompt for {len(missing)} exam(s) "
+                             f"({shown}); check exams.csv/patients.csv and study.yaml")
+        return out
+
+    def unique_prompts(self) -> list[str]:
+        """Every distinct prompt of the run (for precomputing a frozen text encoder)."""
+        if not self.prompts:
+            return []
+        return sorted({p for v in self.prompts.values() for p in v})
+
+    def _dataset(self, keys: list[tuple[str, str]], augment: bool) -> _Items:
+        from medimp.data import ExamDataset
+
+        aug = self.augment if augment else None
+        base = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir, augment=aug,
+                           seed=self.cfg.seed, keys=keys)
+        view2 = None
+        if self.cfg.method == "image_ssl":
+            # the second view: same exams, another augmentation stream
+            view2 = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir,
+                                augment=self.augment, seed=self.cfg.seed + 7919, keys=keys)
+        tab = None
+        if self.featurizer is not None:
+            rows = self.featurizer.transform(self.cohort, keys)
+            tab = {k: rows[j] for j, k in enumerate(keys)}
+        return _Items(base, self.patient_index, self.cfg.method, prompts=self.prompts,
+                      view2=view2, tabular=tab)
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "train_set", None) is None:
+            aug = self.cfg.method == "image_ssl" or self.augment is not None
+            self.train_set = self._dataset(self.train_keys, augment=aug)
+            self.val_set = self._dataset(self.val_keys, augment=self.cfg.method == "image_ssl")
+
+    def _epoch(self) -> int:
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make this epoch's augmentation a function of (seed, epoch, item) only."""
+        if getattr(self, "train_set", None) is not None:
+            self.train_set.set_epoch(epoch)
+
+    def _loader(self, ds: _Items, train: bool) -> DataLoader:
+        groups = [self.patient_index[p] for p in ds.patient_ids()]
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        sampler = None
+        if not distributed:  # under DDP Lightning installs a seeded DistributedSampler
+            sampler = PatientInterleavedSampler(groups, self.cfg.seed, fixed=not train,
+                                                epoch_source=self._epoch if train else None)
+        bs = self.cfg.batch_size
+        return DataLoader(ds, batch_size=bs, sampler=sampler,
+                          shuffle=(sampler is None and train), collate_fn=collate,
+                          num_workers=self.cfg.num_workers, drop_last=train and len(ds) > bs,
+                          persistent_workers=False,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        # set before Lightning creates the first iterator (and its workers)
+        self.set_epoch(self._epoch())
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_keys:
+            return []
+        self.val_set.set_epoch(0)
+        return self._loader(self.val_set, train=False)

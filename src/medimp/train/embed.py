@@ -1,0 +1,127 @@
+"""Frozen embeddings of every exam of a cohort, from a run's exported image encoder.
+
+Rows: one per exam (``level="exam"``), one per patient as the mean of its exams
+(``level="patient"``, ``exam="mean"``), and one per patient from its latest exam
+(``level="patient_latest"``, ``exam`` = that exam). Columns: patient_id, exam, level,
+e0..e{D-1}. By default the encoder's features (before the projection head) are embedded, as
+is usual for linear probes; ``projected=True`` gives the shared-space embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from medimp.train.checkpoint import load_image_encoder, load_image_tower
+from medimp.train.config import TrainError
+
+__all__ = ["embed"]
+
+
+def _exam_order(cohort) -> dict[tuple[str, str], float]:
+    """Sort key per (patient, exam): days after transplant, else the study's exam order."""
+    order = {name: i for i, name in enumerate(cohort.study.exam_names)}
+    days: dict[tuple[str, str], float] = {}
+    ex = cohort.exams
+    has_days = "days_post_transplant" in ex.columns
+    for row in ex.itertuples(index=False):
+        pid, exam = str(row.patient_id), str(row.exam)
+        d = float(row.days_post_transplant) if has_days else np.nan
+        days[(pid, exam)] = d if np.isfinite(d) else 1e6 + order.get(exam, 0)
+    return days
+
+
+@torch.no_grad()
+def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
+          out: str | os.PathLike[str] | None = None, *, batch_size: int = 8,
+          projected: bool = False, num_workers: int = 0,
+          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False
+          ) -> pd.DataFrame:
+    """Embed every exam of ``cohort_path`` with the image encoder of ``run_dir``.
+
+    Args:
+        run_dir: a finished ``pretrain`` run folder (``model.safetensors`` + ``model.json``).
+        cohort_path: any cohort with the same phases (it need not be the training cohort).
+        out: parquet file to write (atomically); None: only return the table.
+        batch_size: exams per forward pass.
+        projected: embed in the shared (projected, L2-normalised) space instead of features.
+        num_workers: DataLoader workers.
+        cache_dir: preprocessed-volume cache folder (shared with training if the same).
+        progress: show a rich progress bar.
+
+    Raises:
+        TrainError: run folder incomplete, or the cohort's phases differ from the run's.
+    """
+    import json
+
+    from medimp._io import atomic_path
+    from medimp.data import ExamDataset, read_cohort
+    from medimp.train.datamodule import collate
+
+    run_dir = Path(run_dir)
+    if projected:
+        model, prep = load_image_tower(run_dir)
+    else:
+        model, prep = load_image_encoder(run_dir)
+    info = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+    cohort = read_cohort(cohort_path)
+    phases = list(cohort.study.phase_names)
+    if info.get("phases") and phases != info["phases"]:
+        raise TrainError(f"{cohort_path}: phases {phases} differ from the run's {info['phases']} "
+                         f"({run_dir}); embed a cohort acquired with the same phases")
+    keys = [(str(p), str(e)) for p, e in cohort.exam_keys()]
+    if not keys:
+        raise TrainError(f"{cohort_path}: no exam with images to embed")
+    ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=num_workers)
+    rows_id: list[tuple[str, str]] = []
+    feats: list[np.ndarray] = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("embedding exams", total=len(ds))
+    try:
+        for batch in loader:
+            z = model(batch["image"].float())
+            feats.append(z.float().cpu().numpy())
+            rows_id.extend(zip(batch["patient_id"], batch["exam"], strict=True))
+            if bar is not None:
+                bar.advance(task, len(batch["patient_id"]))
+    finally:
+        if bar is not None:
+            bar.stop()
+    x = np.concatenate(feats).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = sorted({rows_id[i] for i in np.where(~np.isfinite(x).all(1))[0]})[:3]
+        raise TrainError(f"{run_dir}: non-finite embeddings for {bad}; the model is broken")
+    dim = x.shape[1]
+    cols = [f"e{i}" for i in range(dim)]
+    exam_df = pd.DataFrame(x, columns=cols)
+    exam_df.insert(0, "level", "exam")
+    exam_df.insert(0, "exam", [e for _, e in rows_id])
+    exam_df.insert(0, "patient_id", [p for p, _ in rows_id])
+
+    pat = exam_df.groupby("patient_id", sort=True)[cols].mean().reset_index()
+    pat.insert(1, "exam", "mean")
+    pat.insert(2, "level", "patient")
+    order = _exam_order(cohort)
+    exam_df["_t"] = [order.get(k, 0.0) for k in rows_id]
+    latest = (exam_df.sort_values(["patient_id", "_t"]).groupby("patient_id", sort=True).tail(1)
+              .drop(columns="_t").assign(level="patient_latest"))
+    exam_df = exam_df.drop(columns="_t")
+    df = pd.concat([exam_df, pat, latest], ignore_index=True)[["patient_id", "exam", "level",
+                                                                 *cols]]
+    df["patient_id"] = df["patient_id"].astype(str)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            df.to_parquet(tmp, index=False)
+    return df

@@ -1,0 +1,224 @@
+"""``pretrain()``: one call from a cohort folder to a run folder with an exported model.
+
+A run folder holds ``config.yaml``, ``checkpoints/last.ckpt`` (+ ``best.ckpt`` by validation
+loss), ``logs/csv`` and ``logs/tb`` (TensorBoard), ``history.csv``, and the exported
+``model.safetensors`` + ``model.json``. Every check that can fail (config, text model, cohort,
+split sizes, precision, checkpoint architecture) runs before the first step.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medimp.train.callbacks import (
+    HISTORY_COLUMNS,
+    HistoryCallback,
+    PrecomputeTextCallback,
+    StopAfterEpochs,
+)
+from medimp.train.checkpoint import (
+    AtomicCheckpointIO,
+    check_checkpoint,
+    export_model,
+    read_checkpoint,
+)
+from medimp.train.config import (
+    ConfigError,
+    PretrainConfig,
+    TrainError,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+
+__all__ = ["pretrain", "resolve_config"]
+
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                  "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.warnings")
+
+
+def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
+                   run_dir: Path | None = None, resume: bool = False) -> PretrainConfig:
+    """A ``PretrainConfig`` from an object, a mapping, a YAML path, or the run's saved config."""
+    if config is None:
+        saved = run_dir / "config.yaml" if run_dir is not None else None
+        if resume and saved is not None and saved.is_file():
+            return load_config(saved)
+        return PretrainConfig()
+    if isinstance(config, PretrainConfig):
+        return config
+    if isinstance(config, dict):
+        return config_from_dict(config, "config")
+    return load_config(config)
+
+
+def _text_model_path(config: PretrainConfig) -> str:
+    from medimp._textmodel import default_text_model_path
+
+    if config.text.path is None:
+        return str(default_text_model_path())
+    path = Path(config.text.path).expanduser()
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ConfigError(f"text.path {config.text.path!r} is not a Hugging Face model folder "
+                          "(expected a folder with config.json and weights); give a local model "
+                          "folder or leave text.path empty for the offline MiniLM")
+    return str(path)
+
+
+def _check_precision(config: PretrainConfig) -> None:
+    if config.precision == "16-mixed" and not torch.cuda.is_available():
+        raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"accelerator {config.accelerator!r} asked for, but no CUDA GPU found")
+
+
+def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = [CSVLogger(run_dir / "logs", name="csv", version=""),
+                          TensorBoardLogger(run_dir / "logs", name="tb", version="",
+                                            default_hp_metric=False)]
+    if config.mlflow:
+        try:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            loggers.append(MLFlowLogger(experiment_name="medimp",
+                                        tracking_uri=f"file:{run_dir / 'mlruns'}"))
+        except (ImportError, ModuleNotFoundError):
+            warnings.warn("mlflow is not installed: MLflow logging skipped", stacklevel=2)
+    return loggers
+
+
+def _is_global_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
+
+
+def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+             config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
+             *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+    """Pretrain an image encoder on a cohort and export it.
+
+    Args:
+        cohort_path: cohort folder (``medimp.data.read_cohort``).
+        out_dir: run folder; created; must not hold a run unless ``resume`` or ``overwrite``.
+        config: ``PretrainConfig``, a mapping, a YAML path, or None (defaults; on resume, the
+            run's saved ``config.yaml``).
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` exactly where it stopped
+            (weights, optimizer, scheduler, epoch, RNG states).
+        progress: show a rich progress bar.
+        overwrite: allow starting afresh in a folder that holds an earlier run.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ConfigError, TrainError (both ``ValueError``): bad input, before any training step.
+    """
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from medimp.train.datamodule import PretrainDataModule
+    from medimp.train.module import PretrainModule
+
+    run_dir = Path(out_dir)
+    cfg = resolve_config(config, run_dir, resume)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
+                             "--resume")
+        check_checkpoint(read_checkpoint(last), cfg, last)
+    elif not overwrite and ((run_dir / "model.json").exists() or last.exists()):
+        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                         "--overwrite to start again, or choose another folder")
+    _check_precision(cfg)
+    text_path = _text_model_path(cfg) if cfg.method == "medimp" else None
+
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
+
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+    dm = PretrainDataModule(cohort_path, cfg, cache_dir=cache_dir)
+    n_tab = dm.featurizer.n_features if dm.featurizer is not None else 0
+    try:
+        module = PretrainModule(cfg.model_dump(mode="json"), in_channels=dm.in_channels,
+                                n_tabular=n_tab)
+    except (OSError, KeyError) as exc:
+        raise ConfigError(f"cannot build the model of this config: {exc}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_global_zero():
+        save_config(cfg, run_dir / "config.yaml")
+
+    extra: dict[str, Any] = {
+        "method": cfg.method, "config": cfg.model_dump(mode="json"),
+        "image_encoder": cfg.image_encoder.model_dump(mode="json"),
+        "in_channels": dm.in_channels, "num_features": int(module.image_encoder.num_features),
+        "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
+        "phases": list(dm.cohort.study.phase_names), "text_model_path": text_path,
+        "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+    }
+    if dm.featurizer is not None:
+        extra["tabular"] = {"columns": dm.featurizer.columns_, "stats": dm.featurizer.stats_}
+
+    if cfg.method == "random_init":
+        from medimp._io import atomic_write_text
+
+        export_model(module, run_dir, {**extra, "epochs_trained": 0, "global_step": 0,
+                                       "created": _now()})
+        atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
+        return run_dir
+
+    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
+                            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                            enable_version_counter=False)]
+    if dm.val_keys:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
+                                         mode="min", save_top_k=1, enable_version_counter=False))
+    if cfg.stop_after_epochs is not None:
+        callbacks.append(StopAfterEpochs(cfg.stop_after_epochs))
+    text_frozen = cfg.method == "medimp" and cfg.text.freeze == "all"
+    if text_frozen and cfg.text.cache and cfg.text.precompute:
+        callbacks.append(PrecomputeTextCallback(dm.unique_prompts()))
+    if progress:
+        callbacks.append(RichProgressBar(leave=True))
+
+    on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
+    trainer = Trainer(
+        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip, deterministic=True if on_cpu else None,
+        logger=_loggers(run_dir, cfg), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
+        log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+
+    if trainer.is_global_zero:
+        best = None
+        for cb in callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
+                    cb.best_model_score is not None:
+                best = float(cb.best_model_score)
+        export_model(module, run_dir, {**extra, "epochs_trained": trainer.current_epoch,
+                                       "global_step": trainer.global_step,
+                                       "best_val_loss": best, "created": _now()})
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return run_dir
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

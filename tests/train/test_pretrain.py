@@ -1,0 +1,155 @@
+"""End-to-end pretraining on the simulated cohort: outputs, determinism, resume, baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medimp.train import (
+    embed,
+    load_image_encoder,
+    load_image_tower,
+    load_run_info,
+    load_text_tower,
+    pretrain,
+)
+from medimp.train.checkpoint import read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def medimp_run(simulated_cohort, tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "medimp"
+    return pretrain(simulated_cohort, out, tiny_config(), progress=False)
+
+
+def test_run_folder_contents(medimp_run) -> None:
+    for name in ("config.yaml", "model.safetensors", "model.json", "history.csv",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "logs/csv/metrics.csv"):
+        assert (medimp_run / name).is_file(), name
+    assert list((medimp_run / "logs" / "tb").glob("events.out.tfevents.*"))
+    hist = pd.read_csv(medimp_run / "history.csv")
+    assert list(hist["epoch"]) == [1, 2]
+    assert np.isfinite(hist["train_loss"]).all() and np.isfinite(hist["val_loss"]).all()
+    assert hist["lr"].iloc[-1] < hist["lr"].iloc[0]  # cosine decay after warm-up
+    info = load_run_info(medimp_run)
+    assert info["method"] == "medimp" and info["in_channels"] == 3 and info["embed_dim"] == 16
+    assert info["image_encoder"]["name"] == "tiny_cnn_3d"
+    assert info["preprocess"]["shape"] == [16, 16, 16]
+    assert not set(info["train_patients"]) & set(info["val_patients"])
+    assert info["epochs_trained"] == 2 and np.isfinite(info["best_val_loss"])
+    state = load_file(medimp_run / "model.safetensors")
+    prefixes = {k.split(".")[0] for k in state}
+    assert {"image_encoder", "image_proj", "text_proj", "text_encoder", "loss_fn"} <= prefixes
+    # only the trainable (last) text layer is exported; the frozen prefix is the pretrained model
+    text_keys = [k for k in state if k.startswith("text_encoder.")]
+    assert text_keys and all("layer.0." not in k for k in text_keys)
+    # the resume checkpoint loads without unpickling code
+    ckpt = read_checkpoint(medimp_run / "checkpoints" / "last.ckpt")
+    assert ckpt["epoch"] == 1 and "optimizer_states" in ckpt and "medimp_rng" in ckpt
+
+
+def test_exported_weights_are_trained(medimp_run, simulated_cohort, tiny_config, tmp_path) -> None:
+    rand = pretrain(simulated_cohort, tmp_path / "rand", tiny_config("method=random_init"),
+                    progress=False)
+    a = load_file(medimp_run / "model.safetensors")
+    b = load_file(rand / "model.safetensors")
+    enc = [k for k in a if k.startswith("image_encoder.") and a[k].is_floating_point()]
+    assert any(not torch.equal(a[k], b[k]) for k in enc)
+    hist = pd.read_csv(rand / "history.csv")
+    assert len(hist) == 0 and "val_loss" in hist.columns
+
+
+def test_embed_tables(medimp_run, simulated_cohort, tmp_path) -> None:
+    enc, prep = load_image_encoder(medimp_run)
+    assert tuple(prep.shape) == (16, 16, 16)
+    x = torch.randn(2, 3, 16, 16, 16)
+    assert enc(x).shape == (2, enc.num_features)
+    out = tmp_path / "emb.parquet"
+    df = embed(medimp_run, simulated_cohort, out=out, batch_size=4)
+    assert out.is_file()
+    back = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(back, df)
+    cols = [c for c in df.columns if c.startswith("e")]
+    assert len(cols) == enc.num_features
+    exams = pd.read_csv(simulated_cohort / "exams.csv", dtype={"patient_id": str})
+    ex = df[df["level"] == "exam"]
+    assert len(ex) == len(exams)
+    pat = df[df["level"] == "patient"].set_index("patient_id")
+    assert set(pat.index) == set(exams["patient_id"])
+    # patient = mean of its exams
+    p0 = pat.index[0]
+    np.testing.assert_allclose(pat.loc[p0, cols].to_numpy(float),
+                               ex[ex["patient_id"] == p0][cols].mean().to_numpy(float), rtol=1e-5)
+    latest = df[df["level"] == "patient_latest"].set_index("patient_id")
+    days = exams.set_index(["patient_id", "exam"])["days_post_transplant"]
+    last_exam = exams.loc[exams.groupby("patient_id")["days_post_transplant"].idxmax()]
+    for row in last_exam.itertuples():
+        assert latest.loc[row.patient_id, "exam"] == row.exam
+        assert days[(row.patient_id, row.exam)] == row.days_post_transplant
+    assert np.isfinite(df[cols].to_numpy()).all()
+    # projected embeddings are unit vectors of size embed_dim
+    dfp = embed(medimp_run, simulated_cohort, projected=True)
+    pcols = [c for c in dfp.columns if c.startswith("e")]
+    assert len(pcols) == 16
+    norms = np.linalg.norm(dfp[dfp["level"] == "exam"][pcols].to_numpy(), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
+
+
+def test_text_tower_matches_training_space(medimp_run) -> None:
+    tower = load_text_tower(medimp_run)
+    z = tower(["The kidney donor was high years of age.", "The patient's GFR was low."])
+    assert z.shape == (2, 16)
+    np.testing.assert_allclose(z.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+    assert not torch.allclose(z[0], z[1])
+    img, _ = load_image_tower(medimp_run)
+    sims = img(torch.randn(3, 3, 16, 16, 16)) @ z.T
+    assert sims.shape == (3, 2) and torch.all(sims.abs() <= 1.0 + 1e-5)
+
+
+def test_same_seed_same_weights_and_exact_resume(simulated_cohort, tiny_config, tmp_path) -> None:
+    cfg = tiny_config()
+    a = pretrain(simulated_cohort, tmp_path / "a", cfg, progress=False)
+    a2 = pretrain(simulated_cohort, tmp_path / "a2", cfg, progress=False)
+    wa, wa2 = load_file(a / "model.safetensors"), load_file(a2 / "model.safetensors")
+    assert all(torch.equal(wa[k], wa2[k]) for k in wa)
+    other = pretrain(simulated_cohort, tmp_path / "s1", tiny_config("seed=1"), progress=False)
+    wo = load_file(other / "model.safetensors")
+    assert any(not torch.equal(wa[k], wo[k]) for k in wa if wa[k].is_floating_point())
+    # 1 epoch, stop, resume for the second: the same weights as 2 epochs in one go
+    b = pretrain(simulated_cohort, tmp_path / "b", tiny_config("stop_after_epochs=1"),
+                 progress=False)
+    assert json.loads((b / "model.json").read_text())["epochs_trained"] == 1
+    assert len(pd.read_csv(b / "history.csv")) == 1
+    b = pretrain(simulated_cohort, b, cfg, resume=True, progress=False)
+    wb = load_file(b / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    np.testing.assert_array_equal(ha["train_loss"], hb["train_loss"])
+
+
+@pytest.mark.parametrize("method", ["image_ssl", "tabular_clip"])
+def test_baselines_train_and_embed(method, simulated_cohort, tiny_config, tmp_path) -> None:
+    over = ["epochs=1"]
+    if method == "image_ssl":
+        over.append("augment={}")
+    run = pretrain(simulated_cohort, tmp_path / method, tiny_config(f"method={method}", *over),
+                   progress=False)
+    info = load_run_info(run)
+    assert info["method"] == method
+    hist = pd.read_csv(run / "history.csv")
+    assert len(hist) == 1 and np.isfinite(hist["train_loss"]).all()
+    if method == "tabular_clip":
+        # one standardised column + a missing indicator per numeric variable of the prompts
+        assert "donor_age" in info["tabular"]["columns"]
+        assert "donor_age:missing" in info["tabular"]["columns"]
+        assert any(k.startswith("tabular_encoder.") for k in load_file(run / "model.safetensors"))
+    df = embed(run, simulated_cohort)
+    assert (df["level"] == "exam").sum() > 0
+    with pytest.raises(ValueError, match="no text tower"):
+        load_text_tower(run)
