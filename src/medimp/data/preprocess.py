@@ -229,6 +229,11 @@ def preprocess_exam(
     Raises:
         PreprocessError: no phase present, non-finite voxels, or a bad affine.
     """
+    if config.reference_phase is not None and config.reference_phase not in phases:
+        raise PreprocessError(
+            f"reference_phase {config.reference_phase!r} is not one of the phases {list(phases)}",
+            fix="set PreprocessConfig.reference_phase to a phase of study.yaml (or null)",
+        )
     present = [p for p in phases if volumes.get(p) is not None]
     if not present:
         raise PreprocessError(f"{where}: none of the phases {list(phases)} has an image")
