@@ -95,3 +95,16 @@ def test_privacy_values_of_a_simulated_cohort(simulated_cohort: Path) -> None:
         assert_safe_to_send(["The Deceased donor was {age} years of age."], forbidden)
     with pytest.raises(ValueError, match=r"patient_id|digits"):
         assert_safe_to_send([f"Patient {c.patients.patient_id.iloc[0]} was {{age}}."], forbidden)
+
+
+def test_exam_words_on_a_cohort(simulated_cohort: Path) -> None:
+    from medimp.data import read_cohort
+
+    c = read_cohort(simulated_cohort)
+    pid, exam = c.exam_keys()[0]
+    words = exam_words(c, pid, exam)
+    assert words == exam_words(c.study, c.exams, c.patients, pid, exam)
+    assert set(words) == {"donor_age", "gfr", "creatinine_variability"}
+    assert words["donor_age"] in {"low", "high"}
+    with pytest.raises(TypeError):
+        exam_words(c, pid)
