@@ -12,7 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-from medimp.prompts import build_prompts, build_prompts_from_tables, exam_words, load_bank
+from medimp.prompts import (
+    ParaphraseBank,
+    build_prompts,
+    build_prompts_from_tables,
+    exam_words,
+    load_bank,
+)
 from medimp.prompts.augment import augment
 from medimp.prompts.privacy import assert_safe_to_send, cohort_values
 from medimp.simulate import simulate_clinical
@@ -108,3 +114,26 @@ def test_exam_words_on_a_cohort(simulated_cohort: Path) -> None:
     assert words["donor_age"] in {"low", "high"}
     with pytest.raises(TypeError):
         exam_words(c, pid)
+
+
+def test_imported_original_cohort_uses_its_gpt_augs(medimp_original: Path, gpt_augs: Path,
+                                                   tmp_path: Path) -> None:
+    from medimp.data import read_cohort
+    from medimp.data.import_medimp import import_medimp
+
+    out = tmp_path / "orig"
+    import_medimp(medimp_original / "dummy_mri_dataset",
+                  medimp_original / "dummy_dataframes" / "df_clinicobiological_data.csv", out,
+                  augs=gpt_augs,
+                  fallback_volume=medimp_original / "dummy_mri_dataset" / "dummy_mri.nii.gz")
+    cohort = read_cohort(out)
+    df = build_prompts(cohort)
+    assert set(df.variant) == set(range(10))
+    bank = load_bank(gpt_augs, cohort.study)
+    line1 = df[df.variant == 1].prompt
+    assert line1.str.contains("At the time of transplant, the age of the kidney donor was").any()
+    assert not df.prompt.str.contains(BAD).any()
+    assert bank.n == 10
+    # an explicit bank still wins over the cohort's own
+    two = build_prompts(cohort, bank=ParaphraseBank.from_lines(bank.lines()[:2], cohort.study))
+    assert set(two.variant) == {0, 1}
