@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
