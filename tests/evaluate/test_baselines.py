@@ -1,0 +1,28 @@
+"""clinical_only uses only what is known at the exam; oracle reads truth.csv."""
+
+from __future__ import annotations
+
+from medimp.evaluate._cohort import load_tables
+from medimp.evaluate.baselines import clinical_features, oracle_features
+from medimp.evaluate.embeddings import feature_columns
+
+
+def test_clinical_features_exclude_outcomes_and_truth(eval_cohort) -> None:
+    tables = load_tables(eval_cohort)
+    df = clinical_features(tables)
+    cols = feature_columns(df)
+    outcome = set(tables.study.outcomes.columns())
+    assert not outcome & set(cols)
+    assert not {"gfr_true", "nephron_mass", "fibrosis_fraction", "decline_rate"} & set(cols)
+    assert {"egfr", "creatinine_cv", "donor_age"} <= set(cols)
+    assert any(c.startswith("donor_type_") for c in cols)  # categorical one-hot
+    # each row carries the exam's own eGFR, not another exam's
+    merged = df.merge(tables.exams, on=["patient_id", "exam"], suffixes=("", "_x"))
+    assert (merged["egfr"] == merged["egfr_x"]).all()
+
+
+def test_oracle_reads_truth(eval_cohort) -> None:
+    df = oracle_features(load_tables(eval_cohort))
+    assert df is not None
+    assert {"gfr_true", "fibrosis_fraction"} <= set(feature_columns(df))
+    assert len(df) == 40 * 4

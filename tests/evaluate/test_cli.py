@@ -1,0 +1,34 @@
+"""`medimp evaluate` from the command line."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from medimp.cli.main import app
+from medimp.evaluate import read_metrics
+from tests.evaluate.conftest import truth_embeddings
+
+
+def test_evaluate_command(eval_cohort, tmp_path) -> None:
+    emb = tmp_path / "medimp.parquet"
+    truth_embeddings(eval_cohort, noise=1.0).to_parquet(emb)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, [
+        "evaluate", "--cohort", str(eval_cohort), "--embeddings", f"medimp={emb}",
+        "--out", str(out), "--folds", "3", "--repeats", "1", "--bootstrap", "50",
+        "--no-knn", "--horizon", "2"])
+    assert res.exit_code == 0, res.output
+    assert "status_y2" in res.output and "report:" in res.output
+    m = read_metrics(out / "metrics.json")
+    assert {r.method for r in m.records} >= {"medimp", "clinical_only", "oracle"}
+    assert (out / "report.html").is_file()
+
+
+def test_bad_arguments_exit_2(eval_cohort, tmp_path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", "--cohort", str(eval_cohort), "--embeddings",
+                              "medimp", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "NAME=PATH" in res.output
+    res = runner.invoke(app, ["evaluate", "--cohort", str(tmp_path), "--embeddings",
+                              f"x={tmp_path}", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "study.yaml" in res.output

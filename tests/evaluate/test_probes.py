@@ -1,0 +1,73 @@
+"""Probes follow the scikit-learn contract and choose thresholds on training data only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from medimp.evaluate import KNNProbe, LogisticProbe, ProbeError
+from medimp.evaluate._cohort import load_tables
+from medimp.evaluate.cv import cross_validate, make_splits
+from medimp.evaluate.labels import make_labels
+from tests.evaluate.conftest import truth_embeddings
+
+
+def _data(seed=0, n_pat=30, per=3):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n_pat)
+    y_pat = (z > 0).astype(int)
+    groups = np.repeat([f"P{i}" for i in range(n_pat)], per)
+    X = np.repeat(z, per)[:, None] + rng.normal(0, 0.5, (n_pat * per, 4))
+    return X, np.repeat(y_pat, per), groups
+
+
+@pytest.mark.parametrize("cls", [LogisticProbe, KNNProbe])
+def test_sklearn_contract(cls) -> None:
+    X, y, g = _data()
+    probe = cls(seed=3)
+    assert clone(probe).get_params() == probe.get_params()
+    assert not any(k.endswith("_") for k in vars(probe))  # __init__ stores hyper-params only
+    assert probe.fit(X, y, groups=g) is probe
+    learned = {k for k in vars(probe) if k not in probe.get_params()}
+    assert learned and all(k.endswith("_") for k in learned)
+    assert 0 <= probe.threshold_ <= 1
+    assert ((probe.predict_proba(X)[:, 1] >= probe.threshold_) == probe.predict(X)).all()
+    assert (probe.predict(X) == y).mean() > 0.8
+
+
+def test_nan_and_single_class_are_refused() -> None:
+    X, y, g = _data()
+    X2 = X.copy()
+    X2[0, 0] = np.nan
+    with pytest.raises(ProbeError, match="NaN"):
+        LogisticProbe().fit(X2, y, groups=g)
+    LogisticProbe(impute=True).fit(X2, y, groups=g)  # clinical tables may have gaps
+    with pytest.raises(ProbeError, match="2 patients of each class"):
+        LogisticProbe().fit(X, np.zeros_like(y), groups=g)
+
+
+def test_test_fold_labels_do_not_reach_the_threshold(eval_cohort) -> None:
+    """Flipping the labels of one test fold changes nothing that fold's probe learned."""
+    tables = load_tables(eval_cohort)
+    lab = make_labels(tables, 3)
+    lab = lab[lab["known"]]
+    patients, y = lab["patient_id"].to_numpy(str), lab["label"].to_numpy(int)
+    splits = make_splits(patients, y, n_splits=3, repeats=1, seed=0)
+    emb = truth_embeddings(eval_cohort, noise=1.0)
+    flipped = y.copy()
+    flipped[splits[0].test] = 1 - flipped[splits[0].test]
+
+    def run(labels):
+        return cross_validate(emb, patients, labels, level="exam", tables=tables,
+                              splits=splits, make_probe=lambda: LogisticProbe(seed=0))
+
+    a, b = run(y), run(flipped)
+    assert a.folds[0].threshold == b.folds[0].threshold
+    assert a.folds[0].param == b.folds[0].param
+    test = splits[0].test
+    np.testing.assert_array_equal(a.scores[0, test], b.scores[0, test])
+    # the other folds train on the flipped patients, so their probes do change
+    assert any(fa.threshold != fb.threshold or fa.param != fb.param
+               for fa, fb in zip(a.folds[1:], b.folds[1:], strict=True)) or not np.allclose(
+        a.scores[0, splits[1].test], b.scores[0, splits[1].test])
