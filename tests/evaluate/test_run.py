@@ -110,7 +110,7 @@ def test_bad_embeddings_are_skipped_with_a_reason(eval_cohort, tmp_path) -> None
 
 
 def test_one_class_and_too_few_patients(tmp_path) -> None:
-    root = write_cohort(tmp_path / "c", n_patients=24, seed=3, images=False)
+    root = write_cohort(tmp_path / "c", n_patients=24, seed=3)
     pats = pd.read_csv(root / "patients.csv", dtype={"patient_id": str})
     pats["graft_loss"] = 0
     pats["graft_loss_days"] = np.nan
@@ -127,3 +127,16 @@ def test_one_class_and_too_few_patients(tmp_path) -> None:
     assert "fewer than the 3 folds" in reasons["status_y3"]
     assert {r.task for r in res.metrics.records} == {"status_y4"}
     read_metrics(res.metrics_path)
+
+
+def test_oracle_is_high_on_a_simulated_cohort(make_cohort, tmp_path) -> None:
+    cohort = make_cohort(40, (16, 16, 16), 0)
+    res = evaluate(cohort, {}, tmp_path,
+                   EvalConfig(**{**FAST, "levels": ["patient_latest"]}, survival=False,
+                              retrieval=False))
+    oracle = [r for r in res.metrics.records if r.method == "oracle"]
+    assert len(oracle) == 3
+    for r in oracle:
+        assert r.auc > 0.75, r
+        assert r.auc_ci_low <= r.auc <= r.auc_ci_high
+    assert res.metrics.header.methods["oracle"].startswith("truth.csv")

@@ -178,7 +178,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
         try:
             df = load_method(name, src, cohort_path)
             check_embeddings(df, name, cohort_ids, needed)
-        except EvaluationError as exc:
+        except (ValueError, FileNotFoundError) as exc:  # EvaluationError, TrainError, ...
             skipped.append(Skipped(task="*", method=name, reason=str(exc)))
             continue
         features[name], impute[name] = df, False
@@ -257,7 +257,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     if cfg.retrieval:
         from medimp.evaluate.retrieval import retrieval_for_runs
 
-        retrieval_records = retrieval_for_runs(tables, methods, features, cfg.seed, skipped)
+        retrieval_records = retrieval_for_runs(tables, methods, cfg.seed, skipped)
 
     n_exams = len(tables.imaged_exams())
     header = Header(

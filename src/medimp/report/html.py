@@ -106,9 +106,11 @@ def _histories(metrics: MetricsFile) -> dict[str, pd.DataFrame]:
         f = Path(src) / "history.csv"
         if f.is_file():
             try:
-                out[name] = pd.read_csv(f)
-            except (OSError, pd.errors.ParserError):
+                h = pd.read_csv(f)
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
                 continue
+            if not h.empty and "epoch" in h.columns:  # random_init runs have no epochs
+                out[name] = h
     return out
 
 
