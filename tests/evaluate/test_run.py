@@ -120,9 +120,9 @@ def test_one_class_and_too_few_patients(tmp_path) -> None:
     pats.to_csv(root / "patients.csv", index=False)
     emb = truth_embeddings(root, noise=1.0)
     res = evaluate(root, {"medimp": emb}, tmp_path / "out",
-                   EvalConfig(**{**FAST, "levels": ["patient_mean"]}, survival=False,
-                              retrieval=False))
+                   EvalConfig(**{**FAST, "levels": ["patient_mean"]}, retrieval=False))
     reasons = {s.task: s.reason for s in res.metrics.skipped}
+    assert "0 graft loss(es) among 24 patients" in reasons["graft_survival"]
     assert "only one class" in reasons["status_y2"]
     assert "fewer than the 3 folds" in reasons["status_y3"]
     assert {r.task for r in res.metrics.records} == {"status_y4"}

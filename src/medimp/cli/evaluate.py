@@ -41,7 +41,7 @@ def evaluate_command(
     folds: Annotated[int, typer.Option("--folds", min=2, help="Outer CV folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Outer CV repeats.")] = 5,
     bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", min=0, help="Patient bootstrap resamples for the CIs.")] = 1000,
+        "--bootstrap", min=20, help="Patient bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and bootstrap.")] = 0,
     reference: Annotated[str, typer.Option(
         "--reference", help="Method compared with each other method.")] = "medimp",

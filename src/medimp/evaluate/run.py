@@ -63,7 +63,7 @@ class EvalConfig(BaseModel):
     threshold: float | None = Field(None, description="eGFR cut-off; None: study.yaml's.")
     n_splits: int = Field(5, ge=2, description="Outer CV folds.")
     repeats: int = Field(5, ge=1, description="Outer CV repeats (new shuffles).")
-    n_bootstrap: int = Field(1000, ge=0, description="Patient-level bootstrap resamples.")
+    n_bootstrap: int = Field(1000, ge=20, description="Patient-level bootstrap resamples.")
     seed: int = 0
     levels: list[Literal["exam", "patient_mean", "patient_latest"]] = Field(
         ["exam", "patient_mean", "patient_latest"], description="Sample levels evaluated.")
@@ -305,10 +305,15 @@ def _run_survival(cfg, tables, features, impute, *, records, rows, skipped) -> N
 
     try:
         surv = survival_table(tables)
-        ev = surv["event"].to_numpy()
-        make_splits(surv["patient_id"].to_numpy(str), ev, cfg.n_splits, 1, cfg.seed)
     except EvaluationError as exc:
         skipped.append(Skipped(task="graft_survival", reason=f"graft_survival: {exc}"))
+        return
+    n_events = int(surv["event"].sum())
+    if min(n_events, len(surv) - n_events) < cfg.n_splits:
+        skipped.append(Skipped(task="graft_survival", reason=(
+            f"graft_survival: {n_events} graft loss(es) among {len(surv)} patients; the Cox "
+            f"model needs at least one per fold ({cfg.n_splits} folds): lower --folds, add "
+            "patients or longer follow-up, or pass --no-survival")))
         return
     for name, df in features.items():
         try:
