@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medimp demo --out demo_out
+	$(BIN)/medimp demo --out demo_out --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -88,7 +88,7 @@ def write_dicom_series(folder: Path, array: np.ndarray, spacing: Sequence[float]
     return files
 
 
-def make_cohort(root: Path, n_patients: int = 2, exams: Sequence[str] = ("D15", "D30"),
+def write_tiny_cohort(root: Path, n_patients: int = 2, exams: Sequence[str] = ("D15", "D30"),
                 phases: Sequence[str] = ("pre", "arterial", "tubular"), seed: int = 0) -> Path:
     """Write a small valid cohort directory (default study, NIfTI volumes) and return it."""
     rng = np.random.default_rng(seed)
@@ -122,7 +122,7 @@ def make_cohort(root: Path, n_patients: int = 2, exams: Sequence[str] = ("D15", 
 @pytest.fixture
 def tiny_cohort(tmp_path: Path) -> Path:
     """A fresh valid 2-patient cohort (2 exams x 3 phases) that a test may damage."""
-    return make_cohort(tmp_path / "cohort")
+    return write_tiny_cohort(tmp_path / "cohort")
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def cohort_factory(tmp_path: Path) -> Callable[..., Path]:
     counter = iter(range(1000))
 
     def _make(**kw: object) -> Path:
-        return make_cohort(tmp_path / f"cohort{next(counter)}", **kw)  # type: ignore[arg-type]
+        return write_tiny_cohort(tmp_path / f"cohort{next(counter)}", **kw)  # type: ignore[arg-type]
 
     return _make
 

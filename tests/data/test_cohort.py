@@ -205,3 +205,19 @@ def test_series_uid_column_selects_a_dicom_series(tiny_cohort: Path) -> None:
     assert float(c.read_volume("P001", "D15", "pre").array.max()) == 14
     assert c.read_volume("P001", "M3", "pre") is None
     assert c.read_volume("P001", "D15", "arterial").shape == (8, 8, 6)
+
+
+def test_excel_bom_is_accepted(tiny_cohort: Path) -> None:
+    path = tiny_cohort / "patients.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_cohort(tiny_cohort).patients["patient_id"].tolist() == ["P001", "P002"]
+
+
+def test_ragged_and_semicolon_csv(tiny_cohort: Path) -> None:
+    m = tiny_cohort / "manifest.csv"
+    m.write_text(m.read_text().replace("\nP001,D15,arterial", "\nP001,D15,x,arterial", 1))
+    e = tiny_cohort / "exams.csv"
+    e.write_text(e.read_text().replace(",", ";"))
+    problems = {p.file: p for p in _problems(tiny_cohort)}
+    assert "line(s) [3] have a different number of fields" in problems["manifest.csv"].problem
+    assert "semicolon-separated" in problems["exams.csv"].fix

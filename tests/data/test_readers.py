@@ -260,3 +260,23 @@ def test_dicom_empty_folder_and_placeholder(tmp_path: Path) -> None:
     (tmp_path / "s" / ".placeholder").write_bytes(b"")
     with pytest.raises(VolumeReadError, match="holds no files"):
         read_volume(tmp_path / "s")
+
+
+def test_nifti_with_header_extension(tmp_path: Path) -> None:
+    a = _arr()
+    img = nib.Nifti1Image(a, np.eye(4))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 100))
+    nib.save(img, str(tmp_path / "ext.nii.gz"))
+    np.testing.assert_array_equal(read_volume(tmp_path / "ext.nii.gz").array, a)
+
+
+def test_dicom_multiframe_is_refused_clearly(tmp_path: Path) -> None:
+    import pydicom
+
+    (f, *_) = write_dicom_series(tmp_path / "s", _arr((6, 6, 2)))
+    ds = pydicom.dcmread(f)
+    ds.NumberOfFrames = 2
+    ds.save_as(f)
+    with pytest.raises(DicomSeriesError, match="multi-frame") as ei:
+        read_volume(tmp_path / "s")
+    assert "dcm2niix" in str(ei.value)

@@ -41,7 +41,8 @@ def test_valid_cohort_report(tiny_cohort: Path) -> None:
     s = report.summary
     assert (s["patients"], s["exams"], s["volumes"], s["files"]) == (2, 4, 12, 12)
     assert s["exams_per_label"] == {"D15": 2, "D30": 2, "M3": 0, "M12": 0}
-    assert s["phases_per_exam"] == {"pre": 4, "arterial": 4, "tubular": 4}
+    assert s["volumes_per_phase"] == {"pre": 4, "arterial": 4, "tubular": 4}
+    assert s["phases_per_exam"] == {"3": 4}
     assert s["outcomes"]["egfr_y2"] == {"known": 2, "missing": 0}
     assert s["outcomes"]["egfr_y3"] == {"known": 0, "missing": 2}
     assert s["outcomes"]["graft_loss"] == {"known": 2, "missing": 0, "positive": 0}
@@ -116,6 +117,7 @@ def test_structure_warnings(tiny_cohort: Path) -> None:
         ("P002", None, "patient without outcomes"),
     }
     assert report.summary["exams"] == 3
+    assert report.summary["phases_per_exam"] == {"3": 2, "2": 1}
     assert report.summary["outcomes"]["graft_loss"]["missing"] == 1
 
 
@@ -193,3 +195,20 @@ def test_two_dicom_series_in_one_folder(tiny_cohort: Path) -> None:
     m.to_csv(tiny_cohort / "manifest.csv", index=False)
     report = _check(tiny_cohort)
     assert report.ok and "constant volume" in report.warnings[0].problem
+
+
+def test_simulated_cohort_is_valid_and_damage_is_caught(simulated_cohort: Path,
+                                                        tmp_path: Path) -> None:
+    report = validate_cohort(simulated_cohort)
+    assert report.ok, report.errors
+    manifest = pd.read_csv(simulated_cohort / "manifest.csv", dtype=str)
+    assert report.summary["volumes"] == len(manifest)
+    assert report.summary["patients"] == 16
+    # the same cohort with one volume cut short: exactly that volume is reported
+    copy = tmp_path / "sim"
+    shutil.copytree(simulated_cohort, copy)
+    row = manifest.iloc[5]
+    target = copy / row["path"]
+    target.write_bytes(target.read_bytes()[:-100])
+    (err,) = validate_cohort(copy).errors
+    assert (err.patient, err.exam, err.phase) == (row["patient_id"], row["exam"], row["phase"])

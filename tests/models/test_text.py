@@ -161,3 +161,21 @@ def test_bad_inputs():
         enc([])
     with pytest.raises(TextModelError, match="pooling"):
         create_text_encoder(pooling="max")
+
+
+def test_clip_text_from_scratch():
+    from medimp.models.text import create_clip_text_encoder
+
+    torch.manual_seed(0)
+    enc = create_clip_text_encoder(width=32, layers=2, heads=4, embed_dim=8).eval()
+    assert len(enc.tokenizer) == 30522  # the default model's vocabulary
+    with torch.no_grad():
+        alone = enc([SHORT])
+        batch = enc([LONG, SHORT])
+    assert batch.shape == (2, 8)
+    assert torch.allclose(alone[0], batch[1], atol=1e-5)  # padding-invariant
+    enc.train()
+    enc(PROMPTS).sum().backward()
+    assert enc.token_embedding.weight.grad is not None
+    with pytest.raises(TextModelError, match="tokenizer"):
+        create_clip_text_encoder(tokenizer_path="/nonexistent/tokenizer")

@@ -3,6 +3,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from medimp.prompts import (
     ColumnError,
@@ -146,3 +147,26 @@ def test_numeric_column_holding_text_or_booleans(study, fixture_tables) -> None:
     with pytest.raises(PromptError, match="numeric but holds False"):
         build_prompts_from_tables(study, bad, patients)
     assert np.isnan(exams.egfr).any()  # the fixture really has missing values
+
+
+def test_study_template_with_unknown_slot(fixture_tables) -> None:
+    from medimp.prompts import TemplateError
+
+    raw = default_study().model_dump()
+    raw["variables"][1]["template"] = "The GFR was {gfr} at the {when} check-up."
+    study = Study.model_validate(raw)  # study.py only checks that the own slot is there
+    exams, patients = fixture_tables
+    with pytest.raises(TemplateError, match=r"study\.yaml: .*unknown slot\(s\) \{when\}"):
+        build_prompts_from_tables(study, exams, patients)
+
+
+@pytest.mark.parametrize("uppers", [[30, 15, None], [15, 15, None], [15, None, None]])
+def test_bins_with_gaps_or_overlaps_never_reach_prompts(tmp_path, uppers) -> None:
+    from medimp.study import StudyError, load_study, save_study
+
+    save_study(default_study(), tmp_path / "study.yaml")
+    raw = yaml.safe_load((tmp_path / "study.yaml").read_text())
+    raw["variables"][1]["bins"] = [{"label": f"b{i}", "upper": u} for i, u in enumerate(uppers)]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError, match=r"(?s)study\.yaml.*'gfr'.*bin"):
+        load_study(tmp_path / "study.yaml")

@@ -74,8 +74,10 @@ def validate(
                 summary.add_row(key, str(s.get(key, "")))
             summary.add_row("exams per label", ", ".join(
                 f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items()))
-            summary.add_row("phases (volumes)", ", ".join(
-                f"{k}: {v}" for k, v in s.get("phases_per_exam", {}).items()))
+            summary.add_row("volumes per phase", ", ".join(
+                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items()))
+            summary.add_row("exams by number of phases", ", ".join(
+                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items()))
             for col, counts in s.get("outcomes", {}).items():
                 summary.add_row(f"outcome {col}", ", ".join(f"{k} {v}"
                                                             for k, v in counts.items()))

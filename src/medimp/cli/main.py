@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # Modules under medimp.cli that define register(app); one per pipeline stage.
-_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "evaluate")
+_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "evaluate", "demo")
 
 
 def _version(value: bool) -> None:

@@ -1,9 +1,258 @@
-"""CLI commands of the prompts stage."""
+"""CLI commands of the prompts stage: ``medimp prompts build|show|augment|check``."""
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from medimp.cli._common import console, fail, is_interactive
+
+prompts_app = typer.Typer(
+    name="prompts",
+    help="Clinical table -> text prompts: build, show, paraphrase (augment) and check banks.",
+    no_args_is_help=True,
+)
+
+
+class BackendName(StrEnum):
+    rules = "rules"
+    openai = "openai"
+    transformers = "transformers"
+
+
+def _cohort(path: Path):
+    from medimp.data import read_cohort
+
+    return read_cohort(path)
+
+
+def _study(path: Path | None):
+    if path is None:
+        return None
+    from medimp.study import load_study
+
+    return load_study(path)
+
+
+@prompts_app.command("build")
+def build_cmd(
+    cohort: Annotated[Path, typer.Argument(help="Cohort directory (study.yaml, exams.csv, ...).")],
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write (atomically).")],
+    bank: Annotated[
+        Path | None,
+        typer.Option(help="Paraphrase bank (.txt gpt_augs or .yaml); default: the rules bank."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the synonyms of labels.")] = 0,
+) -> None:
+    """Write every exam's N paraphrased prompts (patient_id, exam, variant, prompt)."""
+    from medimp.prompts import build_prompts
+    from medimp.prompts.build import write_prompts
+
+    try:
+        df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
+        write_prompts(df, out)
+    except (ValueError, OSError) as exc:  # PromptError, CohortError, StudyError
+        fail(str(exc))
+    n_exams = df.groupby(["patient_id", "exam"]).ngroups if len(df) else 0
+    console.print(
+        f"wrote {len(df)} prompts for {n_exams} exams "
+        f"({df['variant'].nunique() if len(df) else 0} variants) to {out}"
+    )
+
+
+@prompts_app.command("show")
+def show_cmd(
+    cohort: Annotated[Path, typer.Argument(help="Cohort directory.")],
+    *,
+    patient: Annotated[str, typer.Option("--patient", "-p", help="Patient id.")],
+    exam: Annotated[
+        str | None, typer.Option("--exam", "-e", help="One exam (default: all).")
+    ] = None,
+    bank: Annotated[
+        Path | None, typer.Option(help="Paraphrase bank; default: the rules bank.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the synonyms of labels.")] = 0,
+) -> None:
+    """Print a patient's table row and prompts side by side."""
+    from rich.table import Table
+
+    from medimp.prompts.build import explain_exam
+
+    try:
+        c = _cohort(cohort)
+        exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
+        keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
+        if not keys:
+            fail(f"{cohort}: no exam {exam or ''} of patient {patient!r} in exams.csv")
+        for e in keys:
+            rows, prompts = explain_exam(
+                c.study, c.exams, c.patients, patient, e, bank=bank, seed=seed
+            )
+            values = Table(title="clinical values", show_lines=False)
+            for col in ("variable", "column", "value", "words"):
+                values.add_column(col, no_wrap=True)
+            for name, col, val, words in rows:
+                values.add_row(name, col, str(val), words or "[dim](missing: sentence dropped)")
+            texts = Table(title=f"{len(prompts)} prompts", show_header=False)
+            texts.add_column("#", justify="right")
+            texts.add_column("prompt")
+            for i, p in enumerate(prompts):
+                texts.add_row(str(i), p)
+            console.rule(f"patient {patient} exam {e}")
+            if console.width >= 140:  # side by side where there is room, else one below the other
+                grid = Table.grid(padding=(0, 2))
+                grid.add_column(no_wrap=True)
+                grid.add_column(ratio=1)
+                grid.add_row(values, texts)
+                console.print(grid)
+            else:
+                console.print(values)
+                console.print(texts)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+@prompts_app.command("augment")
+def augment_cmd(
+    templates: Annotated[
+        str,
+        typer.Argument(
+            help="'default', a study.yaml, or a bank (.txt/.yaml) whose sources to use."
+        ),
+    ] = "default",
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bank to write (.yaml or .txt).")],
+    n: Annotated[
+        int, typer.Option("--n", help="Number of variants (the source is variant 0).")
+    ] = 10,
+    backend: Annotated[BackendName, typer.Option(help="Paraphrasing backend.")] = BackendName.rules,
+    study: Annotated[
+        Path | None, typer.Option(help="study.yaml mapping slots to variables.")
+    ] = None,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Cohort whose table values must never be sent (privacy guard)."),
+    ] = None,
+    base_url: Annotated[
+        str, typer.Option(help="openai: OpenAI-compatible endpoint base URL.")
+    ] = "http://localhost:8000/v1",
+    model: Annotated[str, typer.Option(help="openai: model name.")] = "gpt-4o-mini",
+    api_key_env: Annotated[
+        str, typer.Option(help="openai: environment variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    model_path: Annotated[
+        Path | None, typer.Option(help="transformers: local causal LM folder.")
+    ] = None,
+    min_similarity: Annotated[
+        float, typer.Option(help="MiniLM similarity a paraphrase needs.")
+    ] = 0.6,
+    max_rounds: Annotated[int, typer.Option(help="LLM requests at most in this run.")] = 5,
+    retries: Annotated[int, typer.Option(help="openai: retries on 429/5xx/timeouts.")] = 5,
+    timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 60.0,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the validation report (JSON) here.")
+    ] = None,
+) -> None:
+    """Make a paraphrase bank of N validated variants (resumes an interrupted LLM run)."""
+    from medimp._io import atomic_write_text
+    from medimp.prompts import NotEnoughVariantsError
+    from medimp.prompts.augment import augment, load_templates
+    from medimp.prompts.privacy import cohort_values
+
+    try:
+        st, sources = load_templates(templates, _study(study))
+        forbidden = None
+        if cohort is not None:
+            c = _cohort(cohort)
+            forbidden = cohort_values({"patients.csv": c.patients, "exams.csv": c.exams})
+        if backend is BackendName.rules:
+            client = "rules"
+        elif backend is BackendName.openai:
+            from medimp.prompts.backends.openai import OpenAIBackend
+
+            client = OpenAIBackend(
+                base_url, model, api_key_env=api_key_env, max_retries=retries, timeout=timeout
+            )
+        else:
+            if model_path is None:
+                fail("--backend transformers needs --model-path (a local causal LM folder)")
+            from medimp.prompts.backends.transformers_backend import TransformersBackend
+
+            client = TransformersBackend(model_path)
+        from rich.progress import Progress
+
+        with Progress(console=console, transient=True, disable=not is_interactive()) as bar:
+            task = bar.add_task("paraphrasing", total=n)
+            res = augment(
+                st,
+                client,
+                n=n,
+                sources=sources,
+                forbidden=forbidden,
+                min_similarity=min_similarity,
+                max_rounds=max_rounds,
+                out=out,
+                progress=lambda k, total: bar.update(task, completed=k, total=total),
+            )
+    except NotEnoughVariantsError as exc:
+        if report is not None and exc.report is not None:
+            atomic_write_text(report, json.dumps(exc.report.to_dict(), indent=1))
+        fail(str(exc), 1)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    if report is not None:
+        atomic_write_text(report, json.dumps(res.report.to_dict(), indent=1))
+    console.print(
+        f"wrote {res.bank.n} variants ({backend.value}) to {out}; "
+        f"{len(res.report.rejected)} candidate(s) rejected"
+    )
+
+
+@prompts_app.command("check")
+def check_cmd(
+    bank: Annotated[Path, typer.Argument(help="Bank to check (.txt gpt_augs or .yaml).")],
+    *,
+    study: Annotated[
+        Path | None, typer.Option(help="study.yaml mapping slots to variables.")
+    ] = None,
+    min_similarity: Annotated[
+        float, typer.Option(help="MiniLM similarity a paraphrase needs.")
+    ] = 0.6,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the validation report (JSON) here.")
+    ] = None,
+) -> None:
+    """Validate every variant of a bank; exit 1 if any is rejected."""
+    from rich.table import Table
+
+    from medimp._io import atomic_write_text
+    from medimp.prompts.validate import check_bank
+
+    try:
+        rep = check_bank(bank, _study(study), min_similarity=min_similarity)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    if report is not None:
+        atomic_write_text(report, json.dumps(rep.to_dict(), indent=1))
+    if rep.rejected:
+        table = Table(title=f"{bank}: rejected variants")
+        table.add_column("variant", justify="right")
+        table.add_column("reasons")
+        for r in rep.rejected:
+            table.add_row(str(r.index), "\n".join(r.reasons))
+        console.print(table)
+    sims = [s for r in rep.results for s in r.similarity if s is not None]
+    low = f", lowest similarity {min(sims):.2f}" if sims else ""
+    console.print(f"{bank}: {len(rep.accepted)} of {len(rep.results)} variants valid{low}")
+    if rep.rejected:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.add_typer(prompts_app, name="prompts")

@@ -6,7 +6,7 @@ Layout of a cache folder (default ``<cohort>/.medimp_cache``)::
     CACHEDIR.TAG             tells backup tools to skip the folder
     entries/ab/<key>.safetensors
     hashes.json              memo of source-file hashes: path -> (size:mtime_ns, sha256)
-    stats/<host>-<pid>.json  hit / miss / rebuild counters of each process
+    stats/<host>-<pid>-<id>.json  hit / miss / rebuild counters of each process and cache object
 
 An entry's key is the SHA-256 of canonical JSON holding the cache format, the preprocessing
 parameters and, per phase, the SHA-256 of the source file's bytes (of every file, in sorted order,
@@ -165,7 +165,7 @@ class PreprocessCache:
         verify: check every entry's CRC-32 on read (cheap; detects bit rot and truncation).
 
     The object is picklable and safe to share with DataLoader workers: counters are kept per
-    process and written to ``stats/<host>-<pid>.json``.
+    process and written to ``stats/`` at most every 2 s, on :meth:`flush` and at exit.
     """
 
     def __init__(self, root: str | os.PathLike[str], verify: bool = True) -> None:
@@ -176,6 +176,7 @@ class PreprocessCache:
     # -- process-local state (counters, hash index) -------------------------------------
     def _reset_process_state(self) -> None:
         self._pid = os.getpid()
+        self._stats_name = f"{socket.gethostname()}-{self._pid}-{os.urandom(4).hex()}.json"
         self.hits = 0
         self.misses = 0
         self.rebuilt = 0
@@ -213,7 +214,7 @@ class PreprocessCache:
 
     def flush(self) -> None:
         """Write this process's counters and new source hashes to the cache folder."""
-        if os.getpid() != self._pid or not self.root.is_dir():
+        if os.getpid() != self._pid or not (self.root / _MARKER).is_file():
             return
         with contextlib.suppress(OSError):
             if self._index_dirty and self._index is not None:
@@ -230,8 +231,7 @@ class PreprocessCache:
                     "rebuilt": self.rebuilt,
                     "updated": time.time(),
                 }
-                name = f"{socket.gethostname()}-{self._pid}.json"
-                atomic_write_text(self.root / "stats" / name, json.dumps(stats))
+                atomic_write_text(self.root / "stats" / self._stats_name, json.dumps(stats))
                 self._stats_dirty = False
         self._last_flush = time.monotonic()
 
@@ -240,12 +240,19 @@ class PreprocessCache:
             self.flush()
 
     # -- keys ----------------------------------------------------------------------------
-    def key(self, sources: Sequence[tuple[str, Path | None]], params_json: str) -> str:
-        """The entry key of an exam: its phases' source hashes + the parameters' JSON."""
+    def key(self, sources: Sequence[tuple[Any, ...]], params_json: str) -> str:
+        """The entry key of an exam: its phases' source hashes + the parameters' JSON.
+
+        ``sources`` holds ``(phase, path or None, *extra)`` per phase; ``extra`` (e.g. the
+        DICOM series UID read from that folder) enters the key as given.
+        """
         self._check_process()
         index = self._hash_index()
         before = len(index)
-        hashes = [[name, None if p is None else content_hash(p, index)] for name, p in sources]
+        hashes = [
+            [name, None if p is None else content_hash(p, index), *extra]
+            for name, p, *extra in sources
+        ]
         if len(index) != before:
             self._index_dirty = True
         doc = {"format": CACHE_FORMAT, "params": json.loads(params_json), "sources": hashes}
@@ -317,7 +324,7 @@ class PreprocessCache:
 
     def get_or_compute(
         self,
-        sources: Sequence[tuple[str, Path | None]],
+        sources: Sequence[tuple[Any, ...]],
         params_json: str,
         compute: Callable[[], tuple[np.ndarray, np.ndarray]],
         where: str = "",

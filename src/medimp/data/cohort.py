@@ -8,6 +8,7 @@ references and that every manifest path exists, and raises one :class:`CohortErr
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -171,24 +172,47 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
                   file=name)
         return None
     try:
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        ragged = _ragged_lines(path)
+        if ragged:
+            col.error(f"line(s) {ragged[:10]} have a different number of fields than the "
+                      "header", "remove the extra/missing separators (a comma inside a value "
+                      "needs quotes)", file=name)
+            return None
+        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
+                         index_col=False)
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
         return None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
         col.error(f"not a readable CSV ({exc})", "save it as UTF-8, comma-separated",
                   file=name)
         return None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        col.error(f"required column(s) {missing} absent (found {list(df.columns)})",
-                  f"add the column(s) {missing} to {name}", file=name)
+        fix = f"add the column(s) {missing} to {name}"
+        if len(df.columns) == 1 and ";" in df.columns[0]:
+            fix = "the file looks semicolon-separated: save it comma-separated"
+        col.error(f"required column(s) {missing} absent (found {list(df.columns)})", fix,
+                  file=name)
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
     return df
+
+
+def _ragged_lines(path: Path) -> list[int]:
+    """Line numbers of CSV records whose field count differs from the header's (pandas would
+    otherwise silently turn extra leading fields into an index, or fill missing ones)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return []
+        return [reader.line_num for rec in reader if rec and len(rec) != len(header)]
 
 
 def _where(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:

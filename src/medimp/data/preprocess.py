@@ -30,10 +30,7 @@ from monai.transforms import Orientation, ResampleToMatch, ResizeWithPadOrCrop, 
 from monai.transforms.utils import generate_spatial_bounding_box
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-try:
-    from medimp.data._errors import MedimpDataError as _Base
-except ImportError:  # pragma: no cover - the ingest branch has not landed yet
-    _Base = ValueError  # type: ignore[misc,assignment]
+from medimp.data._errors import MedimpDataError
 
 if TYPE_CHECKING:
     from medimp.data.cache import PreprocessCache
@@ -51,7 +48,7 @@ log = logging.getLogger(__name__)
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
-class PreprocessError(_Base):  # type: ignore[misc,valid-type]
+class PreprocessError(MedimpDataError):
     """A volume cannot be preprocessed (non-finite voxels, bad affine, no phase...)."""
 
 
@@ -304,25 +301,34 @@ def load_exam_volume(
         ``(image [C, D, H, W] float32, phase_mask bool [C])`` with C = the selected phases, in
         either ``phase_mode`` (a "single" sample is one channel of this array).
     """
-    from medimp.data.readers import read_volume
-
     config = preprocess or PreprocessConfig()
     phases = exam_phases(config, cohort.study.phase_names)
     pid = str(patient_id)
-    paths = {p: cohort.volume_path(pid, exam, p) for p in phases}
+    found = cohort.volumes(pid, exam)
+    if not found:
+        raise PreprocessError(
+            f"patient {pid} exam {exam}: no image in manifest.csv of {cohort.root}",
+            fix="pick (patient, exam) pairs from cohort.exam_keys()",
+        )
     where = f"patient {pid} exam {exam}"
 
     def compute() -> tuple[np.ndarray, np.ndarray]:
         vols: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-        for p, path in paths.items():
-            if path is None:
-                vols[p] = None
-                continue
-            v = read_volume(path)
-            vols[p] = (v.array, v.affine)
+        for p in phases:
+            v = cohort.read_volume(pid, exam, p) if p in found else None
+            vols[p] = None if v is None else (v.array, v.affine)
         return preprocess_exam(vols, phases, config, where=where)
 
     if cache is None:
         return compute()
-    sources = [(p, paths[p]) for p in phases]
+    sources = [(p, found.get(p), _series_uid(cohort, pid, exam, p)) for p in phases]
     return cache.get_or_compute(sources, config.canonical_json(), compute, where=where)
+
+
+def _series_uid(cohort: Any, patient_id: str, exam: str, phase: str) -> str | None:
+    """The manifest's ``series_uid`` of a volume (a DICOM folder may hold several series)."""
+    index = getattr(cohort, "_index", None)
+    if not isinstance(index, dict):
+        return None
+    entry = index.get((patient_id, exam), {}).get(phase)
+    return entry[1] if entry else None

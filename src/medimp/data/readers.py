@@ -276,6 +276,11 @@ class DicomSeriesReader(ImageReader):
 
     def _check_geometry(self, folder: Path, items: list[tuple[Path, Any]]) -> list[Path]:
         """Check rows/cols/orientation/spacing consistency; return files sorted along the normal."""
+        frames = max(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in items)
+        if frames > 1:
+            raise DicomSeriesError(
+                f"multi-frame DICOM ({frames} frames in one file) is not supported", file=folder,
+                fix="convert the series to NIfTI (e.g. `dcm2niix -z y`) and list the .nii.gz")
         if len(items) < 2:
             raise InvalidVolumeError("DICOM series has a single slice; a 3D volume is expected",
                                      file=folder, fix="export the whole series")

@@ -12,15 +12,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-try:
-    from medimp.data._errors import MedimpDataError as _LeakBase
-except ImportError:  # pragma: no cover - the ingest branch has not landed yet
-    _LeakBase = ValueError  # type: ignore[misc,assignment]
+from medimp.data._errors import MedimpDataError
 
 __all__ = ["SplitLeakError", "assert_no_patient_leak", "holdout_split", "patient_kfold"]
 
 
-class SplitLeakError(_LeakBase):  # type: ignore[misc,valid-type]
+class SplitLeakError(MedimpDataError):
     """A patient appears on both sides of a split."""
 
 

@@ -34,8 +34,8 @@ class ValidationReport:
         root: the cohort folder.
         errors: problems that make the cohort unusable as is.
         warnings: legal but noteworthy findings.
-        summary: counts (patients, exams, volumes, files, phases per exam, exams per label,
-            outcome counts with missing).
+        summary: counts (patients, exams, volumes, files, exams per label, volumes per phase,
+            phases per exam as {number of phases: exams}, outcome counts with missing).
     """
 
     root: Path
@@ -108,6 +108,7 @@ def _summary(cohort: Cohort, n_files: int) -> dict[str, Any]:
     keys = cohort.exam_keys()
     phases = Counter(cohort.manifest["phase"])
     exams = Counter(e for _, e in keys)
+    n_phases = Counter(len(cohort.phases_of(p, e)) for p, e in keys)
     outcomes: dict[str, dict[str, int]] = {}
     pat = cohort.patients
     for c in study.outcomes.columns():
@@ -125,7 +126,8 @@ def _summary(cohort: Cohort, n_files: int) -> dict[str, Any]:
         "volumes": len(cohort.manifest),
         "files": n_files,
         "exams_per_label": {e: exams.get(e, 0) for e in study.exam_names},
-        "phases_per_exam": {ph: phases.get(ph, 0) for ph in study.phase_names},
+        "volumes_per_phase": {ph: phases.get(ph, 0) for ph in study.phase_names},
+        "phases_per_exam": {str(n): c for n, c in sorted(n_phases.items(), reverse=True)},
         "outcomes": outcomes,
     }
 
@@ -180,7 +182,12 @@ def validate_cohort(
         A :class:`ValidationReport` with every error and warning and a summary.
     """
     root = Path(path)
-    cohort, problems = _load(root)
+    try:
+        cohort, problems = _load(root)
+    except Exception as exc:  # a table that breaks the reader itself: report, don't raise
+        problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
+                            f"{exc})", fix="check the CSV files; please report this as a bug")]
+        cohort = None
     report = ValidationReport(root=root)
     report.errors = [p for p in problems if p.severity == "error"]
     report.warnings = [p for p in problems if p.severity != "error"]

@@ -37,6 +37,7 @@ __all__ = [
     "ChatBackend",
     "augment",
     "build_messages",
+    "load_templates",
     "parse_reply",
     "rules_bank",
     "rules_candidates",
@@ -282,3 +283,29 @@ def augment(
         if state_file is not None:
             state_file.unlink(missing_ok=True)
     return AugmentResult(bank, report)
+
+
+def load_templates(source: str | os.PathLike[str], study: Study | None = None
+                   ) -> tuple[Study, dict[str, str]]:
+    """The study and source templates that ``medimp prompts augment TEMPLATES`` paraphrases.
+
+    ``source`` is ``"default"`` (MEDIMP's templates), a ``study.yaml`` (its variables'
+    templates), or a bank file (``.txt``/``.yaml``: its sources).
+    """
+    from medimp.prompts.bank import BANK_FORMAT, load_bank
+    from medimp.study import default_study, load_study
+
+    if str(source) == "default":
+        study = study or default_study()
+        return study, {v.name: v.template for v in study.variables}
+    path = Path(source)
+    if not path.is_file():
+        raise PromptError(f"{path}: templates file not found; give 'default', a study.yaml or "
+                          "a bank (.txt/.yaml)")
+    if path.suffix.lower() in (".yaml", ".yml") and BANK_FORMAT not in path.read_text(
+            encoding="utf-8"):
+        study = load_study(path)
+        return study, {v.name: v.template for v in study.variables}
+    study = study or default_study()
+    bank = load_bank(path, study)
+    return study, dict(bank.sources)

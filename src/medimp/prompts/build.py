@@ -24,7 +24,7 @@ import pandas as pd
 from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import value_to_word
 from medimp.prompts.errors import ColumnError, LeakageError, PromptError
-from medimp.prompts.templates import DATE_SLOT, check_prompt, fill_template
+from medimp.prompts.templates import DATE_SLOT, check_prompt, check_template, fill_template
 from medimp.study import Study, TextVariable
 
 __all__ = [
@@ -34,7 +34,9 @@ __all__ = [
     "check_columns",
     "default_bank",
     "exam_words",
+    "explain_exam",
     "leakage_reason",
+    "write_prompts",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,11 +136,12 @@ def _exam_spec(study: Study, patient_id: str, exam: str):
         ) from None
 
 
-def _words(tables: _Tables, patient_id: str, exam: str, rng: np.random.Generator | None,
-           on_leak: str = "error") -> dict[str, str | None]:
+def _values(tables: _Tables, patient_id: str, exam: str, on_leak: str = "error"
+            ) -> dict[str, object]:
+    """Variable -> raw table value allowed in this exam's prompt (None: missing or dropped)."""
     study = tables.study
     _exam_spec(study, patient_id, exam)
-    out: dict[str, str | None] = {}
+    out: dict[str, object] = {}
     for var in study.variables:
         reason = leakage_reason(study, var, exam)
         if reason is not None:
@@ -148,9 +151,17 @@ def _words(tables: _Tables, patient_id: str, exam: str, rng: np.random.Generator
                                    "fix known_at/from_exam)")
             out[var.name] = None
             continue
-        out[var.name] = value_to_word(var, tables.value(var, patient_id, exam), rng=rng,
-                                      where=f"patient {patient_id} exam {exam}")
+        out[var.name] = tables.value(var, patient_id, exam)
     return out
+
+
+def _words(tables: _Tables, patient_id: str, exam: str, rng: np.random.Generator | None,
+           on_leak: str = "error", *, values: dict[str, object] | None = None
+           ) -> dict[str, str | None]:
+    values = values if values is not None else _values(tables, patient_id, exam, on_leak)
+    where = f"patient {patient_id} exam {exam}"
+    return {var.name: value_to_word(var, values[var.name], rng=rng, where=where)
+            for var in tables.study.variables}
 
 
 def exam_words(study_or_cohort, *args) -> dict[str, str | None]:
@@ -220,6 +231,8 @@ def build_prompts_from_tables(
         DataFrame with columns patient_id (str), exam (str), variant (int), prompt (str); an
         exam whose every value is missing has no rows (logged as a warning).
     """
+    for var in study.variables:
+        check_template(var.template, var, where="study.yaml")
     bank = _resolve_bank(study, bank)
     tables = _Tables(study, exams_df, patients_df)
     keys = tables.keys() if keys is None else [(str(p), str(e)) for p, e in keys]
@@ -229,8 +242,9 @@ def build_prompts_from_tables(
         where = f"patient {patient_id} exam {exam}"
         phrase = _exam_spec(study, patient_id, exam).phrase
         rng = _rng(seed, patient_id, exam)
+        values = _values(tables, patient_id, exam, on_leak)
         for i in range(bank.n):
-            words = _words(tables, patient_id, exam, rng, on_leak)
+            words = _words(tables, patient_id, exam, rng, values=values)
             sentences = []
             for var in study.variables:
                 word = words[var.name]
@@ -262,3 +276,36 @@ def build_prompts(cohort, bank: ParaphraseBank | str | os.PathLike[str] | None =
     keys = cohort.exam_keys() if hasattr(cohort, "exam_keys") else None
     return build_prompts_from_tables(cohort.study, cohort.exams, cohort.patients, bank=bank,
                                      seed=seed, keys=keys)
+
+
+def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a prompts table as parquet, atomically."""
+    from medimp._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def explain_exam(
+    study: Study,
+    exams_df: pd.DataFrame,
+    patients_df: pd.DataFrame,
+    patient_id: str,
+    exam: str,
+    *,
+    bank: ParaphraseBank | str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> tuple[list[tuple[str, str, object, str | None]], list[str]]:
+    """One exam's table row and its prompts, e.g. for ``medimp prompts show``.
+
+    Returns:
+        ([(variable, "table.column", raw value, words or None)], [prompt of each variant]).
+    """
+    tables = _Tables(study, exams_df, patients_df)
+    patient_id, exam = str(patient_id), str(exam)
+    words = _words(tables, patient_id, exam, rng=None)
+    rows = [(v.name, f"{_TABLE_FILE[v.table]}:{v.column}", tables.value(v, patient_id, exam),
+             words[v.name]) for v in study.variables]
+    df = build_prompts_from_tables(study, exams_df, patients_df, bank=bank, seed=seed,
+                                   keys=[(patient_id, exam)])
+    return rows, df["prompt"].tolist()

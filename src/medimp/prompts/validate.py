@@ -29,6 +29,7 @@ __all__ = [
     "LineResult",
     "ValidationReport",
     "Validator",
+    "check_bank",
     "normalise_for_duplicates",
     "sentence_problems",
 ]
@@ -260,3 +261,22 @@ class Validator:
         for var, (src, cand) in zip(self.variables, pairs, strict=True):
             res.reasons += [f"{var}: {r}: {cand!r}" for r in sentence_problems(src, cand)]
         return ordered, pairs
+
+
+def check_bank(bank, study: Study | None = None,
+               min_similarity: float | None = DEFAULT_MIN_SIMILARITY) -> ValidationReport:
+    """Validate every variant of an existing bank against its sources.
+
+    Args:
+        bank: a ``ParaphraseBank`` or a bank file (``.txt``/``.yaml``).
+        study: maps slots to variables (default: MEDIMP's study).
+        min_similarity: MiniLM threshold (None: skip the semantic check).
+    """
+    from medimp.prompts.bank import ParaphraseBank, load_bank
+    from medimp.study import default_study
+
+    study = study or default_study()
+    if not isinstance(bank, ParaphraseBank):
+        bank = load_bank(bank, study)
+    validator = Validator(study, bank.sources, bank.variables, min_similarity=min_similarity)
+    return validator.validate(bank.lines())

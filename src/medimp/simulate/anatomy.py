@@ -16,6 +16,7 @@ Everything is vectorised over voxels; one exam at 48³ takes a few tens of milli
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,7 @@ def _in_sinus(u: np.ndarray) -> np.ndarray:
     return (u[0] / 0.55) ** 2 + ((u[1] - 0.32) / 0.36) ** 2 + (u[2] / 0.34) ** 2 < 1.0
 
 
+@functools.lru_cache(maxsize=2)
 def _smooth_field(shape: tuple[int, ...], seed: int, coarse: int = 5) -> np.ndarray:
     """A smooth random field in [0, 1], the same for every exam of a patient (up to grid)."""
     g = np.random.default_rng(seed).random((coarse, coarse, coarse)).astype(np.float32)
@@ -117,15 +119,14 @@ def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volu
     axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2) * sp for n, sp in zip(shape, spacing,
                                                                               strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)  # [3, N] mm
-    u = (rot.T @ (grid - center[:, None])) / semi[:, None]  # kidney-normalised coordinates
-    u = u.astype(np.float32)
+    u = ((rot.T @ (grid - center[:, None])) / semi[:, None]).astype(np.float32)
     r = np.sqrt((u**2).sum(0))
 
     hilum = (u[1] > 0.40) & (u[0] ** 2 / 0.30**2 + u[2] ** 2 / 0.28**2 < 1.0)
     kidney = (r < 1.0) & ~hilum
     sinus = _in_sinus(u) & (r < 1.0)
     pyr = np.zeros(r.shape, dtype=bool)
-    for d in geom.pyramids:
+    for d in geom.pyramids.astype(np.float32):
         rel = u - 0.52 * d[:, None]
         along = (rel * d[:, None]).sum(0)
         across2 = (rel**2).sum(0) - along**2
@@ -135,9 +136,11 @@ def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volu
     sinus = sinus & (kidney | hilum)
 
     # fibrosis patches (radii so that their volume is about fibrosis_fraction of the kidney)
-    rad = 0.42 * max(fibrosis_fraction, 0.0) ** (1 / 3) * geom.patch_scale
-    dist = np.sqrt(((u[None] - geom.patches[:, :, None]) ** 2).sum(1))  # [P, N]
-    fib = np.clip((rad[:, None] - dist) / 0.10 + 0.5, 0.0, 1.0).max(0)
+    rad = (0.42 * max(fibrosis_fraction, 0.0) ** (1 / 3) * geom.patch_scale).astype(np.float32)
+    fib = np.zeros(r.shape, dtype=np.float32)
+    for centre, rad_i in zip(geom.patches.astype(np.float32), rad, strict=True):
+        dist = np.sqrt(((u - centre[:, None]) ** 2).sum(0))
+        np.maximum(fib, np.clip((rad_i - dist) / 0.10 + 0.5, 0.0, 1.0), out=fib)
     fib = (fib * (cortex | medulla)).astype(np.float32)
 
     labels = np.zeros(r.shape, dtype=np.uint8)

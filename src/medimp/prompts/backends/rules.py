@@ -9,6 +9,7 @@ distance), starting from the source itself, so that variant 0 is always the sour
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 
@@ -92,7 +93,11 @@ def rules_paraphrases(template: str, n: int) -> list[str]:
     ``medimp.prompts.validate.sentence_problems`` (same slots, no numbers, same negation).
     Fewer than ``n`` come back only when the template offers too few variations.
     """
-    template = normalise_space(template)
+    return list(_rules_paraphrases(normalise_space(template), n))
+
+
+@functools.lru_cache(maxsize=256)
+def _rules_paraphrases(template: str, n: int) -> tuple[str, ...]:
     plain, framed = [], []
     for sub in _substitutions(template):
         kinds = _frames(sub)
@@ -104,7 +109,7 @@ def rules_paraphrases(template: str, n: int) -> list[str]:
     # at most a third of the variants use a sentence frame, the rest reword the sentence itself
     n_plain = max(1, n - n // 3)
     chosen = _farthest([template], plain, n_plain)
-    return _farthest(chosen, framed, n)
+    return tuple(_farthest(chosen, framed, n))
 
 
 def _farthest(chosen: list[str], pool: list[str], n: int) -> list[str]:

@@ -35,6 +35,9 @@ class TransformersBackend:
                                "save_pretrained)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

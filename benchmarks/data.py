@@ -1,0 +1,123 @@
+"""Benchmark of the data pipeline (issue 3): what the cache buys, and whether loading keeps up.
+
+1. One epoch over a simulated cohort read and preprocessed from NIfTI (no cache) versus the same
+   epoch read from the preprocessing cache (target: ≥ 5× faster).
+2. Throughput of a cached, augmented DataLoader at 48³ × 3 phases with 2 worker processes
+   (target: ≥ 100 exams/s, so that loading never stalls training).
+
+Writes ``benchmarks/results/data.json`` and prints a table. Run from the repository root:
+``python benchmarks/data.py [--patients 16] [--shape 48] [--workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from torch.utils.data import DataLoader
+
+from medimp._io import atomic_write_text
+from medimp.data import AugmentConfig, ExamDataset, PreprocessConfig, read_cohort
+from medimp.simulate import simulate_cohort
+
+RESULTS = Path(__file__).resolve().parent / "results" / "data.json"
+
+
+def _epoch_in_process(ds: ExamDataset) -> float:
+    t0 = time.perf_counter()
+    for i in range(len(ds)):
+        ds[i]
+    return time.perf_counter() - t0
+
+
+def _loader_rate(ds: ExamDataset, workers: int, batch: int, epochs: int) -> float:
+    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+    for _ in loader:  # warm-up: start the workers, fill the OS page cache
+        pass
+    n, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        for b in loader:
+            n += b["image"].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patients", type=int, default=16, help="simulated patients (4 exams each)")
+    ap.add_argument("--shape", type=int, default=48, help="edge of the simulated + output volume")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    ap.add_argument("--batch", type=int, default=8, help="batch size of the loader")
+    ap.add_argument("--epochs", type=int, default=4, help="timed loader epochs")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the in-process epochs")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    shape = (args.shape,) * 3
+    with tempfile.TemporaryDirectory(prefix="medimp-bench-") as tmp:
+        t0 = time.perf_counter()
+        root = simulate_cohort(Path(tmp) / "cohort", n_patients=args.patients, shape=shape,
+                               seed=0, progress=False)
+        t_sim = time.perf_counter() - t0
+        cohort = read_cohort(root)
+        cfg = PreprocessConfig(spacing=None, shape=shape)
+        uncached = ExamDataset(cohort, cfg, cache_dir=False)
+        cached = ExamDataset(cohort, cfg, cache_dir=Path(tmp) / "cache")
+        t0 = time.perf_counter()
+        cached.precompute()
+        t_fill = time.perf_counter() - t0
+        t_unc = statistics.median(_epoch_in_process(uncached) for _ in range(args.repeats))
+        t_cac = statistics.median(_epoch_in_process(cached) for _ in range(args.repeats))
+        aug = ExamDataset(cohort, cfg, cache_dir=Path(tmp) / "cache", augment=AugmentConfig())
+        rate_aug = _loader_rate(aug, args.workers, args.batch, args.epochs)
+        rate_plain = _loader_rate(cached, args.workers, args.batch, args.epochs)
+        rate_aug0 = _loader_rate(aug, 0, args.batch, max(1, args.epochs // 2))
+        n_exams, n_channels = len(cached), len(cached.phases)
+        info = cached.cache.info().to_dict() if cached.cache else {}
+    result = {
+        "benchmark": "data",
+        "machine": {"python": sys.version.split()[0], "torch": torch.__version__,
+                    "cpus": os.cpu_count(), "platform": platform.platform()},
+        "cohort": {"patients": args.patients, "exams": n_exams, "phases": n_channels,
+                   "shape": list(shape), "simulate_s": round(t_sim, 2)},
+        "cache_fill_s": round(t_fill, 3),
+        "epoch_uncached_s": round(t_unc, 3),
+        "epoch_cached_s": round(t_cac, 3),
+        "cached_speedup": round(t_unc / t_cac, 1),
+        "loader": {"workers": args.workers, "batch": args.batch},
+        "cached_aug_exams_per_s": round(rate_aug, 1),
+        "cached_noaug_exams_per_s": round(rate_plain, 1),
+        "cached_aug_exams_per_s_0_workers": round(rate_aug0, 1),
+        "cache_bytes": info.get("bytes"),
+        "targets": {"cached_speedup": 5.0, "cached_aug_exams_per_s": 100.0},
+    }
+    atomic_write_text(args.out, json.dumps(result, indent=2))
+    rows = [
+        ("epoch, uncached (read + preprocess)", f"{t_unc:.2f} s", f"{n_exams / t_unc:.0f} exams/s"),
+        ("epoch, cached", f"{t_cac:.2f} s", f"{n_exams / t_cac:.0f} exams/s"),
+        ("cached speed-up (target >= 5x)", f"{t_unc / t_cac:.1f}x", ""),
+        (f"cached + augment, {args.workers} workers (target >= 100)", "",
+         f"{rate_aug:.0f} exams/s"),
+        (f"cached, no augment, {args.workers} workers", "", f"{rate_plain:.0f} exams/s"),
+        ("cached + augment, in process", "", f"{rate_aug0:.0f} exams/s"),
+    ]
+    print(f"medimp data benchmark: {n_exams} exams x {n_channels} phases x {args.shape}^3")
+    for name, a, b in rows:
+        print(f"  {name:<48} {a:>9} {b:>14}")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

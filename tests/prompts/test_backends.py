@@ -1,0 +1,216 @@
+"""LLM backends against a local HTTP server that speaks the OpenAI chat API and records what it
+receives, and a tiny randomly initialised GPT-2 saved to disk."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medimp.prompts import BackendError, NotEnoughVariantsError, PrivacyError, load_bank
+from medimp.prompts.augment import augment
+from medimp.prompts.backends.openai import OpenAIBackend
+from medimp.prompts.privacy import cohort_values
+
+
+class FakeLLM:
+    """Scripted replies: each item is (status, body dict or text, headers, delay_s)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.script: list[tuple] = []
+        self.default = (200, {"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]})
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                owner.requests.append({"path": self.path, "body": body,
+                                       "auth": self.headers.get("Authorization")})
+                status, payload, headers, delay = (*owner.pop(), {}, 0)[:4]
+                if delay:
+                    time.sleep(delay)
+                data = payload.encode() if isinstance(payload, str) else json.dumps(
+                    payload).encode()
+                try:
+                    self.send_response(status)
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def pop(self) -> tuple:
+        return self.script.pop(0) if self.script else self.default
+
+    def reply(self, content: str, finish: str = "stop") -> None:
+        self.script.append((200, {"choices": [{"message": {"role": "assistant",
+                                                           "content": content},
+                                               "finish_reason": finish}]}))
+
+    def sent_texts(self) -> list[str]:
+        return [m["content"] for r in self.requests for m in r["body"]["messages"]]
+
+
+@pytest.fixture
+def llm():
+    server = FakeLLM()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def good_lines(gpt_augs: Path) -> list[str]:
+    return [ln.strip() for ln in gpt_augs.read_text().splitlines()[1:]]
+
+
+def client(llm: FakeLLM, **kw) -> OpenAIBackend:
+    kw.setdefault("backoff", 0.01)
+    return OpenAIBackend(llm.url, "test-model", sleep=lambda s: None, **kw)
+
+
+def test_openai_bank_and_what_was_sent(llm, study, good_lines, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    llm.reply("\n".join(f"{i + 1}. {ln}" for i, ln in enumerate(good_lines[:6])))
+    exams = pd.DataFrame({"patient_id": ["P001"], "exam": ["D15"], "egfr": [22.0]})
+    patients = pd.DataFrame({"patient_id": ["P001"], "donor_type": ["DBD"]})
+    out = tmp_path / "bank.yaml"
+    res = augment(study, client(llm, api_key_env="MY_KEY"), n=5,
+                  forbidden=cohort_values({"patients.csv": patients, "exams.csv": exams}),
+                  out=out)
+    assert res.bank.n == 5 and res.bank.line(1) == [p.strip() for p in good_lines[0].split(";")]
+    assert res.bank.provenance.backend == "openai" and res.bank.provenance.model == "test-model"
+    assert load_bank(out).lines() == res.bank.lines()
+    assert not Path(f"{out}.partial.json").exists()
+    req = llm.requests[0]
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-test"
+    assert req["body"]["model"] == "test-model"
+    for text in llm.sent_texts():
+        assert not re.search(r"\d", text)
+        assert "P001" not in text and "DBD" not in text
+    assert "{gfr}" in llm.sent_texts()[1]
+
+
+def test_privacy_guard_sends_nothing(llm, study) -> None:
+    with pytest.raises(PrivacyError, match="digits"):
+        augment(study, client(llm), n=3,
+                sources={"donor_age": "The donor was {age} years of age, older than 65."})
+    patients = pd.DataFrame({"patient_id": ["P001"], "donor_type": ["Brain dead"]})
+    with pytest.raises(PrivacyError, match=r"patients\.csv column 'donor_type'"):
+        augment(study, client(llm), n=3,
+                sources={"donor_age": "The brain dead donor was {age} years of age."},
+                forbidden=cohort_values({"patients.csv": patients}))
+    assert llm.requests == []
+
+
+def test_retries_on_429_5xx_and_timeouts(llm, study, good_lines) -> None:
+    slept: list[float] = []
+    llm.script = [(429, {"error": "slow down"}, {"Retry-After": "0.02"}),
+                  (503, "unavailable"),
+                  (200, {"choices": []}, {}, 1.5)]  # too slow: the client times out
+    llm.reply("\n".join(good_lines[:3]))
+    backend = OpenAIBackend(llm.url, "m", backoff=0.05, timeout=0.5, sleep=slept.append)
+    res = augment(study, backend, n=3, min_similarity=None)
+    assert res.bank.n == 3
+    assert len(llm.requests) == 4
+    assert slept == [0.02, 0.1, 0.2]  # Retry-After honoured, then exponential back-off
+
+
+def test_non_retryable_and_exhausted(llm, study) -> None:
+    llm.script = [(401, {"error": "bad key"})]
+    with pytest.raises(BackendError, match=r"HTTP 401.*\$OPENAI_API_KEY"):
+        augment(study, client(llm), n=2)
+    assert len(llm.requests) == 1
+    llm.script = [(500, "boom")] * 3
+    with pytest.raises(BackendError, match="giving up after 3 attempts"):
+        augment(study, client(llm, max_retries=2), n=2)
+    llm.script = [(200, "this is not json")]
+    with pytest.raises(BackendError, match="not a chat-completions answer"):
+        augment(study, client(llm), n=2)
+
+
+def test_bad_replies_are_reported_rejections(llm, study, good_lines) -> None:
+    llm.reply("")
+    llm.reply("Sure! Here are some paraphrases without any structure at all.")
+    llm.reply(good_lines[0] + "\n" + good_lines[1][:40], finish="length")
+    with pytest.raises(NotEnoughVariantsError, match="only 2 of 4") as info:
+        augment(study, client(llm), n=4, max_rounds=3)
+    reasons = [" ".join(r.reasons) for r in info.value.report.rejected]
+    assert "empty reply" in reasons
+    assert any("expected 3 sentences" in r for r in reasons)
+    assert any("truncated" in r for r in reasons)
+
+
+def test_interrupted_run_resumes(llm, study, good_lines, tmp_path) -> None:
+    out = tmp_path / "bank.yaml"
+    out.write_text("previous bank\n")
+    llm.reply("\n".join(good_lines[:2]))
+    with pytest.raises(NotEnoughVariantsError):
+        augment(study, client(llm), n=6, max_rounds=1, out=out)
+    state = Path(f"{out}.partial.json")
+    assert state.exists() and out.read_text() == "previous bank\n"  # old file untouched
+    assert len(json.loads(state.read_text())["accepted"]) == 3
+    llm.reply("\n".join(good_lines[2:6]))
+    res = augment(study, client(llm), n=6, max_rounds=1, out=out)
+    assert res.bank.n == 6 and not state.exists()
+    assert res.bank.line(1) == [p.strip() for p in good_lines[0].split(";")]
+    # the first run asked for 5 missing (+2 spare), the resumed run only for the 3 still missing
+    assert "Write seven different" in llm.requests[0]["body"]["messages"][1]["content"]
+    assert "Write five different" in llm.requests[1]["body"]["messages"][1]["content"]
+    with pytest.raises(NotEnoughVariantsError):  # a different request finds a foreign state
+        augment(study, client(llm), n=9, max_rounds=1, out=tmp_path / "b2.yaml")
+    with pytest.raises(BackendError, match="another request"):
+        augment(study, client(llm), n=8, max_rounds=1, out=tmp_path / "b2.yaml")
+
+
+def _tiny_gpt2(path: Path, texts: list[str]) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>",
+                                   pad_token="<eos>")
+    fast.save_pretrained(path)
+    import torch
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=16, n_layer=1, n_head=2,
+                     eos_token_id=1, bos_token_id=1)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_transformers_gibberish_is_rejected(tmp_path, study, gpt_augs) -> None:
+    from medimp.prompts.backends.transformers_backend import TransformersBackend
+
+    path = _tiny_gpt2(tmp_path / "gpt2", [*gpt_augs.read_text().splitlines(),
+                                          "Write paraphrases of the line below"])
+    backend = TransformersBackend(path, max_new_tokens=24, seed=0)
+    with pytest.raises(NotEnoughVariantsError) as info:
+        augment(study, backend, n=3, max_rounds=2)
+    report = info.value.report
+    assert report.results and not report.accepted
+    assert all(r.reasons for r in report.results)
+    with pytest.raises(BackendError, match="not found"):
+        TransformersBackend(tmp_path / "nope")
