@@ -140,3 +140,11 @@ def test_oracle_is_high_on_a_simulated_cohort(make_cohort, tmp_path) -> None:
         assert r.auc > 0.75, r
         assert r.auc_ci_low <= r.auc <= r.auc_ci_high
     assert res.metrics.header.methods["oracle"].startswith("truth.csv")
+
+
+def test_exam_level_trains_on_exams_and_scores_patients(result) -> None:
+    for r in result.metrics.records:
+        if r.level == "exam":
+            assert r.n_samples == 4 * r.n  # every exam of every labelled patient
+        else:
+            assert r.n_samples == r.n

@@ -36,6 +36,7 @@ class CohortTables:
     exams: pd.DataFrame
     manifest: pd.DataFrame
     truth: pd.DataFrame | None
+    cohort: Any = None  # the medimp.data.Cohort it came from (images, prompts)
 
     @property
     def exam_order(self) -> dict[str, int]:
@@ -78,6 +79,7 @@ def load_tables(cohort: Any) -> CohortTables:
         exams=_ids(cohort.exams),
         manifest=_ids(manifest),
         truth=None if truth is None else _ids(truth),
+        cohort=cohort,
     )
 
 

@@ -142,18 +142,17 @@ def _has_text_tower(run_dir: Path) -> bool:
 
 
 def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
-    from medimp.data import read_cohort
     from medimp.prompts import build_prompts
     from medimp.train import embed, load_text_tower
 
     try:
         tower = load_text_tower(run_dir)
-    except Exception as exc:
+    except (ValueError, OSError, ImportError) as exc:  # TrainError: not a medimp run
         raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
                               "(text-prompt) run") from exc
     held = heldout_patients(run_dir)
     feats = embed(run_dir, tables.root, projected=True)  # the shared image-text space
-    prompts = build_prompts(read_cohort(tables.root), seed=seed)
+    prompts = build_prompts(tables.cohort, seed=seed)
     prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
     rows = feats[feats["level"] == "exam"].merge(
         prompts[["patient_id", "exam", "prompt"]], on=["patient_id", "exam"])
