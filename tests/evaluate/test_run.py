@@ -148,3 +148,13 @@ def test_exam_level_trains_on_exams_and_scores_patients(result) -> None:
             assert r.n_samples == 4 * r.n  # every exam of every labelled patient
         else:
             assert r.n_samples == r.n
+
+
+def test_parallel_jobs_give_the_same_result(eval_cohort, tmp_path) -> None:
+    emb = {"medimp": truth_embeddings(eval_cohort, noise=1.0)}
+    cfg = {**FAST, "levels": ["patient_mean"], "horizons": [3]}
+    runs = [evaluate(eval_cohort, emb, tmp_path / str(j),
+                     EvalConfig(**cfg, n_jobs=j, survival=False, retrieval=False,
+                                oracle=False)) for j in (1, 2)]
+    a, b = ([(r.task, r.method, r.auc, r.f1) for r in res.metrics.records] for res in runs)
+    assert a == b and len(a) == 2

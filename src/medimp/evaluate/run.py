@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from pydantic import BaseModel, ConfigDict, Field
 
 from medimp import __version__
@@ -77,6 +78,7 @@ class EvalConfig(BaseModel):
     survival: bool = Field(True, description="Cox model of graft survival.")
     survival_pca: int = Field(5, ge=1, description="PCA components for the Cox model.")
     cox_penalizer: float = Field(0.1, gt=0, description="Cox L2 penalty.")
+    n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
     retrieval: bool = Field(True, description="Image->text retrieval and zero-shot for runs "
                                               "with a text tower.")
 
@@ -222,29 +224,29 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
             for side, idx in (("train", s.train), ("test", s.test)):
                 fold_rows.append(pd.DataFrame({"task": task, "repeat": s.repeat, "fold": s.fold,
                                                "side": side, "patient_id": patients[idx]}))
-        for name, df in features.items():
-            for level in cfg.levels:
-                for probe in cfg.probes:
-                    bar.advance(1, f"{task} {name} {level} {probe}")
-                    try:
-                        res = cross_validate(
-                            df, patients, y, level=level, tables=tables, splits=splits,
-                            make_probe=_probe_factory(cfg, probe, impute[name]))
-                    except (EvaluationError, ProbeError, KeyError) as exc:
-                        skipped.append(Skipped(task=task, method=name, reason=(
-                            f"{task} {name} level={level} probe={probe}: {exc}")))
-                        continue
-                    cv_results[(task, name, level, probe)] = res
-                    bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
-                                           cfg.seed)
-                    records.append(Record(
-                        task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
-                        auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
-                        balanced_accuracy=bs.balanced_accuracy, f1=bs.f1,
-                        balanced_accuracy_ci_low=bs.balanced_accuracy_ci[0],
-                        balanced_accuracy_ci_high=bs.balanced_accuracy_ci[1],
-                        f1_ci_low=bs.f1_ci[0], f1_ci_high=bs.f1_ci[1], level=level,
-                        probe=probe, n_samples=res.n_samples, horizon_years=k))
+        jobs = [(name, level, probe) for name in features for level in cfg.levels
+                for probe in cfg.probes]
+        outcomes = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
+            delayed(_cv_job)(features[name], patients, y, level=level, tables=tables,
+                             splits=splits, factory=_probe_factory(cfg, probe, impute[name]))
+            for name, level, probe in jobs)
+        for (name, level, probe), res in zip(jobs, outcomes, strict=True):
+            bar.advance(1, f"{task} {name} {level} {probe}")
+            if isinstance(res, str):
+                skipped.append(Skipped(task=task, method=name, reason=(
+                    f"{task} {name} level={level} probe={probe}: {res}")))
+                continue
+            cv_results[(task, name, level, probe)] = res
+            bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
+                                   cfg.seed)
+            records.append(Record(
+                task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
+                auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
+                balanced_accuracy=bs.balanced_accuracy, f1=bs.f1,
+                balanced_accuracy_ci_low=bs.balanced_accuracy_ci[0],
+                balanced_accuracy_ci_high=bs.balanced_accuracy_ci[1],
+                f1_ci_low=bs.f1_ci[0], f1_ci_high=bs.f1_ci[1], level=level,
+                probe=probe, n_samples=res.n_samples, horizon_years=k))
     bar.close()
 
     comparisons = _compare(cfg, cv_results)
@@ -282,6 +284,15 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                 table.to_parquet(tmp, index=False)
     return EvalResult(out_dir=out_dir, metrics_path=metrics_path, metrics=metrics,
                       predictions=predictions, folds=folds, cv=cv_results)
+
+
+def _cv_job(df, patients, y, *, level, tables, splits, factory) -> CVResult | str:
+    """One cross-validation; bad input comes back as its message (the others still run)."""
+    try:
+        return cross_validate(df, patients, y, level=level, tables=tables, splits=splits,
+                              make_probe=factory)
+    except (EvaluationError, ProbeError, KeyError) as exc:
+        return str(exc)
 
 
 def _compare(cfg: EvalConfig, cv_results: dict) -> list[Comparison]:
