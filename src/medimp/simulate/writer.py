@@ -239,7 +239,9 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
         seed: random seed; the same seed gives byte-identical files.
         fmt: ``"nifti"`` (``.nii.gz`` per phase) or ``"dicom"`` (a series folder per phase).
         overwrite: replace a non-empty ``out`` (only once the new cohort is complete).
-        workers: processes for the images (default: up to 4, never more than the CPUs).
+        workers: processes for the images (default: up to 4, never more than the CPUs). They
+            are spawned, so a script that calls this with ``workers > 1`` needs the usual
+            ``if __name__ == "__main__":`` guard.
         progress: show a progress bar.
 
     Returns:
