@@ -134,6 +134,11 @@ class Cohort:
         """Absolute path of one volume, or None when that phase is missing."""
         return self.volumes(patient_id, exam).get(phase)
 
+    def series_uid(self, patient_id: str, exam: str, phase: str) -> str | None:
+        """The manifest's ``series_uid`` of one volume (None: the folder holds one series)."""
+        entry = self._index.get((str(patient_id), exam), {}).get(phase)
+        return entry[1] if entry else None
+
     def phases_of(self, patient_id: str, exam: str) -> list[str]:
         """Phases present for one exam, in study phase order."""
         return list(self.volumes(patient_id, exam))

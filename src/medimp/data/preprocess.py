@@ -329,14 +329,5 @@ def load_exam_volume(
 
     if cache is None:
         return compute()
-    sources = [(p, found.get(p), _series_uid(cohort, pid, exam, p)) for p in phases]
+    sources = [(p, found.get(p), cohort.series_uid(pid, exam, p)) for p in phases]
     return cache.get_or_compute(sources, config.canonical_json(), compute, where=where)
-
-
-def _series_uid(cohort: Any, patient_id: str, exam: str, phase: str) -> str | None:
-    """The manifest's ``series_uid`` of a volume (a DICOM folder may hold several series)."""
-    index = getattr(cohort, "_index", None)
-    if not isinstance(index, dict):
-        return None
-    entry = index.get((patient_id, exam), {}).get(phase)
-    return entry[1] if entry else None
