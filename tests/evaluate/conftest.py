@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from medimp.study import default_study, save_study
 EXAM_DAYS = {"D15": 15, "D30": 30, "M3": 91, "M12": 365}
 
 
-def write_cohort(root: Path, n_patients: int = 40, seed: int = 0, images: bool = True) -> Path:
+def write_cohort(root: Path, n_patients: int = 40, seed: int = 0) -> Path:
     """A cohort whose outcomes follow a latent kidney function (gfr_true) that declines."""
     rng = np.random.default_rng(seed)
     study = default_study("eval-test")
@@ -61,12 +62,9 @@ def write_cohort(root: Path, n_patients: int = 40, seed: int = 0, images: bool =
             for ph in study.phase_names:
                 rel = f"images/{pid}/{exam}/{ph}.nii.gz"
                 manifest.append({"patient_id": pid, "exam": exam, "phase": ph, "path": rel})
-                if images:
-                    import nibabel as nib
-
-                    vol = rng.normal(0, 1, (8, 8, 8)).astype(np.float32) + g / 50
-                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                    nib.save(nib.Nifti1Image(vol, np.eye(4)), root / rel)
+                vol = rng.normal(0, 1, (8, 8, 8)).astype(np.float32) + g / 50
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                nib.save(nib.Nifti1Image(vol, np.eye(4)), root / rel)
     pd.DataFrame(pats).to_csv(root / "patients.csv", index=False)
     pd.DataFrame(exams).to_csv(root / "exams.csv", index=False)
     pd.DataFrame(truth).to_csv(root / "truth.csv", index=False)

@@ -12,7 +12,7 @@ from tests.evaluate.conftest import write_cohort
 
 @pytest.fixture
 def cohort(tmp_path):
-    root = write_cohort(tmp_path / "c", n_patients=6, images=False)
+    root = write_cohort(tmp_path / "c", n_patients=6)
     pats = pd.read_csv(root / "patients.csv", dtype={"patient_id": str})
     nan = np.nan
     # egfr_y2, graft_loss, graft_loss_days, followup_days

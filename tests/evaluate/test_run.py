@@ -110,7 +110,7 @@ def test_bad_embeddings_are_skipped_with_a_reason(eval_cohort, tmp_path) -> None
 
 
 def test_one_class_and_too_few_patients(tmp_path) -> None:
-    root = write_cohort(tmp_path / "c", n_patients=24, seed=3, images=False)
+    root = write_cohort(tmp_path / "c", n_patients=24, seed=3)
     pats = pd.read_csv(root / "patients.csv", dtype={"patient_id": str})
     pats["graft_loss"] = 0
     pats["graft_loss_days"] = np.nan
@@ -120,10 +120,41 @@ def test_one_class_and_too_few_patients(tmp_path) -> None:
     pats.to_csv(root / "patients.csv", index=False)
     emb = truth_embeddings(root, noise=1.0)
     res = evaluate(root, {"medimp": emb}, tmp_path / "out",
-                   EvalConfig(**{**FAST, "levels": ["patient_mean"]}, survival=False,
-                              retrieval=False))
+                   EvalConfig(**{**FAST, "levels": ["patient_mean"]}, retrieval=False))
     reasons = {s.task: s.reason for s in res.metrics.skipped}
+    assert "0 graft loss(es) among 24 patients" in reasons["graft_survival"]
     assert "only one class" in reasons["status_y2"]
     assert "fewer than the 3 folds" in reasons["status_y3"]
     assert {r.task for r in res.metrics.records} == {"status_y4"}
     read_metrics(res.metrics_path)
+
+
+def test_oracle_is_high_on_a_simulated_cohort(make_cohort, tmp_path) -> None:
+    cohort = make_cohort(40, (16, 16, 16), 0)
+    res = evaluate(cohort, {}, tmp_path,
+                   EvalConfig(**{**FAST, "levels": ["patient_latest"]}, survival=False,
+                              retrieval=False))
+    oracle = [r for r in res.metrics.records if r.method == "oracle"]
+    assert len(oracle) == 3
+    for r in oracle:
+        assert r.auc > 0.75, r
+        assert r.auc_ci_low <= r.auc <= r.auc_ci_high
+    assert res.metrics.header.methods["oracle"].startswith("truth.csv")
+
+
+def test_exam_level_trains_on_exams_and_scores_patients(result) -> None:
+    for r in result.metrics.records:
+        if r.level == "exam":
+            assert r.n_samples == 4 * r.n  # every exam of every labelled patient
+        else:
+            assert r.n_samples == r.n
+
+
+def test_parallel_jobs_give_the_same_result(eval_cohort, tmp_path) -> None:
+    emb = {"medimp": truth_embeddings(eval_cohort, noise=1.0)}
+    cfg = {**FAST, "levels": ["patient_mean"], "horizons": [3]}
+    runs = [evaluate(eval_cohort, emb, tmp_path / str(j),
+                     EvalConfig(**cfg, n_jobs=j, survival=False, retrieval=False,
+                                oracle=False)) for j in (1, 2)]
+    a, b = ([(r.task, r.method, r.auc, r.f1) for r in res.metrics.records] for res in runs)
+    assert a == b and len(a) == 2

@@ -29,4 +29,5 @@ def test_report_contents(eval_dir) -> None:
     imgs = re.findall(r'alt="([^"]+)" src="data:image/png;base64,', html)
     assert {"task counts", "ROC curves", "training curves", "embedding map"} <= set(imgs)
     assert any(a.startswith("P000 ") for a in imgs)  # example volume slices
+    assert "The kidney donor was" in html  # example prompts
     assert "Youden" in html  # the protocol in words

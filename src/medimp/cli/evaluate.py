@@ -41,8 +41,10 @@ def evaluate_command(
     folds: Annotated[int, typer.Option("--folds", min=2, help="Outer CV folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Outer CV repeats.")] = 5,
     bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", min=0, help="Patient bootstrap resamples for the CIs.")] = 1000,
+        "--bootstrap", min=20, help="Patient bootstrap resamples for the CIs.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and bootstrap.")] = 0,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", help="Cross-validations run in parallel (-1: all cores).")] = 1,
     reference: Annotated[str, typer.Option(
         "--reference", help="Method compared with each other method.")] = "medimp",
     no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip the k-NN probe.")] = False,
@@ -65,7 +67,7 @@ def evaluate_command(
                          repeats=repeats, n_bootstrap=bootstrap, seed=seed,
                          reference_method=reference,
                          probes=["logistic"] if no_knn else ["logistic", "knn"],
-                         survival=not no_survival)
+                         survival=not no_survival, n_jobs=jobs)
         result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
     except (EvaluationError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medimp.data import assert_no_patient_leak, patient_kfold, read_cohort
 from medimp.study import Study
 
 __all__ = ["CohortTables", "EvaluationError", "check_no_leak", "load_tables", "patient_splits"]
@@ -35,6 +36,7 @@ class CohortTables:
     exams: pd.DataFrame
     manifest: pd.DataFrame
     truth: pd.DataFrame | None
+    cohort: Any = None  # the medimp.data.Cohort it came from (images, prompts)
 
     @property
     def exam_order(self) -> dict[str, int]:
@@ -54,7 +56,7 @@ def load_tables(cohort: Any) -> CohortTables:
     if isinstance(cohort, CohortTables):
         return cohort
     if isinstance(cohort, str | os.PathLike):
-        cohort = _read_cohort(Path(cohort))
+        cohort = read_cohort(Path(cohort))
     for attr in ("root", "study", "patients", "exams"):
         if not hasattr(cohort, attr):
             raise EvaluationError(f"expected a cohort path or medimp.data.Cohort, got {cohort!r}")
@@ -77,6 +79,7 @@ def load_tables(cohort: Any) -> CohortTables:
         exams=_ids(cohort.exams),
         manifest=_ids(manifest),
         truth=None if truth is None else _ids(truth),
+        cohort=cohort,
     )
 
 
@@ -90,7 +93,8 @@ def patient_splits(
     """
     n = len(patient_ids)
     repeat, covered = 0, 0
-    for train, test in _kfold(np.asarray(patient_ids), np.asarray(y), n_splits, seed, repeats):
+    for train, test in patient_kfold(np.asarray(patient_ids), np.asarray(y), n_splits=n_splits,
+                                     seed=seed, repeats=repeats):
         yield repeat, np.asarray(train), np.asarray(test)
         covered += len(test)
         if covered >= n:  # every patient tested once: the next fold starts a new repeat
@@ -99,57 +103,4 @@ def patient_splits(
 
 def check_no_leak(train_groups: np.ndarray, test_groups: np.ndarray) -> None:
     """Raise if a patient is on both sides of a split (``medimp.data.assert_no_patient_leak``)."""
-    try:
-        from medimp.data import assert_no_patient_leak
-    except ImportError:  # until medimp.data lands: the same check
-        shared = set(map(str, train_groups)) & set(map(str, test_groups))
-        if shared:
-            raise EvaluationError(  # noqa: B904 - not a re-raise of the ImportError
-                f"patients in train and test of one split: {sorted(shared)[:5]}")
-        return
     assert_no_patient_leak(np.asarray(train_groups), np.asarray(test_groups))
-
-
-def _read_cohort(path: Path) -> Any:
-    try:
-        from medimp.data import read_cohort
-    except ImportError:
-        return _read_tables_only(path)
-    return read_cohort(path)
-
-
-def _kfold(groups: np.ndarray, y: np.ndarray, n_splits: int, seed: int, repeats: int):
-    try:
-        from medimp.data import patient_kfold
-    except ImportError:
-        from sklearn.model_selection import StratifiedGroupKFold
-
-        def patient_kfold(groups, y, n_splits, seed, repeats=1):  # type: ignore[no-redef]
-            for r in range(repeats):
-                cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)
-                yield from cv.split(np.zeros(len(y)), y, groups)
-    return patient_kfold(groups, y, n_splits=n_splits, seed=seed, repeats=repeats)
-
-
-def _read_tables_only(path: Path) -> CohortTables:
-    """Tables of a cohort dir without image checks (used only while medimp.data is absent)."""
-    from medimp.study import load_study
-
-    def _csv(name: str, required: bool = True) -> pd.DataFrame | None:
-        f = path / name
-        if not f.is_file():
-            if required:
-                raise EvaluationError(f"{f}: not found; is {path} a cohort directory?")
-            return None
-        return pd.read_csv(f, dtype={"patient_id": str, "exam": str})
-
-    manifest = _csv("manifest.csv", required=False)
-    return CohortTables(
-        root=path,
-        study=load_study(path / "study.yaml"),
-        patients=_csv("patients.csv"),
-        exams=_csv("exams.csv"),
-        manifest=manifest if manifest is not None else pd.DataFrame(
-            columns=["patient_id", "exam", "phase", "path"]),
-        truth=_csv("truth.csv", required=False),
-    )

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from medimp.evaluate.bootstrap import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "group_mean", "youden_threshold"]
 
@@ -58,8 +61,11 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
     def _grid(self) -> Sequence[float | int]:
         raise NotImplementedError
 
-    def _make(self, value: float | int, n_train: int) -> Pipeline:
+    def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
         raise NotImplementedError
+
+    def _make(self, value: float | int, n_train: int) -> Pipeline:
+        return make_pipeline(*_prep(self.impute), self._classifier(value, n_train))
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None):
         """Choose the hyper-parameter and threshold by inner CV on (X, y), then refit on all.
@@ -87,29 +93,28 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
         cv = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=self.seed)
         grid = list(self._grid())
         oof = np.full((len(grid), len(y)), np.nan)
-        for tr, te in cv.split(X, y, groups):
-            if len(np.unique(y[tr])) < 2:
-                continue
-            for g, value in enumerate(grid):
-                model = self._make(value, len(tr)).fit(X[tr], y[tr])
-                oof[g, te] = model.predict_proba(X[te])[:, 1]
+        with config_context(skip_parameter_validation=True):
+            for tr, te in cv.split(X, y, groups):
+                if len(np.unique(y[tr])) < 2:
+                    continue
+                prep = make_pipeline(*_prep(self.impute)).fit(X[tr])
+                x_tr, x_te = prep.transform(X[tr]), prep.transform(X[te])
+                for g, value in enumerate(grid):
+                    clf = self._classifier(value, len(tr)).fit(x_tr, y[tr])
+                    oof[g, te] = clf.predict_proba(x_te)[:, 1]
         done = np.all(np.isfinite(oof), axis=0)
-        scores = []
-        for g in range(len(grid)):
-            ug, p = group_mean(oof[g, done], groups[done])
-            _, yg = group_mean(y[done].astype(float), groups[done])
-            yg = (yg > 0.5).astype(int)
-            scores.append(roc_auc_score(yg, p) if len(np.unique(yg)) == 2 else np.nan)
-            del ug
-        scores_arr = np.asarray(scores, dtype=float)
-        best = int(np.nanargmax(scores_arr)) if np.any(np.isfinite(scores_arr)) else 0
-        self.best_param_ = grid[best]
-        self.inner_scores_ = scores_arr
-        _, p = group_mean(oof[best, done], groups[done])
-        _, yg = group_mean(y[done].astype(float), groups[done])
+        ug, yg = group_mean(y[done].astype(float), groups[done])
         yg = (yg > 0.5).astype(int)
-        self.threshold_ = youden_threshold(yg, p) if len(np.unique(yg)) == 2 else 0.5
+        per_patient = np.stack([group_mean(oof[g, done], groups[done])[1]
+                                for g in range(len(grid))])
+        scores = auc(yg[None, :], per_patient)  # NaN if the inner folds saw one class
+        best = int(np.nanargmax(scores)) if np.any(np.isfinite(scores)) else 0
+        self.best_param_ = grid[best]
+        self.inner_scores_ = scores
+        both = len(np.unique(yg)) == 2
+        self.threshold_ = youden_threshold(yg, per_patient[best]) if both else 0.5
         self.model_ = self._make(self.best_param_, len(y)).fit(X, y)
+        del ug
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -144,9 +149,8 @@ class LogisticProbe(_InnerCVProbe):
     def _grid(self) -> Sequence[float]:
         return tuple(self.Cs)
 
-    def _make(self, value: float | int, n_train: int) -> Pipeline:
-        return make_pipeline(*_prep(self.impute),
-                             LogisticRegression(C=float(value), max_iter=self.max_iter))
+    def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
+        return LogisticRegression(C=float(value), max_iter=self.max_iter)
 
     @property
     def C_(self) -> float:  # noqa: N802 - scikit-learn's name (LogisticRegressionCV.C_)
@@ -174,11 +178,9 @@ class KNNProbe(_InnerCVProbe):
     def _grid(self) -> Sequence[int]:
         return tuple(self.ks)
 
-    def _make(self, value: float | int, n_train: int) -> Pipeline:
+    def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
         k = max(1, min(int(value), n_train - 1))
-        return make_pipeline(*_prep(self.impute),
-                             KNeighborsClassifier(n_neighbors=k, weights="distance",
-                                                  metric="cosine"))
+        return KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine")
 
     @property
     def k_(self) -> int:

@@ -1,8 +1,9 @@
 """Image→text retrieval and zero-shot GFR-bin classification (runs with a text tower).
 
-Both use the run's own text tower (``medimp.train.load_text_tower``) and its image embeddings,
-on patients the run did not pretrain on when the run records them (``split.json``: "val"/
-"heldout"/"test" patient lists); otherwise on all patients, flagged ``heldout: false``.
+Both use the run's own text tower (``medimp.train.load_text_tower``) and its projected image
+embeddings (the shared space), on the patients the run held out from pretraining
+(``val_patients`` of ``model.json``); a run without held-out patients is evaluated on all
+patients and flagged ``heldout: false``.
 
 * Retrieval: each exam's image embedding ranks the distinct prompts (variant 0) of all
   evaluated exams by cosine similarity; a hit at k means the exam's own prompt text is among
@@ -14,7 +15,6 @@ on patients the run did not pretrain on when the run records them (``split.json`
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -107,49 +107,53 @@ def zero_shot_gfr(images: np.ndarray, exams: pd.DataFrame, study,
 
 
 def heldout_patients(run_dir: Path) -> list[str] | None:
-    """Patients the run did not train on, if the run dir records them (``split.json``)."""
-    f = Path(run_dir) / "split.json"
-    if not f.is_file():
-        return None
-    data = json.loads(f.read_text(encoding="utf-8"))
-    for key in ("heldout", "val", "test"):
-        if data.get(key):
-            return [str(p) for p in data[key]]
-    return None
+    """Patients the run did not train on (``val_patients`` of its ``model.json``), if any."""
+    from medimp.train import load_run_info
+
+    val = load_run_info(run_dir).get("val_patients")
+    return [str(p) for p in val] if val else None
 
 
-def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any],
-                       features: Mapping[str, pd.DataFrame], seed: int,
+def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: int,
                        skipped: list[Skipped]) -> list[RetrievalRecord]:
-    """Retrieval and zero-shot for every method given as a run dir with a text tower."""
+    """Retrieval and zero-shot for every medimp (text-prompt) run given as a run dir."""
     out = []
     for name, src in methods.items():
         if not isinstance(src, str | os.PathLike) or not Path(src).is_dir():
             continue
-        if name not in features:
+        if not _has_text_tower(Path(src)):
             continue
         try:
-            out.append(_one_run(tables, name, Path(src), features[name], seed))
-        except (EvaluationError, ImportError, FileNotFoundError, KeyError) as exc:
+            out.append(_one_run(tables, name, Path(src), seed))
+        except (ValueError, ImportError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
     return out
 
 
-def _one_run(tables: CohortTables, name: str, run_dir: Path, feats: pd.DataFrame,
-             seed: int) -> RetrievalRecord:
+def _has_text_tower(run_dir: Path) -> bool:
+    """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
+    try:
+        from medimp.train import load_run_info
+
+        info = load_run_info(run_dir)
+    except (ImportError, ValueError):
+        return False
+    return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
+
+
+def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
     from medimp.prompts import build_prompts
-    from medimp.train import load_text_tower
+    from medimp.train import embed, load_text_tower
 
     try:
         tower = load_text_tower(run_dir)
-    except Exception as exc:
+    except (ValueError, OSError, ImportError) as exc:  # TrainError: not a medimp run
         raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
                               "(text-prompt) run") from exc
-    from medimp.data import read_cohort
-
-    prompts = build_prompts(read_cohort(tables.root), seed=seed)
-    prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
     held = heldout_patients(run_dir)
+    feats = embed(run_dir, tables.root, projected=True)  # the shared image-text space
+    prompts = build_prompts(tables.cohort, seed=seed)
+    prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
     rows = feats[feats["level"] == "exam"].merge(
         prompts[["patient_id", "exam", "prompt"]], on=["patient_id", "exam"])
     rows = rows.merge(tables.exams, on=["patient_id", "exam"], how="left")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from pydantic import BaseModel, ConfigDict, Field
 
 from medimp import __version__
@@ -63,7 +64,7 @@ class EvalConfig(BaseModel):
     threshold: float | None = Field(None, description="eGFR cut-off; None: study.yaml's.")
     n_splits: int = Field(5, ge=2, description="Outer CV folds.")
     repeats: int = Field(5, ge=1, description="Outer CV repeats (new shuffles).")
-    n_bootstrap: int = Field(1000, ge=0, description="Patient-level bootstrap resamples.")
+    n_bootstrap: int = Field(1000, ge=20, description="Patient-level bootstrap resamples.")
     seed: int = 0
     levels: list[Literal["exam", "patient_mean", "patient_latest"]] = Field(
         ["exam", "patient_mean", "patient_latest"], description="Sample levels evaluated.")
@@ -77,6 +78,7 @@ class EvalConfig(BaseModel):
     survival: bool = Field(True, description="Cox model of graft survival.")
     survival_pca: int = Field(5, ge=1, description="PCA components for the Cox model.")
     cox_penalizer: float = Field(0.1, gt=0, description="Cox L2 penalty.")
+    n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
     retrieval: bool = Field(True, description="Image->text retrieval and zero-shot for runs "
                                               "with a text tower.")
 
@@ -178,7 +180,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
         try:
             df = load_method(name, src, cohort_path)
             check_embeddings(df, name, cohort_ids, needed)
-        except EvaluationError as exc:
+        except (ValueError, FileNotFoundError) as exc:  # EvaluationError, TrainError, ...
             skipped.append(Skipped(task="*", method=name, reason=str(exc)))
             continue
         features[name], impute[name] = df, False
@@ -222,29 +224,29 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
             for side, idx in (("train", s.train), ("test", s.test)):
                 fold_rows.append(pd.DataFrame({"task": task, "repeat": s.repeat, "fold": s.fold,
                                                "side": side, "patient_id": patients[idx]}))
-        for name, df in features.items():
-            for level in cfg.levels:
-                for probe in cfg.probes:
-                    bar.advance(1, f"{task} {name} {level} {probe}")
-                    try:
-                        res = cross_validate(
-                            df, patients, y, level=level, tables=tables, splits=splits,
-                            make_probe=_probe_factory(cfg, probe, impute[name]))
-                    except (EvaluationError, ProbeError, KeyError) as exc:
-                        skipped.append(Skipped(task=task, method=name, reason=(
-                            f"{task} {name} level={level} probe={probe}: {exc}")))
-                        continue
-                    cv_results[(task, name, level, probe)] = res
-                    bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
-                                           cfg.seed)
-                    records.append(Record(
-                        task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
-                        auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
-                        balanced_accuracy=bs.balanced_accuracy, f1=bs.f1,
-                        balanced_accuracy_ci_low=bs.balanced_accuracy_ci[0],
-                        balanced_accuracy_ci_high=bs.balanced_accuracy_ci[1],
-                        f1_ci_low=bs.f1_ci[0], f1_ci_high=bs.f1_ci[1], level=level,
-                        probe=probe, n_samples=res.n_samples, horizon_years=k))
+        jobs = [(name, level, probe) for name in features for level in cfg.levels
+                for probe in cfg.probes]
+        outcomes = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
+            delayed(_cv_job)(features[name], patients, y, level=level, tables=tables,
+                             splits=splits, factory=_probe_factory(cfg, probe, impute[name]))
+            for name, level, probe in jobs)
+        for (name, level, probe), res in zip(jobs, outcomes, strict=True):
+            bar.advance(1, f"{task} {name} {level} {probe}")
+            if isinstance(res, str):
+                skipped.append(Skipped(task=task, method=name, reason=(
+                    f"{task} {name} level={level} probe={probe}: {res}")))
+                continue
+            cv_results[(task, name, level, probe)] = res
+            bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
+                                   cfg.seed)
+            records.append(Record(
+                task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
+                auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
+                balanced_accuracy=bs.balanced_accuracy, f1=bs.f1,
+                balanced_accuracy_ci_low=bs.balanced_accuracy_ci[0],
+                balanced_accuracy_ci_high=bs.balanced_accuracy_ci[1],
+                f1_ci_low=bs.f1_ci[0], f1_ci_high=bs.f1_ci[1], level=level,
+                probe=probe, n_samples=res.n_samples, horizon_years=k))
     bar.close()
 
     comparisons = _compare(cfg, cv_results)
@@ -257,7 +259,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     if cfg.retrieval:
         from medimp.evaluate.retrieval import retrieval_for_runs
 
-        retrieval_records = retrieval_for_runs(tables, methods, features, cfg.seed, skipped)
+        retrieval_records = retrieval_for_runs(tables, methods, cfg.seed, skipped)
 
     n_exams = len(tables.imaged_exams())
     header = Header(
@@ -284,6 +286,15 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                       predictions=predictions, folds=folds, cv=cv_results)
 
 
+def _cv_job(df, patients, y, *, level, tables, splits, factory) -> CVResult | str:
+    """One cross-validation; bad input comes back as its message (the others still run)."""
+    try:
+        return cross_validate(df, patients, y, level=level, tables=tables, splits=splits,
+                              make_probe=factory)
+    except (EvaluationError, ProbeError, KeyError) as exc:
+        return str(exc)
+
+
 def _compare(cfg: EvalConfig, cv_results: dict) -> list[Comparison]:
     ref = cfg.reference_method
     out = []
@@ -305,10 +316,15 @@ def _run_survival(cfg, tables, features, impute, *, records, rows, skipped) -> N
 
     try:
         surv = survival_table(tables)
-        ev = surv["event"].to_numpy()
-        make_splits(surv["patient_id"].to_numpy(str), ev, cfg.n_splits, 1, cfg.seed)
     except EvaluationError as exc:
         skipped.append(Skipped(task="graft_survival", reason=f"graft_survival: {exc}"))
+        return
+    n_events = int(surv["event"].sum())
+    if min(n_events, len(surv) - n_events) < cfg.n_splits:
+        skipped.append(Skipped(task="graft_survival", reason=(
+            f"graft_survival: {n_events} graft loss(es) among {len(surv)} patients; the Cox "
+            f"model needs at least one per fold ({cfg.n_splits} folds): lower --folds, add "
+            "patients or longer follow-up, or pass --no-survival")))
         return
     for name, df in features.items():
         try:

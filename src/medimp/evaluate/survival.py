@@ -94,7 +94,7 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
             warnings.simplefilter("ignore")
             try:
                 cph.fit(df, duration_col="time", event_col="event")
-            except Exception as exc:  # lifelines ConvergenceError and friends
+            except (ValueError, np.linalg.LinAlgError) as exc:  # lifelines ConvergenceError
                 raise EvaluationError(f"Cox model did not converge on a training fold: {exc}; "
                                       "raise --cox-penalizer or lower the PCA components"
                                       ) from exc

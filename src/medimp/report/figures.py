@@ -60,7 +60,8 @@ def training_curves(histories: Mapping[str, pd.DataFrame]) -> str:
                 ax.plot(h["epoch"], h[col], style, label=col.replace("_", " "))
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, frameon=False)
     axes[0][0].set_ylabel("loss")
     return _png(fig)
 
@@ -83,7 +84,8 @@ def roc_curves(predictions: pd.DataFrame, tasks: list[str]) -> str:
         ax.set_title(task)
         ax.set_xlabel("1 - specificity")
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
     axes[0][0].set_ylabel("sensitivity")
     return _png(fig)
 
@@ -135,7 +137,8 @@ def embedding_map(tables: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
         ax.set_yticks([])
     for ax in axes.ravel()[len(tables):]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=7, frameon=False, title=title, title_fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7, frameon=False, title=title, title_fontsize=7)
     return _png(fig)
 
 

@@ -106,44 +106,30 @@ def _histories(metrics: MetricsFile) -> dict[str, pd.DataFrame]:
         f = Path(src) / "history.csv"
         if f.is_file():
             try:
-                out[name] = pd.read_csv(f)
-            except (OSError, pd.errors.ParserError):
+                h = pd.read_csv(f)
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
                 continue
+            if not h.empty and "epoch" in h.columns:  # random_init runs have no epochs
+                out[name] = h
     return out
 
 
-def _load_volume(path: Path) -> np.ndarray | None:
-    try:
-        if path.is_dir():
-            import SimpleITK
-
-            reader = SimpleITK.ImageSeriesReader()
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
-            return np.transpose(SimpleITK.GetArrayFromImage(reader.Execute()), (2, 1, 0))
-        import nibabel as nib
-
-        return np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float32)
-    except Exception:  # a broken file must not stop the report
-        return None
-
-
 def _example_volumes(tables: CohortTables, n_exams: int = 2) -> list[str]:
+    """Middle slices of every phase of the first patient's first exams (read by medimp.data)."""
+    cohort = tables.cohort
+    if cohort is None or tables.manifest.empty:
+        return []
     out = []
-    man = tables.manifest
-    if man.empty:
-        return out
-    pid = sorted(man["patient_id"].unique())[0]
-    for exam in [e for e in tables.study.exam_names if e in set(
-            man.loc[man["patient_id"] == pid, "exam"])][:n_exams]:
-        rows = man[(man["patient_id"] == pid) & (man["exam"] == exam)]
+    pid = sorted(tables.manifest["patient_id"].unique())[0]
+    for exam in [e for e in tables.study.exam_names if cohort.phases_of(pid, e)][:n_exams]:
         vols = {}
-        for phase in tables.study.phase_names:
-            r = rows[rows["phase"] == phase]
-            if r.empty:
+        for phase in cohort.phases_of(pid, exam):
+            try:
+                vol = cohort.read_volume(pid, exam, phase)
+            except ValueError:  # a broken file must not stop the report
                 continue
-            v = _load_volume(tables.root / str(r["path"].iloc[0]))
-            if v is not None and v.ndim >= 3:
-                vols[phase] = v.reshape(v.shape[:3]) if v.ndim > 3 and v.shape[3] == 1 else v
+            if vol is not None and vol.array.ndim == 3:
+                vols[phase] = vol.array
         if vols:
             out.append(_img(figures.volume_slices(vols, f"patient {pid}, exam {exam}"),
                             f"{pid} {exam}"))
@@ -152,11 +138,10 @@ def _example_volumes(tables: CohortTables, n_exams: int = 2) -> list[str]:
 
 def _example_prompts(tables: CohortTables, n: int = 6) -> pd.DataFrame | None:
     try:
-        from medimp.data import read_cohort
         from medimp.prompts import build_prompts
 
-        prompts = build_prompts(read_cohort(tables.root))
-    except Exception:  # prompts stage missing or cohort without prompt variables
+        prompts = build_prompts(tables.cohort)
+    except (ImportError, ValueError, KeyError):  # cohort whose tables cannot make prompts
         return None
     if prompts.empty:
         return None
@@ -203,7 +188,7 @@ def write_report(eval_dir: str | os.PathLike[str],
     out_html = Path(out_html) if out_html else eval_dir / "report.html"
     try:
         tables: CohortTables | None = load_tables(Path(h.cohort))
-    except Exception:  # cohort moved: report what metrics.json holds
+    except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         tables = None
     parts = [f"<h1>medimp evaluation — {html.escape(Path(h.cohort).name)}</h1>",
              f'<p class="note">medimp {h.medimp_version}, {h.created}; cohort '
