@@ -218,8 +218,24 @@ class PretrainModule(LightningModule):
             "python": [py_state[0], list(py_state[1]), py_state[2]],
         }
         checkpoint["medimp_architecture"] = self.cfg.architecture()
+        # the frozen text weights are the pretrained model's: 90 MB per checkpoint for MiniLM,
+        # written every epoch, for nothing; on_load_checkpoint puts them back
+        state = checkpoint.get("state_dict", {})
+        for key in self._frozen_text_keys():
+            state.pop(key, None)
+
+    def _frozen_text_keys(self) -> list[str]:
+        if self.text_encoder is None:
+            return []
+        trainable = {n for n, p in self.text_encoder.named_parameters() if p.requires_grad}
+        return [f"text_encoder.{k}" for k in self.text_encoder.state_dict() if k not in trainable]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            own = self.state_dict()
+            for key in self._frozen_text_keys():
+                state.setdefault(key, own[key])
         rng = checkpoint.get("medimp_rng")
         if not rng:
             return
