@@ -94,3 +94,13 @@ def test_lightning_ddp_spawn_fit(simulated_cohort, tiny_config, tmp_path) -> Non
     run = pretrain(simulated_cohort, tmp_path / "ddp", cfg, progress=False)
     assert load_run_info(run)["epochs_trained"] == 1
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_non_finite_loss_stops_with_advice() -> None:
+    from medimp.train import TrainError
+
+    module = PretrainModule(CFG, in_channels=3)
+    batch = _batch()
+    batch["image"][0] = float("nan")
+    with pytest.raises(TrainError, match=r"non-finite training loss.*lower optim\.lr"):
+        module.training_step(batch, 0)

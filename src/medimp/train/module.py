@@ -167,6 +167,14 @@ class PretrainModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(batch, "train")
+        if not torch.isfinite(loss):
+            from medimp.train.config import TrainError
+
+            raise TrainError(
+                f"non-finite training loss at epoch {self.current_epoch + 1}, step "
+                f"{self.global_step} (precision {self.cfg.precision!r}, channels_last "
+                f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt holds "
+                "the last good epoch: lower optim.lr, or use precision '32', and --resume")
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
                  sync_dist=is_distributed())
