@@ -77,6 +77,9 @@ def test_methods_rank_as_expected(result) -> None:
     comp = [c for c in result.metrics.comparisons if c.other == "random_init"
             and c.level == "patient_mean"]
     assert comp and all(c.auc_diff > 0 for c in comp)
+    table = result.comparison_table()
+    assert set(table["vs"]) == {"random_init", "clinical_only", "oracle"}
+    assert len(table) == 9 and table["p"].between(0, 1).all()
 
 
 def test_predictions_are_out_of_fold_per_patient(result) -> None:

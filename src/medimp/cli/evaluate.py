@@ -71,7 +71,12 @@ def evaluate_command(
         result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
     except (EvaluationError, FileNotFoundError) as exc:
         fail(str(exc))
-    console.print(result.headline().to_string())
+    console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
+    console.print(result.headline().to_string(), highlight=False, soft_wrap=True)
+    comp = result.comparison_table()
+    if not comp.empty:
+        console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:")
+        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True)
     for s in result.metrics.skipped:
         console.print(f"[yellow]skipped[/] {s.task} {s.method or ''}: {s.reason}",
                       highlight=False, soft_wrap=True)

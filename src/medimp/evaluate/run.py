@@ -104,6 +104,15 @@ class EvalResult:
                                     for r in rows]})
         return df.pivot(index="method", columns="task", values="cell")
 
+    def comparison_table(self, level: str = "patient_mean", probe: str = "logistic"
+                         ) -> pd.DataFrame:
+        """Paired tests of the reference method: task, other, ΔAUC [CI], p-value."""
+        rows = [{"task": c.task, "vs": c.other,
+                 "delta_auc": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+                 "p": round(c.p_value, 4)}
+                for c in self.metrics.comparisons if c.level == level and c.probe == probe]
+        return pd.DataFrame(rows, columns=["task", "vs", "delta_auc", "p"])
+
 
 def load_method(name: str, source: str | os.PathLike[str] | pd.DataFrame,
                 cohort_path: Path) -> pd.DataFrame:
