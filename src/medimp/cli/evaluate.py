@@ -78,7 +78,8 @@ def evaluate_command(
         console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:")
         console.print(comp.to_string(index=False), highlight=False, soft_wrap=True)
     for s in result.metrics.skipped:
-        console.print(f"[yellow]skipped[/] {s.task} {s.method or ''}: {s.reason}",
+        where = s.task + (f", {s.method}" if s.method else "")
+        console.print(f"[yellow]skipped[/] ({where}): {s.reason}",
                       highlight=False, soft_wrap=True)
     console.print(f"metrics: {result.metrics_path}")
     if not no_report:
