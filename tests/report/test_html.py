@@ -20,7 +20,7 @@ def test_report_contents(eval_dir) -> None:
     html = write_report(eval_dir).read_text(encoding="utf-8")
     assert (eval_dir / "report.html").is_file()
     for section in ("Cohort", "Results: methods × tasks", "ROC curves", "Training curves",
-                    "Embedding map", "Examples", "Protocol", "Graft survival"):
+                    "Embedding map", "Examples", "Protocol", "Survival", "KM curves"):
         assert section in html, section
     # the headline table: one row per method, AUC with its CI
     for method in ("medimp", "random_init", "clinical_only", "oracle"):

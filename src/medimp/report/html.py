@@ -233,7 +233,10 @@ def write_report(eval_dir: str | os.PathLike[str],
                      + _table(full.round(4)) + "</details>")
 
     if metrics.survival:
-        parts.append("<h2>Graft survival</h2>")
+        parts.append("<h2>Survival</h2>")
+        parts.append('<p class="note">Event: ' + html.escape(", ".join(sorted(
+            {"graft loss" if s.task == "graft_survival" else "graft loss or eGFR below the "
+             "threshold at a yearly horizon" for s in metrics.survival}))) + ".</p>")
         parts.append(_table(pd.DataFrame([s.model_dump() for s in metrics.survival]).round(4)))
         surv_path = eval_dir / "survival.parquet"
         if surv_path.is_file():
