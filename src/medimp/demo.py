@@ -44,6 +44,8 @@ class DemoConfig(BaseModel):
     repeats: int = Field(3, ge=1, description="Outer CV repeats.")
     bootstrap: int = Field(500, ge=0, description="Patient-bootstrap resamples for the CIs.")
     workers: int | None = Field(None, description="Simulator worker processes (None: CPUs).")
+    evaluation: dict[str, Any] = Field(
+        default_factory=dict, description="Further medimp.evaluate.EvalConfig fields.")
 
 
 @dataclass
@@ -132,8 +134,8 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
             cohort_dir, r, _pretrain_config(cfg, m), progress=progress, overwrite=True))
 
     eval_dir = out / "eval"
-    eval_cfg = EvalConfig(n_splits=cfg.folds, repeats=cfg.repeats, n_bootstrap=cfg.bootstrap,
-                          seed=cfg.seed)
+    eval_cfg = EvalConfig(**{"n_splits": cfg.folds, "repeats": cfg.repeats,
+                             "n_bootstrap": cfg.bootstrap, "seed": cfg.seed, **cfg.evaluation})
     result = step("evaluate", lambda: evaluate(cohort_dir, runs, eval_dir, eval_cfg,
                                                progress=progress))
     report = step("report", lambda: write_report(eval_dir))

@@ -194,3 +194,21 @@ def test_cli_info_and_clear(tmp_path, exam_files) -> None:
     # COHORT argument: the default cache folder inside it
     res = runner.invoke(app, ["cache", "info", str(tmp_path), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["path"].endswith(".medimp_cache")
+
+
+def test_counters_of_finished_processes_are_folded(tmp_path, exam_files) -> None:
+    import socket
+
+    root = tmp_path / "cache"
+    cache = PreprocessCache(root)
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    job.get(cache)
+    cache.flush()
+    # two finished workers left their counters behind (pid 2**22 + 1 is never alive on Linux)
+    dead = f"{socket.gethostname()}-{2**22 + 1}-abcd1234.json"
+    (root / "stats" / dead).write_text(json.dumps({"hits": 5, "misses": 0, "rebuilt": 1}))
+    first = cache.info()
+    assert (first.hits, first.misses, first.rebuilt) == (5, 1, 1)
+    assert not (root / "stats" / dead).exists()
+    assert (root / "stats" / "total.json").is_file()
+    assert cache.info().hits == 5  # folded once, not counted twice

@@ -221,3 +221,9 @@ def test_ragged_and_semicolon_csv(tiny_cohort: Path) -> None:
     problems = {p.file: p for p in _problems(tiny_cohort)}
     assert "line(s) [3] have a different number of fields" in problems["manifest.csv"].problem
     assert "semicolon-separated" in problems["exams.csv"].fix
+
+
+def test_windows_separators_in_manifest_paths(tiny_cohort: Path) -> None:
+    _edit(tiny_cohort, "manifest.csv", lambda d: d.assign(path=d["path"].str.replace("/", "\\")))
+    c = read_cohort(tiny_cohort)
+    assert c.volume_path("P001", "D15", "pre") == tiny_cohort / "images/P001/D15/pre.nii.gz"

@@ -193,3 +193,16 @@ def test_cli_import_without_images_exit_2(orig, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["import-medimp", str(orig["root"]), "--clinical",
                                    str(orig["csv"]), "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "--fallback-volume" in res.output
+
+
+def test_imported_original_feeds_preprocessing_without_nan(orig, tmp_path: Path) -> None:
+    """The all-zero dummy behind every imported sequence is preprocessed to finite zeros."""
+    from medimp.data.preprocess import PreprocessConfig, load_exam_volume
+
+    out = tmp_path / "c"
+    import_medimp(orig["root"], orig["csv"], out, fallback_volume=orig["dummy"])
+    c = read_cohort(out)
+    config = PreprocessConfig(spacing=(12.0, 12.0, 12.0), shape=(16, 16, 16))
+    image, mask = load_exam_volume(c, *c.exam_keys()[0], config)
+    assert image.shape == (3, 16, 16, 16) and mask.tolist() == [True, True, True]
+    assert np.isfinite(image).all() and float(np.abs(image).max()) == 0.0

@@ -59,6 +59,8 @@ def test_reference_phase_is_configurable_and_falls_back() -> None:
         PreprocessConfig(shape=pre.shape, **KEEP),
     )
     assert mask.tolist() == [False, True] and np.isfinite(only_art).all()
+    with pytest.raises(PreprocessError, match="reference_phase 'venous'"):
+        preprocess_exam(vols, ["pre", "arterial"], PreprocessConfig(reference_phase="venous"))
 
 
 @pytest.mark.parametrize("value", [0.0, 7.5])

@@ -280,3 +280,32 @@ def test_dicom_multiframe_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(DicomSeriesError, match="multi-frame") as ei:
         read_volume(tmp_path / "s")
     assert "dcm2niix" in str(ei.value)
+
+
+def test_dicom_varying_orientation(tmp_path: Path) -> None:
+    import pydicom
+
+    files = write_dicom_series(tmp_path / "s", _arr((6, 6, 4)))
+    ds = pydicom.dcmread(files[1])
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]  # a coronal slice
+    ds.save_as(files[1])
+    with pytest.raises(DicomSeriesError, match="slice orientation") as ei:
+        read_volume(tmp_path / "s")
+    assert files[1].name in str(ei.value)
+
+
+def test_simulated_dicom_reads_like_its_nifti_twin(make_cohort) -> None:
+    """The simulator writes the same cohort as DICOM series and as NIfTI: both readers must
+    give the same voxels and the same RAS affine, and the DICOM cohort validates clean."""
+    from medimp.data import read_cohort, validate_cohort
+
+    shape = (14, 12, 8)  # the same cohorts as tests/simulate/test_dicom.py (session cache)
+    dcm, nii = read_cohort(make_cohort(10, shape, 5, "dicom")), read_cohort(
+        make_cohort(10, shape, 5, "nifti"))
+    for pid, exam in dcm.exam_keys()[:3]:
+        for phase in dcm.phases_of(pid, exam):
+            a, b = dcm.read_volume(pid, exam, phase), nii.read_volume(pid, exam, phase)
+            assert a.path.is_dir() and a.shape == b.shape == shape
+            np.testing.assert_array_equal(a.array, b.array)
+            np.testing.assert_allclose(a.affine, b.affine, atol=1e-3)
+    assert validate_cohort(dcm.root).ok

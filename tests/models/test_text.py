@@ -145,6 +145,22 @@ def test_state_dict_has_no_duplicates_and_reload_clears_cache():
     assert enc([SHORT]).shape == (1, 16)
 
 
+def test_encoder_pickles_for_spawned_processes():
+    import pickle
+
+    enc = create_text_encoder(freeze="first:4").eval()
+    with torch.no_grad():
+        ref = enc([SHORT, LONG])
+    again = pickle.loads(pickle.dumps(enc))
+    assert again.cache_info().size == 2  # the cache travels along, on the CPU
+    assert again.cache.missing([SHORT]) == []
+    with torch.no_grad():
+        assert torch.allclose(again([SHORT, LONG]), ref, atol=1e-6)
+    again.load_state_dict(enc.state_dict())  # the copy's hook clears the copy's cache only
+    assert again.cache_info().size == 0
+    assert enc.cache_info().size == 2
+
+
 def test_bad_path_names_the_path(tmp_path):
     with pytest.raises(TextModelError, match=str(tmp_path / "nowhere")):
         create_text_encoder(tmp_path / "nowhere")
@@ -179,3 +195,14 @@ def test_clip_text_from_scratch():
     assert enc.token_embedding.weight.grad is not None
     with pytest.raises(TextModelError, match="tokenizer"):
         create_clip_text_encoder(tokenizer_path="/nonexistent/tokenizer")
+
+
+def test_cache_filled_under_bf16_autocast_serves_fp32_steps():
+    enc = create_text_encoder(freeze="first:4").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = enc([SHORT, LONG])
+    assert enc.cache.get_many([SHORT])[0].dtype == torch.float32
+    with torch.no_grad():
+        full = enc([SHORT, LONG])  # suffix in fp32 on cached states: no dtype clash
+    assert full.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(low.float(), full).min() > 0.99

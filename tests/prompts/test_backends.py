@@ -214,3 +214,31 @@ def test_transformers_gibberish_is_rejected(tmp_path, study, gpt_augs) -> None:
     assert all(r.reasons for r in report.results)
     with pytest.raises(BackendError, match="not found"):
         TransformersBackend(tmp_path / "nope")
+
+
+def test_cli_openai_end_to_end(llm, good_lines, tmp_path, simulated_cohort, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+    from medimp.study import default_study, save_study
+
+    monkeypatch.setenv("LLM_KEY", "k")
+    study_yaml = tmp_path / "study.yaml"
+    save_study(default_study(gfr_binning="kdigo"), study_yaml)
+    llm.reply("\n".join(good_lines[:4]))
+    out, rep = tmp_path / "bank.yaml", tmp_path / "rep.json"
+    args = ["prompts", "augment", str(study_yaml), "--backend", "openai", "--base-url", llm.url,
+            "--model", "m", "--api-key-env", "LLM_KEY", "--cohort", str(simulated_cohort),
+            "--n", "4", "--out", str(out), "--report", str(rep), "--max-rounds", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert load_bank(out).n == 4 and json.loads(rep.read_text())["n_accepted"] == 4
+    assert llm.requests[0]["auth"] == "Bearer k"
+    # not enough valid paraphrases: exit 1, report written, progress kept for a rerun
+    llm.reply("nonsense without slots")
+    out2 = tmp_path / "bank2.yaml"
+    res = CliRunner().invoke(app, [*args[:-6], "--out", str(out2), "--report", str(rep),
+                                   "--max-rounds", "1"])
+    assert res.exit_code == 1 and "rerun to continue" in " ".join(res.output.split())
+    assert json.loads(rep.read_text())["n_rejected"] == 1
+    assert not out2.exists() and Path(f"{out2}.partial.json").exists()

@@ -12,7 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-from medimp.prompts import build_prompts, build_prompts_from_tables, exam_words, load_bank
+from medimp.prompts import (
+    ParaphraseBank,
+    build_prompts,
+    build_prompts_from_tables,
+    exam_words,
+    load_bank,
+)
 from medimp.prompts.augment import augment
 from medimp.prompts.privacy import assert_safe_to_send, cohort_values
 from medimp.simulate import simulate_clinical
@@ -95,3 +101,39 @@ def test_privacy_values_of_a_simulated_cohort(simulated_cohort: Path) -> None:
         assert_safe_to_send(["The Deceased donor was {age} years of age."], forbidden)
     with pytest.raises(ValueError, match=r"patient_id|digits"):
         assert_safe_to_send([f"Patient {c.patients.patient_id.iloc[0]} was {{age}}."], forbidden)
+
+
+def test_exam_words_on_a_cohort(simulated_cohort: Path) -> None:
+    from medimp.data import read_cohort
+
+    c = read_cohort(simulated_cohort)
+    pid, exam = c.exam_keys()[0]
+    words = exam_words(c, pid, exam)
+    assert words == exam_words(c.study, c.exams, c.patients, pid, exam)
+    assert set(words) == {"donor_age", "gfr", "creatinine_variability"}
+    assert words["donor_age"] in {"low", "high"}
+    with pytest.raises(TypeError):
+        exam_words(c, pid)
+
+
+def test_imported_original_cohort_uses_its_gpt_augs(medimp_original: Path, gpt_augs: Path,
+                                                   tmp_path: Path) -> None:
+    from medimp.data import read_cohort
+    from medimp.data.import_medimp import import_medimp
+
+    out = tmp_path / "orig"
+    import_medimp(medimp_original / "dummy_mri_dataset",
+                  medimp_original / "dummy_dataframes" / "df_clinicobiological_data.csv", out,
+                  augs=gpt_augs,
+                  fallback_volume=medimp_original / "dummy_mri_dataset" / "dummy_mri.nii.gz")
+    cohort = read_cohort(out)
+    df = build_prompts(cohort)
+    assert set(df.variant) == set(range(10))
+    bank = load_bank(gpt_augs, cohort.study)
+    line1 = df[df.variant == 1].prompt
+    assert line1.str.contains("At the time of transplant, the age of the kidney donor was").any()
+    assert not df.prompt.str.contains(BAD).any()
+    assert bank.n == 10
+    # an explicit bank still wins over the cohort's own
+    two = build_prompts(cohort, bank=ParaphraseBank.from_lines(bank.lines()[:2], cohort.study))
+    assert set(two.variant) == {0, 1}

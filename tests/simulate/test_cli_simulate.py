@@ -45,14 +45,26 @@ def test_non_empty_out_needs_overwrite(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_out_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    res = run(str(tmp_path / "afile" / "cohort"), "--patients", "10", "--shape", "12", "12", "12")
+    assert res.exit_code == 2 and "is a file" in res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
 def test_unwritable_out(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+    if os.geteuid() != 0:
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o500)
+    else:  # root writes anywhere except on read-only mounts such as /proc/sys
+        parent = Path("/proc/sys")
+        if not parent.is_dir() or os.access(parent, os.W_OK):
+            pytest.skip("no unwritable folder available to root here")
     try:
-        res = run(str(ro / "cohort"), "--patients", "10", "--shape", "12", "12", "12")
-        assert res.exit_code == 2 and "permission" in res.output.lower()
-        assert list(ro.iterdir()) == []
+        res = run(str(parent / "medimp-cohort"), "--patients", "10", "--shape", "12", "12", "12")
+        assert res.exit_code == 2 and "permission denied" in res.output.lower()
+        assert not (parent / "medimp-cohort").exists()
     finally:
-        ro.chmod(0o700)
+        if parent.is_relative_to(tmp_path):
+            parent.chmod(0o700)

@@ -118,3 +118,11 @@ def test_same_seed_same_tables() -> None:
     for x, y in zip(a, b, strict=True):
         pd.testing.assert_frame_equal(x, y)
     assert not a[0].equals(simulate_clinical(20, seed=4)[0])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_small_cohorts_have_both_classes(seed: int) -> None:
+    patients = simulate_clinical(10, seed=seed)[0]
+    for years in (2, 3, 4):
+        lab = poor_status(patients, years)
+        assert lab.loc[lab["known"], "label"].nunique() == 2, f"seed {seed}, {years} years"

@@ -26,8 +26,8 @@ def test_sigkill_during_epoch_two_then_resume(simulated_cohort, tiny_config, tmp
     script = ("import json, sys\nfrom medimp.train import pretrain, PretrainConfig\n"
               "cfg = PretrainConfig.model_validate(json.loads(sys.argv[3]))\n"
               "pretrain(sys.argv[1], sys.argv[2], cfg, progress=False)\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH",
-                                                                                  "")])}
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(SRC)) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.Popen([sys.executable, "-c", script, str(simulated_cohort), str(run),
                              json.dumps(cfg.model_dump(mode="json"))], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

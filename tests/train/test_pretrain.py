@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ def test_embed_tables(medimp_run, simulated_cohort, tmp_path) -> None:
     assert out.is_file()
     back = pd.read_parquet(out)
     pd.testing.assert_frame_equal(back, df)
-    cols = [c for c in df.columns if c.startswith("e")]
+    cols = [c for c in df.columns if re.fullmatch(r"e\d+", c)]
     assert len(cols) == enc.num_features
     exams = pd.read_csv(simulated_cohort / "exams.csv", dtype={"patient_id": str})
     ex = df[df["level"] == "exam"]
@@ -94,7 +95,7 @@ def test_embed_tables(medimp_run, simulated_cohort, tmp_path) -> None:
     assert np.isfinite(df[cols].to_numpy()).all()
     # projected embeddings are unit vectors of size embed_dim
     dfp = embed(medimp_run, simulated_cohort, projected=True)
-    pcols = [c for c in dfp.columns if c.startswith("e")]
+    pcols = [c for c in dfp.columns if re.fullmatch(r"e\d+", c)]
     assert len(pcols) == 16
     norms = np.linalg.norm(dfp[dfp["level"] == "exam"][pcols].to_numpy(), axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
@@ -111,26 +112,34 @@ def test_text_tower_matches_training_space(medimp_run) -> None:
     assert sims.shape == (3, 2) and torch.all(sims.abs() <= 1.0 + 1e-5)
 
 
-def test_same_seed_same_weights_and_exact_resume(simulated_cohort, tiny_config, tmp_path) -> None:
-    cfg = tiny_config()
+@pytest.mark.parametrize("method", ["tabular_clip", pytest.param("medimp",
+                                                                 marks=pytest.mark.slow)])
+def test_same_seed_same_weights_and_exact_resume(method, simulated_cohort, tiny_config,
+                                                 tmp_path) -> None:
+    cfg = tiny_config(f"method={method}")
     a = pretrain(simulated_cohort, tmp_path / "a", cfg, progress=False)
     a2 = pretrain(simulated_cohort, tmp_path / "a2", cfg, progress=False)
     wa, wa2 = load_file(a / "model.safetensors"), load_file(a2 / "model.safetensors")
     assert all(torch.equal(wa[k], wa2[k]) for k in wa)
-    other = pretrain(simulated_cohort, tmp_path / "s1", tiny_config("seed=1"), progress=False)
+    other = pretrain(simulated_cohort, tmp_path / "s1", tiny_config(f"method={method}", "seed=1"),
+                     progress=False)
     wo = load_file(other / "model.safetensors")
     assert any(not torch.equal(wa[k], wo[k]) for k in wa if wa[k].is_floating_point())
     # 1 epoch, stop, resume for the second: the same weights as 2 epochs in one go
-    b = pretrain(simulated_cohort, tmp_path / "b", tiny_config("stop_after_epochs=1"),
-                 progress=False)
+    b = pretrain(simulated_cohort, tmp_path / "b",
+                 tiny_config(f"method={method}", "stop_after_epochs=1"), progress=False)
     assert json.loads((b / "model.json").read_text())["epochs_trained"] == 1
     assert len(pd.read_csv(b / "history.csv")) == 1
     b = pretrain(simulated_cohort, b, cfg, resume=True, progress=False)
+    assert json.loads((b / "model.json").read_text())["epochs_trained"] == 2
     wb = load_file(b / "model.safetensors")
+    # bitwise without text; with text, the resumed process recomputes the frozen-prefix cache
+    # on differently padded batches, which moves the last float bits (~1e-8)
+    atol = 0.0 if method == "tabular_clip" else 1e-6
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol, msg=k)
     ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
-    np.testing.assert_array_equal(ha["train_loss"], hb["train_loss"])
+    np.testing.assert_allclose(ha["train_loss"], hb["train_loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["image_ssl", "tabular_clip"])

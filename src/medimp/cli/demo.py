@@ -35,7 +35,7 @@ def demo_command(
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     try:
         result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
-                          log=lambda m: console.print(m, highlight=False))
+                          log=lambda m: console.print(m, highlight=False, markup=False))
     except (FileExistsError, ValueError) as exc:
         fail(str(exc))
     console.print("\nAUC [95% CI] of a logistic probe on patient-mean embeddings "

@@ -63,6 +63,21 @@ _TAG = (
 )
 
 
+_COUNTERS = ("hits", "misses", "rebuilt")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class CacheWarning(UserWarning):
     """A cache entry was unreadable, corrupt or stale and has been rebuilt."""
 
@@ -351,18 +366,52 @@ class PreprocessCache:
         self.flush()
         files = list((self.root / "entries").rglob("*.safetensors")) if self.root.is_dir() else []
         size = sum(f.stat().st_size for f in files)
-        totals = {"hits": 0, "misses": 0, "rebuilt": 0}
-        for f in (self.root / "stats").glob("*.json") if self.root.is_dir() else []:
-            with contextlib.suppress(OSError, ValueError):
-                rec = json.loads(f.read_text(encoding="utf-8"))
-                for k in totals:
-                    totals[k] += int(rec.get(k, 0))
+        totals = self._compact_stats() if self.root.is_dir() else dict.fromkeys(_COUNTERS, 0)
         hashed = 0
         with contextlib.suppress(OSError, ValueError):
             hashed = len(json.loads((self.root / "hashes.json").read_text(encoding="utf-8")))
         return CacheInfo(
             path=str(self.root), entries=len(files), bytes=size, hashed_sources=hashed, **totals
         )
+
+    def _compact_stats(self) -> dict[str, int]:
+        """Sum every process's counters; fold those of finished processes into ``total``.
+
+        Each process (and DataLoader worker) writes its own small file; without folding, a
+        long training run would leave one per worker per epoch.
+        """
+        stats = self.root / "stats"
+        totals = dict.fromkeys(_COUNTERS, 0)
+        folded = dict.fromkeys(_COUNTERS, 0)
+        done: list[Path] = []
+        host = socket.gethostname()
+        for f in sorted(stats.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            counts = {k: int(rec.get(k, 0)) for k in _COUNTERS}
+            for k in _COUNTERS:
+                totals[k] += counts[k]
+            if f.name == "total.json":
+                continue
+            owner_host, _, rest = f.stem.rpartition("-")[0].rpartition("-")
+            if owner_host == host and rest.isdigit() and not _pid_alive(int(rest)):
+                done.append(f)
+                for k in _COUNTERS:
+                    folded[k] += counts[k]
+        if done:
+            with contextlib.suppress(OSError, ValueError):
+                total_path = stats / "total.json"
+                total = dict.fromkeys(_COUNTERS, 0)
+                if total_path.is_file():
+                    total.update(json.loads(total_path.read_text(encoding="utf-8")))
+                atomic_write_text(
+                    total_path, json.dumps({k: int(total[k]) + folded[k] for k in _COUNTERS})
+                )
+                for f in done:
+                    f.unlink(missing_ok=True)
+        return totals
 
     def is_cache_dir(self) -> bool:
         """True if ``root`` holds medimp's marker file (so it is safe to clear)."""

@@ -134,6 +134,11 @@ class Cohort:
         """Absolute path of one volume, or None when that phase is missing."""
         return self.volumes(patient_id, exam).get(phase)
 
+    def series_uid(self, patient_id: str, exam: str, phase: str) -> str | None:
+        """The manifest's ``series_uid`` of one volume (None: the folder holds one series)."""
+        entry = self._index.get((str(patient_id), exam), {}).get(phase)
+        return entry[1] if entry else None
+
     def phases_of(self, patient_id: str, exam: str) -> list[str]:
         """Phases present for one exam, in study phase order."""
         return list(self.volumes(patient_id, exam))
@@ -205,8 +210,6 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
 def _ragged_lines(path: Path) -> list[int]:
     """Line numbers of CSV records whose field count differs from the header's (pandas would
     otherwise silently turn extra leading fields into an index, or fill missing ones)."""
-    import csv
-
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -328,6 +331,8 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
             _coerce_other_columns(df, set(ids[name]) | set(num) | cat, f"{name}.csv", col)
 
     if manifest is not None:
+        # paths written on Windows ("images\\P001\\pre.nii.gz") work everywhere
+        manifest["path"] = manifest["path"].str.replace("\\", "/", regex=False)
         if manifest.empty:
             col.error("empty cohort: manifest.csv lists no image",
                       "add one row per volume (patient_id, exam, phase, path)",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 from medimp.data.augment import AugmentConfig, build_augment
@@ -137,10 +138,15 @@ class ExamDataset(Dataset):
         mask_t = torch.from_numpy(np.array(mask, dtype=bool))
         if self._augment is not None:
             self._augment.set_random_state(seed=self._item_seed(index))
-            out = self._augment({"image": tensor})["image"]
+            # plain tensors, no MetaTensor bookkeeping: ~2x faster flips and blurs, and the
+            # default collate gets ordinary tensors
+            previous = get_track_meta()
+            set_track_meta(False)
+            try:
+                out = self._augment({"image": tensor})["image"]
+            finally:
+                set_track_meta(previous)
             tensor = torch.as_tensor(out, dtype=torch.float32).contiguous()
-            if hasattr(tensor, "as_tensor"):  # MetaTensor -> plain tensor for default collate
-                tensor = tensor.as_tensor()
             tensor[~mask_t] = 0.0  # a missing phase stays an all-zero channel
         pid, exam, phase = self.items[index]
         item: dict[str, Any] = {

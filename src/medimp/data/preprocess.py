@@ -65,7 +65,10 @@ class PreprocessConfig(BaseModel):
         "RAS", description="Axis codes to reorient to (MONAI Orientation); None keeps the file's."
     )
     spacing: tuple[float, float, float] | None = Field(
-        (2.0, 2.0, 2.0), description="Target voxel size in mm; None keeps each file's spacing."
+        (6.0, 6.0, 6.0),
+        description="Target voxel size in mm; None keeps each file's spacing. The default with "
+        "shape 32³ spans ~19 cm, a whole abdominal field of view on a CPU; on a GPU use e.g. "
+        "2 mm with shape 96³.",
     )
     shape: tuple[int, int, int] = Field(
         (32, 32, 32), description="Output spatial shape (D, H, W) after crop/pad."
@@ -226,6 +229,11 @@ def preprocess_exam(
     Raises:
         PreprocessError: no phase present, non-finite voxels, or a bad affine.
     """
+    if config.reference_phase is not None and config.reference_phase not in phases:
+        raise PreprocessError(
+            f"reference_phase {config.reference_phase!r} is not one of the phases {list(phases)}",
+            fix="set PreprocessConfig.reference_phase to a phase of study.yaml (or null)",
+        )
     present = [p for p in phases if volumes.get(p) is not None]
     if not present:
         raise PreprocessError(f"{where}: none of the phases {list(phases)} has an image")
@@ -321,14 +329,5 @@ def load_exam_volume(
 
     if cache is None:
         return compute()
-    sources = [(p, found.get(p), _series_uid(cohort, pid, exam, p)) for p in phases]
+    sources = [(p, found.get(p), cohort.series_uid(pid, exam, p)) for p in phases]
     return cache.get_or_compute(sources, config.canonical_json(), compute, where=where)
-
-
-def _series_uid(cohort: Any, patient_id: str, exam: str, phase: str) -> str | None:
-    """The manifest's ``series_uid`` of a volume (a DICOM folder may hold several series)."""
-    index = getattr(cohort, "_index", None)
-    if not isinstance(index, dict):
-        return None
-    entry = index.get((patient_id, exam), {}).get(phase)
-    return entry[1] if entry else None

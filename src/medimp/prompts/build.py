@@ -16,6 +16,7 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "build_prompts",
     "build_prompts_from_tables",
     "check_columns",
+    "cohort_bank",
     "default_bank",
     "exam_words",
     "explain_exam",
@@ -263,16 +265,37 @@ def build_prompts_from_tables(
     return df.astype({"patient_id": str, "exam": str, "variant": "int64", "prompt": str})
 
 
+#: Bank files a cohort directory may carry (``medimp import-medimp --augs`` writes the second).
+COHORT_BANKS = ("prompts/bank.yaml", "prompts/gpt_augs.txt")
+
+
+def cohort_bank(cohort) -> Path | None:
+    """The cohort's own paraphrase bank (``prompts/bank.yaml`` or ``prompts/gpt_augs.txt``)."""
+    root = getattr(cohort, "root", None)
+    if root is None:
+        return None
+    for name in COHORT_BANKS:
+        if (Path(root) / name).is_file():
+            return Path(root) / name
+    return None
+
+
 def build_prompts(cohort, bank: ParaphraseBank | str | os.PathLike[str] | None = None,
                   seed: int = 0) -> pd.DataFrame:
     """All N paraphrased prompts of every exam of ``cohort`` that has an image.
 
     Args:
         cohort: a ``medimp.data.Cohort`` (``.study``, ``.exams``, ``.patients``,
-            ``.exam_keys()``).
-        bank: a ``ParaphraseBank``, a bank file, or None for ``default_bank(cohort.study)``.
+            ``.exam_keys()``, ``.root``).
+        bank: a ``ParaphraseBank`` or a bank file; None: the cohort's own bank
+            (``prompts/bank.yaml`` or ``prompts/gpt_augs.txt``) if it has one, else
+            ``default_bank(cohort.study)``.
         seed: draws the synonyms of labels.
     """
+    if bank is None:
+        bank = cohort_bank(cohort)
+        if bank is not None:
+            log.info("using the cohort's paraphrase bank %s", bank)
     keys = cohort.exam_keys() if hasattr(cohort, "exam_keys") else None
     return build_prompts_from_tables(cohort.study, cohort.exams, cohort.patients, bank=bank,
                                      seed=seed, keys=keys)

@@ -89,12 +89,11 @@ def _in_sinus(u: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def _smooth_field(shape: tuple[int, ...], seed: int, coarse: int = 5) -> np.ndarray:
-    """A smooth random field in [0, 1], the same for every exam of a patient (up to grid)."""
-    g = np.random.default_rng(seed).random((coarse, coarse, coarse)).astype(np.float32)
-    zoom = [s / coarse for s in shape]
-    f = ndimage.zoom(g, zoom, order=1, mode="nearest", grid_mode=True)
-    return f[tuple(slice(0, s) for s in shape)]
+def _smooth_field(shape: tuple[int, ...], sigma_vox: tuple[float, ...], seed: int) -> np.ndarray:
+    """Smooth random field with unit spread, the same for every exam of a patient."""
+    g = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    f = ndimage.gaussian_filter(g, sigma_vox, mode="wrap")
+    return (f - f.mean()) / max(float(f.std()), 1e-6)
 
 
 def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volume_ml: float,
@@ -153,9 +152,10 @@ def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volu
     artery_c = center + rot[:, 1] * (semi[1] + 14.0)
     d_art = np.sqrt(((grid[:2] - artery_c[:2, None]) ** 2).sum(0))
     blood = (d_art < 5.0) & (r >= 1.0)
-    mix = _smooth_field(shape, geom.tissue_seed).reshape(-1)
+    sigma = tuple(float(x) for x in np.round(12.0 / spacing, 2))  # ~12 mm blobs
+    mix = _smooth_field(shape, sigma, geom.tissue_seed).reshape(-1)
     outside = ~(kidney | sinus | fat_shell | blood)
-    fat = fat_shell | outside & (mix > 0.6)
+    fat = fat_shell | outside & (mix > 0.25)
     muscle = outside & ~fat
 
     def vol(m: np.ndarray) -> np.ndarray:
@@ -171,7 +171,7 @@ def exam_anatomy(geom: PatientGeometry, shape: tuple[int, int, int], kidney_volu
     frac = np.stack([c * (1 - f3), c * f3, m_ * (1 - f3), m_ * f3, vol(sinus), vol(fat),
                      vol(muscle), vol(blood)])
     # partial volume at tissue boundaries (about half a voxel)
-    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.5, 0.5, 0.5))
+    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.5, 0.5, 0.5), truncate=2.0)
     frac /= np.clip(frac.sum(0, keepdims=True), 1e-6, None)
     return ExamAnatomy(spacing=spacing, labels=labels.reshape(shape),
                        fractions=frac.astype(np.float32), fibrosis=f3)

@@ -26,6 +26,7 @@ __all__ = [
     "EXAM_JITTER_DAYS",
     "ckd_epi_2021",
     "creatinine_from_egfr",
+    "poor_status",
     "recipient_age_at",
     "simulate_clinical",
 ]
@@ -113,6 +114,10 @@ def simulate_clinical(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Draw a cohort's clinical tables and latent truth, without images.
 
+    A cohort in which some horizon's "poor status" label (eGFR below the study threshold or
+    graft loss before K years) has only one class among the patients with a known status is
+    redrawn (deterministically, from ``seed``): with >= 10 patients every task has both classes.
+
     Args:
         n_patients: number of patients (ids ``P0001``...).
         seed: random seed; the same seed gives the same tables.
@@ -126,7 +131,39 @@ def simulate_clinical(
         ``rejection_episodes``, ``kidney_volume_ml``, ``extraction_fraction``).
     """
     study = study or default_study()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC11]))
+    tables = _draw_clinical(n_patients, np.random.SeedSequence([seed, 0xC11]), study)
+    for attempt in range(1, 200):
+        if _both_classes(tables[0], study):
+            break
+        tables = _draw_clinical(n_patients, np.random.SeedSequence([seed, 0xC11, attempt]),
+                                study)
+    return tables
+
+
+def poor_status(patients: pd.DataFrame, years: int, study: Study | None = None) -> pd.Series:
+    """Poor graft status at ``years``: 1/0, NaN when unknown (DESIGN.md's default label)."""
+    study = study or default_study()
+    out = study.outcomes
+    day = years * _DAYS_PER_YEAR
+    lost = (patients[out.graft_loss] == 1)
+    if out.graft_loss_days:
+        lost &= patients[out.graft_loss_days] <= day
+    egfr = patients[out.egfr[years]]
+    label = ((egfr < out.threshold) | lost).astype(float)
+    return label.where(egfr.notna() | lost)
+
+
+def _both_classes(patients: pd.DataFrame, study: Study) -> bool:
+    for years in study.outcomes.egfr:
+        label = poor_status(patients, years, study).dropna()
+        if label.nunique() < 2:
+            return False
+    return True
+
+
+def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
+                   study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed_seq)
     n = int(n_patients)
     pid = np.array([f"P{i + 1:04d}" for i in range(n)])
 
@@ -161,13 +198,13 @@ def simulate_clinical(
                   rejection_day, rejection_episodes)
 
     # --- graft loss: first time the true GFR falls below _LOSS_GFR (daily grid up to 4 years),
-    # plus rare early losses (thrombosis, primary non-function)
+    # plus rare sudden losses (thrombosis, acute rejection, non-adherence)
     grid = np.arange(1, int(4 * _DAYS_PER_YEAR) + 1)
     below = _true_gfr(lat, np.broadcast_to(grid, (n, grid.size))) < _LOSS_GFR
     below[:, :91] = False  # early low GFR is delayed graft function, not loss
     loss_day = np.where(below.any(axis=1), grid[np.argmax(below, axis=1)], np.inf)
-    early = rng.random(n) < 0.02
-    loss_day = np.where(early, np.minimum(loss_day, rng.uniform(20, 700, n)), loss_day)
+    sudden = rng.random(n) < 0.05
+    loss_day = np.where(sudden, np.minimum(loss_day, rng.uniform(20, 1460, n)), loss_day)
 
     # --- follow-up: most followed 4 years; ~12% lost to follow-up between 0.5 and 4 years
     end = 4 * _DAYS_PER_YEAR + rng.uniform(0, 60, n)

@@ -43,15 +43,16 @@ def phase_volumes(fractions: np.ndarray, phase_signal: np.ndarray,
         ``(volumes, nuisance)``: int16 [phases, D, H, W] and the drawn gain / SNR.
     """
     shape = fractions.shape[1:]
-    clean = np.tensordot(phase_signal.astype(np.float32), fractions, axes=(1, 0))
+    flat = fractions.reshape(fractions.shape[0], -1)
+    clean = (phase_signal.astype(np.float32) @ flat).reshape(-1, *shape)
     gain = float(np.exp(rng.normal(0.0, 0.35)))
     snr = float(rng.uniform(15, 40))
     bias = _bias_field(shape, rng)
     scale = _SCALE * gain
     sigma = scale * float(phase_signal[0, 0]) / snr  # noise relative to pre-contrast cortex
     img = clean * (bias * scale)
-    real = img + rng.normal(0, sigma, img.shape).astype(np.float32)
-    imag = rng.normal(0, sigma, img.shape).astype(np.float32)
+    real = img + np.float32(sigma) * rng.standard_normal(img.shape, dtype=np.float32)
+    imag = np.float32(sigma) * rng.standard_normal(img.shape, dtype=np.float32)
     mag = np.sqrt(real * real + imag * imag)
     vols = np.clip(np.rint(mag), 0, np.iinfo(np.int16).max).astype(np.int16)
     return vols, {"gain": gain, "snr": snr}

@@ -93,7 +93,7 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     # gzip with a fixed mtime and no file name: the same volume gives the same bytes
-    return gzip.compress(img.to_bytes(), compresslevel=4, mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
 def _simulate_patient(task: _PatientTask) -> _PatientResult:
@@ -156,8 +156,10 @@ def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
         raise SimulationError(f"{out} is not empty; pass --overwrite to replace it or choose "
                               "another OUT")
     parent = out.parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        raise SimulationError(f"cannot create {out}: {parent} is a file; choose another OUT")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SimulationError(f"cannot write in {parent}: permission denied; choose another OUT")
 
@@ -237,7 +239,9 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
         seed: random seed; the same seed gives byte-identical files.
         fmt: ``"nifti"`` (``.nii.gz`` per phase) or ``"dicom"`` (a series folder per phase).
         overwrite: replace a non-empty ``out`` (only once the new cohort is complete).
-        workers: processes for the images (default: up to 4, never more than the CPUs).
+        workers: processes for the images (default: up to 4, never more than the CPUs). They
+            are spawned, so a script that calls this with ``workers > 1`` needs the usual
+            ``if __name__ == "__main__":`` guard.
         progress: show a progress bar.
 
     Returns:
@@ -247,8 +251,8 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
         SimulationError: invalid arguments; nothing is written.
     """
     out = Path(out)
-    shape = tuple(int(s) for s in shape) if all(float(s) == int(s) for s in shape) else shape
     _check_args(out, n_patients, tuple(shape), fmt=fmt, overwrite=overwrite, workers=workers)
+    shape = tuple(int(s) for s in shape)
     if workers is None:
         workers = max(1, min(4, os.cpu_count() or 1, n_patients // 8))
     patients, exams, truth = simulate_clinical(int(n_patients), seed)

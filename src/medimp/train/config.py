@@ -135,7 +135,8 @@ class PretrainConfig(_Strict):
     val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of patients held out for "
                                 "the validation loss (patient-grouped; 0: no validation).")
     cache_dir: str | None = Field(None, description="Folder for the preprocessed-volume cache "
-                                  "(default: <run>/cache; shared between runs if set).")
+                                  "(default: the data stage's <cohort>/.medimp_cache, shared by "
+                                  "every run on the cohort; the cache is keyed by content).")
     preprocess: dict[str, Any] = Field(default_factory=dict, description="medimp.data."
                                        "PreprocessConfig fields (shape, spacing, ...).")
     augment: dict[str, Any] | None = Field(default_factory=dict, description="medimp.data."

@@ -25,7 +25,7 @@ from torch.nn.functional import normalize
 
 from medimp.train.config import PretrainConfig
 
-__all__ = ["PretrainModule", "WarmupCosine", "draw_prompts", "gather_with_grad", "is_distributed"]
+__all__ = ["PretrainModule", "WarmupCosine", "draw_prompts", "is_distributed"]
 
 # a fixed stream id for validation draws, so the validation loss is comparable between epochs
 _VAL_STREAM = 2**31 - 1
@@ -50,21 +50,6 @@ def draw_prompts(prompts: list[list[str]], indices: list[int], seed: int, step: 
         rng = np.random.default_rng([seed, step, idx])
         out.append(variants[int(rng.integers(len(variants)))])
     return out
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """All-gather ``x`` [B, E] from every process into [world*B, E], keeping gradients.
-
-    Uses the models stage's helper; ``torch.distributed.nn.all_gather`` (whose backward sums
-    the gradients of every process's copy) where that is not available.
-    """
-    try:
-        from medimp.models.distributed import gather_with_grad as _gather
-    except ImportError:
-        import torch.distributed.nn.functional as dist_fn
-
-        return torch.cat(dist_fn.all_gather(x))
-    return _gather(x)
 
 
 class WarmupCosine:
@@ -118,7 +103,9 @@ class PretrainModule(LightningModule):
 
             if n_tabular < 1:
                 raise ValueError("tabular_clip needs at least one clinical variable")
-            self.tabular_encoder = create_tabular_encoder(n_tabular, cfg.embed_dim)
+            # the featurizer already standardised, filled and flagged missing values
+            self.tabular_encoder = create_tabular_encoder(n_tabular, cfg.embed_dim,
+                                                          missing_indicators=False)
         self.loss_fn = ClipLoss() if cfg.loss.name == "clip" else SigLipLoss()
         if cfg.channels_last:
             self.image_encoder.to(memory_format=torch.channels_last_3d)
@@ -167,12 +154,10 @@ class PretrainModule(LightningModule):
         a, b = self.pair(batch, stage)
         groups = batch["patient_idx"].to(a.device).long()
         if is_distributed():
-            a = gather_with_grad(a)
-            b = gather_with_grad(b)
-            world = torch.distributed.get_world_size()
-            parts = [torch.empty_like(groups) for _ in range(world)]
-            torch.distributed.all_gather(parts, groups.contiguous())
-            groups = torch.cat(parts)
+            from medimp.models.distributed import gather_no_grad, gather_with_grad
+
+            a, b = gather_with_grad(a), gather_with_grad(b)
+            groups = gather_no_grad(groups)
         return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None)
 
     def on_train_epoch_start(self) -> None:
@@ -184,11 +169,11 @@ class PretrainModule(LightningModule):
         loss = self.compute_loss(batch, "train")
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
-                 sync_dist=False)
+                 sync_dist=is_distributed())
         scale = getattr(self.loss_fn, "logit_scale", None)
         if isinstance(scale, torch.Tensor):
             self.log("temperature_inv", scale.detach().exp(), on_step=False, on_epoch=True,
-                     batch_size=bs)
+                     batch_size=bs, sync_dist=is_distributed())
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:

@@ -147,9 +147,13 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
     seed_everything(cfg.seed, workers=True, verbose=False)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "cache"
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # None: the data stage's default
     dm = PretrainDataModule(cohort_path, cfg, cache_dir=cache_dir)
     n_tab = dm.featurizer.n_features if dm.featurizer is not None else 0
     try:
@@ -181,7 +185,9 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         return run_dir
 
     callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
-                            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                            # every epoch, overwritten (atomically): what --resume reads
+                            ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
+                                            save_top_k=1, every_n_epochs=1,
                                             enable_version_counter=False)]
     if dm.val_keys:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
@@ -212,8 +218,11 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
             if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
                     cb.best_model_score is not None:
                 best = float(cb.best_model_score)
-        export_model(module, run_dir, {**extra, "epochs_trained": trainer.current_epoch,
-                                       "global_step": trainer.global_step,
+        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
+        # child processes, whose trainer state does not come back to this one)
+        done = read_checkpoint(last) if last.is_file() else {}
+        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
+                                       "global_step": int(done.get("global_step", 0)),
                                        "best_val_loss": best, "created": _now()})
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -4,7 +4,9 @@ A frozen prefix (embeddings + the first N transformer layers) gives the same tok
 same prompt every time, so they are computed once per unique prompt string and reused: after the
 first epoch a frozen or mostly-frozen text encoder only runs its trainable suffix.
 Entries are kept per prompt at the prompt's own length (no padding), so they are independent of
-which other prompts shared the batch; batches are re-padded on the way out.
+which other prompts shared the batch; batches are re-padded on the way out. Entries live on the
+CPU in float32 (GPU memory stays free for training; a batch is a few MB to move) whatever the
+device and autocast precision of the step that computed them.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class PromptCache:
         return [t for t in dict.fromkeys(texts) if t not in self._data]
 
     def put(self, text: str, value: torch.Tensor) -> None:
-        """Store ``value`` (detached) for ``text``."""
-        self._data[text] = value.detach()
+        """Store ``value`` (detached, CPU, float32) for ``text``."""
+        self._data[text] = value.detach().to("cpu", torch.float32)
         self._data.move_to_end(text)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)

@@ -147,9 +147,13 @@ class TextEncoder(nn.Module):
         self._apply_freeze()
         self.use_cache = bool(cache) and self._mode in ("all", "first")
         self.cache = PromptCache(cache_size)
-        # Loading new weights makes cached frozen outputs stale.
-        self.register_load_state_dict_pre_hook(lambda *a, **k: self.cache.clear())
+        # Loading new weights makes cached frozen outputs stale. (A bound method, not a lambda,
+        # so that the encoder still pickles for spawned DDP processes.)
+        self.register_load_state_dict_pre_hook(self._clear_cache_on_load)
         self.train(self.training)
+
+    def _clear_cache_on_load(self, *args: Any, **kwargs: Any) -> None:
+        self.cache.clear()
 
     # -- freezing ---------------------------------------------------------------------------
     @property

@@ -1,0 +1,67 @@
+"""End-to-end: the demo at tiny size, checked against the evaluation contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medimp.demo import DemoConfig, run_demo
+from medimp.evaluate import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(
+        n_patients=30, shape=(16, 16, 16), epochs=1, batch_size=8, folds=3, repeats=1,
+        bootstrap=50, workers=1, embed_dim=32, encoder="tiny_cnn_3d", encoder_kwargs={},
+        evaluation={"levels": ["patient_mean"], "probes": ["logistic"]},
+    )
+    return run_demo(out, cfg, overwrite=True, progress=False, log=lambda m: None)
+
+
+def test_demo_writes_every_stage(demo) -> None:
+    assert (demo.cohort / "study.yaml").is_file()
+    assert set(demo.runs) == {"medimp", "random_init", "image_ssl", "tabular_clip"}
+    for run in demo.runs.values():
+        assert (run / "model.safetensors").is_file()
+        assert (run / "model.json").is_file()
+    html = demo.report.read_text()
+    assert "<img" in html and 'src="http' not in html
+    assert not demo.headline.empty
+
+
+def test_metrics_schema_and_cis(demo) -> None:
+    raw = json.loads((demo.eval_dir / "metrics.json").read_text())
+    metrics = read_metrics(demo.eval_dir / "metrics.json")  # validates the schema
+    assert metrics.header.horizons == [2, 3, 4]
+    required = {"task", "method", "n", "n_pos", "auc", "auc_ci_low", "auc_ci_high",
+                "balanced_accuracy", "f1"}
+    assert raw["records"], "no metrics records"
+    methods = {r["method"] for r in raw["records"]}
+    assert {"medimp", "random_init", "image_ssl", "tabular_clip", "clinical_only",
+            "oracle"} <= methods
+    for rec in raw["records"]:
+        assert required <= rec.keys()
+        assert 0 < rec["n_pos"] < rec["n"]
+        assert rec["auc_ci_low"] <= rec["auc"] <= rec["auc_ci_high"], rec
+
+
+def test_no_patient_on_both_sides_of_any_fold(demo) -> None:
+    folds = pd.read_parquet(demo.eval_dir / "folds.parquet")
+    assert not folds.empty
+    for _, g in folds.groupby(["task", "repeat", "fold"]):
+        train = set(g.loc[g["side"] == "train", "patient_id"])
+        test = set(g.loc[g["side"] == "test", "patient_id"])
+        assert train and test
+        assert not train & test
+
+
+def test_demo_refuses_to_overwrite_without_flag(demo) -> None:
+    with pytest.raises(FileExistsError, match="overwrite"):
+        run_demo(Path(demo.out_dir), DemoConfig(n_patients=10), progress=False)

@@ -1,0 +1,45 @@
+"""``medimp pretrain`` and ``medimp embed`` from the command line."""
+
+from __future__ import annotations
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from medimp.cli.main import app
+
+
+def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("image_encoder: {name: tiny_cnn_3d, kwargs: {widths: [4, 8, 16]}}\n"
+                   "embed_dim: 8\npreprocess: {shape: [16, 16, 16]}\naugment: null\n"
+                   f"cache_dir: {train_cache}\n")
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(run), "--config", str(cfg), "--method", "tabular_clip",
+                                   "--epochs", "1", "--batch-size", "4", "--set",
+                                   "optim.lr=1e-3", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "run written to" in res.output
+    saved = (run / "config.yaml").read_text()
+    assert "tabular_clip" in saved and "0.001" in saved
+    out = tmp_path / "emb.parquet"
+    res = CliRunner().invoke(app, ["embed", str(run), str(simulated_cohort), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(out)
+    assert set(df["level"]) == {"exam", "patient", "patient_latest"}
+    # running again into the same folder without --resume is refused, nothing overwritten
+    before = (run / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(run), "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 2 and "already holds a run" in res.output
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_bad_override_is_one_line_exit_2(simulated_cohort, tmp_path) -> None:
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(tmp_path / "r"), "--set", "optim.lr_max=1"])
+    assert res.exit_code == 2
+    assert "optim.lr_max" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "nothing"), str(simulated_cohort),
+                                   "--out", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 2 and "model.json" in res.output
