@@ -105,7 +105,9 @@ class EvalResult:
         df = pd.DataFrame({"method": [r.method for r in rows], "task": [r.task for r in rows],
                            "cell": [f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
                                     for r in rows]})
-        return df.pivot(index="method", columns="task", values="cell")
+        table = df.pivot(index="method", columns="task", values="cell")
+        order = [m for m in self.metrics.header.methods if m in table.index]  # as given
+        return table.loc[order + [m for m in table.index if m not in order]]
 
     def comparison_table(self, level: str = "patient_mean", probe: str = "logistic"
                          ) -> pd.DataFrame:

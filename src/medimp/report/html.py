@@ -67,7 +67,9 @@ def _headline(metrics: MetricsFile, level: str, probe: str, field: str) -> pd.Da
             cell = _ci(r.f1, r.f1_ci_low, r.f1_ci_high)
         cells.append({"method": r.method, "task": f"{r.task} (n={r.n}, pos={r.n_pos})",
                       "cell": cell})
-    return pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
+    table = pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
+    order = [m for m in metrics.header.methods if m in table.index]  # methods as given
+    return table.loc[order + [m for m in table.index if m not in order]]
 
 
 def _protocol_words(metrics: MetricsFile) -> str:
