@@ -250,9 +250,14 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                 skipped.append(Skipped(task=task, method=name, reason=(
                     f"{task} {name} level={level} probe={probe}: {res}")))
                 continue
-            cv_results[(task, name, level, probe)] = res
             bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
                                    cfg.seed)
+            if not np.isfinite([bs.auc, *bs.auc_ci, bs.balanced_accuracy, bs.f1]).all():
+                skipped.append(Skipped(task=task, method=name, reason=(
+                    f"{task} {name} level={level} probe={probe}: metrics undefined on "
+                    f"{len(y)} patients ({int(y.sum())} positive); add patients")))
+                continue
+            cv_results[(task, name, level, probe)] = res
             records.append(Record(
                 task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
                 auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
