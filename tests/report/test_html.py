@@ -31,3 +31,17 @@ def test_report_contents(eval_dir) -> None:
     assert any(a.startswith("P000 ") for a in imgs)  # example volume slices
     assert "The kidney donor was" in html  # example prompts
     assert "Youden" in html  # the protocol in words
+
+
+def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:
+    import shutil
+
+    from medimp.evaluate import read_metrics, write_metrics
+
+    copy = tmp_path / "eval"
+    shutil.copytree(eval_dir, copy)
+    m = read_metrics(copy / "metrics.json")
+    m.header.cohort = str(tmp_path / "gone")
+    write_metrics(m, copy / "metrics.json")
+    html = write_report(copy).read_text(encoding="utf-8")
+    assert "Cohort not found" in html and "ROC curves" in html
