@@ -20,7 +20,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     cfg = DemoConfig(
         n_patients=30, shape=(16, 16, 16), epochs=1, batch_size=8, folds=3, repeats=1,
         bootstrap=50, workers=1, embed_dim=32, encoder="tiny_cnn_3d", encoder_kwargs={},
-        evaluation={"levels": ["patient_mean"], "probes": ["logistic"]},
+        evaluation={"levels": ["patient_mean"], "probes": ["logistic"],
+                    "survival_event": "poor_status"},
     )
     return run_demo(out, cfg, overwrite=True, progress=False, log=lambda m: None)
 

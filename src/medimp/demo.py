@@ -42,10 +42,12 @@ class DemoConfig(BaseModel):
                       "because the demo trains for minutes, not 200 epochs).")
     folds: int = Field(5, ge=2, description="Outer CV folds of the evaluation.")
     repeats: int = Field(3, ge=1, description="Outer CV repeats.")
-    bootstrap: int = Field(500, ge=0, description="Patient-bootstrap resamples for the CIs.")
+    bootstrap: int = Field(500, ge=20, description="Patient-bootstrap resamples for the CIs.")
     workers: int | None = Field(None, description="Simulator worker processes (None: CPUs).")
     evaluation: dict[str, Any] = Field(
-        default_factory=dict, description="Further medimp.evaluate.EvalConfig fields.")
+        default_factory=lambda: {"survival_event": "poor_status"},
+        description="Further medimp.evaluate.EvalConfig fields (the simulated cohort has few "
+        "graft losses, so survival uses poor status as its event).")
 
 
 @dataclass

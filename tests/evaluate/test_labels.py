@@ -54,3 +54,20 @@ def test_survival_table(cohort) -> None:
     s = survival_table(cohort).set_index("patient_id")
     assert s.loc["P002", "event"] == 1 and s.loc["P002", "time_days"] == 400
     assert s.loc["P000", "event"] == 0 and s.loc["P000", "time_days"] == 1500
+
+
+def test_poor_status_survival(cohort) -> None:
+    pats = pd.read_csv(cohort / "patients.csv", dtype={"patient_id": str})
+    pats["egfr_y3"] = [50.0, 40.0, np.nan, 60.0, np.nan, 70.0]
+    pats["egfr_y4"] = [np.nan, 30.0, np.nan, np.nan, np.nan, 50.0]
+    pats.to_csv(cohort / "patients.csv", index=False)
+    s = survival_table(cohort, event="poor_status").set_index("patient_id")
+    day = 365.25
+    assert (s.loc["P000", "event"], s.loc["P000", "time_days"]) == (1, 2 * day)  # y2 eGFR 30
+    assert (s.loc["P001", "event"], s.loc["P001", "time_days"]) == (1, 3 * day)  # first poor
+    assert (s.loc["P002", "event"], s.loc["P002", "time_days"]) == (1, 400)  # graft loss
+    assert (s.loc["P003", "event"], s.loc["P003", "time_days"]) == (1, 900)  # lost after y2
+    assert "P004" not in s.index  # never observed
+    assert (s.loc["P005", "event"], s.loc["P005", "time_days"]) == (0, 4 * day)  # last seen
+    with pytest.raises(ValueError, match="unknown survival event"):
+        survival_table(cohort, event="death")

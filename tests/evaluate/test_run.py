@@ -77,6 +77,9 @@ def test_methods_rank_as_expected(result) -> None:
     comp = [c for c in result.metrics.comparisons if c.other == "random_init"
             and c.level == "patient_mean"]
     assert comp and all(c.auc_diff > 0 for c in comp)
+    table = result.comparison_table()
+    assert set(table["vs"]) == {"random_init", "clinical_only", "oracle"}
+    assert len(table) == 9 and table["p"].between(0, 1).all()
 
 
 def test_predictions_are_out_of_fold_per_patient(result) -> None:
@@ -123,6 +126,7 @@ def test_one_class_and_too_few_patients(tmp_path) -> None:
                    EvalConfig(**{**FAST, "levels": ["patient_mean"]}, retrieval=False))
     reasons = {s.task: s.reason for s in res.metrics.skipped}
     assert "0 graft loss(es) among 24 patients" in reasons["graft_survival"]
+    assert "--survival-event poor_status" in reasons["graft_survival"]
     assert "only one class" in reasons["status_y2"]
     assert "fewer than the 3 folds" in reasons["status_y3"]
     assert {r.task for r in res.metrics.records} == {"status_y4"}
@@ -132,14 +136,18 @@ def test_one_class_and_too_few_patients(tmp_path) -> None:
 def test_oracle_is_high_on_a_simulated_cohort(make_cohort, tmp_path) -> None:
     cohort = make_cohort(40, (16, 16, 16), 0)
     res = evaluate(cohort, {}, tmp_path,
-                   EvalConfig(**{**FAST, "levels": ["patient_latest"]}, survival=False,
-                              retrieval=False))
+                   EvalConfig(**{**FAST, "levels": ["patient_latest"]},
+                              survival_event="poor_status", retrieval=False))
     oracle = [r for r in res.metrics.records if r.method == "oracle"]
     assert len(oracle) == 3
     for r in oracle:
         assert r.auc > 0.75, r
         assert r.auc_ci_low <= r.auc <= r.auc_ci_high
     assert res.metrics.header.methods["oracle"].startswith("truth.csv")
+    # few graft losses in a small simulated cohort: the composite endpoint still has events
+    surv = {s.method: s for s in res.metrics.survival}
+    assert surv["oracle"].task == "poor_status_survival" and surv["oracle"].n_events >= 3
+    assert surv["oracle"].c_index > 0.7
 
 
 def test_exam_level_trains_on_exams_and_scores_patients(result) -> None:

@@ -20,7 +20,7 @@ def test_report_contents(eval_dir) -> None:
     html = write_report(eval_dir).read_text(encoding="utf-8")
     assert (eval_dir / "report.html").is_file()
     for section in ("Cohort", "Results: methods × tasks", "ROC curves", "Training curves",
-                    "Embedding map", "Examples", "Protocol", "Graft survival"):
+                    "Embedding map", "Examples", "Protocol", "Survival", "KM curves"):
         assert section in html, section
     # the headline table: one row per method, AUC with its CI
     for method in ("medimp", "random_init", "clinical_only", "oracle"):
@@ -31,3 +31,17 @@ def test_report_contents(eval_dir) -> None:
     assert any(a.startswith("P000 ") for a in imgs)  # example volume slices
     assert "The kidney donor was" in html  # example prompts
     assert "Youden" in html  # the protocol in words
+
+
+def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:
+    import shutil
+
+    from medimp.evaluate import read_metrics, write_metrics
+
+    copy = tmp_path / "eval"
+    shutil.copytree(eval_dir, copy)
+    m = read_metrics(copy / "metrics.json")
+    m.header.cohort = str(tmp_path / "gone")
+    write_metrics(m, copy / "metrics.json")
+    html = write_report(copy).read_text(encoding="utf-8")
+    assert "Cohort not found" in html and "ROC curves" in html

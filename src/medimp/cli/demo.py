@@ -22,7 +22,7 @@ def demo_command(
     repeats: Annotated[int | None, typer.Option(
         "--repeats", min=1, help="Outer CV repeats of the evaluation (default 3).")] = None,
     bootstrap: Annotated[int | None, typer.Option(
-        "--bootstrap", min=0, help="Bootstrap resamples for the CIs (default 500).")] = None,
+        "--bootstrap", min=20, help="Bootstrap resamples for the CIs (default 500).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier demo in --out.")] = False,

@@ -50,10 +50,15 @@ def evaluate_command(
     no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip the k-NN probe.")] = False,
     no_survival: Annotated[bool, typer.Option(
         "--no-survival", help="Skip the Cox survival model.")] = False,
+    survival_event: Annotated[str, typer.Option(
+        "--survival-event", help="Cox endpoint: graft_loss, or poor_status (graft loss or "
+        "eGFR below the threshold at a yearly horizon).")] = "graft_loss",
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Write metrics.json only, no report.html.")] = False,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
+    from pydantic import ValidationError
+
     from medimp.evaluate import EvalConfig, EvaluationError, evaluate
 
     runs, embeddings = runs or [], embeddings or []
@@ -67,13 +72,22 @@ def evaluate_command(
                          repeats=repeats, n_bootstrap=bootstrap, seed=seed,
                          reference_method=reference,
                          probes=["logistic"] if no_knn else ["logistic", "knn"],
-                         survival=not no_survival, n_jobs=jobs)
+                         survival=not no_survival, survival_event=survival_event,
+                         n_jobs=jobs)
         result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except (EvaluationError, FileNotFoundError) as exc:
         fail(str(exc))
-    console.print(result.headline().to_string())
+    console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
+    console.print(result.headline().to_string(), highlight=False, soft_wrap=True)
+    comp = result.comparison_table()
+    if not comp.empty:
+        console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:")
+        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True)
     for s in result.metrics.skipped:
-        console.print(f"[yellow]skipped[/] {s.task} {s.method or ''}: {s.reason}",
+        where = s.task + (f", {s.method}" if s.method else "")
+        console.print(f"[yellow]skipped[/] ({where}): {s.reason}",
                       highlight=False, soft_wrap=True)
     console.print(f"metrics: {result.metrics_path}")
     if not no_report:

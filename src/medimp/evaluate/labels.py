@@ -75,12 +75,23 @@ def make_labels(cohort: Any, horizon_years: int, threshold: float | None = None)
     })
 
 
-def survival_table(cohort: Any) -> pd.DataFrame:
-    """Graft survival per patient: ``patient_id``, ``time_days``, ``event`` (graft loss).
+def survival_table(cohort: Any, event: str = "graft_loss",
+                   threshold: float | None = None) -> pd.DataFrame:
+    """Time to event per patient: ``patient_id``, ``time_days``, ``event`` (0/1).
 
-    Time is ``graft_loss_days`` for lost grafts and ``followup_days`` (censored) otherwise;
-    patients with neither are dropped.
+    Args:
+        cohort: a cohort path or a read cohort.
+        event: "graft_loss": time is ``graft_loss_days`` for lost grafts, ``followup_days``
+            (censored) otherwise. "poor_status": the composite of graft loss and the first
+            yearly horizon with eGFR below ``threshold`` (event at K·365.25 days); otherwise
+            censored at the last horizon with a known eGFR (the last time the status was seen).
+            Use it when graft losses are too few for a Cox model.
+        threshold: eGFR cut-off for "poor_status"; default ``study.outcomes.threshold``.
+
+    Patients with no usable time are dropped.
     """
+    if event not in ("graft_loss", "poor_status"):
+        raise ValueError(f"unknown survival event {event!r}; use 'graft_loss' or 'poor_status'")
     tables = load_tables(cohort)
     out = tables.study.outcomes
     pats = tables.patients
@@ -89,16 +100,33 @@ def survival_table(cohort: Any) -> pd.DataFrame:
             f"{tables.root / 'patients.csv'}: survival needs columns {out.graft_loss!r} and "
             f"{out.followup_days!r}"
         )
-    event = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
+    lost = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
     follow = pd.to_numeric(pats[out.followup_days], errors="coerce").to_numpy(float)
     if out.graft_loss_days and out.graft_loss_days in pats.columns:
         loss = pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
     else:
         loss = np.full(len(pats), np.nan)
-    time = np.where(event & np.isfinite(loss), loss, follow)
+    time = np.where(lost & np.isfinite(loss), loss, follow)
+    hit = lost.copy()
+    if event == "poor_status":
+        thr = out.threshold if threshold is None else float(threshold)
+        first_poor = np.full(len(pats), np.inf)
+        last_seen = np.full(len(pats), np.nan)
+        for k in sorted(out.egfr):
+            if out.egfr[k] not in pats.columns:
+                continue
+            egfr = pd.to_numeric(pats[out.egfr[k]], errors="coerce").to_numpy(float)
+            day = DAYS_PER_YEAR * k
+            poor = np.isfinite(egfr) & (egfr < thr) & ~np.isfinite(first_poor)
+            first_poor[poor] = day
+            last_seen[np.isfinite(egfr)] = day
+        loss_time = np.where(lost & np.isfinite(loss), loss, np.inf)
+        t_event = np.minimum(first_poor, loss_time)
+        hit = np.isfinite(t_event)
+        time = np.where(hit, t_event, last_seen)
     df = pd.DataFrame({
         "patient_id": pats["patient_id"].astype(str).to_numpy(),
         "time_days": time,
-        "event": event.astype(int),
+        "event": hit.astype(int),
     })
     return df[np.isfinite(df["time_days"]) & (df["time_days"] > 0)].reset_index(drop=True)

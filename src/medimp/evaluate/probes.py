@@ -103,18 +103,18 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
                     clf = self._classifier(value, len(tr)).fit(x_tr, y[tr])
                     oof[g, te] = clf.predict_proba(x_te)[:, 1]
         done = np.all(np.isfinite(oof), axis=0)
-        ug, yg = group_mean(y[done].astype(float), groups[done])
+        _, yg = group_mean(y[done].astype(float), groups[done])
         yg = (yg > 0.5).astype(int)
         per_patient = np.stack([group_mean(oof[g, done], groups[done])[1]
                                 for g in range(len(grid))])
         scores = auc(yg[None, :], per_patient)  # NaN if the inner folds saw one class
+        # ties go to the first grid value: the strongest penalty / the fewest neighbours
         best = int(np.nanargmax(scores)) if np.any(np.isfinite(scores)) else 0
         self.best_param_ = grid[best]
         self.inner_scores_ = scores
         both = len(np.unique(yg)) == 2
         self.threshold_ = youden_threshold(yg, per_patient[best]) if both else 0.5
         self.model_ = self._make(self.best_param_, len(y)).fit(X, y)
-        del ug
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -76,6 +76,9 @@ class EvalConfig(BaseModel):
     oracle: bool = Field(True, description="Add the latent-truth ceiling if truth.csv exists.")
     reference_method: str = Field("medimp", description="Method compared with every other.")
     survival: bool = Field(True, description="Cox model of graft survival.")
+    survival_event: Literal["graft_loss", "poor_status"] = Field(
+        "graft_loss", description="Survival endpoint: graft loss, or the composite of graft "
+        "loss and eGFR below the threshold at a yearly horizon.")
     survival_pca: int = Field(5, ge=1, description="PCA components for the Cox model.")
     cox_penalizer: float = Field(0.1, gt=0, description="Cox L2 penalty.")
     n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
@@ -102,7 +105,18 @@ class EvalResult:
         df = pd.DataFrame({"method": [r.method for r in rows], "task": [r.task for r in rows],
                            "cell": [f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
                                     for r in rows]})
-        return df.pivot(index="method", columns="task", values="cell")
+        table = df.pivot(index="method", columns="task", values="cell")
+        order = [m for m in self.metrics.header.methods if m in table.index]  # as given
+        return table.loc[order + [m for m in table.index if m not in order]]
+
+    def comparison_table(self, level: str = "patient_mean", probe: str = "logistic"
+                         ) -> pd.DataFrame:
+        """Paired tests of the reference method: task, other, ΔAUC [CI], p-value."""
+        rows = [{"task": c.task, "vs": c.other,
+                 "delta_auc": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+                 "p": round(c.p_value, 4)}
+                for c in self.metrics.comparisons if c.level == level and c.probe == probe]
+        return pd.DataFrame(rows, columns=["task", "vs", "delta_auc", "p"])
 
 
 def load_method(name: str, source: str | os.PathLike[str] | pd.DataFrame,
@@ -236,9 +250,14 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                 skipped.append(Skipped(task=task, method=name, reason=(
                     f"{task} {name} level={level} probe={probe}: {res}")))
                 continue
-            cv_results[(task, name, level, probe)] = res
             bs = bootstrap_metrics(y, res.scores, res.decisions, cfg.n_bootstrap,
                                    cfg.seed)
+            if not np.isfinite([bs.auc, *bs.auc_ci, bs.balanced_accuracy, bs.f1]).all():
+                skipped.append(Skipped(task=task, method=name, reason=(
+                    f"{task} {name} level={level} probe={probe}: metrics undefined on "
+                    f"{len(y)} patients ({int(y.sum())} positive); add patients")))
+                continue
+            cv_results[(task, name, level, probe)] = res
             records.append(Record(
                 task=task, method=name, n=len(y), n_pos=int(y.sum()), auc=bs.auc,
                 auc_ci_low=bs.auc_ci[0], auc_ci_high=bs.auc_ci[1],
@@ -314,17 +333,19 @@ def _compare(cfg: EvalConfig, cv_results: dict) -> list[Comparison]:
 def _run_survival(cfg, tables, features, impute, *, records, rows, skipped) -> None:
     from medimp.evaluate.survival import cox_cross_validate
 
+    task = "graft_survival" if cfg.survival_event == "graft_loss" else "poor_status_survival"
     try:
-        surv = survival_table(tables)
+        surv = survival_table(tables, cfg.survival_event, cfg.threshold)
     except EvaluationError as exc:
-        skipped.append(Skipped(task="graft_survival", reason=f"graft_survival: {exc}"))
+        skipped.append(Skipped(task=task, reason=f"{task}: {exc}"))
         return
     n_events = int(surv["event"].sum())
     if min(n_events, len(surv) - n_events) < cfg.n_splits:
-        skipped.append(Skipped(task="graft_survival", reason=(
-            f"graft_survival: {n_events} graft loss(es) among {len(surv)} patients; the Cox "
-            f"model needs at least one per fold ({cfg.n_splits} folds): lower --folds, add "
-            "patients or longer follow-up, or pass --no-survival")))
+        what = "graft loss(es)" if cfg.survival_event == "graft_loss" else "event(s)"
+        skipped.append(Skipped(task=task, reason=(
+            f"{task}: {n_events} {what} among {len(surv)} patients; the Cox model needs at "
+            f"least one event and one censored patient per fold ({cfg.n_splits} folds): lower "
+            "--folds, add patients, use --survival-event poor_status, or --no-survival")))
         return
     for name, df in features.items():
         try:
@@ -334,14 +355,14 @@ def _run_survival(cfg, tables, features, impute, *, records, rows, skipped) -> N
                                      penalizer=cfg.cox_penalizer, n_boot=cfg.n_bootstrap,
                                      impute=impute[name])
         except (EvaluationError, KeyError, ValueError) as exc:
-            skipped.append(Skipped(task="graft_survival", method=name, reason=str(exc)))
+            skipped.append(Skipped(task=task, method=name, reason=str(exc)))
             continue
         if not np.isfinite([res.c_index, *res.c_index_ci]).all():
-            skipped.append(Skipped(task="graft_survival", method=name,
+            skipped.append(Skipped(task=task, method=name,
                                    reason="C-index undefined (no comparable pairs)"))
             continue
         records.append(SurvivalRecord(
-            method=name, n=len(res.patients), n_events=int(res.event.sum()),
+            task=task, method=name, n=len(res.patients), n_events=int(res.event.sum()),
             c_index=res.c_index, c_index_ci_low=res.c_index_ci[0],
             c_index_ci_high=res.c_index_ci[1], logrank_p=res.logrank_p,
             pca_components=res.n_components, penalizer=cfg.cox_penalizer))

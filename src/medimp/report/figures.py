@@ -143,7 +143,7 @@ def embedding_map(tables: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
 
 
 def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> str:
-    """Kaplan–Meier graft survival by predicted risk group, one panel per method."""
+    """Kaplan–Meier event-free survival by predicted risk group, one panel per method."""
     from lifelines import KaplanMeierFitter
 
     methods = list(dict.fromkeys(survival["method"]))
@@ -166,7 +166,7 @@ def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> st
         ax.set_ylim(0, 1.05)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
-    axes[0][0].set_ylabel("graft survival")
+    axes[0][0].set_ylabel("event-free survival")
     return _png(fig)
 
 

@@ -67,7 +67,9 @@ def _headline(metrics: MetricsFile, level: str, probe: str, field: str) -> pd.Da
             cell = _ci(r.f1, r.f1_ci_low, r.f1_ci_high)
         cells.append({"method": r.method, "task": f"{r.task} (n={r.n}, pos={r.n_pos})",
                       "cell": cell})
-    return pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
+    table = pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
+    order = [m for m in metrics.header.methods if m in table.index]  # methods as given
+    return table.loc[order + [m for m in table.index if m not in order]]
 
 
 def _protocol_words(metrics: MetricsFile) -> str:
@@ -233,7 +235,10 @@ def write_report(eval_dir: str | os.PathLike[str],
                      + _table(full.round(4)) + "</details>")
 
     if metrics.survival:
-        parts.append("<h2>Graft survival</h2>")
+        parts.append("<h2>Survival</h2>")
+        parts.append('<p class="note">Event: ' + html.escape(", ".join(sorted(
+            {"graft loss" if s.task == "graft_survival" else "graft loss or eGFR below the "
+             "threshold at a yearly horizon" for s in metrics.survival}))) + ".</p>")
         parts.append(_table(pd.DataFrame([s.model_dump() for s in metrics.survival]).round(4)))
         surv_path = eval_dir / "survival.parquet"
         if surv_path.is_file():
