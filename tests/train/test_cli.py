@@ -43,3 +43,21 @@ def test_bad_override_is_one_line_exit_2(simulated_cohort, tmp_path) -> None:
     res = CliRunner().invoke(app, ["embed", str(tmp_path / "nothing"), str(simulated_cohort),
                                    "--out", str(tmp_path / "e.parquet")])
     assert res.exit_code == 2 and "model.json" in res.output
+
+
+def test_resume_from_the_command_line(simulated_cohort, train_cache, tmp_path) -> None:
+    run = tmp_path / "run"
+    common = ["--cohort", str(simulated_cohort), "--out", str(run), "--no-progress"]
+    res = CliRunner().invoke(app, ["pretrain", *common, "--method", "tabular_clip",
+                                   "--epochs", "2", "--batch-size", "4",
+                                   "--set", "image_encoder.name=tiny_cnn_3d",
+                                   "--set", "preprocess.shape=[16,16,16]",
+                                   "--set", "augment=null", "--set", f"cache_dir={train_cache}",
+                                   "--set", "stop_after_epochs=1"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(run / "history.csv")) == 1
+    # --resume reads the run's config.yaml; overrides still apply
+    res = CliRunner().invoke(app, ["pretrain", *common, "--resume", "--set",
+                                   "stop_after_epochs=null"])
+    assert res.exit_code == 0, res.output
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2]
