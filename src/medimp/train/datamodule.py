@@ -33,18 +33,25 @@ __all__ = [
 
 def split_patients(patients: Sequence[str], val_fraction: float, seed: int
                    ) -> tuple[list[str], list[str]]:
-    """Seeded patient-level hold-out: (train patients, validation patients)."""
+    """Seeded patient-level hold-out: (train patients, validation patients).
+
+    The draw is ``medimp.data.holdout_split``'s; at least 2 patients always stay in training
+    (a contrastive loss needs negatives).
+    """
+    from medimp.data import holdout_split
+
     patients = sorted(set(patients))
     if len(patients) < 2:
         raise TrainError(f"the cohort has {len(patients)} patient(s) with images; contrastive "
                          "pretraining needs at least 2 (negatives come from other patients)")
-    n_val = round(val_fraction * len(patients))
-    if val_fraction > 0:
-        n_val = min(max(n_val, 1), len(patients) - 2) if len(patients) > 2 else 0
-    order = np.random.default_rng(seed).permutation(len(patients))
-    val = sorted(patients[i] for i in order[:n_val])
-    train = sorted(patients[i] for i in order[n_val:])
-    return train, val
+    if val_fraction <= 0 or len(patients) < 3:
+        return patients, []
+    _, val_idx = holdout_split(patients, test_size=val_fraction, seed=seed)
+    val = sorted(patients[i] for i in val_idx)
+    while len(patients) - len(val) < 2:
+        val.pop()
+    val_set = set(val)
+    return [p for p in patients if p not in val_set], val
 
 
 class PatientInterleavedSampler(Sampler[int]):
