@@ -34,6 +34,7 @@ def test_yaml_roundtrip_and_overrides(tmp_path) -> None:
     assert cfg.epochs == 3
     assert cfg.image_encoder.kwargs == {"width": 4}
     assert cfg.precision == "bf16-mixed"
+    assert load_config(None, ["precision=32"]).precision == "32"  # YAML reads 32 as a number
     assert cfg.preprocess["shape"] == [16, 16, 16]
     out = tmp_path / "saved.yaml"
     save_config(cfg, out)

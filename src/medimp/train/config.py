@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medimp._io import atomic_write_text
 
@@ -147,6 +154,11 @@ class PretrainConfig(_Strict):
     num_nodes: int = Field(1, ge=1, description="Nodes (SLURM/torchrun set the rest).")
     mlflow: bool = Field(False, description="Also log to MLflow (if installed) under ./mlruns.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in steps.")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check_data_configs(self) -> PretrainConfig:
