@@ -31,6 +31,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes owner-only files; give the result the usual umask-based mode instead
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp_path.exists():
+            tmp_path.chmod(0o666 & ~umask)
         tmp_path.replace(path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -69,3 +69,14 @@ def test_atomic_dir_refuses_non_empty_without_overwrite(tmp_path: Path) -> None:
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "new").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["new"]
+
+
+def test_atomic_files_get_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "m.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644
