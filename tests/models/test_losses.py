@@ -123,3 +123,24 @@ def test_projection_heads():
     assert mlp.num_features == 4
     with pytest.raises(ModelError, match="kind"):
         ProjectionHead(10, 4, kind="conv")
+
+
+def test_exclude_masks_extra_pairs_like_groups():
+    # An exclude matrix that equals "same group" gives the group-masked loss; one that flags a
+    # different, non-transitive set of pairs masks exactly those pairs (both directions).
+    torch.manual_seed(3)
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    groups = torch.tensor([0, 0, 1, 2, 2])
+    same = groups[:, None] == groups[None, :]
+    for loss in (ClipLoss(init_temperature=0.1), SigLipLoss()):
+        assert torch.allclose(loss(a, b, exclude=same), loss(a, b, groups), atol=1e-6)
+    clip = ClipLoss(init_temperature=0.1)
+    exclude = torch.zeros(5, 5, dtype=torch.bool)
+    exclude[0, 3] = exclude[3, 0] = True
+    logits = clip.logits(a, b).masked_fill(exclude, float("-inf"))
+    target = torch.arange(5)
+    manual = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    assert torch.allclose(clip(a, b, exclude=exclude), manual, atol=1e-6)
+    assert not torch.allclose(clip(a, b, exclude=exclude), clip(a, b), atol=1e-4)
+    with pytest.raises(ModelError, match="exclude"):
+        clip(a, b, exclude=torch.zeros(4, 4, dtype=torch.bool))

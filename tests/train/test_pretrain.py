@@ -162,3 +162,22 @@ def test_baselines_train_and_embed(method, simulated_cohort, tiny_config, tmp_pa
     assert (df["level"] == "exam").sum() > 0
     with pytest.raises(ValueError, match="no text tower"):
         load_text_tower(run)
+
+
+def test_same_content_mask_ids_follow_prompt_words(simulated_cohort, tiny_config,
+                                                   tmp_path) -> None:
+    from medimp.data import read_cohort
+    from medimp.prompts import exam_words
+    from medimp.train.datamodule import PretrainDataModule
+
+    cfg = tiny_config("loss.same_content_mask=true", "epochs=1")
+    dm = PretrainDataModule(simulated_cohort, cfg)
+    cohort = read_cohort(simulated_cohort)
+    keys = list(dm.content)
+    assert len(set(dm.content.values())) < len(keys)  # coarse bins: exams share descriptions
+    for k1 in keys[:15]:
+        for k2 in keys[:15]:
+            same_words = exam_words(cohort, *k1) == exam_words(cohort, *k2)
+            assert (dm.content[k1] == dm.content[k2]) == same_words
+    run = pretrain(simulated_cohort, tmp_path / "run", cfg, progress=False)
+    assert (run / "model.safetensors").is_file()

@@ -34,6 +34,19 @@ def same_group_mask(groups: torch.Tensor | None, n: int, device: torch.device) -
     return same & ~torch.eye(n, dtype=torch.bool, device=device)
 
 
+def _pair_mask(groups: torch.Tensor | None, exclude: torch.Tensor | None, n: int,
+               device: torch.device) -> torch.Tensor:
+    """Off-diagonal pairs left out of the loss: same patient, or flagged in ``exclude``."""
+    mask = same_group_mask(groups, n, device)
+    if exclude is not None:
+        exclude = torch.as_tensor(exclude, device=device, dtype=torch.bool)
+        if exclude.shape != (n, n):
+            raise ModelError(f"exclude must be a [{n}, {n}] boolean matrix, got "
+                             f"{list(exclude.shape)}")
+        mask = mask | (exclude & ~torch.eye(n, dtype=torch.bool, device=device))
+    return mask
+
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.ndim != 2 or a.shape != b.shape:
         raise ModelError(f"expected two feature matrices of the same shape [N, E], got "
@@ -81,13 +94,18 @@ class ClipLoss(nn.Module):
 
     def forward(
         self, image_features: torch.Tensor, text_features: torch.Tensor,
-        groups: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean symmetric InfoNCE over the batch; row i of both inputs is a positive pair."""
+        """Mean symmetric InfoNCE over the batch; row i of both inputs is a positive pair.
+
+        ``groups`` (patient id per row) and ``exclude`` (a boolean ``[N, N]`` of further pairs,
+        e.g. exams whose prompts state the same facts) name off-diagonal pairs that are masked
+        out: neither positives nor negatives.
+        """
         _check_pair(image_features, text_features)
         n = image_features.shape[0]
         logits = self.logits(image_features.float(), text_features.float())
-        mask = same_group_mask(groups, n, logits.device)
+        mask = _pair_mask(groups, exclude, n, logits.device)
         logits = logits.masked_fill(mask, float("-inf"))
         target = torch.arange(n, device=logits.device)
         return 0.5 * (functional.cross_entropy(logits, target)
@@ -118,14 +136,15 @@ class SigLipLoss(nn.Module):
 
     def forward(
         self, image_features: torch.Tensor, text_features: torch.Tensor,
-        groups: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sum over pairs of the sigmoid loss, divided by the number of rows."""
+        """Sum over pairs of the sigmoid loss, divided by the number of rows (masking as
+        :meth:`ClipLoss.forward`)."""
         _check_pair(image_features, text_features)
         n = image_features.shape[0]
         a = functional.normalize(image_features.float(), dim=-1)
         b = functional.normalize(text_features.float(), dim=-1)
         logits = self.scale * a @ b.T + self.logit_bias
         labels = 2 * torch.eye(n, device=logits.device) - 1
-        keep = ~same_group_mask(groups, n, logits.device)
+        keep = ~_pair_mask(groups, exclude, n, logits.device)
         return -(functional.logsigmoid(labels * logits) * keep).sum() / n

@@ -95,6 +95,10 @@ class LossConfig(_Strict):
                                             "a learnable temperature; 'siglip': sigmoid loss.")
     patient_mask: bool = Field(True, description="Never use another exam of the same patient as "
                                "a negative (masked in the loss).")
+    same_content_mask: bool = Field(
+        False, description="medimp only: also mask pairs of exams whose prompts state the same "
+        "clinical facts (same binned words). With coarse bins many exams share one description, "
+        "and plain CLIP pushes their images apart as false negatives.")
 
 
 class OptimConfig(_Strict):

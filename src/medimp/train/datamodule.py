@@ -179,8 +179,10 @@ class _Items(Dataset):
     def __init__(self, base: Any, patient_index: dict[str, int], method: str, *,
                  prompts: dict[tuple[str, str], list[str]] | None = None,
                  view2: Any = None,
-                 tabular: dict[tuple[str, str], np.ndarray] | None = None) -> None:
+                 tabular: dict[tuple[str, str], np.ndarray] | None = None,
+                 content: dict[tuple[str, str], int] | None = None) -> None:
         self.base, self.view2 = base, view2
+        self.content = content
         self.patient_index = patient_index
         self.method = method
         self.prompts = prompts
@@ -210,6 +212,8 @@ class _Items(Dataset):
         if self.method == "medimp":
             assert self.prompts is not None
             out["prompts"] = self.prompts[(pid, exam)]
+            if self.content is not None:
+                out["content_idx"] = self.content[(pid, exam)]
         elif self.method == "image_ssl":
             out["image2"] = torch.as_tensor(self.view2[i]["image"])
         elif self.method == "tabular_clip":
@@ -273,8 +277,11 @@ class PretrainDataModule(LightningDataModule):
             raise ConfigError("image_ssl needs augmentation (two different views of an exam); "
                               "set augment to a mapping, e.g. augment: {}")
         self.prompts: dict[tuple[str, str], list[str]] | None = None
+        self.content: dict[tuple[str, str], int] | None = None
         if config.method == "medimp":
             self.prompts = self._load_prompts(keys)
+            if config.loss.same_content_mask:
+                self.content = self._content_ids(keys)
         self.featurizer: TabularFeaturizer | None = None
         if config.method == "tabular_clip":
             self.featurizer = TabularFeaturizer(config.tabular.missing_indicator)
@@ -296,6 +303,14 @@ class PretrainDataModule(LightningDataModule):
             raise TrainError(f"{self.cohort_path}: no prompt for {len(missing)} exam(s) "
                              f"({shown}); check exams.csv/patients.csv and study.yaml")
         return out
+
+    def _content_ids(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """One id per distinct set of prompt words (the binned facts an exam's prompts state)."""
+        from medimp.prompts import exam_words
+
+        ids: dict[tuple, int] = {}
+        return {k: ids.setdefault(tuple(sorted(exam_words(self.cohort, *k).items())), len(ids))
+                for k in keys}
 
     def unique_prompts(self) -> list[str]:
         """Every distinct prompt of the run (for precomputing a frozen text encoder)."""
@@ -319,7 +334,7 @@ class PretrainDataModule(LightningDataModule):
             rows = self.featurizer.transform(self.cohort, keys)
             tab = {k: rows[j] for j, k in enumerate(keys)}
         return _Items(base, self.patient_index, self.cfg.method, prompts=self.prompts,
-                      view2=view2, tabular=tab)
+                      view2=view2, tabular=tab, content=self.content)
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is None:

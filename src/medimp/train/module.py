@@ -153,12 +153,17 @@ class PretrainModule(LightningModule):
         """Contrastive loss over the global batch (all processes), patient-masked."""
         a, b = self.pair(batch, stage)
         groups = batch["patient_idx"].to(a.device).long()
+        content = batch.get("content_idx")
+        content = None if content is None else content.to(a.device).long()
         if is_distributed():
             from medimp.models.distributed import gather_no_grad, gather_with_grad
 
             a, b = gather_with_grad(a), gather_with_grad(b)
             groups = gather_no_grad(groups)
-        return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None)
+            content = None if content is None else gather_no_grad(content)
+        exclude = None if content is None else content[:, None] == content[None, :]
+        return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None,
+                            exclude=exclude)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
