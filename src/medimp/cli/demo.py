@@ -18,7 +18,7 @@ def demo_command(
     shape: Annotated[tuple[int, int, int] | None, typer.Option(
         "--shape", help="Volume shape D H W (default 32 32 32).")] = None,
     epochs: Annotated[int | None, typer.Option(
-        "--epochs", min=1, help="Pretraining epochs per method (default 15).")] = None,
+        "--epochs", min=1, help="Pretraining epochs per method (default 30).")] = None,
     repeats: Annotated[int | None, typer.Option(
         "--repeats", min=1, help="Outer CV repeats of the evaluation (default 3).")] = None,
     bootstrap: Annotated[int | None, typer.Option(
