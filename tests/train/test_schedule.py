@@ -69,3 +69,23 @@ def test_interleaved_sampler_separates_patients() -> None:
     first = list(fixed)
     fixed.set_epoch(5)
     assert list(fixed) == first
+
+
+def test_text_layers_get_their_own_learning_rate(tiny_config) -> None:
+    from medimp.train.module import PretrainModule, param_groups
+
+    cfg = tiny_config("optim.lr=0.001", "optim.text_lr_scale=0.1")
+    module = PretrainModule(cfg, in_channels=3)
+    groups = param_groups(module, cfg.optim)
+    text_ids = {id(p) for n, p in module.named_parameters()
+                if n.startswith("text_encoder.") and p.requires_grad}
+    assert text_ids, "the default freeze leaves the last text layer trainable"
+    seen = set()
+    for g in groups:
+        ids = {id(p) for p in g["params"]}
+        seen |= ids
+        assert ids <= text_ids or not ids & text_ids  # a group is all-text or no-text
+        assert g["lr"] == pytest.approx(1e-4 if ids <= text_ids else 1e-3)
+    trainable = {id(p) for p in module.parameters() if p.requires_grad}
+    assert seen == trainable  # every trainable parameter is in exactly one group
+    assert sum(len(g["params"]) for g in groups) == len(trainable)

@@ -113,6 +113,10 @@ class OptimConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs "
                                  "(MEDIMP: 40 of 200).")
     grad_clip: float | None = Field(1.0, description="Clip the gradient norm to this (None: off).")
+    text_lr_scale: float = Field(1.0, gt=0, description="Learning rate of the trainable layers "
+                                 "of the pretrained text encoder, relative to lr (e.g. 0.1 to "
+                                 "fine-tune it gently while the image tower learns from "
+                                 "scratch at a high lr).")
 
 
 class PretrainConfig(_Strict):

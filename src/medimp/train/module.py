@@ -70,6 +70,20 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def param_groups(module: nn.Module, optim: Any) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: no weight decay on biases, norms and the temperature; the
+    trainable layers of the pretrained text encoder at ``lr * optim.text_lr_scale``."""
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name.lower()
+        buckets.setdefault((name.startswith("text_encoder."), not no_decay), []).append(p)
+    return [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
+             "lr": optim.lr * (optim.text_lr_scale if text else 1.0)}
+            for (text, decay), params in sorted(buckets.items())]
+
+
 class PretrainModule(LightningModule):
     """Contrastive pretraining of a 3D image encoder (MEDIMP and its baselines).
 
@@ -200,16 +214,7 @@ class PretrainModule(LightningModule):
     # -------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            if p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name.lower():
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        groups = [{"params": decay, "weight_decay": o.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = param_groups(self, o)
         opt_cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
         opt = opt_cls(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
         total = int(self.trainer.estimated_stepping_batches)
