@@ -181,3 +181,31 @@ def test_same_content_mask_ids_follow_prompt_words(simulated_cohort, tiny_config
             assert (dm.content[k1] == dm.content[k2]) == same_words
     run = pretrain(simulated_cohort, tmp_path / "run", cfg, progress=False)
     assert (run / "model.safetensors").is_file()
+
+
+def test_tabular_features_obey_the_prompts_leakage_guard(simulated_cohort, tmp_path) -> None:
+    # A variable known only at follow-up must not reach tabular_clip's tower either: it is
+    # missing (indicator 1, value 0) for every exam, exactly as the prompts drop it.
+    import shutil
+
+    from medimp.data import read_cohort
+    from medimp.study import Bin, TextVariable, load_study, save_study
+    from medimp.train.datamodule import TabularFeaturizer
+
+    cohort_dir = tmp_path / "cohort"
+    shutil.copytree(simulated_cohort, cohort_dir)
+    study = load_study(cohort_dir / "study.yaml")
+    late = TextVariable(name="late_age", table="patients", column="recipient_age",
+                        known_at="followup", bins=[Bin(label="young", upper=50), Bin(label="old")],
+                        slot="late", template="The recipient was {late}.")
+    save_study(study.model_copy(update={"variables": [*study.variables, late]}),
+               cohort_dir / "study.yaml")
+    cohort = read_cohort(cohort_dir)
+    keys = cohort.exam_keys()
+    feat = TabularFeaturizer().fit(cohort, keys)
+    x = feat.transform(cohort, keys)
+    col = feat.columns_.index("late_age")
+    assert np.all(x[:, col] == 0.0)
+    assert np.all(x[:, feat.columns_.index("late_age:missing")] == 1.0)
+    # the guard does not blank the legitimate variables
+    assert np.any(x[:, feat.columns_.index("gfr")] != 0.0)

@@ -113,6 +113,8 @@ class TabularFeaturizer:
 
     @staticmethod
     def _raw(cohort: Any, keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        from medimp.prompts.build import leakage_reason
+
         idx = pd.MultiIndex.from_tuples(list(keys), names=["patient_id", "exam"])
         frame = pd.DataFrame(index=idx)
         pats = cohort.patients.set_index("patient_id")
@@ -126,7 +128,10 @@ class TabularFeaturizer:
                 vals = table[var.column].reindex([p for p, _ in keys]).to_numpy()
             else:
                 vals = table[var.column].reindex(idx).to_numpy()
-            frame[var.name] = vals
+            # the prompts' leakage guard: a value not known at an exam is missing for that exam
+            leaky = np.array([leakage_reason(cohort.study, var, e) is not None for _, e in keys],
+                             dtype=bool)
+            frame[var.name] = pd.Series(vals, index=idx).mask(leaky)
         return frame
 
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
