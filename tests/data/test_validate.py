@@ -212,3 +212,19 @@ def test_simulated_cohort_is_valid_and_damage_is_caught(simulated_cohort: Path,
     target.write_bytes(target.read_bytes()[:-100])
     (err,) = validate_cohort(copy).errors
     assert (err.patient, err.exam, err.phase) == (row["patient_id"], row["exam"], row["phase"])
+
+
+def test_exam_after_graft_loss_is_flagged(tiny_cohort: Path) -> None:
+    pats = pd.read_csv(tiny_cohort / "patients.csv", dtype={"patient_id": str})
+    exams = pd.read_csv(tiny_cohort / "exams.csv", dtype={"patient_id": str})
+    first = exams.sort_values("days_post_transplant").iloc[0]
+    pid, day0 = first["patient_id"], float(first["days_post_transplant"])
+    pats["graft_loss_days"] = np.nan
+    pats.loc[pats["patient_id"] == pid, ["graft_loss", "graft_loss_days"]] = [1, day0 + 1]
+    pats.to_csv(tiny_cohort / "patients.csv", index=False)
+    report = _check(tiny_cohort)
+    flagged = [(p.patient, p.exam) for p in report.warnings if "graft loss" in p.problem]
+    later = exams[(exams["patient_id"] == pid) & (exams["days_post_transplant"] >= day0 + 1)]
+    expected = sorted(zip(later["patient_id"], later["exam"], strict=True))
+    assert flagged and sorted(flagged) == expected
+    assert report.ok  # a warning, not an error

@@ -26,3 +26,26 @@ def test_oracle_reads_truth(eval_cohort) -> None:
     assert df is not None
     assert {"gfr_true", "fibrosis_fraction"} <= set(feature_columns(df))
     assert len(df) == 40 * 4
+
+
+def test_clinical_features_skip_follow_up_variables(eval_cohort, tmp_path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    from medimp.study import Bin, TextVariable, load_study, save_study
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(eval_cohort, cohort)
+    exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str})
+    exams["late_marker"] = 1.0
+    exams.to_csv(cohort / "exams.csv", index=False)
+    study = load_study(cohort / "study.yaml")
+    late = TextVariable(name="late", table="exams", column="late_marker", known_at="followup",
+                        bins=[Bin(label="a", upper=0.5), Bin(label="b")], slot="late",
+                        template="Late {late}.")
+    save_study(study.model_copy(update={"variables": [*study.variables, late]}),
+               cohort / "study.yaml")
+    cols = feature_columns(clinical_features(load_tables(cohort)))
+    assert "late_marker" not in cols
+    assert "egfr" in cols

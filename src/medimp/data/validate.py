@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data.cohort import Cohort, _load
@@ -150,6 +151,20 @@ def _structure_warnings(cohort: Cohort) -> list[Problem]:
                                "exam has clinical values but no image",
                                "add its volumes to manifest.csv if they exist; it is left out "
                                "of pretraining"))
+    loss_col = study.outcomes.graft_loss_days
+    if (loss_col and loss_col in cohort.patients.columns
+            and "days_post_transplant" in cohort.exams.columns):
+        lost = pd.to_numeric(cohort.patients.set_index("patient_id")[loss_col], errors="coerce")
+        for pid, exam, day in zip(cohort.exams["patient_id"], cohort.exams["exam"],
+                                  pd.to_numeric(cohort.exams["days_post_transplant"],
+                                                errors="coerce"), strict=True):
+            if (pid, exam) in with_images and day >= lost.get(pid, float("nan")):
+                out.append(Problem(
+                    "warning", "exams.csv", pid, exam, None,
+                    f"exam on day {day:g} is on or after graft loss (day {lost[pid]:g}): its "
+                    "images show the outcome that evaluation predicts",
+                    "remove the exam from manifest.csv, or its embeddings leak the graft-loss "
+                    "label into the probes"))
     outcome_cols = [c for c in study.outcomes.columns() if c in cohort.patients.columns]
     img_patients = {p for p, _ in with_images}
     for _, row in cohort.patients.iterrows():

@@ -27,6 +27,8 @@ def _columns(tables: CohortTables) -> tuple[list[str], list[str]]:
     base = list(study.baseline_columns)
     exam = list(study.exam_columns)
     for var in study.variables:
+        if var.known_at == "followup":  # known only after the exam: never a feature at the exam
+            continue
         target = base if var.known_at == "transplant" and var.table == "patients" else exam
         if var.table == "exams" and var.column not in exam:
             exam.append(var.column)

@@ -397,7 +397,10 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
         "threshold_rule": ("Youden's J on inner-CV out-of-fold probabilities of the training "
                            "folds (never the test fold)"),
         "metrics": ("patient-level ROC AUC, balanced accuracy, F1; mean over repeats; "
-                    f"95% percentile CI from {cfg.n_bootstrap} patient bootstrap resamples"),
+                    f"95% percentile CI from {cfg.n_bootstrap} patient bootstrap resamples "
+                    "of the out-of-fold predictions; the CI is conditional on the fitted "
+                    "probes (it leaves out the variability due to the training folds), so it "
+                    "is too narrow: prefer the paired test to compare methods"),
         "paired_test": (f"bootstrap of AUC({cfg.reference_method}) - AUC(other) on the same "
                         "patients and splits; two-sided p-value"),
     }
