@@ -7,7 +7,6 @@ Run: ``PYTHONPATH=src python benchmarks/ingest.py [--patients 1000]``. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -16,8 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from _common import write_result
 
-from medimp._io import atomic_write_text
 from medimp.data import read_cohort, read_volume, validate_cohort
 from medimp.study import default_study, save_study
 
@@ -80,13 +79,7 @@ def main() -> None:
         "validate_full_s": round(t_full, 3), "distinct_images": args.files,
         "nifti_48cube_read_ms": round(1000 * t_nifti, 2),
     }
-    out = Path(__file__).parent / "results" / "ingest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    width = max(map(len, results))
-    for k, v in results.items():
-        print(f"{k:<{width}}  {v}")
-    print(f"-> {out}")
+    write_result("ingest", results)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ resident memory (main process and the largest worker), writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _common import write_result
 
 from medimp.simulate import simulate_cohort
 
@@ -66,13 +66,7 @@ def main() -> None:
         "target_wall_s": 60,
         "python": platform.python_version(),
     }
-    dest = Path(__file__).resolve().parent / "results" / "simulate.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    width = max(map(len, result))
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    print(f"-> {dest}")
+    write_result("simulate", result)
 
 
 if __name__ == "__main__":
