@@ -8,6 +8,7 @@ can be inflated into these encoders with :func:`medimp.models.image.inflate.load
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.networks.nets.resnet import ResNet, ResNetBlock, ResNetBottleneck
@@ -80,26 +81,14 @@ class ResNet3dEncoder(ResNet):
 
 
 def _builder(depth: int):
-    def build(
-        in_channels: int,
-        embed_dim: int | None = None,
-        *,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        width_multiplier: float = 1.0,
-        conv1_size: int = 7,
-        conv1_stride: int | Sequence[int] = 2,
-        no_max_pool: bool = False,
-        norm: str = "batch",
-    ) -> nn.Module:
-        return ResNet3dEncoder(
-            depth, in_channels, embed_dim, widths=widths, width_multiplier=width_multiplier,
-            conv1_size=conv1_size, conv1_stride=conv1_stride, no_max_pool=no_max_pool, norm=norm,
-        )
+    def build(in_channels: int, embed_dim: int | None = None, **kwargs: Any) -> nn.Module:
+        return ResNet3dEncoder(depth, in_channels, embed_dim, **kwargs)
 
     build.__name__ = f"resnet{depth}_3d"
     build.__doc__ = (
         f"MONAI 3D ResNet-{depth}; ``widths`` (4 stage channel counts) and ``width_multiplier`` "
-        "set its width (e.g. ``widths=(8, 16, 32, 64)`` for tests)."
+        "set its width (e.g. ``widths=(8, 16, 32, 64)`` for tests); keyword arguments as "
+        "ResNet3dEncoder."
     )
     return build
 
