@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
 Tests run offline, on 2 CPU cores, on tiny data: the simulator at 16³–32³ and the fixtures of
-the original MEDIMP layout in ``../shared/fixtures``.
+the original MEDIMP layout in ``tests/fixtures`` (copied from the public MEDIMP repository,
+MIT License; see ``tests/fixtures/medimp_original/README.md``).
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ except ImportError:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _find_fixtures() -> Path:
-    for cand in (REPO / "shared" / "fixtures", REPO.parent / "shared" / "fixtures"):
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError("shared/fixtures not found beside the repository")
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """``shared/fixtures`` (the original MEDIMP layout), read-only."""
-    return _find_fixtures()
+    """``tests/fixtures`` (the original MEDIMP layout), read-only; inside the repository so a
+    clone of the project alone passes its tests."""
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
