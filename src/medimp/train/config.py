@@ -30,6 +30,7 @@ __all__ = [
     "LossConfig",
     "OptimConfig",
     "PretrainConfig",
+    "PromptsConfig",
     "TabularConfig",
     "TextConfig",
     "TrainError",
@@ -99,6 +100,21 @@ class LossConfig(_Strict):
         False, description="medimp only: also mask pairs of exams whose prompts state the same "
         "clinical facts (same binned words). With coarse bins many exams share one description, "
         "and plain CLIP pushes their images apart as false negatives.")
+    soft_targets: bool = Field(
+        False, description="medimp / tabular_clip: MedCLIP-style soft targets. The target of a "
+        "pair is softmax(soft_sharpness x agreement of the two exams' binned clinical facts), "
+        "so exams stating the same or neighbouring facts are partial positives, not negatives.")
+    soft_sharpness: float = Field(10.0, gt=0, description="Sharpness of the soft targets: a "
+                                  "pair agreeing on nothing weighs exp(-soft_sharpness) of one "
+                                  "agreeing on every fact.")
+    negatives: Literal["cross_view", "nt_xent"] = Field(
+        "cross_view", description="image_ssl: 'cross_view' (symmetric InfoNCE between the two "
+        "views, N-1 negatives per sample, the earlier behaviour) or 'nt_xent' (SimCLR's loss: "
+        "2N-2 negatives, the other samples' views of both sets).")
+    ssl_weight: float = Field(
+        0.0, ge=0, description="medimp: SLIP (Mu et al. 2022). Adds ssl_weight x an NT-Xent "
+        "loss between two augmented views of each exam (own projection head) to the CLIP "
+        "loss; 0: off.")
 
 
 class OptimConfig(_Strict):
@@ -119,6 +135,16 @@ class OptimConfig(_Strict):
                                  "scratch at a high lr).")
 
 
+class PromptsConfig(_Strict):
+    """How the medimp prompts are worded (``medimp.prompts.wording``)."""
+
+    wording: Literal["original", "clinician", "clinician_fine"] = Field(
+        "original", description="'original': the study's templates and the cohort's (or the "
+        "rules) paraphrase bank, as in MEDIMP; 'clinician': grammatical sentences stating each "
+        "bin's range and unit ('eGFR was 45-59 mL/min/1.73 m² at the one-month check-up'), "
+        "same cut points; 'clinician_fine': the same with finer bins.")
+
+
 class PretrainConfig(_Strict):
     """Everything ``medimp pretrain`` needs besides the cohort and the output folder."""
 
@@ -134,6 +160,20 @@ class PretrainConfig(_Strict):
     tabular: TabularConfig = Field(default_factory=TabularConfig,
                                    description="Tabular tower (tabular_clip).")
     loss: LossConfig = Field(default_factory=LossConfig, description="Contrastive loss.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig,
+                                   description="Wording of the medimp prompts.")
+    phase_mask: Literal["zero", "channels"] = Field(
+        "zero", description="How a missing contrast phase reaches the encoder: 'zero' (an "
+        "all-zero channel, as before) or 'channels' (also one 0/1 channel per phase saying "
+        "which were acquired; the encoder then has twice the phases as input channels). "
+        "Training and `embed` build the input the same way.")
+    phase_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Training only: drop each acquired phase with this "
+        "probability (never all of an exam's), exactly as a missing phase is presented, so "
+        "the encoder learns from exams with missing phases.")
+    exams_per_patient: int | None = Field(
+        None, ge=1, description="Pretrain on each patient's earliest K exams only (by days "
+        "after transplant, then study order); None: every exam.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer, schedule.")
     epochs: int = Field(10, ge=1, description="Training epochs (MEDIMP: 200).")
     stop_after_epochs: int | None = Field(None, ge=1, description="Stop this invocation after "
@@ -201,6 +241,10 @@ class PretrainConfig(_Strict):
             "embed_dim": self.embed_dim,
             "loss": self.loss.name,
         }
+        if self.phase_mask != "zero":
+            arch["phase_mask"] = self.phase_mask
+        if self.method == "medimp" and self.loss.ssl_weight > 0:
+            arch["ssl_head"] = True
         if self.method == "medimp":
             arch["text"] = {"path": self.text.path, "pooling": self.text.pooling,
                             "freeze": self.text.freeze}

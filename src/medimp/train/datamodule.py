@@ -27,8 +27,31 @@ __all__ = [
     "PretrainDataModule",
     "TabularFeaturizer",
     "collate",
+    "earliest_exams",
     "split_patients",
 ]
+
+
+def earliest_exams(cohort: Any, keys: Sequence[tuple[str, str]], k: int
+                   ) -> list[tuple[str, str]]:
+    """Each patient's first ``k`` exams of ``keys`` (days after transplant, then study order)."""
+    order = {name: i for i, name in enumerate(cohort.study.exam_names)}
+    days: dict[tuple[str, str], float] = {}
+    if "days_post_transplant" in cohort.exams.columns:
+        for row in cohort.exams[["patient_id", "exam", "days_post_transplant"]].itertuples(
+                index=False):
+            d = pd.to_numeric(row.days_post_transplant, errors="coerce")
+            if np.isfinite(d):
+                days[(str(row.patient_id), str(row.exam))] = float(d)
+
+    def rank(key: tuple[str, str]) -> tuple[float, int]:
+        return (days.get(key, np.inf), order.get(key[1], len(order)))
+
+    by_patient: dict[str, list[tuple[str, str]]] = {}
+    for key in keys:
+        by_patient.setdefault(key[0], []).append(key)
+    keep = {key for ks in by_patient.values() for key in sorted(ks, key=rank)[:k]}
+    return [key for key in keys if key in keep]
 
 
 def split_patients(patients: Sequence[str], val_fraction: float, seed: int
@@ -185,9 +208,18 @@ class _Items(Dataset):
                  prompts: dict[tuple[str, str], list[str]] | None = None,
                  view2: Any = None,
                  tabular: dict[tuple[str, str], np.ndarray] | None = None,
-                 content: dict[tuple[str, str], int] | None = None) -> None:
+                 content: dict[tuple[str, str], int] | None = None,
+                 facts: dict[tuple[str, str], np.ndarray] | None = None,
+                 fact_ordinal: np.ndarray | None = None,
+                 phase_mask: str = "zero", phase_dropout: float = 0.0,
+                 seed: int = 0) -> None:
         self.base, self.view2 = base, view2
         self.content = content
+        self.facts = facts
+        self.fact_ordinal = (None if fact_ordinal is None
+                             else torch.as_tensor(np.asarray(fact_ordinal, dtype=bool)))
+        self.phase_mask, self.phase_dropout, self.seed = phase_mask, phase_dropout, seed
+        self.epoch = 0
         self.patient_index = patient_index
         self.method = method
         self.prompts = prompts
@@ -204,23 +236,42 @@ class _Items(Dataset):
         return [str(k[0]) for k in self.base.keys]
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
         for ds in (self.base, self.view2):
             if ds is not None and hasattr(ds, "set_epoch"):
                 ds.set_epoch(epoch)
 
+    def _mask(self, item: dict[str, Any], i: int) -> torch.Tensor:
+        """The exam's phase mask, with this epoch's phase dropout (training sets only)."""
+        from medimp.data.phases import drop_phases
+
+        mask = torch.as_tensor(item["phase_mask"], dtype=torch.bool)
+        if self.phase_dropout > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, i, 0x9D])
+            mask = drop_phases(mask, self.phase_dropout, rng)
+        return mask
+
     def __getitem__(self, i: int) -> dict[str, Any]:
+        from medimp.data.phases import encoder_input
+
         item = self.base[i]
         pid, exam = str(item["patient_id"]), str(item["exam"])
-        out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
+        mask = self._mask(item, i)
+        image = encoder_input(torch.as_tensor(item["image"]), mask, self.phase_mask)
+        out: dict[str, Any] = {"image": image,
                                "patient_idx": self.patient_index[pid], "index": i,
                                "patient_id": pid, "exam": exam}
+        if self.facts is not None:
+            out["facts"] = torch.from_numpy(self.facts[(pid, exam)])
+            out["facts_ordinal"] = self.fact_ordinal
+        if self.view2 is not None:
+            out["image2"] = encoder_input(torch.as_tensor(self.view2[i]["image"]), mask,
+                                          self.phase_mask)
         if self.method == "medimp":
             assert self.prompts is not None
             out["prompts"] = self.prompts[(pid, exam)]
             if self.content is not None:
                 out["content_idx"] = self.content[(pid, exam)]
-        elif self.method == "image_ssl":
-            out["image2"] = torch.as_tensor(self.view2[i]["image"])
         elif self.method == "tabular_clip":
             assert self.tabular is not None
             out["tabular"] = torch.from_numpy(self.tabular[(pid, exam)])
@@ -271,6 +322,8 @@ class PretrainDataModule(LightningDataModule):
                           "exam between them; training without validation loss", stacklevel=2)
             train_p, val_p, val_set = sorted(patients), [], set()
             self.train_patients, self.val_patients = train_p, val_p
+        if config.exams_per_patient is not None:
+            keys = earliest_exams(self.cohort, keys, config.exams_per_patient)
         self.train_keys = [k for k in keys if k[0] not in val_set]
         self.val_keys = [k for k in keys if k[0] in val_set]
         if config.method != "random_init" and config.batch_size > len(self.train_keys):
@@ -278,8 +331,10 @@ class PretrainDataModule(LightningDataModule):
                 f"{self.cohort_path}: batch_size {config.batch_size} is larger than the "
                 f"training split ({len(self.train_keys)} exams of {len(train_p)} patients after "
                 f"holding out {len(val_p)} for validation); lower batch_size or val_fraction")
-        if config.method == "image_ssl" and self.augment is None:
-            raise ConfigError("image_ssl needs augmentation (two different views of an exam); "
+        if self.two_views and self.augment is None:
+            what = ("image_ssl" if config.method == "image_ssl"
+                    else f"loss.ssl_weight {config.loss.ssl_weight} (SLIP)")
+            raise ConfigError(f"{what} needs augmentation (two different views of an exam); "
                               "set augment to a mapping, e.g. augment: {}")
         self.prompts: dict[tuple[str, str], list[str]] | None = None
         self.content: dict[tuple[str, str], int] | None = None
@@ -287,17 +342,53 @@ class PretrainDataModule(LightningDataModule):
             self.prompts = self._load_prompts(keys)
             if config.loss.same_content_mask:
                 self.content = self._content_ids(keys)
+        self.facts: dict[tuple[str, str], np.ndarray] | None = None
+        self.fact_ordinal: np.ndarray | None = None
+        if config.loss.soft_targets:
+            if config.method not in ("medimp", "tabular_clip"):
+                raise ConfigError(f"loss.soft_targets needs the clinical facts of a text or "
+                                  f"tabular pairing (medimp, tabular_clip), not {config.method}")
+            self.facts, self.fact_ordinal = self._facts(keys)
         self.featurizer: TabularFeaturizer | None = None
         if config.method == "tabular_clip":
             self.featurizer = TabularFeaturizer(config.tabular.missing_indicator)
             self.featurizer.fit(self.cohort, self.train_keys)
-        self.in_channels = (len(self.cohort.study.phases)
-                            if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1)
+        from medimp.data.phases import encoder_channels
+
+        self.in_channels = encoder_channels(
+            len(self.cohort.study.phases)
+            if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1,
+            config.phase_mask)
+
+    @property
+    def two_views(self) -> bool:
+        """Whether items carry a second augmented view (image_ssl, SLIP)."""
+        return self.cfg.method == "image_ssl" or (self.cfg.method == "medimp"
+                                                 and self.cfg.loss.ssl_weight > 0)
+
+    def prompt_study(self) -> Any:
+        """The study whose templates and bins the prompts use (``prompts.wording``)."""
+        from medimp.prompts.wording import study_for
+
+        return study_for(self.cohort.study, self.cfg.prompts.wording)
+
+    def _facts(self, keys: list[tuple[str, str]]) -> tuple[dict, np.ndarray]:
+        """Binned clinical facts per exam (soft targets), with the prompts' bins."""
+        from medimp.prompts.facts import fact_matrix
+
+        rows, ordinal = fact_matrix(self.prompt_study(), self.cohort.exams,
+                                    self.cohort.patients, keys)
+        return {k: rows[j] for j, k in enumerate(keys)}, ordinal
 
     def _load_prompts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-        from medimp.prompts import build_prompts
+        from medimp.prompts import build_prompts, build_prompts_from_tables
 
-        df = build_prompts(self.cohort, seed=self.cfg.seed)
+        if self.cfg.prompts.wording == "original":
+            df = build_prompts(self.cohort, seed=self.cfg.seed)
+        else:  # the cohort's own bank paraphrases the original templates: the rules bank
+            df = build_prompts_from_tables(self.prompt_study(), self.cohort.exams,
+                                           self.cohort.patients, seed=self.cfg.seed,
+                                           keys=self.cohort.exam_keys())
         out: dict[tuple[str, str], list[str]] = {}
         for (pid, exam), grp in df.sort_values("variant").groupby(["patient_id", "exam"],
                                                                   sort=False):
@@ -330,7 +421,7 @@ class PretrainDataModule(LightningDataModule):
         base = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir, augment=aug,
                            seed=self.cfg.seed, keys=keys)
         view2 = None
-        if self.cfg.method == "image_ssl":
+        if self.two_views:
             # the second view: same exams, another augmentation stream
             view2 = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir,
                                 augment=self.augment, seed=self.cfg.seed + 7919, keys=keys)
@@ -339,13 +430,16 @@ class PretrainDataModule(LightningDataModule):
             rows = self.featurizer.transform(self.cohort, keys)
             tab = {k: rows[j] for j, k in enumerate(keys)}
         return _Items(base, self.patient_index, self.cfg.method, prompts=self.prompts,
-                      view2=view2, tabular=tab, content=self.content)
+                      view2=view2, tabular=tab, content=self.content, facts=self.facts,
+                      fact_ordinal=self.fact_ordinal,
+                      phase_mask=self.cfg.phase_mask, seed=self.cfg.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is None:
-            aug = self.cfg.method == "image_ssl" or self.augment is not None
+            aug = self.two_views or self.augment is not None
             self.train_set = self._dataset(self.train_keys, augment=aug)
-            self.val_set = self._dataset(self.val_keys, augment=self.cfg.method == "image_ssl")
+            self.train_set.phase_dropout = self.cfg.phase_dropout  # training only
+            self.val_set = self._dataset(self.val_keys, augment=self.two_views)
 
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0

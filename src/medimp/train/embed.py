@@ -61,6 +61,7 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
 
     from medimp._io import atomic_path
     from medimp.data import ExamDataset, read_cohort
+    from medimp.data.phases import encoder_input
     from medimp.train.datamodule import collate
 
     run_dir = Path(run_dir)
@@ -78,6 +79,7 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if not keys:
         raise TrainError(f"{cohort_path}: no exam with images to embed")
     ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
+    mask_mode = str((info.get("config") or {}).get("phase_mask", "zero"))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
     rows_id: list[tuple[str, str]] = []
@@ -91,7 +93,9 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
         task = bar.add_task("embedding exams", total=len(ds))
     try:
         for batch in loader:
-            z = model(batch["image"].float())
+            # a missing phase is presented exactly as in training (medimp.data.phases)
+            x = encoder_input(batch["image"].float(), batch["phase_mask"], mask_mode)
+            z = model(x)
             feats.append(z.float().cpu().numpy())
             rows_id.extend(zip(batch["patient_id"], batch["exam"], strict=True))
             if bar is not None:

@@ -96,7 +96,14 @@ class PretrainModule(LightningModule):
     def __init__(self, config: dict[str, Any], in_channels: int, n_tabular: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from medimp.models import ClipLoss, ProjectionHead, SigLipLoss, create_image_encoder
+        from medimp.models import (
+            ClipLoss,
+            NTXentLoss,
+            ProjectionHead,
+            SigLipLoss,
+            SoftClipLoss,
+            create_image_encoder,
+        )
 
         self.cfg = PretrainConfig.model_validate(config)
         cfg = self.cfg
@@ -120,7 +127,25 @@ class PretrainModule(LightningModule):
             # the featurizer already standardised, filled and flagged missing values
             self.tabular_encoder = create_tabular_encoder(n_tabular, cfg.embed_dim,
                                                           missing_indicators=False)
-        self.loss_fn = ClipLoss() if cfg.loss.name == "clip" else SigLipLoss()
+        lc = cfg.loss
+        if lc.name == "siglip":
+            if lc.soft_targets or (cfg.method == "image_ssl" and lc.negatives == "nt_xent"):
+                raise ValueError("loss.soft_targets and loss.negatives 'nt_xent' need "
+                                 "loss.name 'clip'")
+            self.loss_fn: nn.Module = SigLipLoss()
+        elif cfg.method == "image_ssl" and lc.negatives == "nt_xent":
+            self.loss_fn = NTXentLoss()
+        elif lc.soft_targets:
+            self.loss_fn = SoftClipLoss(sharpness=lc.soft_sharpness)
+        else:
+            self.loss_fn = ClipLoss()
+        # SLIP: an image-SSL term on two views, with its own head and temperature
+        self.ssl_proj: nn.Module | None = None
+        self.ssl_loss: nn.Module | None = None
+        if cfg.method == "medimp" and lc.ssl_weight > 0:
+            self.ssl_proj = ProjectionHead(self.image_encoder.num_features, cfg.embed_dim)
+            self.ssl_loss = NTXentLoss()
+        self._last_features: torch.Tensor | None = None
         if cfg.channels_last:
             self.image_encoder.to(memory_format=torch.channels_last_3d)
 
@@ -132,6 +157,8 @@ class PretrainModule(LightningModule):
         feats = self.image_encoder(image)
         if features:
             return feats
+        if self.ssl_proj is not None:
+            self._last_features = feats  # reused by the SLIP term of the same step
         return normalize(self.image_proj(feats).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -175,9 +202,40 @@ class PretrainModule(LightningModule):
             a, b = gather_with_grad(a), gather_with_grad(b)
             groups = gather_no_grad(groups)
             content = None if content is None else gather_no_grad(content)
+        facts = batch.get("facts")
+        if facts is not None:
+            facts = facts.to(a.device).float()
+            if is_distributed():
+                facts = gather_no_grad(facts)
         exclude = None if content is None else content[:, None] == content[None, :]
-        return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None,
-                            exclude=exclude)
+        groups = groups if self.cfg.loss.patient_mask else None
+        if facts is not None and self.cfg.loss.soft_targets:
+            from medimp.models import fact_similarity
+
+            ordinal = batch.get("facts_ordinal")
+            sim = fact_similarity(facts, None if ordinal is None else ordinal[0].bool())
+            loss = self.loss_fn(a, b, groups=groups, exclude=exclude, similarity=sim)
+        else:
+            loss = self.loss_fn(a, b, groups=groups, exclude=exclude)
+        if self.ssl_proj is not None and self.ssl_loss is not None:
+            loss = loss + self.cfg.loss.ssl_weight * self._ssl_term(batch, groups)
+        return loss
+
+    def _ssl_term(self, batch: dict[str, Any], groups: torch.Tensor | None) -> torch.Tensor:
+        """SLIP's image-SSL loss: NT-Xent between the two views (features of view 1 reused)."""
+        assert self.ssl_proj is not None and self.ssl_loss is not None
+        f1 = self._last_features
+        if f1 is None or f1.shape[0] != batch["image"].shape[0]:
+            f1 = self.encode_image(batch["image"], features=True)
+        f2 = self.encode_image(batch["image2"], features=True)
+        z1 = normalize(self.ssl_proj(f1).float(), dim=-1)
+        z2 = normalize(self.ssl_proj(f2).float(), dim=-1)
+        self._last_features = None
+        if is_distributed():
+            from medimp.models.distributed import gather_with_grad
+
+            z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+        return self.ssl_loss(z1, z2, groups=groups)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
