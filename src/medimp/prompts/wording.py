@@ -22,9 +22,12 @@ from __future__ import annotations
 import itertools
 from typing import Literal
 
+import numpy as np
+
 from medimp.study import Bin, Study, TextVariable
 
-__all__ = ["WORDINGS", "Wording", "clinician_study", "exam_phrase", "range_bins", "study_for"]
+__all__ = ["WORDINGS", "Wording", "clinician_study", "exam_phrase", "nearest_description_accuracy",
+           "range_bins", "study_for"]
 
 Wording = Literal["original", "clinician", "clinician_fine"]
 WORDINGS: tuple[str, ...] = ("original", "clinician", "clinician_fine")
@@ -128,3 +131,29 @@ def study_for(study: Study, wording: str) -> Study:
     if wording == "clinician_fine":
         return clinician_study(study, fine_bins=True)
     raise ValueError(f"unknown prompt wording {wording!r}; choose one of {list(WORDINGS)}")
+
+
+def nearest_description_accuracy(embeddings: np.ndarray) -> float:
+    """How well text embeddings tell distinct descriptions apart (leave one variant out).
+
+    Args:
+        embeddings: ``[K, N, E]``: K distinct descriptions (sets of facts), each written in N
+            paraphrase variants (variant i of every description uses the same sentence frames).
+
+    Returns:
+        The share of (description, variant) pairs whose embedding is closest (cosine) to its own
+        description's centroid, the centroids being computed without that variant (for every
+        description, so the variant's own wording helps no centroid). Chance is 1 / K.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 3 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"expected [K >= 2 descriptions, N >= 2 variants, E], got {x.shape}")
+    x = x / np.linalg.norm(x, axis=-1, keepdims=True).clip(min=1e-12)
+    k, n, _ = x.shape
+    hits = 0
+    for i in range(n):
+        others = np.delete(x, i, axis=1).mean(axis=1)  # [K, E]
+        others /= np.linalg.norm(others, axis=-1, keepdims=True).clip(min=1e-12)
+        pred = np.argmax(x[:, i] @ others.T, axis=1)
+        hits += int((pred == np.arange(k)).sum())
+    return hits / (k * n)
