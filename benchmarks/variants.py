@@ -69,16 +69,32 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float]:
+def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
+    """Train one run unless it is done or another process holds it; resume a partial one."""
     cohort, out, config = args
-    import torch
+    run = Path(out)
+    if (run / "model.json").is_file():
+        return out, None
+    run.mkdir(parents=True, exist_ok=True)
+    lock = run / ".variants.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return out, None
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        import torch
 
-    torch.set_num_threads(1)
-    from medimp.train import pretrain
+        torch.set_num_threads(1)
+        from medimp.train import pretrain
 
-    t0 = time.perf_counter()
-    pretrain(cohort, out, config, progress=False, overwrite=True)
-    return out, time.perf_counter() - t0
+        t0 = time.perf_counter()
+        resume = (run / "checkpoints" / "last.ckpt").is_file()
+        pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
+        return out, time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
 
 
 def _auc_matrix(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -178,11 +194,17 @@ def main() -> None:
     if todo:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for out, sec in pool.map(_train, todo):
+                if sec is None:
+                    print(f"{Path(out).relative_to(work)}: done or held elsewhere", flush=True)
+                    continue
                 seconds[str(Path(out).relative_to(work))] = sec
                 print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
                       f"({time.perf_counter() - t_all:.0f} s so far)", flush=True)
     if args.train_only:
         return
+    unfinished = [str(r) for rs in runs.values() for r in rs if not (r / "model.json").is_file()]
+    if unfinished:
+        raise SystemExit(f"runs not finished (another process may hold them): {unfinished}")
 
     from medimp.evaluate import EvalConfig, evaluate
     from medimp.evaluate.early import exams_up_to_day
