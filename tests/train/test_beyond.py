@@ -74,6 +74,20 @@ def test_soft_targets_come_from_the_prompts_facts(simulated_cohort, tiny_config)
                                                          "method=image_ssl", "augment={}"))
 
 
+@pytest.mark.parametrize(("overrides", "match"), [
+    (("loss.name=siglip", "loss.soft_targets=true"), "loss.name 'clip'"),
+    (("method=tabular_clip", "loss.ssl_weight=1"), "SLIP"),
+    (("loss.negatives=nt_xent",), "image_ssl only"),
+    (("phase_dropout=1",), "phase_dropout"),
+    (("exams_per_patient=0",), "exams_per_patient"),
+    (("loss.soft_sharpness=-1",), "soft_sharpness"),
+    (("prompts.wording=poetic",), "wording"),
+])
+def test_absurd_options_are_refused(overrides, match, tiny_config) -> None:
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(*overrides)
+
+
 def test_clinician_wording_reaches_the_prompts(simulated_cohort, tiny_config) -> None:
     dm = PretrainDataModule(simulated_cohort, tiny_config("prompts.wording=clinician"))
     prompts = [p for v in dm.prompts.values() for p in v]

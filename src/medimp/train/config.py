@@ -209,6 +209,23 @@ class PretrainConfig(_Strict):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
+    def _check_loss_options(self) -> PretrainConfig:
+        lc = self.loss
+        if lc.name == "siglip" and (lc.soft_targets or lc.negatives == "nt_xent"
+                                    or lc.ssl_weight > 0):
+            raise ValueError("loss.soft_targets, loss.negatives 'nt_xent' and loss.ssl_weight "
+                             "need loss.name 'clip'")
+        if lc.soft_targets and self.method not in ("medimp", "tabular_clip"):
+            raise ValueError(f"loss.soft_targets needs the clinical facts of a text or tabular "
+                             f"pairing (method medimp or tabular_clip), not {self.method}")
+        if lc.ssl_weight > 0 and self.method != "medimp":
+            raise ValueError(f"loss.ssl_weight (SLIP) adds an image-SSL term to medimp's CLIP "
+                             f"loss; method {self.method} has none (image_ssl is image SSL alone)")
+        if lc.negatives != "cross_view" and self.method != "image_ssl":
+            raise ValueError(f"loss.negatives applies to image_ssl only, not {self.method}")
+        return self
+
+    @model_validator(mode="after")
     def _check_data_configs(self) -> PretrainConfig:
         try:
             from medimp.data import AugmentConfig, PreprocessConfig
