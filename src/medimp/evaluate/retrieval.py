@@ -131,14 +131,16 @@ def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: i
 
 
 def _has_text_tower(run_dir: Path) -> bool:
-    """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
+    """True for a run whose objective has a text tower (medimp); others have none to retrieve."""
     try:
         from medimp.train import load_run_info
+        from medimp.train.objectives import get_objective
 
         info = load_run_info(run_dir)
-    except (ImportError, ValueError):
+        return get_objective(info.get("method", (info.get("config") or {}).get("method"))
+                             ).text_tower
+    except (ImportError, ValueError):  # not a run, or an objective this install lacks
         return False
-    return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
 
 
 def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
