@@ -125,21 +125,21 @@ def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: i
             continue
         try:
             out.append(_one_run(tables, name, Path(src), seed))
-        except (ValueError, ImportError, FileNotFoundError, KeyError) as exc:
+        except (ValueError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
     return out
 
 
 def _has_text_tower(run_dir: Path) -> bool:
     """True for a run whose objective has a text tower (medimp); others have none to retrieve."""
-    try:
-        from medimp.train import load_run_info
-        from medimp.train.objectives import get_objective
+    from medimp.train import load_run_info
+    from medimp.train.objectives import get_objective
 
+    try:
         info = load_run_info(run_dir)
         return get_objective(info.get("method", (info.get("config") or {}).get("method"))
                              ).text_tower
-    except (ImportError, ValueError):  # not a run, or an objective this install lacks
+    except ValueError:  # not a run, or its objective is not registered here
         return False
 
 
@@ -149,7 +149,7 @@ def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> Retri
 
     try:
         tower = load_text_tower(run_dir)
-    except (ValueError, OSError, ImportError) as exc:  # TrainError: not a medimp run
+    except (ValueError, OSError) as exc:  # TrainError: not a medimp run
         raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
                               "(text-prompt) run") from exc
     held = heldout_patients(run_dir)

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
     "ConfigError",
@@ -39,7 +40,7 @@ __all__ = [
     "save_config",
 ]
 
-class TrainError(ValueError):
+class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
 
 
@@ -192,10 +193,8 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_data_configs(self) -> PretrainConfig:
-        try:
-            from medimp.data import AugmentConfig, PreprocessConfig
-        except ImportError:  # data stage not installed: validated when training starts
-            return self
+        from medimp.data import AugmentConfig, PreprocessConfig
+
         PreprocessConfig.model_validate(self.preprocess)
         if self.augment is not None:
             AugmentConfig.model_validate(self.augment)
