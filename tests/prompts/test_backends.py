@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from medimp.prompts import BackendError, NotEnoughVariantsError, PrivacyError, load_bank
-from medimp.prompts.augment import augment
 from medimp.prompts.backends.openai import OpenAIBackend
+from medimp.prompts.paraphrase import augment
 from medimp.prompts.privacy import cohort_values
 
 

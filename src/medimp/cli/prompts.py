@@ -161,7 +161,7 @@ def augment_cmd(
     """Make a paraphrase bank of N validated variants (resumes an interrupted LLM run)."""
     from medimp._io import atomic_write_text
     from medimp.prompts import NotEnoughVariantsError
-    from medimp.prompts.augment import augment, load_templates
+    from medimp.prompts.paraphrase import augment, load_templates
     from medimp.prompts.privacy import cohort_values
 
     try:

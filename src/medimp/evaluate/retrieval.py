@@ -125,18 +125,18 @@ def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: i
             continue
         try:
             out.append(_one_run(tables, name, Path(src), seed))
-        except (ValueError, ImportError, FileNotFoundError, KeyError) as exc:
+        except (ValueError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
     return out
 
 
 def _has_text_tower(run_dir: Path) -> bool:
     """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
-    try:
-        from medimp.train import load_run_info
+    from medimp.train import load_run_info
 
+    try:
         info = load_run_info(run_dir)
-    except (ImportError, ValueError):
+    except ValueError:
         return False
     return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
 
@@ -147,7 +147,7 @@ def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> Retri
 
     try:
         tower = load_text_tower(run_dir)
-    except (ValueError, OSError, ImportError) as exc:  # TrainError: not a medimp run
+    except (ValueError, OSError) as exc:  # TrainError: not a medimp run
         raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
                               "(text-prompt) run") from exc
     held = heldout_patients(run_dir)

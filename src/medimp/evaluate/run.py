@@ -126,11 +126,8 @@ def load_method(name: str, source: str | os.PathLike[str] | pd.DataFrame,
         return read_embeddings(source)
     path = Path(source)
     if path.is_dir():
-        try:
-            from medimp.train import embed
-        except ImportError as exc:
-            raise EvaluationError(f"method {name!r}: {path} is a run dir but medimp.train.embed "
-                                  "is not available; pass an embeddings file instead") from exc
+        from medimp.train import embed
+
         return read_embeddings(embed(path, cohort_path))
     return read_embeddings(path)
 

@@ -49,7 +49,7 @@ _TABLE_FILE = {"patients": "patients.csv", "exams": "exams.csv"}
 
 def default_bank(study: Study | None = None, n: int = 10) -> ParaphraseBank:
     """The ``rules`` backend's bank of ``n`` variants of the study's templates (offline)."""
-    from medimp.prompts.augment import rules_bank
+    from medimp.prompts.paraphrase import rules_bank
     from medimp.study import default_study
 
     return rules_bank(study or default_study(), n=n)

@@ -7,6 +7,7 @@ nothing is written to disk, so the HTML page can embed the images and stay self-
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from collections.abc import Mapping
 
@@ -95,15 +96,14 @@ def _project(X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     from sklearn.preprocessing import StandardScaler
 
     X = StandardScaler().fit_transform(np.nan_to_num(X))
-    try:
-        import umap  # optional dependency (pip install medimp[umap])
+    # umap is an optional dependency (pip install medimp[umap]): absent -> PCA; present but
+    # broken -> its own error, not a silent PCA
+    if len(X) > 10 and importlib.util.find_spec("umap") is not None:
+        import umap
 
-        if len(X) > 10:
-            emb = umap.UMAP(n_components=2, random_state=seed,
-                            n_neighbors=min(15, len(X) - 1)).fit_transform(X)
-            return emb, "UMAP"
-    except ImportError:
-        pass
+        emb = umap.UMAP(n_components=2, random_state=seed,
+                        n_neighbors=min(15, len(X) - 1)).fit_transform(X)
+        return emb, "UMAP"
     k = min(2, X.shape[1], len(X))
     z = PCA(n_components=k, random_state=seed).fit_transform(X)
     if k < 2:

@@ -146,11 +146,11 @@ def _example_volumes(tables: CohortTables, n_exams: int = 2) -> list[str]:
 
 
 def _example_prompts(tables: CohortTables, n: int = 6) -> pd.DataFrame | None:
-    try:
-        from medimp.prompts import build_prompts
+    from medimp.prompts import build_prompts
 
+    try:
         prompts = build_prompts(tables.cohort)
-    except (ImportError, ValueError, KeyError):  # cohort whose tables cannot make prompts
+    except (ValueError, KeyError):  # cohort whose tables cannot make prompts
         return None
     if prompts.empty:
         return None

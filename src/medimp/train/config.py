@@ -170,10 +170,8 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_data_configs(self) -> PretrainConfig:
-        try:
-            from medimp.data import AugmentConfig, PreprocessConfig
-        except ImportError:  # data stage not installed: validated when training starts
-            return self
+        from medimp.data import AugmentConfig, PreprocessConfig
+
         PreprocessConfig.model_validate(self.preprocess)
         if self.augment is not None:
             AugmentConfig.model_validate(self.augment)

@@ -9,6 +9,7 @@ split sizes, precision, checkpoint architecture) runs before the first step.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import logging
 import os
 import warnings
@@ -86,13 +87,14 @@ def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
                           TensorBoardLogger(run_dir / "logs", name="tb", version="",
                                             default_hp_metric=False)]
     if config.mlflow:
-        try:
+        # an optional dependency: absent -> a warning; present but broken -> its own error
+        if importlib.util.find_spec("mlflow") is None:
+            warnings.warn("mlflow is not installed: MLflow logging skipped", stacklevel=2)
+        else:
             from lightning.pytorch.loggers import MLFlowLogger
 
             loggers.append(MLFlowLogger(experiment_name="medimp",
                                         tracking_uri=f"file:{run_dir / 'mlruns'}"))
-        except (ImportError, ModuleNotFoundError):
-            warnings.warn("mlflow is not installed: MLflow logging skipped", stacklevel=2)
     return loggers
 
 
