@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
     "DYNAMIC_PHASE",
@@ -47,7 +48,7 @@ __all__ = [
 DYNAMIC_PHASE = "dynamic"
 
 
-class StudyError(ValueError):
+class StudyError(MedimpError):
     """``study.yaml`` is missing, unreadable or inconsistent."""
 
 

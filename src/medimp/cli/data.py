@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -35,7 +36,7 @@ def _problem_table(title: str, problems: Sequence[object], style: str) -> Table:
         table.add_column(col, overflow="fold")
     for p in problems:
         d = p.to_dict()  # type: ignore[attr-defined]
-        table.add_row(*[str(d[c] or "") for c in ("severity", "file", "patient", "exam",
+        table.add_row(*[escape(str(d[c] or "")) for c in ("severity", "file", "patient", "exam",
                                                    "phase", "problem", "fix")])
     return table
 
@@ -79,22 +80,22 @@ def validate(
             summary.add_column("value", overflow="fold")
             for key in ("patients", "patients_with_images", "exams", "exam_rows", "volumes",
                         "files"):
-                summary.add_row(key, str(s.get(key, "")))
-            summary.add_row("exams per label", ", ".join(
-                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items()))
-            summary.add_row("volumes per phase", ", ".join(
-                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items()))
-            summary.add_row("exams by number of phases", ", ".join(
-                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items()))
+                summary.add_row(key, escape(str(s.get(key, ""))))
+            summary.add_row("exams per label", escape(", ".join(
+                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items())))
+            summary.add_row("volumes per phase", escape(", ".join(
+                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items())))
+            summary.add_row("exams by number of phases", escape(", ".join(
+                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items())))
             for col, counts in s.get("outcomes", {}).items():
-                summary.add_row(f"outcome {col}", ", ".join(f"{k} {v}"
-                                                            for k, v in counts.items()))
+                summary.add_row(escape(f"outcome {col}"), escape(", ".join(
+                    f"{k} {v}" for k, v in counts.items())))
             console.print(summary)
             _print_dynamic(s.get("dynamic", {}))
             _print_geometry(s.get("geometry", {}), suggest_preprocess)
         verdict = ("[bold green]OK[/]" if report.ok
                    else f"[bold red]{len(report.errors)} error(s)[/]")
-        console.print(f"{cohort}: {verdict}, {len(report.warnings)} warning(s)")
+        console.print(f"{escape(str(cohort))}: {verdict}, {len(report.warnings)} warning(s)")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -164,15 +165,11 @@ def import_medimp(
                         ] = False,
 ) -> None:
     """Convert the original MEDIMP layout into a cohort folder and report what was not mapped."""
-    from medimp.data._errors import MedimpDataError
     from medimp.data.import_medimp import import_medimp as run_import
 
-    try:
-        with _progress("copying images", enabled=not json_out) as update:
-            report = run_import(root, clinical, out, augs=augs, overwrite=overwrite,
-                                fallback_volume=fallback_volume, progress=update)
-    except (MedimpDataError, FileExistsError) as exc:
-        fail(str(exc))
+    with _progress("copying images", enabled=not json_out) as update:
+        report = run_import(root, clinical, out, augs=augs, overwrite=overwrite,
+                            fallback_volume=fallback_volume, progress=update)
     if json_out:
         typer.echo(report.to_json())
         return
@@ -182,7 +179,7 @@ def import_medimp(
         f"wrote {report.out}: {report.patients} patients, {report.exams} exams, "
         f"{report.volumes} volumes ({report.fallback_volumes} from the fallback volume)"
         + (f", paraphrases at {report.augs_path}" if report.augs_path else "")
-        + f". Next: medimp validate {report.out}")
+        + f". Next: medimp validate {report.out}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

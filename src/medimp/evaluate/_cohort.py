@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import assert_no_patient_leak, patient_kfold, read_cohort
+from medimp.errors import MedimpError
 from medimp.study import Study
 
 __all__ = ["CohortTables", "EvaluationError", "check_no_leak", "load_tables", "patient_splits"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MedimpError):
     """Input the evaluation cannot use; the message names the file/patient and the fix."""
 
 
