@@ -109,6 +109,10 @@ def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]
         vol, selection = _read_checked(cohort, path, first)
     except MedimpDataError as exc:
         p = exc.to_problem()
+        if p.file and Path(p.file) != path:  # a file inside a series folder: name that file
+            inner = Path(p.file)
+            where["file"] = (inner.relative_to(cohort.root).as_posix()
+                             if inner.is_relative_to(cohort.root) else str(inner))
         return [Problem("error", problem=p.problem + also, fix=p.fix, **where)], {}
     except Exception as exc:  # an unexpected library failure must not stop the report
         return [Problem("error", problem=f"unreadable ({type(exc).__name__}: {exc}){also}",
