@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medimp.cli._common import console, fail, is_interactive
 
@@ -53,15 +54,13 @@ def build_cmd(
     from medimp.prompts import build_prompts
     from medimp.prompts.build import write_prompts
 
-    try:
-        df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
-        write_prompts(df, out)
-    except (ValueError, OSError) as exc:  # PromptError, CohortError, StudyError
-        fail(str(exc))
+    df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
+    write_prompts(df, out)
     n_exams = df.groupby(["patient_id", "exam"]).ngroups if len(df) else 0
     console.print(
         f"wrote {len(df)} prompts for {n_exams} exams "
-        f"({df['variant'].nunique() if len(df) else 0} variants) to {out}"
+        f"({df['variant'].nunique() if len(df) else 0} variants) to {out}",
+        markup=False,
     )
 
 
@@ -83,38 +82,36 @@ def show_cmd(
 
     from medimp.prompts.build import explain_exam
 
-    try:
-        c = _cohort(cohort)
-        exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
-        keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
-        if not keys:
-            fail(f"{cohort}: no exam {exam or ''} of patient {patient!r} in exams.csv")
-        for e in keys:
-            rows, prompts = explain_exam(
-                c.study, c.exams, c.patients, patient, e, bank=bank, seed=seed
-            )
-            values = Table(title="clinical values", show_lines=False)
-            for col in ("variable", "column", "value", "words"):
-                values.add_column(col, no_wrap=True)
-            for name, col, val, words in rows:
-                values.add_row(name, col, str(val), words or "[dim](missing: sentence dropped)")
-            texts = Table(title=f"{len(prompts)} prompts", show_header=False)
-            texts.add_column("#", justify="right")
-            texts.add_column("prompt")
-            for i, p in enumerate(prompts):
-                texts.add_row(str(i), p)
-            console.rule(f"patient {patient} exam {e}")
-            if console.width >= 140:  # side by side where there is room, else one below the other
-                grid = Table.grid(padding=(0, 2))
-                grid.add_column(no_wrap=True)
-                grid.add_column(ratio=1)
-                grid.add_row(values, texts)
-                console.print(grid)
-            else:
-                console.print(values)
-                console.print(texts)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
+    c = _cohort(cohort)
+    exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
+    keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
+    if not keys:
+        fail(f"{cohort}: no exam {exam or ''} of patient {patient!r} in exams.csv")
+    for e in keys:
+        rows, prompts = explain_exam(
+            c.study, c.exams, c.patients, patient, e, bank=bank, seed=seed
+        )
+        values = Table(title="clinical values", show_lines=False)
+        for col in ("variable", "column", "value", "words"):
+            values.add_column(col, no_wrap=True)
+        for name, col, val, words in rows:
+            values.add_row(escape(name), escape(col), escape(str(val)),
+                           escape(words) if words else "[dim](missing: sentence dropped)")
+        texts = Table(title=f"{len(prompts)} prompts", show_header=False)
+        texts.add_column("#", justify="right")
+        texts.add_column("prompt")
+        for i, p in enumerate(prompts):
+            texts.add_row(str(i), escape(p))
+        console.rule(escape(f"patient {patient} exam {e}"))
+        if console.width >= 140:  # side by side where there is room, else one below the other
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True)
+            grid.add_column(ratio=1)
+            grid.add_row(values, texts)
+            console.print(grid)
+        else:
+            console.print(values)
+            console.print(texts)
 
 
 @prompts_app.command("augment")
@@ -199,17 +196,16 @@ def augment_cmd(
                 out=out,
                 progress=lambda k, total: bar.update(task, completed=k, total=total),
             )
-    except NotEnoughVariantsError as exc:
+    except NotEnoughVariantsError as exc:  # the run worked but fell short: report why, exit 1
         if report is not None and exc.report is not None:
             atomic_write_text(report, json.dumps(exc.report.to_dict(), indent=1))
         fail(str(exc), 1)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
     if report is not None:
         atomic_write_text(report, json.dumps(res.report.to_dict(), indent=1))
     console.print(
         f"wrote {res.bank.n} variants ({backend.value}) to {out}; "
-        f"{len(res.report.rejected)} candidate(s) rejected"
+        f"{len(res.report.rejected)} candidate(s) rejected",
+        markup=False,
     )
 
 
@@ -233,22 +229,20 @@ def check_cmd(
     from medimp._io import atomic_write_text
     from medimp.prompts.validate import check_bank
 
-    try:
-        rep = check_bank(bank, _study(study), min_similarity=min_similarity)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
+    rep = check_bank(bank, _study(study), min_similarity=min_similarity)
     if report is not None:
         atomic_write_text(report, json.dumps(rep.to_dict(), indent=1))
     if rep.rejected:
-        table = Table(title=f"{bank}: rejected variants")
+        table = Table(title=escape(f"{bank}: rejected variants"))
         table.add_column("variant", justify="right")
         table.add_column("reasons")
         for r in rep.rejected:
-            table.add_row(str(r.index), "\n".join(r.reasons))
+            table.add_row(str(r.index), escape("\n".join(r.reasons)))
         console.print(table)
     sims = [s for r in rep.results for s in r.similarity if s is not None]
     low = f", lowest similarity {min(sims):.2f}" if sims else ""
-    console.print(f"{bank}: {len(rep.accepted)} of {len(rep.results)} variants valid{low}")
+    console.print(f"{bank}: {len(rep.accepted)} of {len(rep.results)} variants valid{low}",
+                  markup=False)
     if rep.rejected:
         raise typer.Exit(1)
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from medimp.data import Cohort, assert_no_patient_leak, patient_kfold, read_cohort
+from medimp.errors import MedimpError
 
 __all__ = ["EvaluationError", "check_no_leak", "load_cohort", "patient_splits"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MedimpError):
     """Input the evaluation cannot use; the message names the file/patient and the fix."""
 
 

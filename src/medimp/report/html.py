@@ -136,6 +136,13 @@ def _example_volumes(tables: Cohort, n_exams: int = 2) -> list[str]:
         if vols:
             out.append(_img(figures.volume_slices(vols, f"patient {pid}, exam {exam}"),
                             f"{pid} {exam}"))
+        try:
+            sel = cohort.dynamic_selection(pid, exam)
+        except ValueError:  # its error is in `medimp validate`; the report goes on
+            sel = None
+        if sel is not None:
+            out.append(_img(figures.dynamic_curve(sel.to_dict(), f"patient {pid}, exam {exam}"),
+                            f"{pid} {exam} dynamic curve"))
     return out
 
 

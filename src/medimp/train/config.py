@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
     "ConfigError",
@@ -42,7 +43,7 @@ __all__ = [
 Method = Literal["medimp", "image_ssl", "tabular_clip", "random_init"]
 
 
-class TrainError(ValueError):
+class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
 
 
