@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from medimp.data._tables import Collector, check_duplicates, where_of
-from medimp.study import Study
+from medimp.study import DYNAMIC_PHASE, Study
 
 
 def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
@@ -21,6 +21,7 @@ def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
                   "add one row per volume (patient_id, exam, phase, path)",
                   file="manifest.csv")
     check_duplicates(manifest, ["patient_id", "exam", "phase"], "manifest.csv", col)
+    check_dynamic_rows(manifest, col)
     for i, p in enumerate(manifest["path"]):
         if not isinstance(p, str) or not p:
             continue
@@ -62,10 +63,27 @@ def check_labels(study: Study, manifest: pd.DataFrame | None, exams: pd.DataFram
                           **where_of(df, i, name))
     if manifest is not None:
         for i, ph in enumerate(manifest["phase"]):
-            if isinstance(ph, str) and ph and ph not in phase_names:
+            if isinstance(ph, str) and ph and ph not in phase_names and ph != DYNAMIC_PHASE:
                 col.error(f"unknown phase label {ph!r}",
-                          f"use one of {study.phase_names} or add {ph!r} to study.yaml phases",
+                          f"use one of {study.phase_names} (or {DYNAMIC_PHASE!r} for a whole "
+                          f"dynamic series) or add {ph!r} to study.yaml phases",
                           **where_of(manifest, i, "manifest.csv"))
+
+
+def check_dynamic_rows(manifest: pd.DataFrame, col: Collector) -> None:
+    """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both."""
+    dyn = manifest[manifest["phase"] == DYNAMIC_PHASE]
+    if dyn.empty:
+        return
+    keys = set(zip(dyn["patient_id"], dyn["exam"], strict=True))
+    for i, (pid, exam, phase) in enumerate(zip(manifest["patient_id"], manifest["exam"],
+                                               manifest["phase"], strict=True)):
+        if (pid, exam) in keys and phase != DYNAMIC_PHASE:
+            col.error(f"exam has a {DYNAMIC_PHASE!r} row (a whole dynamic series) and also a "
+                      f"row for phase {phase!r}",
+                      f"keep either the {DYNAMIC_PHASE!r} row (phases are chosen from the series "
+                      "by study.yaml's dynamic section) or one row per phase",
+                      **where_of(manifest, i, "manifest.csv"))
 
 
 def check_study_columns(study: Study, exams: pd.DataFrame | None,

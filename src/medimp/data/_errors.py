@@ -129,6 +129,11 @@ class DicomSeriesError(VolumeReadError):
     """A DICOM series folder is ambiguous or inconsistent (several series, gaps, duplicates)."""
 
 
+class DynamicSeriesError(InvalidVolumeError):
+    """The frames of a dynamic series cannot give the study's phases: too few frames, times
+    unknown or out of order, time points of different geometry, no detectable arrival."""
+
+
 class ImportMappingError(MedimpDataError):
     """``import-medimp`` found nothing it could turn into a usable cohort."""
 

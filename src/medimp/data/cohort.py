@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -42,8 +42,11 @@ from medimp.data._tables import (
     read_table,
     type_table,
 )
-from medimp.data.readers import Volume, read_volume
-from medimp.study import Study, StudyError, TextVariable, load_study
+from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
+from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
+
+if TYPE_CHECKING:
+    from medimp.data.dynamic import FrameSelection
 
 __all__ = ["Cohort", "leakage_reason", "read_cohort"]
 
@@ -92,6 +95,10 @@ class Cohort:
         exams: one row per patient-exam (patient_id, exam, days_post_transplant, ...).
         patients: one row per patient (patient_id, baseline and outcome columns).
         warnings: non-fatal findings of :func:`read_cohort` (e.g. absent outcome columns).
+
+    A manifest row whose phase is ``dynamic`` holds a whole dynamic series (4D NIfTI or
+    dynamic DICOM): every phase of ``study.yaml`` is then a frame of it, chosen as
+    ``study.dynamic`` says (:meth:`dynamic_selection`).
     """
 
     root: Path
@@ -253,15 +260,75 @@ class Cohort:
 
     @cached_property
     def _index(self) -> dict[tuple[str, str], dict[str, tuple[str, str | None]]]:
-        """(patient_id, exam) -> phase -> (path as written, series_uid or None)."""
+        """(patient_id, exam) -> phase -> (path as written, series_uid or None); a dynamic
+        row stands for every phase of the study."""
         m = self.manifest
         uids = m["series_uid"] if "series_uid" in m.columns else [None] * len(m)
         index: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
         for pid, exam, phase, path, uid in zip(m["patient_id"], m["exam"], m["phase"],
                                                m["path"], uids, strict=True):
             uid = uid if isinstance(uid, str) and uid else None
-            index.setdefault((str(pid), str(exam)), {})[str(phase)] = (str(path), uid)
+            entry = index.setdefault((str(pid), str(exam)), {})
+            for ph in (self.study.phase_names if phase == DYNAMIC_PHASE else [str(phase)]):
+                entry[ph] = (str(path), uid)
         return index
+
+    # -- dynamic (4D) series ---------------------------------------------------------------
+    @cached_property
+    def _dynamic_keys(self) -> set[tuple[str, str]]:
+        m = self.manifest
+        rows = m[m["phase"] == DYNAMIC_PHASE]
+        return {(str(p), str(e)) for p, e in zip(rows["patient_id"], rows["exam"], strict=True)}
+
+    def is_dynamic(self, patient_id: str, exam: str) -> bool:
+        """True when the exam's phases are frames of one dynamic series (phase ``dynamic``)."""
+        return (str(patient_id), exam) in self._dynamic_keys
+
+    def read_dynamic(self, patient_id: str, exam: str,
+                     check_finite: bool = True) -> tuple[DynamicSeries, FrameSelection]:
+        """Read the dynamic series of one exam and choose its phases' frames (the last
+        series read is kept in memory, so reading its phases one by one reads it once).
+
+        Raises:
+            MedimpDataError: unreadable series or a timing problem (``DynamicSeriesError``),
+                with the patient and exam filled in.
+        """
+        from medimp.data.dynamic import select_frames
+
+        key = (str(patient_id), exam)
+        path, uid = next(iter(self._index[key].values()))
+        memo_key = (self._resolve(path), uid, check_finite)
+        memo = self.__dict__.setdefault("_series_memo", {})
+        if memo_key not in memo:
+            try:
+                series = read_series(memo_key[0], series_uid=uid, check_finite=check_finite)
+                selection = select_frames(series, self.study)
+            except MedimpDataError as exc:
+                raise exc.with_context(patient=key[0], exam=exam) from None
+            memo.clear()
+            memo[memo_key] = (series, selection)
+        return memo[memo_key]
+
+    def dynamic_selection(self, patient_id: str, exam: str) -> FrameSelection | None:
+        """The frames chosen for each phase of a dynamic exam (None for a 3D-per-phase exam)."""
+        if not self.is_dynamic(patient_id, exam):
+            return None
+        return self.read_dynamic(patient_id, exam)[1]
+
+    def source_extra(self, patient_id: str, exam: str, phase: str) -> tuple[Any, ...]:
+        """What, besides the file's content, decides a phase's voxels (preprocessing cache
+        key): the series UID, and for a dynamic exam how frames are chosen."""
+        uid = self.series_uid(patient_id, exam, phase)
+        if not self.is_dynamic(patient_id, exam):
+            return (uid,)
+        spec = self.study.dynamic.model_dump(mode="json")
+        seconds = {p.name: p.seconds for p in self.study.phases}
+        return (uid, DYNAMIC_PHASE, {"spec": spec, "phase_seconds": seconds})
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: no 4D array in the pickle
+        state = dict(self.__dict__)
+        state.pop("_series_memo", None)
+        return state
 
     def volumes(self, patient_id: str, exam: str) -> dict[str, Path]:
         """Phase -> absolute image path for one exam, in study phase order."""
@@ -275,6 +342,9 @@ class Cohort:
         entry = self._index.get((str(patient_id), exam), {}).get(phase)
         if entry is None:
             return None
+        if self.is_dynamic(patient_id, exam):
+            series, selection = self.read_dynamic(patient_id, exam, check_finite=check_finite)
+            return series.frame(selection.frames[phase])
         try:
             return read_volume(self._resolve(entry[0]), series_uid=entry[1],
                                check_finite=check_finite)

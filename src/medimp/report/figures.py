@@ -183,3 +183,31 @@ def volume_slices(volumes: Mapping[str, np.ndarray], title: str) -> str:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     return _png(fig)
+
+
+def dynamic_curve(selection: Mapping[str, object], title: str) -> str:
+    """The arrival curve of one dynamic series (mean intensity per frame), with the detected
+    or given contrast arrival and the frame chosen for each phase marked.
+
+    Args:
+        selection: :meth:`medimp.data.dynamic.FrameSelection.to_dict` of the series.
+        title: figure title (patient and exam).
+    """
+    curve = np.asarray(selection["curve"], dtype=float)
+    times = selection.get("frame_times")
+    x = np.asarray(times, dtype=float) if times is not None else np.arange(curve.size)
+    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    ax.plot(x, curve, "-o", color="0.4", markersize=3, label="mean intensity")
+    arrival = selection.get("arrival_s")
+    if arrival is not None and times is not None:
+        ax.axvline(float(arrival), color="tab:red", linestyle="--", linewidth=1,
+                   label=f"arrival {float(arrival):.1f} s")
+    frames = selection["frames"]
+    for i, (phase, f) in enumerate(frames.items()):  # type: ignore[union-attr]
+        ax.plot(x[int(f)], curve[int(f)], "o", markersize=8, color=f"C{i}",
+                label=f"{phase}: frame {int(f)}")
+    ax.set_xlabel("seconds after the first frame" if times is not None else "frame")
+    ax.set_ylabel("mean intensity")
+    ax.set_title(f"{title} ({selection['method']})", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)

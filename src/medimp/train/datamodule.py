@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -103,6 +102,8 @@ class PatientInterleavedSampler(Sampler[int]):
 class TabularFeaturizer:
     """The prompts' clinical variables as numbers, for the ``tabular_clip`` baseline.
 
+    The values known at each exam come from :class:`medimp.data.features.ClinicalFeatures`
+    (the one clinical feature builder; a value not known at an exam is missing there).
     Numeric variables are standardised with training-patient statistics, categorical ones
     one-hot encoded; a missing value is 0 plus a 0/1 indicator column. Follows scikit-learn's
     contract (``fit`` returns self, learned state ends in ``_``).
@@ -111,64 +112,38 @@ class TabularFeaturizer:
     def __init__(self, missing_indicator: bool = True) -> None:
         self.missing_indicator = missing_indicator
 
-    @staticmethod
-    def _raw(cohort: Any, keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
-        from medimp.prompts.build import leakage_reason
-
-        idx = pd.MultiIndex.from_tuples(list(keys), names=["patient_id", "exam"])
-        frame = pd.DataFrame(index=idx)
-        pats = cohort.patients.set_index("patient_id")
-        exams = cohort.exams.set_index(["patient_id", "exam"])
-        for var in cohort.study.variables:
-            table = pats if var.table == "patients" else exams
-            if var.column not in table.columns:
-                raise TrainError(f"{cohort.root}: study.yaml variable {var.name!r} reads column "
-                                 f"{var.column!r}, which {var.table}.csv lacks")
-            if var.table == "patients":
-                vals = table[var.column].reindex([p for p, _ in keys]).to_numpy()
-            else:
-                vals = table[var.column].reindex(idx).to_numpy()
-            # the prompts' leakage guard: a value not known at an exam is missing for that exam
-            leaky = np.array([leakage_reason(cohort.study, var, e) is not None for _, e in keys],
-                             dtype=bool)
-            frame[var.name] = pd.Series(vals, index=idx).mask(leaky)
-        return frame
-
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
-        raw = self._raw(cohort, keys)
+        from medimp.data.features import ClinicalFeatures
+
+        self.features_ = ClinicalFeatures("variables", sep="=").fit(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         self.columns_: list[str] = []
         self.stats_: dict[str, dict[str, Any]] = {}
-        for var in cohort.study.variables:
-            col = raw[var.name]
-            if var.kind == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float)
+        for f, (name, cols) in zip(self.features_.features_, self.features_.groups_,
+                                   strict=True):
+            if f.kind == "numeric":
+                x = table[name]
                 mean = float(np.nanmean(x)) if x.notna().any() else 0.0
                 std = float(np.nanstd(x)) if x.notna().sum() > 1 else 1.0
-                self.stats_[var.name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
-                self.columns_.append(var.name)
+                self.stats_[name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
             else:
-                cats = sorted(str(c) for c in (var.categories or {}))
-                self.stats_[var.name] = {"kind": "categorical", "categories": cats}
-                self.columns_.extend(f"{var.name}={c}" for c in cats)
+                self.stats_[name] = {"kind": "categorical", "categories": list(f.categories)}
+            self.columns_.extend(cols)
             if self.missing_indicator:
-                self.columns_.append(f"{var.name}:missing")
+                self.columns_.append(f"{name}:missing")
         return self
 
     def transform(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-        raw = self._raw(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         cols = []
-        for var in cohort.study.variables:
-            st = self.stats_[var.name]
-            col = raw[var.name]
+        for name, group in self.features_.groups_:
+            st = self.stats_[name]
+            x = table[group].to_numpy(dtype=float)
+            miss = np.isnan(x).all(axis=1)
             if st["kind"] == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
-                miss = ~np.isfinite(x)
-                cols.append(np.where(miss, 0.0, (x - st["mean"]) / st["std"]))
+                cols.append(np.where(miss, 0.0, (x[:, 0] - st["mean"]) / st["std"]))
             else:
-                s = col.astype("string")
-                miss = s.isna().to_numpy()
-                cols.extend((s == c).fillna(False).to_numpy().astype(float)
-                            for c in st["categories"])
+                cols.extend(np.nan_to_num(x[:, k], nan=0.0) for k in range(x.shape[1]))
             if self.missing_indicator:
                 cols.append(miss.astype(float))
         return np.stack(cols, axis=1).astype(np.float32)
