@@ -8,10 +8,11 @@ paired. Variants:
 - ``medimp``: the paper (MEDIMP bins and wording, patient-masked CLIP);
 - ``image_ssl``: the true SimCLR baseline (NT-Xent, 2N-2 negatives);
 - ``tabular_clip``: image vs an MLP of the same clinical variables;
-- ``medimp_soft``: MedCLIP-style soft targets from the exams' binned clinical facts;
-- ``medimp_slip``: CLIP + 1.0 x NT-Xent between two augmented views (SLIP);
+- ``medimp_soft``: MedCLIP-style soft targets from the exams' binned clinical facts
+  (``method: medclip_soft``);
+- ``medimp_slip``: CLIP + 1.0 x NT-Xent between two augmented views (``method: slip``);
 - ``medimp_clinician``: grammatical prompts stating each bin's range and unit;
-- ``medimp_all``: clinician wording + soft targets + SLIP together;
+- ``medimp_all``: clinician wording + soft targets;
 - ``medimp_earliest``: medimp pretrained on each patient's first exam only.
 
 Seed-aware statistics (2-year poor-status AUC, logistic probe, patient-mean embedding): a
@@ -58,13 +59,12 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
 
     return {
         "medimp": cfg("medimp"),
-        "image_ssl": cfg("image_ssl", loss__negatives="nt_xent"),
+        "image_ssl": cfg("image_ssl", method_options__negatives="nt_xent"),
         "tabular_clip": cfg("tabular_clip"),
-        "medimp_soft": cfg("medimp", loss__soft_targets=True),
-        "medimp_slip": cfg("medimp", loss__ssl_weight=1.0),
+        "medimp_soft": cfg("medclip_soft"),
+        "medimp_slip": cfg("slip", method_options__ssl_weight=1.0),
         "medimp_clinician": cfg("medimp", prompts__wording="clinician"),
-        "medimp_all": cfg("medimp", prompts__wording="clinician", loss__soft_targets=True,
-                          loss__ssl_weight=1.0),
+        "medimp_all": cfg("medclip_soft", prompts__wording="clinician"),
         "medimp_earliest": cfg("medimp", exams_per_patient=1),
     }
 

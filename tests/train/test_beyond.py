@@ -27,10 +27,10 @@ def _history(run) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("overrides", [
-    ("loss.soft_targets=true",),
-    ("loss.ssl_weight=0.5", "augment={}"),
-    ("method=image_ssl", "loss.negatives=nt_xent", "augment={}"),
-    ("prompts.wording=clinician_fine", "loss.soft_targets=true", "exams_per_patient=1"),
+    ("method=medclip_soft",),
+    ("method=slip", "method_options.ssl_weight=0.5", "augment={}"),
+    ("method=image_ssl", "method_options.negatives=nt_xent", "augment={}"),
+    ("method=medclip_soft", "prompts.wording=clinician_fine", "exams_per_patient=1"),
 ], ids=["medclip_soft", "slip", "simclr", "clinician_fine+soft+earliest"])
 def test_one_epoch_of_each_option(overrides, simulated_cohort, tiny_config, tmp_path) -> None:
     run = pretrain(simulated_cohort, tmp_path / "run", tiny_config("epochs=1", *overrides),
@@ -47,40 +47,54 @@ def test_nt_xent_changes_the_image_ssl_loss(simulated_cohort, tiny_config) -> No
     from medimp.train.module import PretrainModule
 
     for neg, cls in (("cross_view", ClipLoss), ("nt_xent", NTXentLoss)):
-        cfg = tiny_config("method=image_ssl", f"loss.negatives={neg}", "augment={}")
+        cfg = tiny_config("method=image_ssl", f"method_options.negatives={neg}", "augment={}")
         module = PretrainModule(cfg.model_dump(mode="json"), in_channels=3)
         assert type(module.loss_fn) is cls
 
 
 def test_slip_needs_augmentation(simulated_cohort, tiny_config) -> None:
-    with pytest.raises(ConfigError, match="SLIP"):
-        PretrainDataModule(simulated_cohort, tiny_config("loss.ssl_weight=1"))
+    with pytest.raises(ConfigError, match="slip needs augmentation"):
+        PretrainDataModule(simulated_cohort, tiny_config("method=slip"))
 
 
 def test_soft_targets_come_from_the_prompts_facts(simulated_cohort, tiny_config) -> None:
     from medimp.prompts import exam_words
 
-    dm = PretrainDataModule(simulated_cohort, tiny_config("loss.soft_targets=true"))
-    assert dm.facts is not None and dm.fact_ordinal is not None
+    dm = PretrainDataModule(simulated_cohort, tiny_config("method=medclip_soft"))
+    facts = dm.objective.facts
     keys = dm.train_keys
     words = {k: tuple(sorted(exam_words(dm.cohort, *k).items())) for k in keys}
     for a in keys[:12]:
         for b in keys[:12]:
-            same = np.array_equal(np.nan_to_num(dm.facts[a], nan=-1),
-                                  np.nan_to_num(dm.facts[b], nan=-1))
+            same = np.array_equal(np.nan_to_num(facts[a], nan=-1),
+                                  np.nan_to_num(facts[b], nan=-1))
             assert same == (words[a] == words[b])
-    with pytest.raises(ConfigError, match="soft_targets"):
-        PretrainDataModule(simulated_cohort, tiny_config("loss.soft_targets=true",
-                                                         "method=image_ssl", "augment={}"))
+    dm.setup()
+    item = dm.train_set[0]
+    assert item["facts"].shape == (len(dm.cohort.study.variables),) and "prompts" in item
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
-    (("loss.name=siglip", "loss.soft_targets=true"), "loss.name 'clip'"),
-    (("method=tabular_clip", "loss.ssl_weight=1"), "SLIP"),
-    (("loss.negatives=nt_xent",), "image_ssl only"),
+    (("method=medclip_soft", "loss.name=siglip"), "loss.name 'clip'"),
+    (("method=medclip_soft", "loss.same_content_mask=true"), "contradicts"),
+    (("method=image_ssl", "method_options.negatives=nt_xent", "loss.name=siglip"),
+     "loss.name 'clip'"),
+])
+def test_options_that_cannot_apply_are_refused(overrides, match, tiny_config) -> None:
+    from medimp.train.objectives import create_objective
+
+    cfg = tiny_config(*overrides)
+    with pytest.raises(ConfigError, match=match):
+        create_objective(cfg.method, cfg).check()
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (("method=slip", "method_options.ssl_weight=-1"), "ssl_weight"),
+    (("method=image_ssl", "method_options.negatives=all"), "negatives"),
+    (("method=medclip_soft", "method_options.sharpness=0"), "sharpness"),
+    (("method=medimp", "method_options.sharpness=3"), "sharpness"),
     (("phase_dropout=1",), "phase_dropout"),
     (("exams_per_patient=0",), "exams_per_patient"),
-    (("loss.soft_sharpness=-1",), "soft_sharpness"),
     (("prompts.wording=poetic",), "wording"),
 ])
 def test_absurd_options_are_refused(overrides, match, tiny_config) -> None:
@@ -90,11 +104,11 @@ def test_absurd_options_are_refused(overrides, match, tiny_config) -> None:
 
 def test_clinician_wording_reaches_the_prompts(simulated_cohort, tiny_config) -> None:
     dm = PretrainDataModule(simulated_cohort, tiny_config("prompts.wording=clinician"))
-    prompts = [p for v in dm.prompts.values() for p in v]
+    prompts = [p for v in dm.objective.prompts.values() for p in v]
     assert any("mL/min/1.73 m²" in p for p in prompts)
     assert not any("years of age" in p or "fluctuating fluctuations" in p for p in prompts)
     orig = PretrainDataModule(simulated_cohort, tiny_config())
-    assert any("years of age" in p for v in orig.prompts.values() for p in v)
+    assert any("years of age" in p for v in orig.objective.prompts.values() for p in v)
 
 
 def test_earliest_exams(simulated_cohort) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medimp.prompts.build import exam_words
+from medimp.prompts.build import _cohort_of, exam_words
 from medimp.study import Study
 
 __all__ = ["fact_matrix"]
@@ -37,8 +37,9 @@ def fact_matrix(study: Study, exams_df, patients_df, keys: Sequence[tuple[str, s
     labels = [_labels(v) for v in study.variables]
     ordinal = np.array([v.kind == "numeric" for v in study.variables], dtype=bool)
     out = np.full((len(keys), len(study.variables)), np.nan, dtype=np.float32)
+    cohort = _cohort_of(study, exams_df, patients_df)  # built once, not per exam
     for i, (pid, exam) in enumerate(keys):
-        words = exam_words(study, exams_df, patients_df, str(pid), str(exam))
+        words = exam_words(cohort, str(pid), str(exam))
         for j, var in enumerate(study.variables):
             word = words.get(var.name)
             if word is None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
     "ConfigError",
@@ -40,10 +41,7 @@ __all__ = [
     "save_config",
 ]
 
-Method = Literal["medimp", "image_ssl", "tabular_clip", "random_init"]
-
-
-class TrainError(ValueError):
+class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
 
 
@@ -100,21 +98,6 @@ class LossConfig(_Strict):
         False, description="medimp only: also mask pairs of exams whose prompts state the same "
         "clinical facts (same binned words). With coarse bins many exams share one description, "
         "and plain CLIP pushes their images apart as false negatives.")
-    soft_targets: bool = Field(
-        False, description="medimp / tabular_clip: MedCLIP-style soft targets. The target of a "
-        "pair is softmax(soft_sharpness x agreement of the two exams' binned clinical facts), "
-        "so exams stating the same or neighbouring facts are partial positives, not negatives.")
-    soft_sharpness: float = Field(10.0, gt=0, description="Sharpness of the soft targets: a "
-                                  "pair agreeing on nothing weighs exp(-soft_sharpness) of one "
-                                  "agreeing on every fact.")
-    negatives: Literal["cross_view", "nt_xent"] = Field(
-        "cross_view", description="image_ssl: 'cross_view' (symmetric InfoNCE between the two "
-        "views, N-1 negatives per sample, the earlier behaviour) or 'nt_xent' (SimCLR's loss: "
-        "2N-2 negatives, the other samples' views of both sets).")
-    ssl_weight: float = Field(
-        0.0, ge=0, description="medimp: SLIP (Mu et al. 2022). Adds ssl_weight x an NT-Xent "
-        "loss between two augmented views of each exam (own projection head) to the CLIP "
-        "loss; 0: off.")
 
 
 class OptimConfig(_Strict):
@@ -148,10 +131,14 @@ class PromptsConfig(_Strict):
 class PretrainConfig(_Strict):
     """Everything ``medimp pretrain`` needs besides the cohort and the output folder."""
 
-    method: Method = Field("medimp", description="'medimp': image vs text prompts (CLIP); "
-                           "'image_ssl': two augmented views of an exam (SimCLR-style); "
-                           "'tabular_clip': image vs an MLP of the prompts' clinical variables; "
-                           "'random_init': the same encoder, untrained.")
+    method: str = Field("medimp", description="Pretraining objective, a name registered in "
+                        "medimp.train.objectives: 'medimp': image vs text prompts (CLIP); "
+                        "'image_ssl': two augmented views of an exam (SimCLR-style); "
+                        "'tabular_clip': image vs an MLP of the prompts' clinical variables; "
+                        "'random_init': the same encoder, untrained.")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="Options of the "
+                                           "method's own (its objective's Options model; "
+                                           "the built-in methods have none).")
     seed: int = Field(0, description="Seed of weights, data order, augmentation, paraphrases.")
     image_encoder: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig,
                                               description="3D image encoder.")
@@ -203,34 +190,36 @@ class PretrainConfig(_Strict):
     mlflow: bool = Field(False, description="Also log to MLflow (if installed) under ./mlruns.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in steps.")
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, v: str) -> str:
+        from medimp.train.objectives import get_objective
+
+        get_objective(v)  # ConfigError (a ValueError) listing the registered names
+        return v
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _check_loss_options(self) -> PretrainConfig:
-        lc = self.loss
-        if lc.name == "siglip" and (lc.soft_targets or lc.negatives == "nt_xent"
-                                    or lc.ssl_weight > 0):
-            raise ValueError("loss.soft_targets, loss.negatives 'nt_xent' and loss.ssl_weight "
-                             "need loss.name 'clip'")
-        if lc.soft_targets and self.method not in ("medimp", "tabular_clip"):
-            raise ValueError(f"loss.soft_targets needs the clinical facts of a text or tabular "
-                             f"pairing (method medimp or tabular_clip), not {self.method}")
-        if lc.ssl_weight > 0 and self.method != "medimp":
-            raise ValueError(f"loss.ssl_weight (SLIP) adds an image-SSL term to medimp's CLIP "
-                             f"loss; method {self.method} has none (image_ssl is image SSL alone)")
-        if lc.negatives != "cross_view" and self.method != "image_ssl":
-            raise ValueError(f"loss.negatives applies to image_ssl only, not {self.method}")
+    def _check_method_options(self) -> PretrainConfig:
+        from medimp.train.objectives import get_objective
+
+        options = get_objective(self.method).Options
+        try:
+            options.model_validate(self.method_options)
+        except ValidationError as exc:
+            raise ValueError("method_options of " + repr(self.method) + ": " + "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors())) from None
         return self
 
     @model_validator(mode="after")
     def _check_data_configs(self) -> PretrainConfig:
-        try:
-            from medimp.data import AugmentConfig, PreprocessConfig
-        except ImportError:  # data stage not installed: validated when training starts
-            return self
+        from medimp.data import AugmentConfig, PreprocessConfig
+
         PreprocessConfig.model_validate(self.preprocess)
         if self.augment is not None:
             AugmentConfig.model_validate(self.augment)
@@ -252,19 +241,17 @@ class PretrainConfig(_Strict):
 
     def architecture(self) -> dict[str, Any]:
         """The options that fix the shapes of the weights (must match to resume or load)."""
+        from medimp.train.objectives import create_objective
+
         arch: dict[str, Any] = {
             "method": self.method,
             "image_encoder": self.image_encoder.model_dump(mode="json"),
             "embed_dim": self.embed_dim,
             "loss": self.loss.name,
+            **create_objective(self.method, self).architecture(),
         }
-        if self.phase_mask != "zero":
+        if self.phase_mask != "zero":  # the encoder's input channels
             arch["phase_mask"] = self.phase_mask
-        if self.method == "medimp" and self.loss.ssl_weight > 0:
-            arch["ssl_head"] = True
-        if self.method == "medimp":
-            arch["text"] = {"path": self.text.path, "pooling": self.text.pooling,
-                            "freeze": self.text.freeze}
         return arch
 
 

@@ -1,9 +1,11 @@
-"""Data for pretraining: patient-grouped split, prompts / tabular features, patient-aware order.
+"""Data for pretraining: patient-grouped split, the objective's item fields, patient-aware order.
 
-Batches are dicts (see :mod:`medimp.train.module`). The training order is drawn by
-:class:`PatientInterleavedSampler`: each epoch, every patient's exams are shuffled and dealt
-round by round (one exam of each patient per round, patients shuffled per round), so a batch
-rarely holds two exams of one patient; the loss masks those that remain.
+Batches are dicts (see :mod:`medimp.train.module`); what an objective adds to each item (prompts,
+clinical features, a second view) comes from its ``item_fields`` (``medimp.train.objectives``).
+The training order is drawn by :class:`PatientInterleavedSampler`: each epoch, every patient's
+exams are shuffled and dealt round by round (one exam of each patient per round, patients
+shuffled per round), so a batch rarely holds two exams of one patient; the loss masks those
+that remain.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medimp.train.config import ConfigError, PretrainConfig, TrainError
+from medimp.train.objectives import ItemFields, Objective, PretrainData, create_objective
 
 __all__ = [
     "PatientInterleavedSampler",
@@ -34,24 +36,15 @@ __all__ = [
 
 def earliest_exams(cohort: Any, keys: Sequence[tuple[str, str]], k: int
                    ) -> list[tuple[str, str]]:
-    """Each patient's first ``k`` exams of ``keys`` (days after transplant, then study order)."""
-    order = {name: i for i, name in enumerate(cohort.study.exam_names)}
-    days: dict[tuple[str, str], float] = {}
-    if "days_post_transplant" in cohort.exams.columns:
-        for row in cohort.exams[["patient_id", "exam", "days_post_transplant"]].itertuples(
-                index=False):
-            d = pd.to_numeric(row.days_post_transplant, errors="coerce")
-            if np.isfinite(d):
-                days[(str(row.patient_id), str(row.exam))] = float(d)
-
-    def rank(key: tuple[str, str]) -> tuple[float, int]:
-        return (days.get(key, np.inf), order.get(key[1], len(order)))
-
-    by_patient: dict[str, list[tuple[str, str]]] = {}
-    for key in keys:
-        by_patient.setdefault(key[0], []).append(key)
-    keep = {key for ks in by_patient.values() for key in sorted(ks, key=rank)[:k]}
-    return [key for key in keys if key in keep]
+    """Each patient's first ``k`` exams of ``keys``, in the cohort's exam order (days after
+    transplant, then study order: ``Cohort.sort_exams``); ``keys``' order is kept."""
+    count: dict[str, int] = {}
+    keep = set()
+    for key in cohort.sort_exams(keys):
+        count[key[0]] = count.get(key[0], 0) + 1
+        if count[key[0]] <= k:
+            keep.add(key)
+    return [(str(p), str(e)) for p, e in keys if (str(p), str(e)) in keep]
 
 
 def split_patients(patients: Sequence[str], val_fraction: float, seed: int
@@ -126,6 +119,8 @@ class PatientInterleavedSampler(Sampler[int]):
 class TabularFeaturizer:
     """The prompts' clinical variables as numbers, for the ``tabular_clip`` baseline.
 
+    The values known at each exam come from :class:`medimp.data.features.ClinicalFeatures`
+    (the one clinical feature builder; a value not known at an exam is missing there).
     Numeric variables are standardised with training-patient statistics, categorical ones
     one-hot encoded; a missing value is 0 plus a 0/1 indicator column. Follows scikit-learn's
     contract (``fit`` returns self, learned state ends in ``_``).
@@ -134,64 +129,38 @@ class TabularFeaturizer:
     def __init__(self, missing_indicator: bool = True) -> None:
         self.missing_indicator = missing_indicator
 
-    @staticmethod
-    def _raw(cohort: Any, keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
-        from medimp.prompts.build import leakage_reason
-
-        idx = pd.MultiIndex.from_tuples(list(keys), names=["patient_id", "exam"])
-        frame = pd.DataFrame(index=idx)
-        pats = cohort.patients.set_index("patient_id")
-        exams = cohort.exams.set_index(["patient_id", "exam"])
-        for var in cohort.study.variables:
-            table = pats if var.table == "patients" else exams
-            if var.column not in table.columns:
-                raise TrainError(f"{cohort.root}: study.yaml variable {var.name!r} reads column "
-                                 f"{var.column!r}, which {var.table}.csv lacks")
-            if var.table == "patients":
-                vals = table[var.column].reindex([p for p, _ in keys]).to_numpy()
-            else:
-                vals = table[var.column].reindex(idx).to_numpy()
-            # the prompts' leakage guard: a value not known at an exam is missing for that exam
-            leaky = np.array([leakage_reason(cohort.study, var, e) is not None for _, e in keys],
-                             dtype=bool)
-            frame[var.name] = pd.Series(vals, index=idx).mask(leaky)
-        return frame
-
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
-        raw = self._raw(cohort, keys)
+        from medimp.data.features import ClinicalFeatures
+
+        self.features_ = ClinicalFeatures("variables", sep="=").fit(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         self.columns_: list[str] = []
         self.stats_: dict[str, dict[str, Any]] = {}
-        for var in cohort.study.variables:
-            col = raw[var.name]
-            if var.kind == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float)
+        for f, (name, cols) in zip(self.features_.features_, self.features_.groups_,
+                                   strict=True):
+            if f.kind == "numeric":
+                x = table[name]
                 mean = float(np.nanmean(x)) if x.notna().any() else 0.0
                 std = float(np.nanstd(x)) if x.notna().sum() > 1 else 1.0
-                self.stats_[var.name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
-                self.columns_.append(var.name)
+                self.stats_[name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
             else:
-                cats = sorted(str(c) for c in (var.categories or {}))
-                self.stats_[var.name] = {"kind": "categorical", "categories": cats}
-                self.columns_.extend(f"{var.name}={c}" for c in cats)
+                self.stats_[name] = {"kind": "categorical", "categories": list(f.categories)}
+            self.columns_.extend(cols)
             if self.missing_indicator:
-                self.columns_.append(f"{var.name}:missing")
+                self.columns_.append(f"{name}:missing")
         return self
 
     def transform(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-        raw = self._raw(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         cols = []
-        for var in cohort.study.variables:
-            st = self.stats_[var.name]
-            col = raw[var.name]
+        for name, group in self.features_.groups_:
+            st = self.stats_[name]
+            x = table[group].to_numpy(dtype=float)
+            miss = np.isnan(x).all(axis=1)
             if st["kind"] == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
-                miss = ~np.isfinite(x)
-                cols.append(np.where(miss, 0.0, (x - st["mean"]) / st["std"]))
+                cols.append(np.where(miss, 0.0, (x[:, 0] - st["mean"]) / st["std"]))
             else:
-                s = col.astype("string")
-                miss = s.isna().to_numpy()
-                cols.extend((s == c).fillna(False).to_numpy().astype(float)
-                            for c in st["categories"])
+                cols.extend(np.nan_to_num(x[:, k], nan=0.0) for k in range(x.shape[1]))
             if self.missing_indicator:
                 cols.append(miss.astype(float))
         return np.stack(cols, axis=1).astype(np.float32)
@@ -202,28 +171,15 @@ class TabularFeaturizer:
 
 
 class _Items(Dataset):
-    """Adds the method's pairing data to the items of ``medimp.data.ExamDataset``."""
+    """The items of ``medimp.data.ExamDataset`` plus the objective's fields."""
 
-    def __init__(self, base: Any, patient_index: dict[str, int], method: str, *,
-                 prompts: dict[tuple[str, str], list[str]] | None = None,
-                 view2: Any = None,
-                 tabular: dict[tuple[str, str], np.ndarray] | None = None,
-                 content: dict[tuple[str, str], int] | None = None,
-                 facts: dict[tuple[str, str], np.ndarray] | None = None,
-                 fact_ordinal: np.ndarray | None = None,
-                 phase_mask: str = "zero", phase_dropout: float = 0.0,
-                 seed: int = 0) -> None:
-        self.base, self.view2 = base, view2
-        self.content = content
-        self.facts = facts
-        self.fact_ordinal = (None if fact_ordinal is None
-                             else torch.as_tensor(np.asarray(fact_ordinal, dtype=bool)))
+    def __init__(self, base: Any, patient_index: dict[str, int], fields: ItemFields, *,
+                 phase_mask: str = "zero", phase_dropout: float = 0.0, seed: int = 0) -> None:
+        self.base = base
+        self.patient_index = patient_index
+        self.fields = fields
         self.phase_mask, self.phase_dropout, self.seed = phase_mask, phase_dropout, seed
         self.epoch = 0
-        self.patient_index = patient_index
-        self.method = method
-        self.prompts = prompts
-        self.tabular = tabular
 
     def __len__(self) -> int:
         return len(self.base)
@@ -237,12 +193,12 @@ class _Items(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        for ds in (self.base, self.view2):
-            if ds is not None and hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+        self.fields.set_epoch(epoch)
 
     def _mask(self, item: dict[str, Any], i: int) -> torch.Tensor:
-        """The exam's phase mask, with this epoch's phase dropout (training sets only)."""
+        """The exam's phase mask, with this epoch's phase dropout (training set only)."""
         from medimp.data.phases import drop_phases
 
         mask = torch.as_tensor(item["phase_mask"], dtype=torch.bool)
@@ -256,25 +212,17 @@ class _Items(Dataset):
 
         item = self.base[i]
         pid, exam = str(item["patient_id"]), str(item["exam"])
-        mask = self._mask(item, i)
-        image = encoder_input(torch.as_tensor(item["image"]), mask, self.phase_mask)
-        out: dict[str, Any] = {"image": image,
+        out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
                                "patient_idx": self.patient_index[pid], "index": i,
                                "patient_id": pid, "exam": exam}
-        if self.facts is not None:
-            out["facts"] = torch.from_numpy(self.facts[(pid, exam)])
-            out["facts_ordinal"] = self.fact_ordinal
-        if self.view2 is not None:
-            out["image2"] = encoder_input(torch.as_tensor(self.view2[i]["image"]), mask,
-                                          self.phase_mask)
-        if self.method == "medimp":
-            assert self.prompts is not None
-            out["prompts"] = self.prompts[(pid, exam)]
-            if self.content is not None:
-                out["content_idx"] = self.content[(pid, exam)]
-        elif self.method == "tabular_clip":
-            assert self.tabular is not None
-            out["tabular"] = torch.from_numpy(self.tabular[(pid, exam)])
+        out.update(self.fields(i, pid, exam))
+        # every volume of the item (the image, an objective's second view) shows missing and
+        # dropped phases the same way, as embed() will (medimp.data.phases)
+        mask = self._mask(item, i)
+        for key, value in out.items():
+            if (isinstance(value, torch.Tensor) and value.ndim == 4
+                    and value.shape[0] == mask.shape[0] and value.is_floating_point()):
+                out[key] = encoder_input(value, mask, self.phase_mask)
         return out
 
 
@@ -293,18 +241,27 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class PretrainDataModule(LightningDataModule):
-    """Reads the cohort once, splits patients, and serves the method's batches.
+    """Reads the cohort once, splits patients, and serves the objective's batches.
 
-    All checks that can fail (cohort, split sizes, prompts, variables) run in ``__init__``, so
-    a bad input stops the run before a model is built.
+    All checks that can fail (cohort, split sizes, the objective's data: prompts, variables)
+    run in ``__init__``, so a bad input stops the run before a model is built.
+
+    Args:
+        cohort_path: cohort folder.
+        config: the run's config.
+        cache_dir: preprocessed-volume cache (None: the data stage's default).
+        objective: the run's objective (default: a new one of ``config.method``); its data-side
+            hooks run here.
     """
 
     def __init__(self, cohort_path: str | os.PathLike[str], config: PretrainConfig,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 objective: Objective | None = None) -> None:
         super().__init__()
         from medimp.data import read_cohort
 
         self.cfg = config
+        self.objective = objective or create_objective(config.method, config)
         self.cohort_path = Path(cohort_path)
         self.cohort = read_cohort(self.cohort_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -326,33 +283,20 @@ class PretrainDataModule(LightningDataModule):
             keys = earliest_exams(self.cohort, keys, config.exams_per_patient)
         self.train_keys = [k for k in keys if k[0] not in val_set]
         self.val_keys = [k for k in keys if k[0] in val_set]
-        if config.method != "random_init" and config.batch_size > len(self.train_keys):
+        if self.objective.trains and config.batch_size > len(self.train_keys):
             raise TrainError(
                 f"{self.cohort_path}: batch_size {config.batch_size} is larger than the "
                 f"training split ({len(self.train_keys)} exams of {len(train_p)} patients after "
                 f"holding out {len(val_p)} for validation); lower batch_size or val_fraction")
-        if self.two_views and self.augment is None:
-            what = ("image_ssl" if config.method == "image_ssl"
-                    else f"loss.ssl_weight {config.loss.ssl_weight} (SLIP)")
-            raise ConfigError(f"{what} needs augmentation (two different views of an exam); "
+        why = self.objective.needs_augmentation
+        if why and self.augment is None:
+            raise ConfigError(f"{config.method} needs augmentation ({why}); "
                               "set augment to a mapping, e.g. augment: {}")
-        self.prompts: dict[tuple[str, str], list[str]] | None = None
-        self.content: dict[tuple[str, str], int] | None = None
-        if config.method == "medimp":
-            self.prompts = self._load_prompts(keys)
-            if config.loss.same_content_mask:
-                self.content = self._content_ids(keys)
-        self.facts: dict[tuple[str, str], np.ndarray] | None = None
-        self.fact_ordinal: np.ndarray | None = None
-        if config.loss.soft_targets:
-            if config.method not in ("medimp", "tabular_clip"):
-                raise ConfigError(f"loss.soft_targets needs the clinical facts of a text or "
-                                  f"tabular pairing (medimp, tabular_clip), not {config.method}")
-            self.facts, self.fact_ordinal = self._facts(keys)
-        self.featurizer: TabularFeaturizer | None = None
-        if config.method == "tabular_clip":
-            self.featurizer = TabularFeaturizer(config.tabular.missing_indicator)
-            self.featurizer.fit(self.cohort, self.train_keys)
+        self.data = PretrainData(cohort=self.cohort, cohort_path=self.cohort_path, keys=keys,
+                                 train_keys=self.train_keys, preprocess=self.preprocess,
+                                 augment=self.augment, cache_dir=self.cache_dir,
+                                 seed=config.seed)
+        self.objective.prepare(self.data)
         from medimp.data.phases import encoder_channels
 
         self.in_channels = encoder_channels(
@@ -360,86 +304,19 @@ class PretrainDataModule(LightningDataModule):
             if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1,
             config.phase_mask)
 
-    @property
-    def two_views(self) -> bool:
-        """Whether items carry a second augmented view (image_ssl, SLIP)."""
-        return self.cfg.method == "image_ssl" or (self.cfg.method == "medimp"
-                                                 and self.cfg.loss.ssl_weight > 0)
-
-    def prompt_study(self) -> Any:
-        """The study whose templates and bins the prompts use (``prompts.wording``)."""
-        from medimp.prompts.wording import study_for
-
-        return study_for(self.cohort.study, self.cfg.prompts.wording)
-
-    def _facts(self, keys: list[tuple[str, str]]) -> tuple[dict, np.ndarray]:
-        """Binned clinical facts per exam (soft targets), with the prompts' bins."""
-        from medimp.prompts.facts import fact_matrix
-
-        rows, ordinal = fact_matrix(self.prompt_study(), self.cohort.exams,
-                                    self.cohort.patients, keys)
-        return {k: rows[j] for j, k in enumerate(keys)}, ordinal
-
-    def _load_prompts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-        from medimp.prompts import build_prompts, build_prompts_from_tables
-
-        if self.cfg.prompts.wording == "original":
-            df = build_prompts(self.cohort, seed=self.cfg.seed)
-        else:  # the cohort's own bank paraphrases the original templates: the rules bank
-            df = build_prompts_from_tables(self.prompt_study(), self.cohort.exams,
-                                           self.cohort.patients, seed=self.cfg.seed,
-                                           keys=self.cohort.exam_keys())
-        out: dict[tuple[str, str], list[str]] = {}
-        for (pid, exam), grp in df.sort_values("variant").groupby(["patient_id", "exam"],
-                                                                  sort=False):
-            out[(str(pid), str(exam))] = [str(p) for p in grp["prompt"] if str(p).strip()]
-        missing = [k for k in keys if not out.get(k)]
-        if missing:
-            shown = ", ".join(f"patient {p} exam {e}" for p, e in missing[:5])
-            raise TrainError(f"{self.cohort_path}: no prompt for {len(missing)} exam(s) "
-                             f"({shown}); check exams.csv/patients.csv and study.yaml")
-        return out
-
-    def _content_ids(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """One id per distinct set of prompt words (the binned facts an exam's prompts state)."""
-        from medimp.prompts import exam_words
-
-        ids: dict[tuple, int] = {}
-        return {k: ids.setdefault(tuple(sorted(exam_words(self.cohort, *k).items())), len(ids))
-                for k in keys}
-
-    def unique_prompts(self) -> list[str]:
-        """Every distinct prompt of the run (for precomputing a frozen text encoder)."""
-        if not self.prompts:
-            return []
-        return sorted({p for v in self.prompts.values() for p in v})
-
-    def _dataset(self, keys: list[tuple[str, str]], augment: bool) -> _Items:
-        from medimp.data import ExamDataset
-
-        aug = self.augment if augment else None
-        base = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir, augment=aug,
-                           seed=self.cfg.seed, keys=keys)
-        view2 = None
-        if self.two_views:
-            # the second view: same exams, another augmentation stream
-            view2 = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir,
-                                augment=self.augment, seed=self.cfg.seed + 7919, keys=keys)
-        tab = None
-        if self.featurizer is not None:
-            rows = self.featurizer.transform(self.cohort, keys)
-            tab = {k: rows[j] for j, k in enumerate(keys)}
-        return _Items(base, self.patient_index, self.cfg.method, prompts=self.prompts,
-                      view2=view2, tabular=tab, content=self.content, facts=self.facts,
-                      fact_ordinal=self.fact_ordinal,
-                      phase_mask=self.cfg.phase_mask, seed=self.cfg.seed)
+    def _dataset(self, keys: list[tuple[str, str]], augment: bool, train: bool) -> _Items:
+        base = self.data.exam_dataset(keys, augment=augment, seed=self.cfg.seed)
+        return _Items(base, self.patient_index, self.objective.item_fields(self.data, keys),
+                      phase_mask=self.cfg.phase_mask,
+                      phase_dropout=self.cfg.phase_dropout if train else 0.0,
+                      seed=self.cfg.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is None:
-            aug = self.two_views or self.augment is not None
-            self.train_set = self._dataset(self.train_keys, augment=aug)
-            self.train_set.phase_dropout = self.cfg.phase_dropout  # training only
-            self.val_set = self._dataset(self.val_keys, augment=self.two_views)
+            # an objective that needs augmentation sees augmented validation batches too
+            needs = bool(self.objective.needs_augmentation)
+            self.train_set = self._dataset(self.train_keys, augment=True, train=True)
+            self.val_set = self._dataset(self.val_keys, augment=needs, train=False)
 
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0
