@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
 
@@ -114,7 +115,7 @@ def heldout_patients(run_dir: Path) -> list[str] | None:
     return [str(p) for p in val] if val else None
 
 
-def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: int,
+def retrieval_for_runs(tables: Cohort, methods: Mapping[str, Any], seed: int,
                        skipped: list[Skipped]) -> list[RetrievalRecord]:
     """Retrieval and zero-shot for every medimp (text-prompt) run given as a run dir."""
     out = []
@@ -131,17 +132,19 @@ def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: i
 
 
 def _has_text_tower(run_dir: Path) -> bool:
-    """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
+    """True for a run whose objective has a text tower (medimp); others have none to retrieve."""
     from medimp.train import load_run_info
+    from medimp.train.objectives import get_objective
 
     try:
         info = load_run_info(run_dir)
-    except ValueError:
+        return get_objective(info.get("method", (info.get("config") or {}).get("method"))
+                             ).text_tower
+    except ValueError:  # not a run, or its objective is not registered here
         return False
-    return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
 
 
-def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
+def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
     from medimp.prompts import build_prompts
     from medimp.train import embed, load_text_tower
 
@@ -152,7 +155,7 @@ def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> Retri
                               "(text-prompt) run") from exc
     held = heldout_patients(run_dir)
     feats = embed(run_dir, tables.root, projected=True)  # the shared image-text space
-    prompts = build_prompts(tables.cohort, seed=seed)
+    prompts = build_prompts(tables, seed=seed)
     prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
     rows = feats[feats["level"] == "exam"].merge(
         prompts[["patient_id", "exam", "prompt"]], on=["patient_id", "exam"])

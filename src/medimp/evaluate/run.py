@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medimp import __version__
 from medimp._io import atomic_path
-from medimp.evaluate._cohort import CohortTables, EvaluationError, load_tables
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError, load_cohort
 from medimp.evaluate.baselines import clinical_features, oracle_features
 from medimp.evaluate.bootstrap import bootstrap_metrics, paired_auc_difference
 from medimp.evaluate.cv import CVResult, cross_validate, make_splits
@@ -136,7 +137,7 @@ def _source(src: Any) -> str:
     return "DataFrame" if isinstance(src, pd.DataFrame) else str(src)
 
 
-def _task_counts(tables: CohortTables, horizons: list[int], threshold: float | None):
+def _task_counts(tables: Cohort, horizons: list[int], threshold: float | None):
     counts, labels = [], {}
     for k in horizons:
         lab = make_labels(tables, k, threshold)
@@ -177,7 +178,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     cohort_path = Path(cohort_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = load_tables(cohort_path)
+    tables = load_cohort(cohort_path)
     threshold = tables.study.outcomes.threshold if cfg.threshold is None else cfg.threshold
     counts, labels = _task_counts(tables, cfg.horizons, threshold)
     skipped: list[Skipped] = []
