@@ -86,7 +86,7 @@ def test_probe_registry_builds_from_the_config() -> None:
     assert create_probe("logistic").get_params() == LogisticProbe().get_params()
     with pytest.raises(ProbeError, match=r"unknown probe 'svm'; choose one of: .*logistic"):
         create_probe("svm")
-    with pytest.raises(ProbeError, match="probe 'knn': .*Cs"):
+    with pytest.raises(ProbeError, match=r"probe 'knn': .*Cs"):
         create_probe("knn", Cs=(1.0,))
     with pytest.raises(ProbeError, match="already registered"):
         register_probe(KNNProbe, name="logistic")
