@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +16,6 @@ prompts_app = typer.Typer(
     help="Clinical table -> text prompts: build, show, paraphrase (augment) and check banks.",
     no_args_is_help=True,
 )
-
-
-class BackendName(StrEnum):
-    rules = "rules"
-    openai = "openai"
-    transformers = "transformers"
 
 
 def _cohort(path: Path):
@@ -127,21 +120,29 @@ def augment_cmd(
     n: Annotated[
         int, typer.Option("--n", help="Number of variants (the source is variant 0).")
     ] = 10,
-    backend: Annotated[BackendName, typer.Option(help="Paraphrasing backend.")] = BackendName.rules,
+    backend: Annotated[str, typer.Option(
+        help="Paraphrasing backend: rules (offline), openai (an OpenAI-compatible endpoint), "
+        "transformers (a local model), or another registered one.")] = "rules",
     study: Annotated[
         Path | None, typer.Option(help="study.yaml mapping slots to variables.")
     ] = None,
     cohort: Annotated[
         Path | None,
-        typer.Option(help="Cohort whose table values must never be sent (privacy guard)."),
+        typer.Option(help="Cohort whose table values must never be sent (privacy guard; "
+                     "openai needs it or --no-cohort)."),
     ] = None,
-    base_url: Annotated[
-        str, typer.Option(help="openai: OpenAI-compatible endpoint base URL.")
-    ] = "http://localhost:8000/v1",
-    model: Annotated[str, typer.Option(help="openai: model name.")] = "gpt-4o-mini",
-    api_key_env: Annotated[
-        str, typer.Option(help="openai: environment variable holding the API key.")
-    ] = "OPENAI_API_KEY",
+    no_cohort: Annotated[bool, typer.Option(
+        "--no-cohort", help="Say that the templates protect no cohort (openai refuses to send "
+        "without --cohort or this).")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        help="openai: OpenAI-compatible endpoint base URL [default: $OPENAI_BASE_URL, else "
+        "http://localhost:8000/v1].", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        help="openai: model name [default: $OPENAI_MODEL, else gpt-4o-mini].",
+        show_default=False)] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="openai: environment variable holding the API key [default: OPENAI_API_KEY].",
+        show_default=False)] = None,
     model_path: Annotated[
         Path | None, typer.Option(help="transformers: local causal LM folder.")
     ] = None,
@@ -149,8 +150,11 @@ def augment_cmd(
         float, typer.Option(help="MiniLM similarity a paraphrase needs.")
     ] = 0.6,
     max_rounds: Annotated[int, typer.Option(help="LLM requests at most in this run.")] = 5,
-    retries: Annotated[int, typer.Option(help="openai: retries on 429/5xx/timeouts.")] = 5,
-    timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 60.0,
+    retries: Annotated[int | None, typer.Option(
+        help="openai: retries on 429/5xx/timeouts/bad replies [default: 5].",
+        show_default=False)] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help="openai: seconds per request [default: 60].", show_default=False)] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write the validation report (JSON) here.")
     ] = None,
@@ -158,29 +162,22 @@ def augment_cmd(
     """Make a paraphrase bank of N validated variants (resumes an interrupted LLM run)."""
     from medimp._io import atomic_write_text
     from medimp.prompts import NotEnoughVariantsError
+    from medimp.prompts.backends import create_backend
     from medimp.prompts.paraphrase import augment, load_templates
     from medimp.prompts.privacy import cohort_values
 
+    if cohort is not None and no_cohort:
+        fail("give either --cohort (whose values must never be sent) or --no-cohort, not both")
     try:
         st, sources = load_templates(templates, _study(study))
         forbidden = None
         if cohort is not None:
             c = _cohort(cohort)
             forbidden = cohort_values({"patients.csv": c.patients, "exams.csv": c.exams})
-        if backend is BackendName.rules:
-            client = "rules"
-        elif backend is BackendName.openai:
-            from medimp.prompts.backends.openai import OpenAIBackend
-
-            client = OpenAIBackend(
-                base_url, model, api_key_env=api_key_env, max_retries=retries, timeout=timeout
-            )
-        else:
-            if model_path is None:
-                fail("--backend transformers needs --model-path (a local causal LM folder)")
-            from medimp.prompts.backends.transformers_backend import TransformersBackend
-
-            client = TransformersBackend(model_path)
+        options = {"base_url": base_url, "model": model, "api_key_env": api_key_env,
+                   "max_retries": retries, "timeout": timeout, "model_path": model_path}
+        client = create_backend(backend, forbidden=forbidden, no_cohort=no_cohort,
+                                **{k: v for k, v in options.items() if v is not None})
         from rich.progress import Progress
 
         with Progress(console=console, transient=True, disable=not is_interactive()) as bar:
@@ -203,7 +200,7 @@ def augment_cmd(
     if report is not None:
         atomic_write_text(report, json.dumps(res.report.to_dict(), indent=1))
     console.print(
-        f"wrote {res.bank.n} variants ({backend.value}) to {out}; "
+        f"wrote {res.bank.n} variants ({backend}) to {out}; "
         f"{len(res.report.rejected)} candidate(s) rejected",
         markup=False,
     )
