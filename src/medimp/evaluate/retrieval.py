@@ -132,14 +132,16 @@ def retrieval_for_runs(tables: Cohort, methods: Mapping[str, Any], seed: int,
 
 
 def _has_text_tower(run_dir: Path) -> bool:
-    """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
+    """True for a run whose objective has a text tower (medimp); others have none to retrieve."""
     from medimp.train import load_run_info
+    from medimp.train.objectives import get_objective
 
     try:
         info = load_run_info(run_dir)
-    except ValueError:
+        return get_objective(info.get("method", (info.get("config") or {}).get("method"))
+                             ).text_tower
+    except ValueError:  # not a run, or its objective is not registered here
         return False
-    return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
 
 
 def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
