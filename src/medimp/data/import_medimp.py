@@ -313,11 +313,12 @@ def import_medimp(
     baseline, per_exam = _read_clinical(clinical_csv, exams, rep)
     images, folder_patients = _scan_images(root, exams, rep)
     _report_images(root, images, fallback, rep)
-    _report_coverage(study, root, clinical_csv, images, folder_patients, baseline, per_exam,
-                     fallback, rep)
+    _report_coverage(study, root, clinical_csv, images=images, folder_patients=folder_patients,
+                     baseline=baseline, per_exam=per_exam, fallback=fallback, rep=rep)
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _copy_images(tmp, study, images, fallback, rep, progress)
+        manifest = _copy_images(tmp, study, images, fallback=fallback, rep=rep,
+                                progress=progress)
         _write_tables(tmp, study, manifest, baseline=baseline, per_exam=per_exam, rep=rep)
         if augs is not None:
             _copy_augs(tmp, out, Path(augs), rep)
@@ -367,7 +368,7 @@ def _report_images(root: Path, images: dict[tuple[str, str, str], Path | None],
                 "dummy_mri.nii.gz to point every sequence at one volume as the original did")
 
 
-def _report_coverage(study: Study, root: Path, clinical_csv: Path,
+def _report_coverage(study: Study, root: Path, clinical_csv: Path, *,
                      images: dict[tuple[str, str, str], Path | None], folder_patients: set[str],
                      baseline: dict[str, dict[str, Any]],
                      per_exam: dict[tuple[str, str], dict[str, Any]], fallback: Path | None,
@@ -396,7 +397,7 @@ def _report_coverage(study: Study, root: Path, clinical_csv: Path,
                          exam=exam, phase=ph, fix="add the sequence if it was acquired")
 
 
-def _copy_images(tmp: Path, study: Study, images: dict[tuple[str, str, str], Path | None],
+def _copy_images(tmp: Path, study: Study, images: dict[tuple[str, str, str], Path | None], *,
                  fallback: Path | None, rep: ImportReport,
                  progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
     """Copy every volume (or DICOM folder) into ``tmp/images``; return the manifest rows."""
