@@ -60,7 +60,11 @@ class ImageEncoderConfig(_Strict):
                       "resnet10_3d ... resnet50_3d, clip_rn50_3d, vit_3d.")
     kwargs: dict[str, Any] = Field(default_factory=dict,
                                    description="Extra keyword arguments of the encoder builder "
-                                   "(e.g. width, pretrained 2D state-dict path).")
+                                   "(e.g. width, layers, input_size).")
+    pretrained: str | None = Field(None, description="2D weights inflated into the encoder "
+                                   "before training: OpenAI CLIP RN50.pt (TorchScript, read "
+                                   "without running its code), an open_clip checkpoint, or a "
+                                   "plain 2D ResNet state dict (docs/models.md).")
 
 
 class TextConfig(_Strict):
