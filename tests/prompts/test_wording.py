@@ -78,3 +78,25 @@ def test_nearest_description_accuracy() -> None:
     assert nearest_description_accuracy(confused) < 0.6
     with pytest.raises(ValueError):
         nearest_description_accuracy(np.zeros((1, 3, 2)))
+
+
+def test_cli_build_with_clinician_wording(simulated_cohort, tmp_path, medimp_original) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "p.parquet"
+    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+                              "--wording", "clinician_fine"])
+    assert res.exit_code == 0, res.output
+    prompts = pd.read_parquet(out)["prompt"]
+    assert prompts.str.contains("mL/min/1.73 m²").any()
+    gpt = medimp_original / "dummy_dataframes" / "gpt_augs.txt"
+    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+                              "--wording", "clinician", "--bank", str(gpt)])
+    assert res.exit_code == 2 and "one or the other" in res.output
+    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+                              "--wording", "poetic"])
+    assert res.exit_code == 2 and "choose one of" in res.output

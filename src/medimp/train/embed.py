@@ -49,7 +49,6 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
 
     from medimp._io import atomic_path
     from medimp.data import ExamDataset, read_cohort
-    from medimp.data.phases import encoder_input
     from medimp.train.datamodule import collate
 
     run_dir = Path(run_dir)
@@ -70,7 +69,7 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     mask_mode = str((info.get("config") or {}).get("phase_mask", "zero"))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
-    x, rows_id = _forward(model, loader, len(ds), progress)
+    x, rows_id = _forward(model, loader, len(ds), progress, mask_mode)
     if not np.all(np.isfinite(x)):
         bad = sorted({rows_id[i] for i in np.where(~np.isfinite(x).all(1))[0]})[:3]
         raise TrainError(f"{run_dir}: non-finite embeddings for {bad}; the model is broken")
@@ -82,9 +81,11 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     return df
 
 
-def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool
-             ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,
+             mask_mode: str = "zero") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Features of every exam the loader serves, and its (patient_id, exam)."""
+    from medimp.data.phases import encoder_input
+
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []
     bar = None
