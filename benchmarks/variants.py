@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--day", type=float, default=30.0, help="The 'exams up to day D' level.")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="Evaluate the finished runs only (a variant may then have fewer seeds).")
     args = ap.parse_args()
 
     from medimp.demo import DemoConfig
@@ -203,8 +205,11 @@ def main() -> None:
     if args.train_only:
         return
     unfinished = [str(r) for rs in runs.values() for r in rs if not (r / "model.json").is_file()]
-    if unfinished:
-        raise SystemExit(f"runs not finished (another process may hold them): {unfinished}")
+    if unfinished and not args.allow_partial:
+        raise SystemExit(f"runs not finished (another process may hold them): {unfinished}; "
+                         "--allow-partial evaluates the finished ones")
+    runs = {name: [r for r in rs if (r / "model.json").is_file()] for name, rs in runs.items()}
+    runs = {name: rs for name, rs in runs.items() if rs}
 
     from medimp.evaluate import EvalConfig, evaluate
     from medimp.evaluate.early import exams_up_to_day
@@ -221,7 +226,7 @@ def main() -> None:
     ev = EvalConfig(n_splits=demo.folds, repeats=demo.repeats, n_bootstrap=demo.bootstrap,
                     seed=demo.seed, horizons=[2], levels=["patient_mean"],
                     probes=["logistic"], survival=False, retrieval=False,
-                    reference_method=f"{REFERENCE}@seed{args.seeds[0]}")
+                    reference_method=next(iter(members)))
     result = {}
     for tag, feats in (("all_exams", members), (f"exams_up_to_day_{args.day:g}", early)):
         res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False)
@@ -240,6 +245,8 @@ def main() -> None:
                    "encoder": demo.encoder, "encoder_kwargs": demo.encoder_kwargs,
                    "lr": demo.lr, "text_lr_scale": demo.text_lr_scale},
         "seeds": args.seeds, "reference": REFERENCE,
+        "runs": {name: [r.name for r in rs] for name, rs in runs.items()},
+        "unfinished": unfinished,
         "evaluation": {"task": "status_y2", "level": "patient_mean", "probe": "logistic",
                        "folds": demo.folds, "repeats": demo.repeats, "n_boot": args.n_boot},
         "train_seconds": seconds,
