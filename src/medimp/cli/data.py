@@ -47,6 +47,9 @@ def validate(
         "--json", help="Print the report as JSON instead of tables.")] = False,
     tables_only: Annotated[bool, typer.Option(
         "--tables-only", help="Check the tables and paths but do not open the images.")] = False,
+    strict_paths: Annotated[bool, typer.Option(
+        "--strict-paths", help="Make manifest paths that lead outside the cohort folder an "
+        "error (default: a warning, or study.yaml's strict_paths).")] = False,
 ) -> None:
     """Check a cohort: every table, path and image. Exit code 1 when errors are found."""
     from medimp.data.validate import validate_cohort
@@ -54,7 +57,8 @@ def validate(
     if not cohort.is_dir():
         fail(f"{cohort}: not a folder; give the cohort folder that holds manifest.csv")
     with _progress("reading images", enabled=not json_out) as update:
-        report = validate_cohort(cohort, read_images=not tables_only, progress=update)
+        report = validate_cohort(cohort, read_images=not tables_only, progress=update,
+                                 strict_paths=True if strict_paths else None)
     if json_out:
         typer.echo(report.to_json())
     else:
