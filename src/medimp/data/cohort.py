@@ -20,6 +20,13 @@ import pandas as pd
 from pydantic import BeforeValidator, ValidationError, create_model
 
 from medimp.data._errors import CohortError, MedimpDataError, Problem
+from medimp.data._values import (
+    apply_missing_values,
+    check_paths_inside,
+    check_ranges,
+    emit_warnings,
+    read_raw_csv,
+)
 from medimp.data.readers import Volume, read_volume
 from medimp.study import Study, StudyError, load_study
 
@@ -165,12 +172,16 @@ class _Collector:
     def warning(self, problem: str, fix: str = "", **where: Any) -> None:
         self.problems.append(Problem("warning", problem=problem, fix=fix, **where))
 
+    def report(self, severity: str, problem: str, fix: str = "", **where: Any) -> None:
+        self.problems.append(Problem(severity, problem=problem, fix=fix, **where))
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.DataFrame | None:
+def _read_table(path: Path, required: tuple[str, ...], col: _Collector,
+                study: Study | None = None) -> pd.DataFrame | None:
     name = path.name
     if not path.is_file():
         col.error(f"{name} not found", f"every cohort needs {name} (see docs/data.md)",
@@ -183,8 +194,7 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
                       "header", "remove the extra/missing separators (a comma inside a value "
                       "needs quotes)", file=name)
             return None
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
-                         index_col=False)
+        df = read_raw_csv(path)  # no NA parsing: study.yaml's missing_values, below
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
@@ -204,6 +214,7 @@ def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.Da
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
+    apply_missing_values(df, study)
     return df
 
 
@@ -297,8 +308,12 @@ def _coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
                           **_where(df, df.index.get_loc(i), file))
 
 
-def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
-    """Read and check a cohort; return it (None when unusable) and every problem found."""
+def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
+          ) -> tuple[Cohort | None, list[Problem]]:
+    """Read and check a cohort; return it (None when unusable) and every problem found.
+
+    ``strict_paths`` (None: study.yaml's) refuses manifest paths leading outside the folder.
+    """
     root = Path(root)
     col = _Collector()
     if not root.is_dir():
@@ -312,9 +327,9 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
         col.error(str(exc).replace(str(root / "study.yaml") + ": ", ""),
                   "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
                   file="study.yaml")
-    manifest = _read_table(root / "manifest.csv", MANIFEST_REQUIRED, col)
-    exams = _read_table(root / "exams.csv", EXAMS_REQUIRED, col)
-    patients = _read_table(root / "patients.csv", PATIENTS_REQUIRED, col)
+    manifest = _read_table(root / "manifest.csv", MANIFEST_REQUIRED, col, study)
+    exams = _read_table(root / "exams.csv", EXAMS_REQUIRED, col, study)
+    patients = _read_table(root / "patients.csv", PATIENTS_REQUIRED, col, study)
 
     tables = {"manifest": manifest, "exams": exams, "patients": patients}
     ids = {"manifest": list(MANIFEST_REQUIRED), "exams": list(EXAMS_REQUIRED),
@@ -362,6 +377,10 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
     if study is not None:
         _check_labels(study, manifest, exams, col)
         _check_study_columns(study, exams, patients, col)
+        check_ranges(study, {"exams": exams, "patients": patients}, col.report, _where)
+        if manifest is not None:
+            strict = study.strict_paths if strict_paths is None else strict_paths
+            check_paths_inside(root, manifest, strict, col.report, _where)
     _check_references(manifest, exams, patients, col)
 
     if col.errors or study is None or manifest is None or exams is None or patients is None:
@@ -453,15 +472,24 @@ def _check_references(manifest: pd.DataFrame | None, exams: pd.DataFrame | None,
                       **_where(manifest, i, "manifest.csv"))
 
 
-def read_cohort(path: str | os.PathLike[str]) -> Cohort:
-    """Read a cohort directory and check its tables, labels, references and paths.
+def read_cohort(path: str | os.PathLike[str], strict_paths: bool | None = None) -> Cohort:
+    """Read a cohort directory and check its tables, labels, references, values and paths.
+
+    Args:
+        path: the cohort folder.
+        strict_paths: refuse manifest paths that lead outside the folder (None: study.yaml's
+            ``strict_paths``, default False: a warning).
+
+    Warnings (``CohortWarning``, once each): every non-fatal finding, e.g. a value outside its
+    plausible range under ``out_of_range: warning``, or an image outside the cohort folder.
 
     Raises:
         CohortError: listing every problem found (``.problems``); run ``medimp validate``
             for the same list as a table, plus the checks that need the images.
     """
-    cohort, problems = _load(path)
+    cohort, problems = _load(path, strict_paths)
     errors = [p for p in problems if p.severity == "error"]
     if errors or cohort is None:
         raise CohortError(errors, root=path)
+    emit_warnings(cohort.warnings)
     return cohort

@@ -185,6 +185,7 @@ def validate_cohort(
     path: str | os.PathLike[str],
     read_images: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    strict_paths: bool | None = None,
 ) -> ValidationReport:
     """Check a cohort directory, images included; never raises on bad data.
 
@@ -192,13 +193,15 @@ def validate_cohort(
         path: the cohort folder.
         read_images: open every image (slow on big cohorts; False checks only the tables).
         progress: called as ``progress(done, total)`` after each image (for a progress bar).
+        strict_paths: make manifest paths leading outside the folder errors (None: as
+            study.yaml says; by default a warning).
 
     Returns:
         A :class:`ValidationReport` with every error and warning and a summary.
     """
     root = Path(path)
     try:
-        cohort, problems = _load(root)
+        cohort, problems = _load(root, strict_paths)
     except Exception as exc:  # a table that breaks the reader itself: report, don't raise
         problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
                             f"{exc})", fix="check the CSV files; please report this as a bug")]
