@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from medimp.data import read_cohort
 from medimp.evaluate import KNNProbe, LogisticProbe, ProbeError
-from medimp.evaluate._cohort import load_tables
 from medimp.evaluate.cv import cross_validate, make_splits
 from medimp.evaluate.labels import make_labels
 from tests.evaluate.conftest import truth_embeddings
@@ -49,7 +49,7 @@ def test_nan_and_single_class_are_refused() -> None:
 
 def test_test_fold_labels_do_not_reach_the_threshold(eval_cohort) -> None:
     """Flipping the labels of one test fold changes nothing that fold's probe learned."""
-    tables = load_tables(eval_cohort)
+    tables = read_cohort(eval_cohort)
     lab = make_labels(tables, 3)
     lab = lab[lab["known"]]
     patients, y = lab["patient_id"].to_numpy(str), lab["label"].to_numpy(int)

@@ -87,8 +87,9 @@ def geometry_problems(
             "warning", files.get((pid, exam, ph)), pid, exam, ph,
             f"{len(small)} of {total} volume(s) fill less than {WINDOW_FILL:.0%} of the "
             f"preprocessing window (smallest: field of view {_fmt(fov)} mm = {fill:.0%} of the "
-            f"{_fmt(win)} mm window, shape {_fmt(window_shape or ())} at {_fmt_sp(win, window_shape)}"
-            " mm): the organ becomes a few voxels and pretraining learns little",
+            f"{_fmt(win)} mm window, shape {_fmt(window_shape or ())} at "
+            f"{_fmt_sp(win, window_shape)} mm): the organ becomes a few voxels and "
+            "pretraining learns little",
             "set preprocess.spacing to about "
             f"[{', '.join(f'{s:.2g}' for s in suggest)}] (field of view / shape), or a smaller "
             "preprocess.shape"))

@@ -22,12 +22,13 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medimp.errors import MedimpError
 from medimp.evaluate.bootstrap import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "group_mean", "youden_threshold"]
 
 
-class ProbeError(ValueError):
+class ProbeError(MedimpError):
     """The training data cannot fit a probe (e.g. too few patients of one class)."""
 
 
