@@ -222,6 +222,7 @@ def validate_cohort(
     read_images: bool = True,
     progress: Callable[[int, int], None] | None = None,
     strict_paths: bool | None = None,
+    preprocess: Any = None,
 ) -> ValidationReport:
     """Check a cohort directory, images included; never raises on bad data.
 
@@ -231,6 +232,8 @@ def validate_cohort(
         progress: called as ``progress(done, total)`` after each image (for a progress bar).
         strict_paths: make manifest paths leading outside the folder errors (None: as
             study.yaml says; by default a warning).
+        preprocess: the ``PreprocessConfig`` whose window the fields of view are compared
+            with (default: the default one).
 
     Returns:
         A :class:`ValidationReport` with every error and warning and a summary.
@@ -258,6 +261,8 @@ def validate_cohort(
             files.setdefault(key, []).append(rec)
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}
+    phase_geometry: dict[tuple[str, str], dict[str, Any]] = {}
+    geometry_files: dict[tuple[str, str, str], str] = {}
     if read_images:
         total = len(files)
         for i, ((rel, _), rows) in enumerate(files.items()):
@@ -267,10 +272,21 @@ def validate_cohort(
             exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
             if "geometry" in info:
                 geometry.setdefault(exam_key, info["geometry"])
+                for r in rows:
+                    k = (str(r["patient_id"]), str(r["exam"]))
+                    phase_geometry.setdefault(k, {})[str(r["phase"])] = info["geometry"]
+                    geometry_files[(*k, str(r["phase"]))] = rel
             if "dynamic" in info:
                 dynamic[exam_key] = info["dynamic"]
             if progress is not None:
                 progress(i + 1, total)
+    if phase_geometry:
+        from medimp.data._geometry import geometry_problems
+        from medimp.data.preprocess import PreprocessConfig
+
+        pre = preprocess or PreprocessConfig()
+        report.warnings.extend(geometry_problems(phase_geometry, pre.shape, pre.spacing,
+                                                 geometry_files))
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))

@@ -155,6 +155,8 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
                                 tower_args=objective.tower_args())
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
+    if objective.trains:
+        _preflight(dm, cache_dir, progress)
     folder.create()  # every check passed: only now is anything written
     if is_global_zero():
         save_config(cfg, run_dir / "config.yaml")
@@ -217,6 +219,21 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
                                        "best_val_loss": best, "created": _now()})
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
+    """Every image the run will read is read and preprocessed (into the cache) now: a damaged
+    one fails here, named, not inside epoch 1; geometry problems are warned about."""
+    from medimp.data._preflight import preflight_exams
+    from medimp.data._values import CohortWarning
+
+    report = preflight_exams(dm.cohort, dm.preprocess, [*dm.train_keys, *dm.val_keys],
+                             cache_dir, progress=progress and is_global_zero())
+    if is_global_zero():
+        for p in report.warnings:
+            warnings.warn(str(p), CohortWarning, stacklevel=3)
+    if report.errors:
+        raise TrainError(report.message(dm.cohort.root))
 
 
 def _now() -> str:
