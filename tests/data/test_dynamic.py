@@ -85,7 +85,7 @@ def test_validate_reports_chosen_frames_times_and_field_of_view(nifti4d: Path) -
     first = next(iter(s["dynamic"].values()))
     assert first["method"] == "auto" and first["n_frames"] == len(TIMES)
     assert first["frames"] == EXPECTED_FRAMES
-    assert first["times"] == {"pre": 20.0, "arterial": 50.0, "tubular": 200.0}
+    assert first["times"] == {"pre": 20.0, "arterial": 50.0, "tubular": 210.0}
     assert 20.0 < first["arrival_s"] <= 30.0
     assert first["time_source"] == "FrameTimesStart of dce.json"
     geo = next(iter(s["geometry"].values()))
@@ -96,14 +96,14 @@ def test_validate_reports_chosen_frames_times_and_field_of_view(nifti4d: Path) -
 def test_select_by_index_and_by_time(nifti4d: Path, tmp_path: Path) -> None:
     root = tmp_path / "c"
     shutil.copytree(nifti4d, root)
-    _set_dynamic(root, select="index", frames={"pre": 0, "arterial": 4, "tubular": 25})
+    _set_dynamic(root, select="index", frames={"pre": 0, "arterial": 4, "tubular": 12})
     c = read_cohort(root)
     pid, exam = c.exam_keys()[0]
     sel = c.dynamic_selection(pid, exam)
-    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 25} and sel.arrival_s is None
+    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 12} and sel.arrival_s is None
     _set_dynamic(root, select="time", arrival_s=10.0)
     sel = read_cohort(root).dynamic_selection(pid, exam)
-    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 19} and sel.arrival_s == 10.0
+    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 10} and sel.arrival_s == 10.0
 
 
 def test_region_curve_detects_arrival_the_whole_volume_misses(tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_cli_validate_prints_frames_fov_and_a_preprocessing_suggestion(nifti4d: 
                              env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "dynamic series: frames chosen per phase" in res.output
-    assert "pre: 2 @ 20 s, arterial: 5 @ 50 s, tubular: 20 @ 200 s" in res.output
+    assert "pre: 2 @ 20 s, arterial: 5 @ 50 s, tubular: 11 @ 210 s" in res.output
     assert "field of view" in res.output and "window keeps" in res.output
     assert "suggested preprocessing (CPU): spacing:" in res.output
 

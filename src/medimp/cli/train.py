@@ -21,7 +21,8 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
         "--set", help="Override one option, e.g. --set optim.lr=1e-4 --set "
         "image_encoder.name=tiny_cnn_3d (repeatable; values parsed as YAML).")] = None,
     method: Annotated[str | None, typer.Option(
-        "--method", help="medimp | image_ssl | tabular_clip | random_init.")] = None,
+        "--method", help="Pretraining objective: medimp | image_ssl | tabular_clip | "
+        "random_init, or another registered in medimp.train.objectives.")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="Image encoder name.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Exams per step.")] = None,

@@ -49,7 +49,7 @@ from medimp.evaluate.metrics import (
     TaskCount,
     write_metrics,
 )
-from medimp.evaluate.probes import KNNProbe, LogisticProbe, ProbeError
+from medimp.evaluate.probes import ProbeError, create_probe
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "load_method"]
 
@@ -151,11 +151,7 @@ def _task_counts(tables: Cohort, horizons: list[int], threshold: float | None):
 
 
 def _probe_factory(cfg: EvalConfig, probe: str, impute: bool) -> Callable[[], Any]:
-    if probe == "logistic":
-        return lambda: LogisticProbe(Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
-                                     seed=cfg.seed, impute=impute)
-    return lambda: KNNProbe(ks=tuple(cfg.knn_ks), inner_splits=cfg.inner_splits,
-                            seed=cfg.seed, impute=impute)
+    return lambda: create_probe(probe, cfg, impute=impute)
 
 
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
