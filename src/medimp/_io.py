@@ -14,7 +14,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["FolderInUseError", "atomic_dir", "atomic_path", "atomic_write_bytes",
@@ -119,11 +119,11 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
     """
     from filelock import FileLock, Timeout
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path).absolute()
     lock_file, info_file = _lock_paths(path)
-    lock = FileLock(lock_file, timeout=0)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_file, timeout=0)
         lock.acquire()
     except Timeout:
         holder = "another process"
@@ -133,6 +133,9 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
                       f"{info['since']})")
         raise error(f"{path}: this {what} is in use by {holder}; wait for it to finish or "
                     "choose another folder") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot create its lock file {lock_file.name} in {path.parent} "
+                    f"({exc.strerror or exc}); choose a folder you can write to") from None
     try:
         with contextlib.suppress(OSError):
             atomic_write_text(info_file, json.dumps({
@@ -148,18 +151,27 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
 
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",
-               error: Callable[[str], Exception] = FileExistsError) -> Iterator[Path]:
+               error: Callable[[str], Exception] = FileExistsError,
+               keep: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """The rule of every command that writes a folder of results (simulate, evaluate, ...).
 
     ``path`` must be absent or empty unless ``overwrite``; it is locked (:func:`folder_lock`)
     while the results are written into the yielded temporary folder beside it, which replaces
     ``path`` only on success: a failure or an interruption leaves what was there untouched.
 
+    ``keep``: inputs of the command (the cohort, run folders...); ``path`` may not be one of
+    them or hold one, since replacing it would delete them.
+
     Raises:
-        ``error(message)``: ``path`` is a file, is not empty (without ``overwrite``), or is in
-        use by another process.
+        ``error(message)``: ``path`` is a file, is not empty (without ``overwrite``), holds an
+        input, or is in use by another process.
     """
-    path = Path(path)
+    path = Path(path).absolute()
+    for k in keep:
+        kept = Path(k).resolve()
+        if kept == path.resolve() or path.resolve() in kept.parents:
+            raise error(f"{path} holds {k}, an input of this command: writing the {what} "
+                        "there would replace it; choose another folder")
     if path.exists() and not path.is_dir():
         raise error(f"{path} exists and is not a folder; give a folder for --out")
     if path.is_dir() and any(path.iterdir()) and not overwrite:

@@ -67,3 +67,23 @@ def test_busy_out_is_refused(eval_cohort, tmp_path) -> None:
     with folder_lock(out, "evaluation folder"), pytest.raises(EvaluationError, match="in use"):
         evaluate(eval_cohort, {"medimp": truth_embeddings(eval_cohort, noise=1.0)}, out, FAST)
     assert not out.exists()
+
+
+def test_out_may_not_hold_an_input(eval_cohort, tmp_path) -> None:
+    """--overwrite on the cohort folder (or a folder holding it, or a method's embeddings)
+    would delete what the evaluation reads: refused, nothing touched."""
+    import shutil
+
+    cohort = tmp_path / "data" / "cohort"
+    shutil.copytree(eval_cohort, cohort)
+    emb = tmp_path / "data" / "medimp.parquet"
+    truth_embeddings(eval_cohort, noise=1.0).to_parquet(emb)
+    for out, methods in ((cohort, {}), (tmp_path / "data", {}),
+                         (tmp_path / "other", {"medimp": emb})):
+        if methods:
+            (tmp_path / "other").mkdir()
+            emb = shutil.move(emb, tmp_path / "other" / "medimp.parquet")
+            methods = {"medimp": emb}
+        with pytest.raises(EvaluationError, match="an input of this command"):
+            evaluate(cohort, methods, out, FAST, overwrite=True)
+    assert (cohort / "study.yaml").is_file() and (tmp_path / "other" / "medimp.parquet").is_file()

@@ -178,8 +178,9 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     from medimp._io import output_dir
 
     final = Path(out_dir)
+    inputs = [cohort_path, *(m for m in methods.values() if isinstance(m, str | os.PathLike))]
     with output_dir(final, overwrite=overwrite, what="evaluation folder",
-                    error=EvaluationError) as tmp:
+                    error=EvaluationError, keep=inputs) as tmp:
         result = _evaluate(cohort_path, methods, tmp, config, progress)
     return replace(result, out_dir=final, metrics_path=final / result.metrics_path.name)
 
