@@ -158,3 +158,17 @@ def test_cli_validate_strict_paths(tmp_path, tiny_cohort) -> None:
     assert runner.invoke(app, ["validate", str(tiny_cohort)]).exit_code == 0
     res = runner.invoke(app, ["validate", str(tiny_cohort), "--strict-paths"])
     assert res.exit_code == 1 and "outside" in res.output
+
+
+def test_truth_and_embedding_csv_keep_a_patient_named_na(tiny_cohort, tmp_path) -> None:
+    from medimp.evaluate.embeddings import read_embeddings
+
+    _rename_patient(tiny_cohort, "P002", "NA")
+    pd.DataFrame({"patient_id": ["P001", "NA"], "exam": ["D15", "D15"],
+                  "latent": [0.1, ""]}).to_csv(tiny_cohort / "truth.csv", index=False)
+    truth = read_cohort(tiny_cohort).truth
+    assert truth["patient_id"].tolist() == ["P001", "NA"] and truth["latent"].isna().sum() == 1
+    emb = tmp_path / "emb.csv"
+    pd.DataFrame({"patient_id": ["P001", "NA"], "exam": ["D15", "D15"], "level": "exam",
+                  "e0": [0.5, 0.7]}).to_csv(emb, index=False)
+    assert read_embeddings(emb)["patient_id"].tolist() == ["P001", "NA"]

@@ -116,7 +116,9 @@ class Cohort:
         path = self.root / "truth.csv"
         if not path.is_file():
             return None
-        return pd.read_csv(path, dtype={"patient_id": str})
+        # ids are never NA-parsed (a patient named "NA"); only the empty cell is missing
+        return pd.read_csv(path, dtype={"patient_id": str, "exam": str},
+                           keep_default_na=False, na_values=[""])
 
     @classmethod
     def from_tables(cls, study: Study, exams: pd.DataFrame, patients: pd.DataFrame,
