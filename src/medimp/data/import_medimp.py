@@ -30,6 +30,7 @@ import pandas as pd
 
 from medimp._io import atomic_dir
 from medimp.data._errors import ImportMappingError, Problem
+from medimp.data._tables import not_utf8
 from medimp.study import Bin, Study, TextVariable, default_study, save_study
 
 __all__ = ["CREATININE_STD_BINS", "ImportReport", "import_medimp", "import_study", "map_phase"]
@@ -196,6 +197,10 @@ def _read_clinical(csv: Path, exams: list[str], rep: ImportReport) -> tuple[
     """Wide clinical CSV -> (patient -> baseline values, (patient, exam) -> exam values)."""
     try:
         df = pd.read_csv(csv, dtype=str, skipinitialspace=True)
+    except UnicodeDecodeError:
+        line, problem, _ = not_utf8(csv)
+        raise ImportMappingError(problem, file=f"{csv}:{line}", fix="save it as UTF-8 (e.g. "
+                                 "`iconv -f latin1 -t utf-8`)") from None
     except Exception as exc:
         raise ImportMappingError(f"clinical CSV unreadable ({exc})", file=csv,
                                  fix="give the original df_clinicobiological_data.csv") from exc
