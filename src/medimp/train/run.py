@@ -115,7 +115,8 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return folder.path
 
 
-def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
+# the run-folder logic is split out (train/_runfolder.py); the rest is the objectives' to split
+def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: PLR0912, PLR0915
               config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
               *, resume: bool, progress: bool) -> None:
     from lightning.pytorch import Trainer, seed_everything
