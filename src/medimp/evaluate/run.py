@@ -154,7 +154,8 @@ def _probe_factory(cfg: EvalConfig, probe: str, impute: bool) -> Callable[[], An
     return lambda: create_probe(probe, cfg, impute=impute)
 
 
-def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
+# split by the evaluation rewrite (issue 9 item 5); the complexity rules are on elsewhere
+def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],  # noqa: C901, PLR0912, PLR0915
              out_dir: str | os.PathLike[str], config: EvalConfig | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate each method's frozen features on the cohort's downstream tasks.

@@ -92,7 +92,8 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
 
 
-def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+# split once the run-folder rework of issue 11 (items 1-5) has landed in this function
+def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],  # noqa: C901, PLR0912, PLR0915
              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
              *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Pretrain an image encoder on a cohort and export it.
