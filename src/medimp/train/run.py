@@ -12,6 +12,8 @@ import datetime as _dt
 import importlib.util
 import logging
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from medimp.train.config import (
     ConfigError,
     PretrainConfig,
     TrainError,
+    TrainingInterrupted,
     config_from_dict,
     load_config,
     save_config,
@@ -204,7 +207,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    _fit(trainer, module, dm, last, resume)
 
     if trainer.is_global_zero:
         best = None
@@ -235,6 +238,26 @@ def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
             warnings.warn(str(p), CohortWarning, stacklevel=3)
     if report.errors:
         raise TrainError(report.message(dm.cohort.root))
+
+
+def _fit(trainer: Any, module: Any, dm: Any, last: Path, resume: bool) -> None:
+    """``trainer.fit``, with Ctrl-C reported as :class:`TrainingInterrupted` (Lightning shuts
+    down gracefully, then calls ``sys.exit(1)`` and leaves SIGINT ignored)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        done = int(read_checkpoint(last).get("epoch", -1)) + 1 if last.is_file() else 0
+        if done:
+            msg = f"interrupted after epoch {done}; resume with --resume"
+        else:
+            msg = "interrupted before the first epoch ended; nothing to resume, start again"
+        raise TrainingInterrupted(msg) from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _now() -> str:
