@@ -36,6 +36,7 @@ __all__ = [
     "TabularConfig",
     "TextConfig",
     "TrainError",
+    "TrainingInterrupted",
     "apply_overrides",
     "config_from_dict",
     "load_config",
@@ -44,6 +45,10 @@ __all__ = [
 
 class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says after which epoch and how to resume."""
 
 
 class ConfigError(TrainError):
