@@ -64,7 +64,8 @@ def param_groups(module: nn.Module, optim: Any) -> list[dict[str, Any]]:
         if not p.requires_grad:
             continue
         no_decay = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name.lower()
-        tower = name.split(".", 1)[0] if name.split(".", 1)[0] in scales else ""
+        tower = name.split(".", 1)[0]
+        tower = tower if tower in scales else ""
         buckets.setdefault((tower, not no_decay), []).append(p)
     return [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
              "lr": optim.lr * scales.get(tower, 1.0)}
