@@ -156,6 +156,70 @@ def seed_aware(pred: pd.DataFrame, methods: dict[str, list[str]], reference: str
     return out
 
 
+def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
+    """Train ``todo`` (cohort, run, config) with ``jobs`` processes; seconds per run."""
+    seconds: dict[str, float] = {}
+    print(f"{len(todo)} trainings to do, {jobs} at a time", flush=True)
+    t_all = time.perf_counter()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not todo:
+        return seconds
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for out, sec in pool.map(_train, todo):
+            if sec is None:
+                print(f"{Path(out).relative_to(work)}: done or held elsewhere", flush=True)
+                continue
+            seconds[str(Path(out).relative_to(work))] = sec
+            print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
+                  f"({time.perf_counter() - t_all:.0f} s so far)", flush=True)
+    return seconds
+
+
+def _evaluate(cohort: Path, runs: dict[str, list[Path]], work: Path, demo: Any, day: float,
+              n_boot: int) -> dict[str, Any]:
+    """One evaluation of every run (all exams, and exams up to ``day``), seed-aware tables."""
+    from medimp.evaluate import EvalConfig, evaluate
+    from medimp.evaluate.early import exams_up_to_day
+    from medimp.train import embed
+
+    members: dict[str, Any] = {}
+    early: dict[str, Any] = {}
+    exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
+    for name, rs in runs.items():
+        for r in rs:
+            table = embed(r, cohort)
+            members[f"{name}@{r.name}"] = table
+            early[f"{name}@{r.name}"] = exams_up_to_day(table, exams, day)[0]
+    ev = EvalConfig(n_splits=demo.folds, repeats=demo.repeats, n_bootstrap=demo.bootstrap,
+                    seed=demo.seed, horizons=[2], levels=["patient_mean"],
+                    probes=["logistic"], survival=False, retrieval=False,
+                    reference_method=next(iter(members)))
+    result = {}
+    for tag, feats in (("all_exams", members), (f"exams_up_to_day_{day:g}", early)):
+        res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False)
+        pred = pd.read_parquet(res.metrics_path.parent / "predictions.parquet")
+        pred = pred[(pred["task"] == "status_y2") & (pred["level"] == "patient_mean")
+                    & (pred["probe"] == "logistic")]
+        groups = {name: [f"{name}@{r.name}" for r in rs] for name, rs in runs.items()}
+        groups["clinical_only"] = ["clinical_only"]
+        if "oracle" in set(pred["method"]):
+            groups["oracle"] = ["oracle"]
+        result[tag] = seed_aware(pred, groups, REFERENCE, n_boot, demo.seed)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    for tag, table in result.items():
+        print(f"\n{tag}: 2-year AUC (mean over seeds) and paired difference to {REFERENCE}")
+        for name, row in table.items():
+            diff = ("" if "diff_vs_ref" not in row else
+                    f"  diff {row['diff_vs_ref']:+.3f} [{row['diff_ci_low']:+.3f}, "
+                    f"{row['diff_ci_high']:+.3f}]")
+            seeds = " ".join(f"{a:.3f}" for a in row["auc_per_seed"])
+            print(f"  {name:<18} {row['auc']:.3f} [{row['auc_ci_low']:.3f}, "
+                  f"{row['auc_ci_high']:.3f}]  seeds {seeds}{diff}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="Work folder (runs are reused).")
@@ -189,19 +253,7 @@ def main() -> None:
             runs.setdefault(name, []).append(run)
             if not (run / "model.json").is_file():
                 todo.append((str(cohort), str(run), {**configs[name], "seed": seed}))
-    seconds: dict[str, float] = {}
-    print(f"{len(todo)} trainings to do, {args.jobs} at a time", flush=True)
-    t_all = time.perf_counter()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if todo:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for out, sec in pool.map(_train, todo):
-                if sec is None:
-                    print(f"{Path(out).relative_to(work)}: done or held elsewhere", flush=True)
-                    continue
-                seconds[str(Path(out).relative_to(work))] = sec
-                print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
-                      f"({time.perf_counter() - t_all:.0f} s so far)", flush=True)
+    seconds = _train_all(todo, work, args.jobs)
     if args.train_only:
         return
     unfinished = [str(r) for rs in runs.values() for r in rs if not (r / "model.json").is_file()]
@@ -211,34 +263,7 @@ def main() -> None:
     runs = {name: [r for r in rs if (r / "model.json").is_file()] for name, rs in runs.items()}
     runs = {name: rs for name, rs in runs.items() if rs}
 
-    from medimp.evaluate import EvalConfig, evaluate
-    from medimp.evaluate.early import exams_up_to_day
-    from medimp.train import embed
-
-    members: dict[str, Any] = {}
-    early: dict[str, Any] = {}
-    exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
-    for name, rs in runs.items():
-        for r in rs:
-            table = embed(r, cohort)
-            members[f"{name}@{r.name}"] = table
-            early[f"{name}@{r.name}"] = exams_up_to_day(table, exams, args.day)[0]
-    ev = EvalConfig(n_splits=demo.folds, repeats=demo.repeats, n_bootstrap=demo.bootstrap,
-                    seed=demo.seed, horizons=[2], levels=["patient_mean"],
-                    probes=["logistic"], survival=False, retrieval=False,
-                    reference_method=next(iter(members)))
-    result = {}
-    for tag, feats in (("all_exams", members), (f"exams_up_to_day_{args.day:g}", early)):
-        res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False)
-        pred = pd.read_parquet(res.metrics_path.parent / "predictions.parquet")
-        pred = pred[(pred["task"] == "status_y2") & (pred["level"] == "patient_mean")
-                    & (pred["probe"] == "logistic")]
-        groups = {name: [f"{name}@{r.name}" for r in rs] for name, rs in runs.items()}
-        groups["clinical_only"] = ["clinical_only"]
-        if "oracle" in set(pred["method"]):
-            groups["oracle"] = ["oracle"]
-        result[tag] = seed_aware(pred, groups, REFERENCE, args.n_boot, demo.seed)
-
+    result = _evaluate(cohort, runs, work, demo, args.day, args.n_boot)
     out = {
         "cohort": {"patients": demo.n_patients, "shape": list(demo.shape), "seed": demo.seed},
         "budget": {"epochs": demo.epochs, "batch_size": demo.batch_size,
@@ -252,15 +277,7 @@ def main() -> None:
         "train_seconds": seconds,
         "results": result,
     }
-    for tag, table in result.items():
-        print(f"\n{tag}: 2-year AUC (mean over seeds) and paired difference to {REFERENCE}")
-        for name, row in table.items():
-            diff = ("" if "diff_vs_ref" not in row else
-                    f"  diff {row['diff_vs_ref']:+.3f} [{row['diff_ci_low']:+.3f}, "
-                    f"{row['diff_ci_high']:+.3f}]")
-            seeds = " ".join(f"{a:.3f}" for a in row["auc_per_seed"])
-            print(f"  {name:<18} {row['auc']:.3f} [{row['auc_ci_low']:.3f}, "
-                  f"{row['auc_ci_high']:.3f}]  seeds {seeds}{diff}")
+    _print(result)
     write_result("variants", out)
 
 
