@@ -97,12 +97,6 @@ def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
         lock.unlink(missing_ok=True)
 
 
-def _auc_matrix(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    from medimp.evaluate.bootstrap import auc
-
-    return auc(y, scores)
-
-
 def seed_aware(pred: pd.DataFrame, methods: dict[str, list[str]], reference: str,
                n_boot: int, seed: int) -> dict[str, dict[str, float]]:
     """Mean-over-seeds AUC and hierarchical-bootstrap paired difference to ``reference``."""
