@@ -139,3 +139,29 @@ def test_cli_second_pretrain_message(simulated_cohort, tmp_path) -> None:
                                        str(out), "--epochs", "1", "--no-progress"])
     assert res.exit_code == 2
     assert "in use by process" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow  # a subprocess that trains until its first checkpoint
+def test_ctrl_c_during_overwrite_keeps_the_old_run(simulated_cohort, tiny_config, train_cache,
+                                                   tmp_path) -> None:
+    import signal
+
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    cmd = [sys.executable, "-m", "medimp.cli.main", "pretrain", "--cohort",
+           str(simulated_cohort), "--out", str(run), "--overwrite", "--no-progress",
+           "--method", "tabular_clip", "--epochs", "500", "--batch-size", "4",
+           "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",
+           "--set", "augment=null", "--set", f"cache_dir={train_cache}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    new_last = tmp_path / ".run.overwrite.tmp" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not new_last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert new_last.is_file(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "still holds the previous run" in err and "--overwrite again" in err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / ".run.overwrite.tmp").exists()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medimp._io import atomic_write_text, folder_lock, replace_dir
-from medimp.train.config import TrainError
+from medimp.train.config import TrainError, TrainingInterrupted
 
 __all__ = ["RUN_MARKER", "RunFolder", "is_global_zero", "run_folder"]
 
@@ -117,6 +117,14 @@ def run_folder(out_dir: str | os.PathLike[str], *, resume: bool,
         folder = RunFolder(path, _work_dir(path) if replacing else path)
         try:
             yield folder
+        except TrainingInterrupted as exc:
+            if not folder.swaps:
+                raise
+            shutil.rmtree(folder.work, ignore_errors=True)
+            when = str(exc).split(";")[0]  # "interrupted after epoch N" (not resumable here)
+            raise TrainingInterrupted(
+                f"{when}; the replacement run was discarded and {path} still holds the "
+                "previous run, unchanged; pass --overwrite again to replace it") from None
         except BaseException:
             if folder.swaps:
                 shutil.rmtree(folder.work, ignore_errors=True)
