@@ -181,7 +181,8 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",
                error: Callable[[str], Exception] = FileExistsError,
-               keep: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+               keep: Iterable[str | os.PathLike[str]] = (),
+               ours: Iterable[str] | None = None) -> Iterator[Path]:
     """The rule of every command that writes a folder of results (simulate, evaluate, ...).
 
     ``path`` must be absent or empty unless ``overwrite``; it is locked (:func:`folder_lock`)
@@ -190,6 +191,9 @@ def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: s
 
     ``keep``: inputs of the command (the cohort, run folders...); ``path`` may not be one of
     them or hold one, since replacing it would delete them.
+
+    ``ours``: the names this command writes into ``path``; when given, ``--overwrite`` replaces
+    only a folder that holds nothing else (a folder with the user's own files is refused).
 
     Raises:
         ``error(message)``: ``path`` is a file, is not empty (without ``overwrite``), holds an
@@ -206,5 +210,12 @@ def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: s
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise error(f"{path} is not empty; pass --overwrite to replace it (the old {what} "
                     "is replaced only once the new one is complete) or choose another folder")
+    if ours is not None and path.is_dir():
+        allowed = set(ours)
+        foreign = sorted(e.name for e in path.iterdir() if e.name not in allowed)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise error(f"{path} is not a {what} (it holds {shown}): --overwrite would delete "
+                        "those files; choose another folder or move them away")
     with folder_lock(path, what, error=error), atomic_dir(path, overwrite=True) as tmp:
         yield tmp

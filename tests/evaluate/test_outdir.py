@@ -87,3 +87,19 @@ def test_out_may_not_hold_an_input(eval_cohort, tmp_path) -> None:
         with pytest.raises(EvaluationError, match="an input of this command"):
             evaluate(cohort, methods, out, FAST, overwrite=True)
     assert (cohort / "study.yaml").is_file() and (tmp_path / "other" / "medimp.parquet").is_file()
+
+
+def test_overwrite_refuses_a_folder_with_the_users_files(eval_cohort, tmp_path) -> None:
+    """--overwrite replaces an earlier evaluation, never a folder holding other files (found by
+    the review: `evaluate --out ~/work --overwrite` deleted everything there)."""
+    emb = tmp_path / "medimp.parquet"
+    truth_embeddings(eval_cohort, noise=1.0).to_parquet(emb)
+    out = tmp_path / "home"
+    (out / "sub").mkdir(parents=True)
+    (out / "thesis.tex").write_text("precious")
+    (out / "sub" / "data.csv").write_text("p")
+    res = CliRunner().invoke(app, _args(eval_cohort, emb, out, "--overwrite"))
+    assert res.exit_code == 2, res.output
+    assert "thesis.tex" in res.output and "Traceback" not in res.output
+    assert (out / "thesis.tex").read_text() == "precious"
+    assert (out / "sub" / "data.csv").read_text() == "p"

@@ -154,6 +154,11 @@ def _probe_factory(cfg: EvalConfig, probe: str, impute: bool) -> Callable[[], An
     return lambda: create_probe(probe, cfg, impute=impute)
 
 
+# what evaluate (and the report written after it) puts in --out: --overwrite replaces nothing else
+EVAL_OUTPUTS = ("metrics.json", "predictions.parquet", "folds.parquet", "survival.parquet",
+                "embeddings", "report.html")
+
+
 # split by the evaluation rewrite (issue 9 item 5); the complexity rules are on elsewhere
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
              out_dir: str | os.PathLike[str], config: EvalConfig | None = None,
@@ -181,7 +186,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     final = Path(out_dir)
     inputs = [cohort_path, *(m for m in methods.values() if isinstance(m, str | os.PathLike))]
     with output_dir(final, overwrite=overwrite, what="evaluation folder",
-                    error=EvaluationError, keep=inputs) as tmp:
+                    error=EvaluationError, keep=inputs, ours=EVAL_OUTPUTS) as tmp:
         result = _evaluate(cohort_path, methods, tmp, config, progress)
     return replace(result, out_dir=final, metrics_path=final / result.metrics_path.name)
 
