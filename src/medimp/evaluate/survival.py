@@ -22,7 +22,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.cv import Split, make_splits
 from medimp.evaluate.embeddings import level_data
 from medimp.evaluate.intervals import corrected_interval
@@ -57,7 +58,7 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
         return float("nan")
 
 
-def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: CohortTables, *,
+def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohort, *,
                        n_splits: int, repeats: int, seed: int, n_components: int = 5,
                        penalizer: float = 0.1, n_boot: int | None = None,
                        impute: bool = False) -> SurvivalResult:
