@@ -108,3 +108,16 @@ def test_report_shows_runs_and_what_is_decided(multi) -> None:
     assert "would usually go undetected" in page
     assert "one pretraining run" in page  # the note on random_init
     assert "sd " in page and "(3 runs)" in page
+
+
+def test_a_broken_run_is_skipped_and_the_others_still_count(eval_cohort, tmp_path) -> None:
+    good = truth_embeddings(eval_cohort, noise=1.0)
+    broken = good.copy()
+    broken.loc[3, "e1"] = np.nan
+    res = evaluate(eval_cohort, {"medimp": [good, broken]}, tmp_path,
+                   EvalConfig(**{**QUICK, "horizons": [2]}))
+    [skip] = [s for s in res.metrics.skipped if s.method == "medimp"]
+    assert skip.run == "run1" and "NaN" in skip.reason
+    [own] = [r for r in res.metrics.records if r.method == "medimp" and r.run is None]
+    assert own.n_runs == 1  # the method is still in the headline, from its one good run
+    assert "medimp" in res.headline().index

@@ -247,8 +247,6 @@ def _one_run_notes(inp: _Inputs) -> list[str]:
     runs: dict[str, int] = {}
     for m in inp.members.values():
         runs[m.method] = runs.get(m.method, 0) + 1
-    if max(runs.values(), default=1) < 2:
-        return []
     single = [name for name, n in runs.items() if n == 1 and name not in REFERENCE_METHODS]
     return [f"{name}: one pretraining run; its CI and its paired comparisons leave out the "
             "variance between pretraining seeds (pass several runs to include it)"
@@ -367,7 +365,7 @@ def _fin(v: float) -> float | None:
 def _task_records(inp: _Inputs, tcv: _TaskCV) -> tuple[list[Record], dict]:
     """Per-run records, per-method aggregates, and each method's runs (for the paired tests)."""
     records: list[Record] = []
-    grouped: dict[tuple[str, str, str], list[tuple[dict, CVResult]]] = {}
+    grouped: dict[tuple[str, str, str], list[tuple[dict, CVResult, Record]]] = {}
     for (key, level, probe), res in tcv.results.items():
         m = inp.members[key]
         vals = _fold_values(tcv, res)
@@ -378,15 +376,17 @@ def _task_records(inp: _Inputs, tcv: _TaskCV) -> tuple[list[Record], dict]:
                 f"{tcv.task} {key} level={level} probe={probe}: {rec}")))
             continue
         records.append(rec)
-        grouped.setdefault((m.method, level, probe), []).append((vals, res))
+        grouped.setdefault((m.method, level, probe), []).append((vals, res, rec))
     for (method, level, probe), runs in grouped.items():
         if len(runs) > 1:
-            vals = {name: np.stack([v[name] for v, _ in runs]) for name in runs[0][0]}
+            vals = {name: np.stack([v[name] for v, _, _ in runs]) for name in runs[0][0]}
             agg = _record(tcv, vals, method=method, run=None, level=level, probe=probe,
                           n_samples=runs[0][1].n_samples)
             if isinstance(agg, Record):
                 records.append(agg)
-    return records, {k: [res.scores for _, res in runs] for k, runs in grouped.items()}
+        elif runs[0][2].run is not None:  # the only run left of several: it is the method's
+            records.append(runs[0][2].model_copy(update={"run": None}))
+    return records, {k: [res.scores for _, res, _ in runs] for k, runs in grouped.items()}
 
 
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
@@ -473,10 +473,17 @@ def _retrieval(cfg: EvalConfig, inp: _Inputs) -> list[RetrievalRecord]:
 
 
 def _cv_job(df, patients, y, *, level, tables, splits, factory) -> CVResult | str:
-    """One cross-validation; bad input comes back as its message (the others still run)."""
+    """One cross-validation; bad input comes back as its message (the others still run).
+
+    BLAS runs single-threaded here: the probes fit tiny problems, where a multi-threaded BLAS
+    only adds overhead (measured: 3x slower on 2 cores, with identical results).
+    """
+    from threadpoolctl import threadpool_limits
+
     try:
-        return cross_validate(df, patients, y, level=level, tables=tables, splits=splits,
-                              make_probe=factory)
+        with threadpool_limits(1, user_api="blas"):
+            return cross_validate(df, patients, y, level=level, tables=tables, splits=splits,
+                                  make_probe=factory)
     except (EvaluationError, ProbeError, KeyError) as exc:
         return str(exc)
 

@@ -113,6 +113,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    from medimp.data.fingerprint import cohort_fingerprint
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
@@ -168,6 +169,8 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
         "phases": list(dm.cohort.study.phase_names),
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+        # which cohort trained it: evaluate warns when it scores a run on another cohort
+        "cohort_fingerprint": cohort_fingerprint(cohort_path),
         **objective.metadata(),
     }
 
