@@ -21,10 +21,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medimp._io import atomic_write_text
-from medimp.errors import MedimpError
+from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
     "DYNAMIC_PHASE",
@@ -49,7 +56,12 @@ DYNAMIC_PHASE = "dynamic"
 
 
 class StudyError(MedimpError):
-    """``study.yaml`` is missing, unreadable or inconsistent."""
+    """``study.yaml`` is missing, unreadable or inconsistent; ``problems`` lists each problem
+    (``loc: message``) when there are several."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 class _Strict(BaseModel):
@@ -405,8 +417,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raise StudyError(f"{path}: expected a mapping at the top level")
     try:
         return Study.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError lists every problem
-        raise StudyError(f"{path}: {exc}") from exc
+    except ValidationError as exc:  # one line per problem, without pydantic's URLs
+        problems = validation_problems(exc.errors())
+        if len(problems) == 1:
+            raise StudyError(f"{path}: {problems[0]}") from None
+        lines = "".join(f"\n  - {p}" for p in problems)
+        raise StudyError(f"{path}: {len(problems)} problems:{lines}", problems) from None
 
 
 def save_study(study: Study, path: str | os.PathLike[str]) -> None:

@@ -85,7 +85,7 @@ def test_validate_reports_chosen_frames_times_and_field_of_view(nifti4d: Path) -
     first = next(iter(s["dynamic"].values()))
     assert first["method"] == "auto" and first["n_frames"] == len(TIMES)
     assert first["frames"] == EXPECTED_FRAMES
-    assert first["times"] == {"pre": 20.0, "arterial": 50.0, "tubular": 200.0}
+    assert first["times"] == {"pre": 20.0, "arterial": 50.0, "tubular": 210.0}
     assert 20.0 < first["arrival_s"] <= 30.0
     assert first["time_source"] == "FrameTimesStart of dce.json"
     geo = next(iter(s["geometry"].values()))
@@ -96,14 +96,14 @@ def test_validate_reports_chosen_frames_times_and_field_of_view(nifti4d: Path) -
 def test_select_by_index_and_by_time(nifti4d: Path, tmp_path: Path) -> None:
     root = tmp_path / "c"
     shutil.copytree(nifti4d, root)
-    _set_dynamic(root, select="index", frames={"pre": 0, "arterial": 4, "tubular": 25})
+    _set_dynamic(root, select="index", frames={"pre": 0, "arterial": 4, "tubular": 12})
     c = read_cohort(root)
     pid, exam = c.exam_keys()[0]
     sel = c.dynamic_selection(pid, exam)
-    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 25} and sel.arrival_s is None
+    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 12} and sel.arrival_s is None
     _set_dynamic(root, select="time", arrival_s=10.0)
     sel = read_cohort(root).dynamic_selection(pid, exam)
-    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 19} and sel.arrival_s == 10.0
+    assert sel.frames == {"pre": 0, "arterial": 4, "tubular": 10} and sel.arrival_s == 10.0
 
 
 def test_region_curve_detects_arrival_the_whole_volume_misses(tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_cli_validate_prints_frames_fov_and_a_preprocessing_suggestion(nifti4d: 
                              env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "dynamic series: frames chosen per phase" in res.output
-    assert "pre: 2 @ 20 s, arterial: 5 @ 50 s, tubular: 20 @ 200 s" in res.output
+    assert "pre: 2 @ 20 s, arterial: 5 @ 50 s, tubular: 11 @ 210 s" in res.output
     assert "field of view" in res.output and "window keeps" in res.output
     assert "suggested preprocessing (CPU): spacing:" in res.output
 
@@ -250,3 +250,36 @@ def test_suggest_preprocess_fits_the_field_of_view() -> None:
     assert gpu["spacing"][0] < sug["spacing"][0] and max(gpu["shape"]) <= 96
     assert window_coverage([300.0, 250.0, 100.0], (6.0, 6.0, 6.0), (32, 32, 32)) == (
         pytest.approx(0.64), pytest.approx(0.768), 1.0)
+
+
+def test_broken_sidecar_and_a_3d_file_listed_as_dynamic(tmp_path: Path) -> None:
+    from medimp.data._errors import CorruptFileError
+
+    path = _one_series(tmp_path, _curve_frames([1, 1, 5, 5]), None)
+    (tmp_path / "dce.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="JSON sidecar unreadable") as exc:
+        read_series(path)
+    assert "dce.json" in str(exc.value)
+    (tmp_path / "dce.json").write_text(json.dumps({"FrameTimesStart": ["a", "b", "c", "d"]}))
+    with pytest.raises(CorruptFileError, match="FrameTimesStart is not a list of times"):
+        read_series(path)
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), flat)
+    with pytest.raises(InvalidVolumeError, match="a dynamic series must be 4D"):
+        read_series(flat)
+
+
+def test_study_yaml_dynamic_section_is_checked() -> None:
+    from medimp.study import DynamicSpec, Study
+
+    base = default_study().model_dump()
+    with pytest.raises(ValueError, match="needs 'frames'"):
+        DynamicSpec(select="index")
+    with pytest.raises(ValueError, match="frame for every phase"):
+        Study.model_validate({**base, "dynamic": {"select": "index", "frames": {"pre": 0}}})
+    with pytest.raises(ValueError, match="needs 'arrival_s'"):
+        DynamicSpec(select="time")
+    with pytest.raises(ValueError, match="region"):
+        DynamicSpec(region=[(0.5, 0.2), (0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="reserved"):
+        Study.model_validate({**base, "phases": [{"name": "dynamic", "seconds": 0}]})

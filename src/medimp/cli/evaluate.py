@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, err_console, fail, is_interactive
 
 
 def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
@@ -81,9 +81,21 @@ def evaluate_command(
                      survival=not no_survival, survival_event=survival_event,
                      n_jobs=jobs)
     result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
-    console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several runs: "
-                  "mean over runs, seed-aware CI, sd between runs):", markup=False)
-    console.print(result.headline().to_string(), highlight=False, soft_wrap=True, markup=False)
+    if not result.metrics.records and not result.metrics.survival:
+        for s in result.metrics.skipped:  # the reasons, then one line that says what to do
+            where = s.task + (f", {s.method}" if s.method else "")
+            err_console.print(f"[yellow]skipped[/] ({escape(where)}): {escape(s.reason)}",
+                              highlight=False, soft_wrap=True)
+        fail(f"nothing could be evaluated: every task was skipped for the "
+             f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
+    headline = result.headline()
+    if headline.empty:
+        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
+                      "(see the skipped tasks below)")
+    else:
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
+                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
+        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
     comp = result.comparison_table()
     if not comp.empty:
         console.print(f"\npaired test (corrected resampled t, seed-aware), "

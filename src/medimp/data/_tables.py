@@ -87,7 +87,12 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
         return None
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        line, problem, patient = not_utf8(path)
+        col.error(problem, f"save {name} as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or "
+                  "'CSV UTF-8' in a spreadsheet)", file=f"{name}:{line}", patient=patient)
+        return None
+    except (pd.errors.ParserError, csv.Error) as exc:
         col.error(f"not a readable CSV ({exc})", "save it as UTF-8, comma-separated",
                   file=name)
         return None
@@ -103,6 +108,28 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
     for c in df.columns:
         df[c] = df[c].str.strip()
     return df
+
+
+def not_utf8(path: Path) -> tuple[int, str, str | None]:
+    """Where a file stops being UTF-8: (line number, a one-line problem, the line's patient id
+    when the first column is ``patient_id``). Call after a ``UnicodeDecodeError``."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        pos = exc.start
+    else:  # pragma: no cover - the caller saw a decode error
+        return 1, "not UTF-8", None
+    line = data.count(b"\n", 0, pos) + 1
+    start = data.rfind(b"\n", 0, pos) + 1
+    end = data.find(b"\n", pos)
+    text = data[start:end if end >= 0 else len(data)].decode("latin-1").rstrip("\r")
+    column = pos - start + 1
+    header = next(csv.reader([data[:data.find(b"\n")].decode("latin-1")]), [])
+    fields = next(csv.reader([text]), [])
+    patient = fields[0] if header and header[0].strip() == "patient_id" and fields else None
+    return line, (f"line {line} is not UTF-8 (byte 0x{data[pos]:02x} at character {column}: "
+                  f"{text[:60]!r}; the file looks Latin-1 / Windows-1252 encoded)"), patient
 
 
 def ragged_lines(path: Path) -> list[int]:

@@ -414,9 +414,10 @@ def _read_study(root: Path, col: Collector) -> Study | None:
     try:
         return load_study(root / "study.yaml")
     except StudyError as exc:
-        col.error(str(exc).replace(str(root / "study.yaml") + ": ", ""),
-                  "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
-                  file="study.yaml")
+        for problem in exc.problems:  # one row per problem
+            col.error(problem.replace(str(root / "study.yaml") + ": ", ""),
+                      "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
+                      file="study.yaml")
         return None
 
 

@@ -406,6 +406,7 @@ class NiftiReader(ImageReader):
 
 # the only header fields the checks need: parsing just these is several times faster
 _DICOM_TAGS = ["SeriesInstanceUID", "SeriesDescription", "ImagePositionPatient",
+               "TemporalPositionIdentifier", "NumberOfTemporalPositions",
                "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing", "NumberOfFrames"]
 
 
@@ -489,11 +490,6 @@ class DicomSeriesReader(ImageReader):
 
     def _check_geometry(self, folder: Path, items: list[tuple[Path, Any]]) -> list[Path]:
         """Check rows/cols/orientation/spacing consistency; return files sorted along the normal."""
-        frames = max(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in items)
-        if frames > 1:
-            raise DicomSeriesError(
-                f"multi-frame DICOM ({frames} frames in one file) is not supported", file=folder,
-                fix="convert the series to NIfTI (e.g. `dcm2niix -z y`) and list the .nii.gz")
         if len(items) < 2:
             raise InvalidVolumeError("DICOM series has a single slice; a 3D volume is expected",
                                      file=folder, fix="export the whole series")
@@ -536,7 +532,8 @@ class DicomSeriesReader(ImageReader):
                 f"duplicate slice position {pos[i]:.3f} mm in {files[i].name} and "
                 f"{files[i + 1].name} ({dup.size} duplicate(s))", file=folder,
                 fix="remove the repeated files (or split the repeated acquisition into its own "
-                    "folder)")
+                    "folder); a dynamic series (several time points) needs 'dynamic' in the "
+                    "phase column of manifest.csv")
         step = float(np.median(diffs))
         bad = np.flatnonzero(np.abs(diffs - step) > self.spacing_tol * step)
         if bad.size:
@@ -564,6 +561,15 @@ class DicomSeriesReader(ImageReader):
             raise VolumeReadError("DICOM series folder not found", file=folder,
                                   fix="check the path in manifest.csv (relative to the cohort)")
         items = self._select(folder, _read_dicom_headers(folder))
+        if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for _, ds in items):
+            series = self._series_of(folder, items)  # enhanced multi-frame: one time point?
+            if series.n_frames > 1:
+                raise InvalidVolumeError(
+                    f"dynamic series of {series.n_frames} time points where one 3D volume is "
+                    "expected", file=folder,
+                    fix="write 'dynamic' in the phase column of its manifest.csv row (phases "
+                        "are then chosen by study.yaml's dynamic section, docs/data.md)")
+            return self._finish(series.array[..., 0], series.affine, folder)
         files = self._check_geometry(folder, items)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in files])
@@ -582,6 +588,22 @@ class DicomSeriesReader(ImageReader):
         lps[:3, 3] = img.GetOrigin()
         ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
         return self._finish(array, ras, folder)
+
+    def _series_of(self, folder: Path, items: list[tuple[Path, Any]]) -> DynamicSeries:
+        from medimp.data.dicom_dynamic import read_dynamic_dicom
+
+        array, affine, times, source = read_dynamic_dicom(folder, [f for f, _ in items],
+                                                          self.spacing_tol)
+        return self._finish_series(array, affine, times, source, folder)
+
+    def read_series(self, path: str | os.PathLike[str]) -> DynamicSeries:
+        """A dynamic series from a folder: classic files split into time points, or enhanced
+        multi-frame files read through their per-frame functional groups."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise VolumeReadError("DICOM series folder not found", file=folder,
+                                  fix="check the path in manifest.csv (relative to the cohort)")
+        return self._series_of(folder, self._select(folder, _read_dicom_headers(folder)))
 
 
 def get_reader(name: str, **kwargs: Any) -> ImageReader:

@@ -247,27 +247,11 @@ def validate_cohort(
         cohort = _partial_cohort(root)
         if cohort is None:
             return report
-    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
-    for rec in cohort.manifest.to_dict("records"):
-        rel, uid = rec.get("path"), rec.get("series_uid")
-        if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
-            key = (rel, uid if isinstance(uid, str) and uid else None)
-            files.setdefault(key, []).append(rec)
+    files = _image_files(cohort)
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}
     if read_images:
-        total = len(files)
-        for i, ((rel, _), rows) in enumerate(files.items()):
-            problems, info = _check_image(cohort, rel, rows)
-            for p in problems:
-                (report.errors if p.severity == "error" else report.warnings).append(p)
-            exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
-            if "geometry" in info:
-                geometry.setdefault(exam_key, info["geometry"])
-            if "dynamic" in info:
-                dynamic[exam_key] = info["dynamic"]
-            if progress is not None:
-                progress(i + 1, total)
+        geometry, dynamic = _check_images(cohort, files, report, progress)
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))
@@ -279,6 +263,39 @@ def validate_cohort(
     except Exception:  # the tables were broken; their errors are already listed
         report.summary = {}
     return report
+
+
+def _image_files(cohort: Cohort) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    """(manifest path, series_uid) of every existing image -> its manifest rows."""
+    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for rec in cohort.manifest.to_dict("records"):
+        rel, uid = rec.get("path"), rec.get("series_uid")
+        if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
+            key = (rel, uid if isinstance(uid, str) and uid else None)
+            files.setdefault(key, []).append(rec)
+    return files
+
+
+def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[str, Any]]],
+                  report: ValidationReport, progress: Callable[[int, int], None] | None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Open every image, add its problems to ``report``; return the geometry and the dynamic
+    series found, per exam ("patient exam")."""
+    geometry: dict[str, Any] = {}
+    dynamic: dict[str, Any] = {}
+    total = len(files)
+    for i, ((rel, _), rows) in enumerate(files.items()):
+        problems, info = _check_image(cohort, rel, rows)
+        for p in problems:
+            (report.errors if p.severity == "error" else report.warnings).append(p)
+        exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
+        if "geometry" in info:
+            geometry.setdefault(exam_key, info["geometry"])
+        if "dynamic" in info:
+            dynamic[exam_key] = info["dynamic"]
+        if progress is not None:
+            progress(i + 1, total)
+    return geometry, dynamic
 
 
 def _partial_cohort(root: Path) -> Cohort | None:

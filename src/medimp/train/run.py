@@ -12,6 +12,8 @@ import datetime as _dt
 import importlib.util
 import logging
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from medimp.train.config import (
     ConfigError,
     PretrainConfig,
     TrainError,
+    TrainingInterrupted,
     config_from_dict,
     load_config,
     save_config,
@@ -89,7 +92,8 @@ def _is_global_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
 
 
-def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+# split once the run-folder rework of issue 11 (items 1-5) has landed in this function
+def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],  # noqa: C901, PLR0912, PLR0915
              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
              *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Pretrain an image encoder on a cohort and export it.
@@ -206,7 +210,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    _fit(trainer, module, dm, last, resume)
 
     if trainer.is_global_zero:
         best = None
@@ -223,6 +227,26 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return run_dir
+
+
+def _fit(trainer: Any, module: Any, dm: Any, last: Path, resume: bool) -> None:
+    """``trainer.fit``, with Ctrl-C reported as :class:`TrainingInterrupted` (Lightning shuts
+    down gracefully, then calls ``sys.exit(1)`` and leaves SIGINT ignored)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        done = int(read_checkpoint(last).get("epoch", -1)) + 1 if last.is_file() else 0
+        if done:
+            msg = f"interrupted after epoch {done}; resume with --resume"
+        else:
+            msg = "interrupted before the first epoch ended; nothing to resume, start again"
+        raise TrainingInterrupted(msg) from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _now() -> str:
