@@ -413,8 +413,8 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     """
     cfg = config or EvalConfig()
     cohort_path, out_dir = Path(cohort_path), Path(out_dir)
+    inp = _load_inputs(cfg, cohort_path, methods)  # refuses bad input before writing
     out_dir.mkdir(parents=True, exist_ok=True)
-    inp = _load_inputs(cfg, cohort_path, methods)
     _save_embeddings(out_dir, inp)
     bar = _Progress(progress, len(cfg.horizons) * len(inp.features) * len(cfg.levels)
                     * len(cfg.probes), "evaluating")
