@@ -156,7 +156,7 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     eval_cfg = EvalConfig(**{"n_splits": cfg.folds, "repeats": cfg.repeats,
                              "n_bootstrap": cfg.bootstrap, "seed": cfg.seed, **cfg.evaluation})
     result = step("evaluate", lambda: evaluate(cohort_dir, runs, eval_dir, eval_cfg,
-                                               progress=progress))
+                                               progress=progress, overwrite=True))
     report = step("report", lambda: write_report(eval_dir))
     return DemoResult(out_dir=out, cohort=cohort_dir, runs=runs, eval_dir=eval_dir,
                       report=report, headline=result.headline(),

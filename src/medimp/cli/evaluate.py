@@ -61,6 +61,9 @@ def evaluate_command(
         "eGFR below the threshold at a yearly horizon).")] = "graft_loss",
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Write metrics.json only, no report.html.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace --out if it is not empty (only once the new evaluation "
+        "is complete).")] = False,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
     from medimp.evaluate import EvalConfig, evaluate
@@ -80,7 +83,8 @@ def evaluate_command(
                      probes=["logistic"] if no_knn else ["logistic", "knn"],
                      survival=not no_survival, survival_event=survival_event,
                      n_jobs=jobs)
-    result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
+    result = evaluate(cohort, methods, out, cfg, progress=is_interactive(),
+                      overwrite=overwrite)
     if not result.metrics.records and not result.metrics.survival:
         for s in result.metrics.skipped:  # the reasons, then one line that says what to do
             where = s.task + (f", {s.method}" if s.method else "")

@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import AfterValidator, BeforeValidator, ValidationError, create_model
 
 from medimp.data._errors import Problem
+from medimp.data._values import apply_missing_values, read_raw_csv
 from medimp.study import Study
 
 MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")
@@ -63,12 +64,19 @@ class Collector:
     def warning(self, problem: str, fix: str = "", **where: Any) -> None:
         self.problems.append(Problem("warning", problem=problem, fix=fix, **where))
 
+    def report(self, severity: str, problem: str, fix: str = "", **where: Any) -> None:
+        """An error or a warning, as ``severity`` says (a setting of study.yaml)."""
+        self.problems.append(Problem(severity, problem=problem, fix=fix, **where))
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.DataFrame | None:
+def read_table(path: Path, required: tuple[str, ...], col: Collector,
+               study: Study | None = None) -> pd.DataFrame | None:
+    """Read one table, every cell as text; only study.yaml's ``missing_values`` (default: the
+    empty cell) become NaN, and never in the id columns."""
     name = path.name
     if not path.is_file():
         col.error(f"{name} not found", f"every cohort needs {name} (see docs/data.md)",
@@ -81,8 +89,7 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
                       "header", "remove the extra/missing separators (a comma inside a value "
                       "needs quotes)", file=name)
             return None
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
-                         index_col=False)
+        df = read_raw_csv(path)  # no NA parsing: study.yaml's missing_values, below
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
@@ -107,6 +114,7 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
+    apply_missing_values(df, study)
     return df
 
 

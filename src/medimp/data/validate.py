@@ -24,6 +24,7 @@ from medimp.data._errors import MedimpDataError, Problem
 from medimp.data.cohort import Cohort, _load
 from medimp.data.geometry import field_of_view, world_spacing
 from medimp.data.readers import read_series, read_volume
+from medimp.errors import describe_os_error
 from medimp.study import DYNAMIC_PHASE
 
 __all__ = ["ValidationReport", "validate_cohort"]
@@ -221,6 +222,8 @@ def validate_cohort(
     path: str | os.PathLike[str],
     read_images: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    strict_paths: bool | None = None,
+    preprocess: Any = None,
 ) -> ValidationReport:
     """Check a cohort directory, images included; never raises on bad data.
 
@@ -228,13 +231,23 @@ def validate_cohort(
         path: the cohort folder.
         read_images: open every image (slow on big cohorts; False checks only the tables).
         progress: called as ``progress(done, total)`` after each image (for a progress bar).
+        strict_paths: make manifest paths leading outside the folder errors (None: as
+            study.yaml says; by default a warning).
+        preprocess: the ``PreprocessConfig`` whose window the fields of view are compared
+            with (default: the default one).
 
     Returns:
         A :class:`ValidationReport` with every error and warning and a summary.
     """
     root = Path(path)
     try:
-        cohort, problems = _load(root)
+        cohort, problems = _load(root, strict_paths)
+    except OSError as exc:  # an unreadable file (permissions, I/O): say which, and why
+        file = Path(os.fsdecode(exc.filename)) if exc.filename else root
+        rel = file.relative_to(root).as_posix() if file.is_relative_to(root) else str(file)
+        problems = [Problem("error", rel, problem=describe_os_error(exc).removeprefix(
+            f"{file}: "), fix="make the file readable by your user")]
+        cohort = None
     except Exception as exc:  # a table that breaks the reader itself: report, don't raise
         problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
                             f"{exc})", fix="check the CSV files; please report this as a bug")]
@@ -251,7 +264,7 @@ def validate_cohort(
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}
     if read_images:
-        geometry, dynamic = _check_images(cohort, files, report, progress)
+        geometry, dynamic = _check_images(cohort, files, report, progress, preprocess)
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))
@@ -277,12 +290,18 @@ def _image_files(cohort: Cohort) -> dict[tuple[str, str | None], list[dict[str, 
 
 
 def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[str, Any]]],
-                  report: ValidationReport, progress: Callable[[int, int], None] | None
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Open every image, add its problems to ``report``; return the geometry and the dynamic
-    series found, per exam ("patient exam")."""
+                  report: ValidationReport, progress: Callable[[int, int], None] | None,
+                  preprocess: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Open every image, add its problems to ``report`` (and the geometry warnings of
+    ``medimp.data._geometry`` for the ``preprocess`` window); return the geometry and the
+    dynamic series found, per exam ("patient exam")."""
+    from medimp.data._geometry import geometry_problems
+    from medimp.data.preprocess import PreprocessConfig
+
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}
+    phase_geometry: dict[tuple[str, str], dict[str, Any]] = {}
+    geometry_files: dict[tuple[str, str, str], str] = {}
     total = len(files)
     for i, ((rel, _), rows) in enumerate(files.items()):
         problems, info = _check_image(cohort, rel, rows)
@@ -291,10 +310,17 @@ def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[
         exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
         if "geometry" in info:
             geometry.setdefault(exam_key, info["geometry"])
+            for r in rows:
+                k = (str(r["patient_id"]), str(r["exam"]))
+                phase_geometry.setdefault(k, {})[str(r["phase"])] = info["geometry"]
+                geometry_files[(*k, str(r["phase"]))] = rel
         if "dynamic" in info:
             dynamic[exam_key] = info["dynamic"]
         if progress is not None:
             progress(i + 1, total)
+    pre = preprocess or PreprocessConfig()
+    report.warnings.extend(geometry_problems(phase_geometry, pre.shape, pre.spacing,
+                                             geometry_files))
     return geometry, dynamic
 
 

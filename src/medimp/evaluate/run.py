@@ -391,7 +391,7 @@ def _task_records(inp: _Inputs, tcv: _TaskCV) -> tuple[list[Record], dict]:
 
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
              out_dir: str | os.PathLike[str], config: EvalConfig | None = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, *, overwrite: bool = False) -> EvalResult:
     """Evaluate each method's frozen features on the cohort's downstream tasks.
 
     Args:
@@ -400,9 +400,12 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
             (patient_id, exam, level, e0..), or a list of those (pretraining replicates of
             the method), a glob pattern, or a folder of run folders (``RUN/seed0``, ...).
             ``clinical_only`` and ``oracle`` are added.
-        out_dir: created if needed; files are written atomically.
+        out_dir: the folder of results: absent or empty unless ``overwrite``; written as a
+            temporary folder beside it that replaces it only once complete, and locked
+            meanwhile (a second evaluation into it fails at once).
         config: the protocol (defaults: 3 horizons, 5×5 CV).
         progress: show a rich progress bar.
+        overwrite: replace a non-empty ``out_dir`` (only once the new results are complete).
 
     Returns:
         An :class:`EvalResult`; ``metrics.json`` is at ``result.metrics_path``.
@@ -411,10 +414,24 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
         EvaluationError: runs of one method that are not replicates (different encoder,
             preprocessing, training cohort or budget).
     """
+    from dataclasses import replace
+
+    from medimp._io import output_dir
+
+    final = Path(out_dir)
+    sources = [s for m in methods.values() for s in (m if isinstance(m, list | tuple) else [m])]
+    inputs = [cohort_path, *(s for s in sources if isinstance(s, str | os.PathLike))]
+    with output_dir(final, overwrite=overwrite, what="evaluation folder",
+                    error=EvaluationError, keep=inputs) as tmp:
+        result = _evaluate(cohort_path, methods, tmp, config, progress)
+    return replace(result, out_dir=final, metrics_path=final / result.metrics_path.name)
+
+
+def _evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
+              out_dir: Path, config: EvalConfig | None, progress: bool) -> EvalResult:
     cfg = config or EvalConfig()
-    cohort_path, out_dir = Path(cohort_path), Path(out_dir)
-    inp = _load_inputs(cfg, cohort_path, methods)  # refuses bad input before writing
-    out_dir.mkdir(parents=True, exist_ok=True)
+    cohort_path = Path(cohort_path)
+    inp = _load_inputs(cfg, cohort_path, methods)
     _save_embeddings(out_dir, inp)
     bar = _Progress(progress, len(cfg.horizons) * len(inp.features) * len(cfg.levels)
                     * len(cfg.probes), "evaluating")

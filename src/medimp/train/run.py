@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from medimp.train._runfolder import RunFolder, is_global_zero, run_folder
 from medimp.train.callbacks import (
     HISTORY_COLUMNS,
     HistoryCallback,
@@ -88,25 +89,23 @@ def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
     return loggers
 
 
-def _is_global_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
-
-
-# split once the run-folder rework of issue 11 (items 1-5) has landed in this function
-def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],  # noqa: C901, PLR0912, PLR0915
+def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
              *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Pretrain an image encoder on a cohort and export it.
 
     Args:
         cohort_path: cohort folder (``medimp.data.read_cohort``).
-        out_dir: run folder; created; must not hold a run unless ``resume`` or ``overwrite``.
+        out_dir: run folder; created; must be new, empty, or hold a run (``resume`` continues
+            it; ``overwrite`` replaces it, only once the new run has finished). Locked while
+            the run trains: a second ``pretrain`` on it fails at once.
         config: ``PretrainConfig``, a mapping, a YAML path, or None (defaults; on resume, the
             run's saved ``config.yaml``).
         resume: continue from ``out_dir/checkpoints/last.ckpt`` exactly where it stopped
             (weights, optimizer, scheduler, epoch, RNG states).
         progress: show a rich progress bar.
-        overwrite: allow starting afresh in a folder that holds an earlier run.
+        overwrite: start afresh in a folder that holds an earlier run; the new run is built
+            in a sibling folder and replaces the old one only on success.
 
     Returns:
         The run folder.
@@ -114,14 +113,21 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     Raises:
         ConfigError, TrainError (both ``ValueError``): bad input, before any training step.
     """
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    with run_folder(out_dir, resume=resume, overwrite=overwrite) as folder:
+        _pretrain(cohort_path, folder, config, resume=resume, progress=progress)
+    return folder.path
+
+
+def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
+              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
+              *, resume: bool, progress: bool) -> None:
+    from lightning.pytorch import seed_everything
 
     from medimp.data.fingerprint import cohort_fingerprint
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
-    run_dir = Path(out_dir)
+    run_dir = folder.work  # == folder.path unless a finished run is being replaced
     cfg = resolve_config(config, run_dir, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -130,22 +136,10 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
                              "--resume")
         check_checkpoint(read_checkpoint(last), cfg, last)
-    elif not overwrite and ((run_dir / "model.json").exists() or last.exists()):
-        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                         "--overwrite to start again, or choose another folder")
     _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
-
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    _quiet()
 
     seed_everything(cfg.seed, workers=True, verbose=False)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # None: the data stage's default
@@ -155,15 +149,10 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                                 tower_args=objective.tower_args())
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
-    if overwrite and not resume and _is_global_zero():
-        # every check passed: only now do the old run's files go, before the new run writes
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        for name in ("model.json", "model.safetensors", "history.csv"):
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_global_zero():
+    if objective.trains:
+        _preflight(dm, cache_dir, progress)
+    folder.create()  # every check passed: only now is anything written
+    if is_global_zero():
         save_config(cfg, run_dir / "config.yaml")
 
     extra: dict[str, Any] = {
@@ -184,14 +173,43 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         export_model(module, run_dir, {**extra, "epochs_trained": 0, "global_step": 0,
                                        "created": _now()})
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
-        return run_dir
+        return
 
+    callbacks = _callbacks(cfg, objective, run_dir, has_val=bool(dm.val_keys),
+                           progress=progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    _fit(trainer, module, dm, last, resume)
+    if trainer.is_global_zero:
+        _export_trained(module, run_dir, extra, callbacks, last)
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _quiet() -> None:
+    """Silence Lightning's messages that do not concern a medimp user."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: bool,
+               progress: bool) -> list[Any]:
+    """History, the resume (last) and best checkpoints, early stop, the objective's own."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    ckpt_dir = run_dir / "checkpoints"
     callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
                             # every epoch, overwritten (atomically): what --resume reads
                             ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
                                             save_top_k=1, every_n_epochs=1,
                                             enable_version_counter=False)]
-    if dm.val_keys:
+    if has_val:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
                                          mode="min", save_top_k=1, enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
@@ -199,9 +217,14 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     callbacks.extend(objective.callbacks())
     if progress:
         callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool) -> Any:
+    from lightning.pytorch import Trainer
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
-    trainer = Trainer(
+    return Trainer(
         default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
@@ -210,23 +233,39 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    _fit(trainer, module, dm, last, resume)
 
-    if trainer.is_global_zero:
-        best = None
-        for cb in callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
-                    cb.best_model_score is not None:
-                best = float(cb.best_model_score)
-        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
-        # child processes, whose trainer state does not come back to this one)
-        done = read_checkpoint(last) if last.is_file() else {}
-        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
-                                       "global_step": int(done.get("global_step", 0)),
-                                       "best_val_loss": best, "created": _now()})
-    if trainer.world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    return run_dir
+
+def _export_trained(module: Any, run_dir: Path, extra: dict[str, Any], callbacks: list[Any],
+                    last: Path) -> None:
+    """Export the towers with the epochs trained and the best validation loss."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = None
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
+                cb.best_model_score is not None:
+            best = float(cb.best_model_score)
+    # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
+    # child processes, whose trainer state does not come back to this one)
+    done = read_checkpoint(last) if last.is_file() else {}
+    export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
+                                   "global_step": int(done.get("global_step", 0)),
+                                   "best_val_loss": best, "created": _now()})
+
+
+def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
+    """Every image the run will read is read and preprocessed (into the cache) now: a damaged
+    one fails here, named, not inside epoch 1; geometry problems are warned about."""
+    from medimp.data._preflight import preflight_exams
+    from medimp.data._values import CohortWarning
+
+    report = preflight_exams(dm.cohort, dm.preprocess, [*dm.train_keys, *dm.val_keys],
+                             cache_dir, progress=progress and is_global_zero())
+    if is_global_zero():
+        for p in report.warnings:
+            warnings.warn(str(p), CohortWarning, stacklevel=3)
+    if report.errors:
+        raise TrainError(report.message(dm.cohort.root))
 
 
 def _fit(trainer: Any, module: Any, dm: Any, last: Path, resume: bool) -> None:
