@@ -25,7 +25,9 @@ Run: ``python benchmarks/power.py`` (about 10 min on a quiet core; ``--jobs 2`` 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,7 +110,6 @@ def one_trial(n: int, seeds: int, auc_a: float, auc_b: float, seed_sd: float,
 def main() -> None:
     """Simulate, fit the variance model, print the patients needed for 80% power."""
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import write_result
@@ -124,7 +125,17 @@ def main() -> None:
     ap.add_argument("--seed-sd", type=float, default=0.03,
                     help="assumed sd of a method's AUC between pretraining seeds")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--refit", type=Path, default=None,
+                    help="recompute the answer from an earlier results/power.json")
     args = ap.parse_args()
+    if args.refit is not None:
+        result = json.loads(args.refit.read_text(encoding="utf-8"))
+        result["patients_needed_80pct_power"] = needed_table(
+            result["c_pooled"], result["share_with_known_2y_label"], args.deltas,
+            result["design"]["seed_sd_assumed"])
+        write_result("power", result)
+        print_answer(result, result["design"]["auc_a"])
+        return
     t0 = time.perf_counter()
     calib = cohort(20_000, 1)
     result: dict = {"design": {
@@ -150,24 +161,40 @@ def main() -> None:
     c = float(np.mean(c_values))
     prev_known = float(np.mean([result[k]["patients_with_known_label"] / int(k.split("n=")[1])
                                 for k in result if k.startswith("delta")]))
-    needed = {}
-    for delta in args.deltas:
-        for seeds in (1, 3, 5):
-            seed_var = args.seed_sd**2 * 2 / seeds
-            left = (delta / Z) ** 2 - seed_var
-            n_known = c / left if left > 0 else float("inf")
-            needed[f"delta={delta} seeds={seeds}"] = (
-                "not reachable (seed variance alone exceeds it)" if not np.isfinite(n_known)
-                else int(np.ceil(n_known / prev_known)))
     result["c_pooled"] = round(c, 4)
     result["share_with_known_2y_label"] = round(prev_known, 3)
-    result["patients_needed_80pct_power"] = needed
+    result["patients_needed_80pct_power"] = needed_table(c, prev_known, args.deltas,
+                                                         args.seed_sd)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     write_result("power", result)
-    print(f"\npatients (simulated cohort, all enrolled) for 80% power at alpha 0.05, "
-          f"method A AUC {args.auc}, seed sd {args.seed_sd} (assumed):")
-    for k, v in needed.items():
-        print(f"  {k:<22} {v}")
+    print_answer(result, args.auc)
+
+
+SEEDS = (1, 3, 5, 10)
+
+
+def needed_table(c: float, share_known: float, deltas: list[float],
+                 seed_sd: float) -> dict[str, dict[str, int | str]]:
+    """Patients to enrol for 80% power, per ΔAUC, seed sd (0 and assumed) and seeds/method."""
+    out: dict[str, dict[str, int | str]] = {}
+    for sd in sorted({0.0, seed_sd}):
+        for delta in deltas:
+            row: dict[str, int | str] = {}
+            for seeds in SEEDS:
+                left = (delta / Z) ** 2 - sd**2 * 2 / seeds
+                row[f"{seeds} seeds"] = (int(np.ceil(c / left / share_known)) if left > 0
+                                         else "never")
+            out[f"delta={delta} seed_sd={sd}"] = row
+    return out
+
+
+def print_answer(result: dict, auc_a: float) -> None:
+    """The table of patients needed (``never``: the seed variance alone exceeds the budget)."""
+    print(f"\npatients to enrol (simulated cohort) for 80% power at alpha 0.05, method A AUC "
+          f"{auc_a}, n·SE² = {result['c_pooled']}:")
+    print(f"  {'':<26}" + "".join(f"{s:>10}" for s in (f"{k} seeds" for k in SEEDS)))
+    for key, row in result["patients_needed_80pct_power"].items():
+        print(f"  {key:<26}" + "".join(f"{v!s:>10}" for v in row.values()))
 
 
 if __name__ == "__main__":
