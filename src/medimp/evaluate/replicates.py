@@ -41,8 +41,8 @@ class Member:
 
     @property
     def key(self) -> str:
-        """Unique name of this member (``method`` or ``method@run``)."""
-        return self.method if self.run is None else f"{self.method}@{self.run}"
+        """Unique name of this member (``method`` or ``method#run``)."""
+        return self.method if self.run is None else f"{self.method}#{self.run}"
 
 
 def _is_run_dir(path: Path) -> bool:

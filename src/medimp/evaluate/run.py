@@ -12,7 +12,7 @@ the survival model and the retrieval checks, and writes into ``out_dir``:
 * ``folds.parquet``: train/test patients of every fold of every task,
 * ``survival.parquet``: per method and patient, time, event, mean risk and risk group,
 * ``embeddings/<method>.parquet``: the feature tables used (for the report's 2D map; further
-  runs of a method as ``<method>@<run>.parquet``).
+  runs of a method as ``<method>#<run>.parquet``).
 
 A method may have several pretraining runs (seeds, :mod:`medimp.evaluate.replicates`): each
 run gets its own records (``run`` set) and the method an aggregate record (``run`` null, mean

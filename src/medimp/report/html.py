@@ -239,7 +239,7 @@ def _map_section(eval_dir: Path, tables: Cohort, metrics: MetricsFile) -> str:
     lab = make_labels(tables, k, metrics.header.threshold).set_index("patient_id")["label"]
     panels = {}
     for f in sorted(emb_dir.glob("*.parquet")):
-        if "@" in f.stem:  # a further pretraining run of a method: its first run is mapped
+        if "#" in f.stem:  # a further pretraining run of a method: its first run is mapped
             continue
         df = pd.read_parquet(f)
         df["patient_id"] = df["patient_id"].astype(str)
