@@ -191,7 +191,7 @@ class PretrainModule(LightningModule):
 
             raise TrainError(
                 f"non-finite training loss at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step} (precision {self.cfg.precision!r}, channels_last "
+                f"{self.global_step} (precision {self.trainer.precision!r}, channels_last "
                 f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt holds "
                 "the last good epoch: lower optim.lr, or use precision '32', and --resume")
         bs = int(batch["image"].shape[0])

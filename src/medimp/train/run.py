@@ -72,11 +72,15 @@ def _text_model_path(config: PretrainConfig) -> str:
     return str(path)
 
 
-def _check_precision(config: PretrainConfig) -> None:
+def _check_precision(config: PretrainConfig) -> str:
+    """The precision the run uses (``auto`` resolved for this machine), after the checks."""
+    from medimp.train.precision import resolve_precision
+
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"accelerator {config.accelerator!r} asked for, but no CUDA GPU found")
+    return resolve_precision(config.precision, config.accelerator)
 
 
 def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
@@ -139,7 +143,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     elif not overwrite and ((run_dir / "model.json").exists() or last.exists()):
         raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it, "
                          "--overwrite to start again, or choose another folder")
-    _check_precision(cfg)
+    precision = _check_precision(cfg)
     text_path = _text_model_path(cfg) if cfg.method == "medimp" else None
 
     for name in _QUIET_LOGGERS:
@@ -179,6 +183,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
         "phases": list(dm.cohort.study.phase_names), "text_model_path": text_path,
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+        "precision": precision,
     }
     if dm.featurizer is not None:
         extra["tabular"] = {"columns": dm.featurizer.columns_, "stats": dm.featurizer.stats_}
@@ -209,7 +214,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
     trainer = Trainer(
-        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
+        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip, deterministic=True if on_cpu else None,
