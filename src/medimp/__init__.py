@@ -4,9 +4,12 @@ Stages (each a subpackage; data flows one way, a stage imports only stages befor
 ``study`` (schema) -> ``simulate`` -> ``data`` -> ``prompts`` -> ``models`` -> ``train``
 -> ``evaluate`` -> ``report``; ``cli`` imports everything and nothing imports it.
 
-Importing :mod:`medimp` does no work: import the stage you need.
+Importing :mod:`medimp` does no work: import the stage you need. Every stage's errors inherit
+:class:`MedimpError` (a ``ValueError``), re-exported here.
 """
+
+from medimp.errors import MedimpError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["MedimpError", "__version__"]

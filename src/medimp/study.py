@@ -24,11 +24,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
+    "DYNAMIC_PHASE",
     "GFR_BINNINGS",
     "KDIGO_GFR_BINS",
     "Bin",
+    "DynamicSpec",
     "ExamSpec",
     "Outcomes",
     "PhaseSpec",
@@ -41,7 +44,11 @@ __all__ = [
 ]
 
 
-class StudyError(ValueError):
+# The manifest.csv phase of a row that holds a whole dynamic (4D) series.
+DYNAMIC_PHASE = "dynamic"
+
+
+class StudyError(MedimpError):
     """``study.yaml`` is missing, unreadable or inconsistent."""
 
 
@@ -72,6 +79,61 @@ class PhaseSpec(_Strict):
 
     name: str
     seconds: float | None = Field(None, description="Nominal time after bolus arrival (s).")
+
+
+class DynamicSpec(_Strict):
+    """How the phases of a dynamic (4D) series are chosen (manifest rows with phase
+    ``dynamic``).
+
+    * ``select: index``: ``frames`` gives each phase's frame (0 = the first frame).
+    * ``select: time``: each phase is the frame nearest ``arrival_s + phase.seconds``, with
+      ``arrival_s`` the contrast arrival in seconds after the first frame (a fixed protocol).
+    * ``select: auto`` (default): the arrival is detected on the curve of mean intensity over
+      ``region`` (the whole volume, or a box given as fractions of each axis, e.g. around the
+      aorta or a kidney): the first time the curve rises above ``threshold`` of its peak
+      enhancement over the baseline (the mean of the first ``baseline_frames`` frames). A phase
+      with ``seconds <= 0`` (pre-contrast) is the last frame before ``arrival + seconds``; the
+      others the frame nearest ``arrival + seconds`` (the delays of ``phases``).
+    """
+
+    select: Literal["auto", "time", "index"] = "auto"
+    frames: dict[str, int] | None = Field(
+        None, description="select: index — phase name -> frame index (0-based).")
+    arrival_s: float | None = Field(
+        None, description="select: time — contrast arrival, seconds after the first frame.")
+    region: list[tuple[float, float]] | None = Field(
+        None, description="select: auto — box of the arrival curve as [[lo, hi]] fractions "
+        "(0-1) of axes i, j, k of the file's voxel grid; null = the whole volume.")
+    baseline_frames: int = Field(
+        2, ge=1, description="Frames at the start that are surely before the arrival.")
+    threshold: float = Field(
+        0.2, gt=0, lt=1, description="Arrival = first crossing of baseline + threshold x "
+        "(peak - baseline).")
+    min_enhancement: float = Field(
+        0.05, ge=0, description="The peak must exceed the baseline by this fraction of the "
+        "baseline level, or no arrival is detectable (an error).")
+    tolerance_s: float | None = Field(
+        None, ge=0, description="A phase time may miss its nearest frame by at most this; "
+        "null = the median frame interval.")
+
+    @field_validator("region")
+    @classmethod
+    def _box(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is not None and (len(v) != 3 or any(not 0 <= lo < hi <= 1 for lo, hi in v)):
+            raise ValueError(f"dynamic.region must be 3 [lo, hi] fractions with 0 <= lo < hi "
+                             f"<= 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> DynamicSpec:
+        if self.select == "index" and not self.frames:
+            raise ValueError("dynamic.select: index needs 'frames' (phase -> frame index)")
+        if self.select == "time" and self.arrival_s is None:
+            raise ValueError("dynamic.select: time needs 'arrival_s' (contrast arrival, seconds "
+                             "after the first frame); or use select: auto to detect it")
+        if self.frames and any(f < 0 for f in self.frames.values()):
+            raise ValueError(f"dynamic.frames must be >= 0, got {self.frames}")
+        return self
 
 
 class TextVariable(_Strict):
@@ -164,6 +226,11 @@ class Study(_Strict):
         default_factory=list,
         description="Other exams.csv columns measured at the exam (usable by clinical_only).",
     )
+    dynamic: DynamicSpec = Field(
+        default_factory=DynamicSpec,
+        description="How the phases of dynamic (4D) series are chosen (manifest phase "
+        "'dynamic').",
+    )
 
     @field_validator("exams")
     @classmethod
@@ -201,6 +268,19 @@ class Study(_Strict):
                     f"variable {var.name!r}: from_exam {var.from_exam!r} is not an exam of "
                     f"study.yaml ({sorted(names)})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dynamic_phases(self) -> Study:
+        d, names = self.dynamic, [p.name for p in self.phases]
+        if DYNAMIC_PHASE in names:
+            raise ValueError(f"phase name {DYNAMIC_PHASE!r} is reserved for manifest rows of "
+                             "dynamic series; rename the phase")
+        if d.select == "index":
+            assert d.frames is not None
+            if set(d.frames) != set(names):
+                raise ValueError(f"dynamic.frames must give a frame for every phase {names}, "
+                                 f"got {sorted(d.frames)}")
         return self
 
     @property

@@ -227,3 +227,66 @@ def test_windows_separators_in_manifest_paths(tiny_cohort: Path) -> None:
     _edit(tiny_cohort, "manifest.csv", lambda d: d.assign(path=d["path"].str.replace("/", "\\")))
     c = read_cohort(tiny_cohort)
     assert c.volume_path("P001", "D15", "pre") == tiny_cohort / "images/P001/D15/pre.nii.gz"
+
+
+# --- the one cohort view: exam order, latest exam, values known at an exam ---------------------
+
+def _irregular(root: Path) -> Path:
+    """P001's D30 exam happened before its D15 exam (day 12 vs day 20): irregular dates."""
+    def fn(df: pd.DataFrame) -> pd.DataFrame:
+        d15 = (df.patient_id == "P001") & (df.exam == "D15")
+        d30 = (df.patient_id == "P001") & (df.exam == "D30")
+        df.loc[d15, "days_post_transplant"] = "20"
+        df.loc[d30, "days_post_transplant"] = "12"
+        df.loc[(df.patient_id == "P002") & (df.exam == "D30"), "days_post_transplant"] = ""
+        return df
+
+    _edit(root, "exams.csv", fn)
+    return root
+
+
+def test_exam_order_is_days_then_study_order(tiny_cohort: Path) -> None:
+    c = read_cohort(_irregular(tiny_cohort))
+    # P001: by days (D30 at day 12 first); P002: a blank day falls back to the nominal day
+    assert c.exam_keys() == [("P001", "D30"), ("P001", "D15"), ("P002", "D15"), ("P002", "D30")]
+    assert c.exam_day("P002", "D30") == 30.0 and c.exam_day("P001", "D30") == 12.0
+    assert c.latest_exams() == {"P001": "D15", "P002": "D30"}
+    assert c.latest_exams([("P001", "D30")]) == {"P001": "D30"}
+    assert c.sort_exams([("P001", "D15"), ("P001", "D30")]) == [("P001", "D30"), ("P001", "D15")]
+    imaged = c.imaged_exams()
+    assert list(zip(imaged.patient_id, imaged.exam, strict=True)) == c.exam_keys()
+
+
+def test_value_at_applies_the_leakage_rule(tiny_cohort: Path) -> None:
+    from medimp.study import Bin, TextVariable, load_study, save_study
+
+    study = load_study(tiny_cohort / "study.yaml")
+    bins = [Bin(label="low", upper=45), Bin(label="high")]
+    extra = [
+        TextVariable(name="late", table="patients", column="recipient_age", known_at="followup",
+                     bins=bins, slot="late", template="Late {late}."),
+        TextVariable(name="gfr30", table="exams", column="egfr", known_at="exam",
+                     from_exam="D30", bins=bins, slot="g30", template="GFR30 {g30}."),
+    ]
+    save_study(study.model_copy(update={"variables": [*study.variables, *extra]}),
+               tiny_cohort / "study.yaml")
+    c = read_cohort(tiny_cohort)
+    row = c.exam_row("P001", "D30")
+    assert c.value_at("gfr", "P001", "D15") == c.exam_row("P001", "D15")["egfr"]
+    assert c.value_at("donor_age", "P001", "D30") == c.patient_row("P001")["donor_age"]
+    assert c.value_at("late", "P001", "D30") is None  # known only at follow-up
+    assert c.value_at("gfr30", "P001", "D15") is None  # measured at a later exam
+    assert c.value_at("gfr30", "P001", "D30") == row["egfr"]
+    assert c.value_at("creatinine_mg_dl", "P001", "D30") == row["creatinine_mg_dl"]  # exam column
+    assert c.value_at("egfr_y2", "P001", "D30") is None  # an outcome is never known at an exam
+    assert c.value_at("gfr", "P999", "D15") is None
+    with pytest.raises(KeyError, match="does not say when it is known"):
+        c.value_at("no_such_column", "P001", "D15")
+
+
+def test_cohort_from_tables_refuses_duplicates(tiny_cohort: Path) -> None:
+    c = read_cohort(tiny_cohort)
+    again = Cohort.from_tables(c.study, c.exams, c.patients)
+    assert again.value_at("gfr", "P001", "D15") == c.value_at("gfr", "P001", "D15")
+    with pytest.raises(CohortError, match="duplicate rows"):
+        Cohort.from_tables(c.study, pd.concat([c.exams, c.exams.head(1)]), c.patients)

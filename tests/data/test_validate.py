@@ -228,3 +228,18 @@ def test_exam_after_graft_loss_is_flagged(tiny_cohort: Path) -> None:
     expected = sorted(zip(later["patient_id"], later["exam"], strict=True))
     assert flagged and sorted(flagged) == expected
     assert report.ok  # a warning, not an error
+
+
+def test_stray_file_in_a_dicom_folder_is_named(tiny_cohort: Path) -> None:
+    from tests.data.conftest import write_dicom_series
+
+    folder = tiny_cohort / "images/P002/D15/arterial_dcm"
+    write_dicom_series(folder, np.ones((6, 6, 3), np.float32), series_uid="1.9.1")
+    (folder / "notes.txt").write_text("scanned by the night shift\n")
+    m = pd.read_csv(tiny_cohort / "manifest.csv", dtype=str)
+    m.loc[m.path == IMG, "path"] = "images/P002/D15/arterial_dcm"
+    m.to_csv(tiny_cohort / "manifest.csv", index=False)
+    (p,) = _check(tiny_cohort).errors
+    assert p.file == "images/P002/D15/arterial_dcm/notes.txt"  # the file, not only its folder
+    assert (p.patient, p.exam, p.phase) == ("P002", "D15", "arterial")
+    assert "DICM" in p.problem and "remove non-DICOM files" in p.fix

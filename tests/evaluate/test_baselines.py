@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from medimp.evaluate._cohort import load_tables
+from medimp.data import read_cohort
 from medimp.evaluate.baselines import clinical_features, oracle_features
 from medimp.evaluate.embeddings import feature_columns
 
 
 def test_clinical_features_exclude_outcomes_and_truth(eval_cohort) -> None:
-    tables = load_tables(eval_cohort)
+    tables = read_cohort(eval_cohort)
     df = clinical_features(tables)
     cols = feature_columns(df)
     outcome = set(tables.study.outcomes.columns())
@@ -22,7 +22,7 @@ def test_clinical_features_exclude_outcomes_and_truth(eval_cohort) -> None:
 
 
 def test_oracle_reads_truth(eval_cohort) -> None:
-    df = oracle_features(load_tables(eval_cohort))
+    df = oracle_features(read_cohort(eval_cohort))
     assert df is not None
     assert {"gfr_true", "fibrosis_fraction"} <= set(feature_columns(df))
     assert len(df) == 40 * 4
@@ -46,6 +46,6 @@ def test_clinical_features_skip_follow_up_variables(eval_cohort, tmp_path) -> No
                         template="Late {late}.")
     save_study(study.model_copy(update={"variables": [*study.variables, late]}),
                cohort / "study.yaml")
-    cols = feature_columns(clinical_features(load_tables(cohort)))
+    cols = feature_columns(clinical_features(read_cohort(cohort)))
     assert "late_marker" not in cols
     assert "egfr" in cols

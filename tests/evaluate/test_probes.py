@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from medimp.data import read_cohort
 from medimp.evaluate import KNNProbe, LogisticProbe, ProbeError
-from medimp.evaluate._cohort import load_tables
 from medimp.evaluate.cv import cross_validate, make_splits
 from medimp.evaluate.labels import make_labels
 from tests.evaluate.conftest import truth_embeddings
@@ -49,7 +49,7 @@ def test_nan_and_single_class_are_refused() -> None:
 
 def test_test_fold_labels_do_not_reach_the_threshold(eval_cohort) -> None:
     """Flipping the labels of one test fold changes nothing that fold's probe learned."""
-    tables = load_tables(eval_cohort)
+    tables = read_cohort(eval_cohort)
     lab = make_labels(tables, 3)
     lab = lab[lab["known"]]
     patients, y = lab["patient_id"].to_numpy(str), lab["label"].to_numpy(int)
@@ -71,3 +71,23 @@ def test_test_fold_labels_do_not_reach_the_threshold(eval_cohort) -> None:
     assert any(fa.threshold != fb.threshold or fa.param != fb.param
                for fa, fb in zip(a.folds[1:], b.folds[1:], strict=True)) or not np.allclose(
         a.scores[0, splits[1].test], b.scores[0, splits[1].test])
+
+
+def test_probe_registry_builds_from_the_config() -> None:
+    from medimp.evaluate import EvalConfig, ProbeError, create_probe, list_probes, register_probe
+
+    assert {"logistic", "knn"} <= set(list_probes())
+    cfg = EvalConfig(Cs=[0.5, 2.0], knn_ks=[3], inner_splits=4, seed=7)
+    lr = create_probe("logistic", cfg, impute=True)
+    assert isinstance(lr, LogisticProbe)
+    assert (lr.Cs, lr.inner_splits, lr.seed, lr.impute) == ((0.5, 2.0), 4, 7, True)
+    knn = create_probe("knn", cfg)
+    assert isinstance(knn, KNNProbe) and knn.ks == (3,) and knn.seed == 7
+    assert create_probe("logistic").get_params() == LogisticProbe().get_params()
+    with pytest.raises(ProbeError, match=r"unknown probe 'svm'; choose one of: .*logistic"):
+        create_probe("svm")
+    with pytest.raises(ProbeError, match=r"probe 'knn': .*Cs"):
+        create_probe("knn", Cs=(1.0,))
+    with pytest.raises(ProbeError, match="already registered"):
+        register_probe(KNNProbe, name="logistic")
+    assert register_probe(LogisticProbe, name="logistic") is LogisticProbe  # idempotent

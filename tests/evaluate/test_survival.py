@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from medimp.evaluate._cohort import load_tables
+from medimp.data import read_cohort
 from medimp.evaluate.labels import survival_table
 from medimp.evaluate.survival import cox_cross_validate
 from tests.evaluate.conftest import noise_embeddings, truth_embeddings
 
 
 def test_cox_c_index(eval_cohort) -> None:
-    tables = load_tables(eval_cohort)
+    tables = read_cohort(eval_cohort)
     surv = survival_table(tables)
     assert surv["event"].sum() >= 3
     kw = {"n_splits": 3, "repeats": 1, "seed": 0, "n_components": 3, "n_boot": 100}

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from medimp.prompts import BackendError, NotEnoughVariantsError, PrivacyError, load_bank
-from medimp.prompts.augment import augment
 from medimp.prompts.backends.openai import OpenAIBackend
+from medimp.prompts.paraphrase import augment
 from medimp.prompts.privacy import cohort_values
 
 
@@ -84,6 +84,8 @@ def good_lines(gpt_augs: Path) -> list[str]:
 
 def client(llm: FakeLLM, **kw) -> OpenAIBackend:
     kw.setdefault("backoff", 0.01)
+    if "forbidden" not in kw:  # these tests send study templates, not a cohort's
+        kw.setdefault("no_cohort", True)
     return OpenAIBackend(llm.url, "test-model", sleep=lambda s: None, **kw)
 
 
@@ -127,7 +129,8 @@ def test_retries_on_429_5xx_and_timeouts(llm, study, good_lines) -> None:
                   (503, "unavailable"),
                   (200, {"choices": []}, {}, 1.5)]  # too slow: the client times out
     llm.reply("\n".join(good_lines[:3]))
-    backend = OpenAIBackend(llm.url, "m", backoff=0.05, timeout=0.5, sleep=slept.append)
+    backend = OpenAIBackend(llm.url, "m", backoff=0.05, timeout=0.5, sleep=slept.append,
+                            no_cohort=True)
     res = augment(study, backend, n=3, min_similarity=None)
     assert res.bank.n == 3
     assert len(llm.requests) == 4
@@ -242,3 +245,179 @@ def test_cli_openai_end_to_end(llm, good_lines, tmp_path, simulated_cohort, monk
     assert res.exit_code == 1 and "rerun to continue" in " ".join(res.output.split())
     assert json.loads(rep.read_text())["n_rejected"] == 1
     assert not out2.exists() and Path(f"{out2}.partial.json").exists()
+
+
+# --- privacy: the openai backend needs the cohort (or --no-cohort) before it sends anything ---
+
+
+def test_openai_refuses_to_send_without_the_cohort(llm, study) -> None:
+    with pytest.raises(PrivacyError, match=r"--cohort DIR.*--no-cohort"):
+        augment(study, OpenAIBackend(llm.url, "m", sleep=lambda s: None), n=3)
+    patients = pd.DataFrame({"patient_id": ["P001"], "donor_type": ["Brain dead"]})
+    backend = client(llm, forbidden=cohort_values({"patients.csv": patients}))
+    with pytest.raises(PrivacyError, match=r"patients\.csv column 'donor_type'"):
+        backend.complete([{"role": "user", "content": "Paraphrase: a brain dead donor."}])
+    assert llm.requests == []  # nothing left the machine
+
+
+def _augment_args(study_yaml: Path, out: Path, *extra: str) -> list[str]:
+    return ["prompts", "augment", str(study_yaml), "--backend", "openai", "--n", "3",
+            "--out", str(out), "--max-rounds", "1", "--min-similarity", "0", *extra]
+
+
+@pytest.fixture
+def study_yaml(tmp_path: Path) -> Path:
+    from medimp.study import default_study, save_study
+
+    path = tmp_path / "study.yaml"
+    save_study(default_study(gfr_binning="kdigo"), path)
+    return path
+
+
+def test_cli_openai_needs_cohort_or_no_cohort_and_reads_the_environment(
+        llm, good_lines, tmp_path, study_yaml, simulated_cohort, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    monkeypatch.setenv("OPENAI_BASE_URL", llm.url)
+    monkeypatch.setenv("OPENAI_MODEL", "model-from-env")
+    out = tmp_path / "bank.yaml"
+    res = CliRunner().invoke(app, _augment_args(study_yaml, out))
+    assert res.exit_code == 2 and "--no-cohort" in res.stderr and len(
+        res.stderr.strip().splitlines()) == 1
+    assert llm.requests == [] and not out.exists()
+    res = CliRunner().invoke(app, _augment_args(study_yaml, out, "--cohort",
+                                                str(simulated_cohort), "--no-cohort"))
+    assert res.exit_code == 2 and "not both" in res.stderr and llm.requests == []
+
+    llm.reply("\n".join(good_lines[:3]))
+    res = CliRunner().invoke(app, _augment_args(study_yaml, out, "--no-cohort"))
+    assert res.exit_code == 0, res.output
+    assert llm.requests[0]["body"]["model"] == "model-from-env"  # $OPENAI_BASE_URL was used
+    llm.reply("\n".join(good_lines[:3]))
+    res = CliRunner().invoke(app, _augment_args(study_yaml, tmp_path / "b2.yaml", "--cohort",
+                                                str(simulated_cohort), "--model", "explicit"))
+    assert res.exit_code == 0, res.output
+    assert llm.requests[1]["body"]["model"] == "explicit"  # an option beats the environment
+
+
+# --- replies that are not HTTP, or are cut short, are retried like a 5xx ---
+
+
+class RawServer:
+    """A TCP server that answers each connection with scripted raw bytes, then closes it."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        import socket
+
+        self.replies = list(replies)
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.replies:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.connections += 1
+                conn.sendall(self.replies.pop(0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _http(body: bytes, length: int | None = None) -> bytes:
+    n = len(body) if length is None else length
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(n).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+
+_GOOD = json.dumps({"choices": [{"message": {"content": "fine"}, "finish_reason": "stop"}]})
+
+
+def test_non_http_and_truncated_replies_are_retried() -> None:
+    server = RawServer([
+        b"SSH-2.0-OpenSSH_9.6\r\n",                        # not HTTP at all
+        _http(_GOOD.encode()[:30], length=len(_GOOD)),     # connection closed half-way
+        _http(_GOOD.encode()[:30]),                        # JSON that stops half-way
+        _http(_GOOD.encode()),
+    ])
+    slept: list[float] = []
+    try:
+        backend = OpenAIBackend(server.url, "m", no_cohort=True, backoff=0.01,
+                                sleep=slept.append)
+        reply = backend.complete([{"role": "user", "content": "hello"}])
+    finally:
+        server.close()
+    assert reply.text == "fine" and server.connections == 4 and len(slept) == 3
+
+
+def test_bad_replies_end_in_one_line(study_yaml: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    server = RawServer([b"garbage\r\n", _http(b'{"choices": [{"mess', length=400)])
+    out = tmp_path / "bank.yaml"
+    try:
+        res = CliRunner().invoke(app, _augment_args(
+            study_yaml, out, "--no-cohort", "--base-url", server.url, "--retries", "1"))
+    finally:
+        server.close()
+    assert (res.exit_code == 2 and res.exception is None) or isinstance(res.exception, SystemExit)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "giving up after 2 attempts" in lines[0], res.stderr
+    assert "cut short" in lines[0] and "Traceback" not in res.output and not out.exists()
+
+
+# --- the backend registry: the CLI builds whatever backend is registered ---
+
+
+def test_backend_registry(study_yaml: Path, tmp_path: Path, good_lines) -> None:
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+    from medimp.prompts.backends import _registry, create_backend, list_backends, register_backend
+    from medimp.prompts.backends.openai import Completion
+
+    assert {"rules", "openai", "transformers"} <= set(list_backends())
+    assert create_backend("rules") == "rules"
+    with pytest.raises(BackendError, match=r"choose one of: .*openai.*rules"):
+        create_backend("gpt-17")
+    with pytest.raises(BackendError, match="takes no option base_url"):
+        create_backend("rules", base_url="http://x")
+    with pytest.raises(BackendError, match="--model-path"):
+        create_backend("transformers")
+
+    class Canned:
+        name, model = "canned", "canned/1"
+
+        def complete(self, messages):
+            return Completion("\n".join(good_lines[:3]), "stop")
+
+    @register_backend(name="canned")
+    def canned(*, forbidden=None, no_cohort=False):
+        return Canned()
+
+    try:
+        out = tmp_path / "bank.yaml"
+        res = CliRunner().invoke(app, ["prompts", "augment", str(study_yaml), "--backend",
+                                       "canned", "--n", "3", "--out", str(out),
+                                       "--min-similarity", "0"])
+        assert res.exit_code == 0, res.output
+        assert load_bank(out).provenance.backend == "canned"
+    finally:
+        _registry._BACKENDS.pop("canned", None)

@@ -19,7 +19,7 @@ from medimp.prompts import (
     exam_words,
     load_bank,
 )
-from medimp.prompts.augment import augment
+from medimp.prompts.paraphrase import augment
 from medimp.prompts.privacy import assert_safe_to_send, cohort_values
 from medimp.simulate import simulate_clinical
 from medimp.study import default_study

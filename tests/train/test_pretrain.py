@@ -173,12 +173,13 @@ def test_same_content_mask_ids_follow_prompt_words(simulated_cohort, tiny_config
     cfg = tiny_config("loss.same_content_mask=true", "epochs=1")
     dm = PretrainDataModule(simulated_cohort, cfg)
     cohort = read_cohort(simulated_cohort)
-    keys = list(dm.content)
-    assert len(set(dm.content.values())) < len(keys)  # coarse bins: exams share descriptions
+    content = dm.objective.content
+    keys = list(content)
+    assert len(set(content.values())) < len(keys)  # coarse bins: exams share descriptions
     for k1 in keys[:15]:
         for k2 in keys[:15]:
             same_words = exam_words(cohort, *k1) == exam_words(cohort, *k2)
-            assert (dm.content[k1] == dm.content[k2]) == same_words
+            assert (content[k1] == content[k2]) == same_words
     run = pretrain(simulated_cohort, tmp_path / "run", cfg, progress=False)
     assert (run / "model.safetensors").is_file()
 

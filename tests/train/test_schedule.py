@@ -8,7 +8,8 @@ import pytest
 
 from medimp.train import TrainError
 from medimp.train.datamodule import PatientInterleavedSampler, split_patients
-from medimp.train.module import WarmupCosine, draw_prompts
+from medimp.train.module import WarmupCosine
+from medimp.train.objectives.medimp import draw_prompts
 
 
 def test_warmup_then_cosine() -> None:

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -21,9 +22,19 @@ def offline_env() -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print a one-line error and exit with ``code`` (2: bad usage/input, 1: found errors)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error and exit with ``code`` (2: bad usage/input, 1: found errors).
+
+    ``message`` is plain text (paths, cell values): it is printed verbatim, never as markup.
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def interrupted(message: str = "") -> NoReturn:
+    """Report a Ctrl-C in one line and exit 130 (128 + SIGINT, the shell's convention)."""
+    err_console.print(f"[bold yellow]interrupted:[/] {escape(message or 'stopped by the user')}",
+                      highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def is_interactive() -> bool:

@@ -55,10 +55,11 @@ def info(
         typer.echo(json.dumps(rec.to_dict(), indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     lookups = rec.hits + rec.misses
     rate = f"{100 * rec.hits / lookups:.1f} %" if lookups else "-"
-    table = Table(title=f"medimp cache {root}", show_header=False)
+    table = Table(title=Text(f"medimp cache {root}"), show_header=False)
     for name, value in (
         ("entries", str(rec.entries)),
         ("size", _human(rec.bytes)),
@@ -87,7 +88,7 @@ def clear(
     root = _resolve(cohort, cache)
     store = PreprocessCache(root)
     if not root.exists():
-        console.print(f"nothing to clear: {root} does not exist")
+        console.print(f"nothing to clear: {root} does not exist", markup=False)
         return
     if not store.is_cache_dir():
         fail(f"{root} is not a medimp cache folder; nothing was deleted")
@@ -98,7 +99,7 @@ def clear(
             "add --yes to confirm"
         )
     n = store.clear()
-    console.print(f"deleted {n} cached exams and {root}")
+    console.print(f"deleted {n} cached exams and {root}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -35,7 +36,7 @@ def _problem_table(title: str, problems: Sequence[object], style: str) -> Table:
         table.add_column(col, overflow="fold")
     for p in problems:
         d = p.to_dict()  # type: ignore[attr-defined]
-        table.add_row(*[str(d[c] or "") for c in ("severity", "file", "patient", "exam",
+        table.add_row(*[escape(str(d[c] or "")) for c in ("severity", "file", "patient", "exam",
                                                    "phase", "problem", "fix")])
     return table
 
@@ -47,8 +48,16 @@ def validate(
         "--json", help="Print the report as JSON instead of tables.")] = False,
     tables_only: Annotated[bool, typer.Option(
         "--tables-only", help="Check the tables and paths but do not open the images.")] = False,
+    suggest_preprocess: Annotated[bool, typer.Option(
+        "--suggest-preprocess", help="Propose a preprocessing spacing and shape that fit the "
+        "cohort's fields of view (for a CPU, max 32 voxels a side, and a GPU, max 96).")
+    ] = False,
 ) -> None:
-    """Check a cohort: every table, path and image. Exit code 1 when errors are found."""
+    """Check a cohort: every table, path and image. Exit code 1 when errors are found.
+
+    Also prints, per exam, the field of view and how much of it the default preprocessing
+    window keeps, and for dynamic (4D) series the frames and times chosen for each phase.
+    """
     from medimp.data.validate import validate_cohort
 
     if not cohort.is_dir():
@@ -71,22 +80,69 @@ def validate(
             summary.add_column("value", overflow="fold")
             for key in ("patients", "patients_with_images", "exams", "exam_rows", "volumes",
                         "files"):
-                summary.add_row(key, str(s.get(key, "")))
-            summary.add_row("exams per label", ", ".join(
-                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items()))
-            summary.add_row("volumes per phase", ", ".join(
-                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items()))
-            summary.add_row("exams by number of phases", ", ".join(
-                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items()))
+                summary.add_row(key, escape(str(s.get(key, ""))))
+            summary.add_row("exams per label", escape(", ".join(
+                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items())))
+            summary.add_row("volumes per phase", escape(", ".join(
+                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items())))
+            summary.add_row("exams by number of phases", escape(", ".join(
+                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items())))
             for col, counts in s.get("outcomes", {}).items():
-                summary.add_row(f"outcome {col}", ", ".join(f"{k} {v}"
-                                                            for k, v in counts.items()))
+                summary.add_row(escape(f"outcome {col}"), escape(", ".join(
+                    f"{k} {v}" for k, v in counts.items())))
             console.print(summary)
+            _print_dynamic(s.get("dynamic", {}))
+            _print_geometry(s.get("geometry", {}), suggest_preprocess)
         verdict = ("[bold green]OK[/]" if report.ok
                    else f"[bold red]{len(report.errors)} error(s)[/]")
-        console.print(f"{cohort}: {verdict}, {len(report.warnings)} warning(s)")
+        console.print(f"{escape(str(cohort))}: {verdict}, {len(report.warnings)} warning(s)")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _print_dynamic(dynamic: dict[str, dict]) -> None:
+    if not dynamic:
+        return
+    table = Table(title="dynamic series: frames chosen per phase")
+    for col in ("exam", "file", "method", "frames", "arrival", "phase: frame @ time"):
+        table.add_column(col, overflow="fold")
+    for key, d in dynamic.items():
+        arrival = "" if d["arrival_s"] is None else f"{d['arrival_s']:g} s"
+        chosen = ", ".join(
+            f"{ph}: {f}" + ("" if d["times"][ph] is None else f" @ {d['times'][ph]:g} s")
+            for ph, f in d["frames"].items())
+        table.add_row(key, d["file"], d["method"], str(d["n_frames"]), arrival, chosen)
+    console.print(table)
+
+
+def _print_geometry(geometry: dict[str, dict], suggest: bool) -> None:
+    if not geometry:
+        return
+    from medimp.data.geometry import suggest_preprocess, window_coverage
+    from medimp.data.preprocess import PreprocessConfig
+
+    cfg = PreprocessConfig()
+    spacing = cfg.spacing
+    window = "file spacing" if spacing is None else "x".join(f"{s:g}" for s in spacing) + " mm"
+    table = Table(title=f"field of view and the default preprocessing window ({window}, shape "
+                        f"{'x'.join(map(str, cfg.shape))}): share of the FOV kept per axis")
+    for col in ("exam", "voxels", "spacing (mm, RAS)", "FOV (mm, RAS)", "window keeps"):
+        table.add_column(col, overflow="fold")
+    for key, g in geometry.items():
+        cov = window_coverage(g["fov_mm"], spacing, cfg.shape, g["spacing_ras"])
+        table.add_row(key, "x".join(map(str, g["shape"])),
+                      " x ".join(f"{v:g}" for v in g["spacing_ras"]),
+                      " x ".join(f"{v:g}" for v in g["fov_mm"]),
+                      ", ".join(f"{100 * c:.0f}%" for c in cov))
+    console.print(table)
+    if suggest:
+        for side, where in ((32, "CPU"), (96, "GPU")):
+            sug = suggest_preprocess(geometry.values(), max_side=side)
+            console.print(
+                f"suggested preprocessing ({where}): spacing: {sug['spacing']} shape: "
+                f"{sug['shape']}  (whole FOV kept for {100 * sug['covered']:.0f}% of the exams; "
+                f"median voxel {sug['native_spacing']} mm); set it with --set "
+                f"preprocess.spacing=... in medimp pretrain")
 
 
 def import_medimp(
@@ -109,15 +165,11 @@ def import_medimp(
                         ] = False,
 ) -> None:
     """Convert the original MEDIMP layout into a cohort folder and report what was not mapped."""
-    from medimp.data._errors import MedimpDataError
     from medimp.data.import_medimp import import_medimp as run_import
 
-    try:
-        with _progress("copying images", enabled=not json_out) as update:
-            report = run_import(root, clinical, out, augs=augs, overwrite=overwrite,
-                                fallback_volume=fallback_volume, progress=update)
-    except (MedimpDataError, FileExistsError) as exc:
-        fail(str(exc))
+    with _progress("copying images", enabled=not json_out) as update:
+        report = run_import(root, clinical, out, augs=augs, overwrite=overwrite,
+                            fallback_volume=fallback_volume, progress=update)
     if json_out:
         typer.echo(report.to_json())
         return
@@ -127,7 +179,7 @@ def import_medimp(
         f"wrote {report.out}: {report.patients} patients, {report.exams} exams, "
         f"{report.volumes} volumes ({report.fallback_volumes} from the fallback volume)"
         + (f", paraphrases at {report.augs_path}" if report.augs_path else "")
-        + f". Next: medimp validate {report.out}")
+        + f". Next: medimp validate {report.out}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, is_interactive
 
 
 def demo_command(
@@ -33,16 +33,14 @@ def demo_command(
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap}
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
-    try:
-        result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
-                          log=lambda m: console.print(m, highlight=False, markup=False))
-    except (FileExistsError, ValueError) as exc:
-        fail(str(exc))
+    result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
+                      log=lambda m: console.print(m, highlight=False, markup=False))
     console.print("\nAUC [95% CI] of a logistic probe on patient-mean embeddings "
                   "(poor graft status = eGFR < threshold or graft loss):")
-    console.print(result.headline.to_string(), highlight=False)
+    console.print(result.headline.to_string(), highlight=False, markup=False)
     total = sum(result.timings.values())
-    console.print(f"\ntotal {total / 60:.1f} min; report: {result.report}", highlight=False)
+    console.print(f"\ntotal {total / 60:.1f} min; report: {result.report}", highlight=False,
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medimp.cli._common import console, fail, is_interactive
 
@@ -57,9 +58,7 @@ def evaluate_command(
         "--no-report", help="Write metrics.json only, no report.html.")] = False,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
-    from pydantic import ValidationError
-
-    from medimp.evaluate import EvalConfig, EvaluationError, evaluate
+    from medimp.evaluate import EvalConfig, evaluate
 
     runs, embeddings = runs or [], embeddings or []
     methods: dict[str, Path] = {**_pairs(runs, "--runs"), **_pairs(embeddings, "--embeddings")}
@@ -67,34 +66,31 @@ def evaluate_command(
         fail("a method name is given in both --runs and --embeddings")
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
-    try:
-        cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
-                         repeats=repeats, n_bootstrap=bootstrap, seed=seed,
-                         reference_method=reference,
-                         probes=["logistic"] if no_knn else ["logistic", "knn"],
-                         survival=not no_survival, survival_event=survival_event,
-                         n_jobs=jobs)
-        result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
-    except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except (EvaluationError, FileNotFoundError) as exc:
-        fail(str(exc))
+    cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
+                     repeats=repeats, n_bootstrap=bootstrap, seed=seed,
+                     reference_method=reference,
+                     probes=["logistic"] if no_knn else ["logistic", "knn"],
+                     survival=not no_survival, survival_event=survival_event,
+                     n_jobs=jobs)
+    result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
     console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
-    console.print(result.headline().to_string(), highlight=False, soft_wrap=True)
+    console.print(result.headline().to_string(), highlight=False, soft_wrap=True, markup=False)
     comp = result.comparison_table()
     if not comp.empty:
-        console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:")
-        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True)
+        console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:",
+                      markup=False)
+        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
+                      markup=False)
     for s in result.metrics.skipped:
         where = s.task + (f", {s.method}" if s.method else "")
-        console.print(f"[yellow]skipped[/] ({where}): {s.reason}",
+        console.print(f"[yellow]skipped[/] ({escape(where)}): {escape(s.reason)}",
                       highlight=False, soft_wrap=True)
-    console.print(f"metrics: {result.metrics_path}")
+    console.print(f"metrics: {result.metrics_path}", markup=False)
     if not no_report:
         from medimp.report import write_report
 
         html = write_report(result.out_dir)
-        console.print(f"report: {html}")
+        console.print(f"report: {html}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

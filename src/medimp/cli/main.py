@@ -1,20 +1,49 @@
 """Entry point of the ``medimp`` console script.
 
 Each command group lives in its own module with a ``register(app)`` function, so that stages
-can add commands without touching each other.
+can add commands without touching each other. Errors are handled here, once, for every command:
+a :class:`~medimp.errors.MedimpError` (bad input) or an ``OSError`` (permission, full disk,
+missing file) prints one line and exits 2; Ctrl-C exits 130. Anything else is a bug in medimp
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from medimp import __version__
-from medimp.cli._common import offline_env
+from medimp.cli._common import fail, interrupted, offline_env
+from medimp.errors import MedimpError, describe_os_error, validation_problems
+
+
+class _MedimpGroup(TyperGroup):
+    """The root command group: runs a command and turns user errors into one line."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MedimpError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(describe_os_error(exc))
+        except KeyboardInterrupt as exc:
+            interrupted(str(exc))
+        except ValueError as exc:
+            from pydantic import ValidationError
+
+            if not isinstance(exc, ValidationError):  # a bug: keep the traceback
+                raise
+            # an option out of range in a config built from command-line options
+            fail("; ".join(validation_problems(exc.errors())))
+
 
 app = typer.Typer(
     name="medimp",
+    cls=_MedimpGroup,
     help="MEDIMP: 3D medical image representations learned from clinical text prompts.",
     no_args_is_help=True,
     add_completion=False,

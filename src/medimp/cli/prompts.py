@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medimp.cli._common import console, fail, is_interactive
 
@@ -16,12 +16,6 @@ prompts_app = typer.Typer(
     help="Clinical table -> text prompts: build, show, paraphrase (augment) and check banks.",
     no_args_is_help=True,
 )
-
-
-class BackendName(StrEnum):
-    rules = "rules"
-    openai = "openai"
-    transformers = "transformers"
 
 
 def _cohort(path: Path):
@@ -53,15 +47,13 @@ def build_cmd(
     from medimp.prompts import build_prompts
     from medimp.prompts.build import write_prompts
 
-    try:
-        df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
-        write_prompts(df, out)
-    except (ValueError, OSError) as exc:  # PromptError, CohortError, StudyError
-        fail(str(exc))
+    df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
+    write_prompts(df, out)
     n_exams = df.groupby(["patient_id", "exam"]).ngroups if len(df) else 0
     console.print(
         f"wrote {len(df)} prompts for {n_exams} exams "
-        f"({df['variant'].nunique() if len(df) else 0} variants) to {out}"
+        f"({df['variant'].nunique() if len(df) else 0} variants) to {out}",
+        markup=False,
     )
 
 
@@ -83,38 +75,36 @@ def show_cmd(
 
     from medimp.prompts.build import explain_exam
 
-    try:
-        c = _cohort(cohort)
-        exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
-        keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
-        if not keys:
-            fail(f"{cohort}: no exam {exam or ''} of patient {patient!r} in exams.csv")
-        for e in keys:
-            rows, prompts = explain_exam(
-                c.study, c.exams, c.patients, patient, e, bank=bank, seed=seed
-            )
-            values = Table(title="clinical values", show_lines=False)
-            for col in ("variable", "column", "value", "words"):
-                values.add_column(col, no_wrap=True)
-            for name, col, val, words in rows:
-                values.add_row(name, col, str(val), words or "[dim](missing: sentence dropped)")
-            texts = Table(title=f"{len(prompts)} prompts", show_header=False)
-            texts.add_column("#", justify="right")
-            texts.add_column("prompt")
-            for i, p in enumerate(prompts):
-                texts.add_row(str(i), p)
-            console.rule(f"patient {patient} exam {e}")
-            if console.width >= 140:  # side by side where there is room, else one below the other
-                grid = Table.grid(padding=(0, 2))
-                grid.add_column(no_wrap=True)
-                grid.add_column(ratio=1)
-                grid.add_row(values, texts)
-                console.print(grid)
-            else:
-                console.print(values)
-                console.print(texts)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
+    c = _cohort(cohort)
+    exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
+    keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
+    if not keys:
+        fail(f"{cohort}: no exam {exam or ''} of patient {patient!r} in exams.csv")
+    for e in keys:
+        rows, prompts = explain_exam(
+            c.study, c.exams, c.patients, patient, e, bank=bank, seed=seed
+        )
+        values = Table(title="clinical values", show_lines=False)
+        for col in ("variable", "column", "value", "words"):
+            values.add_column(col, no_wrap=True)
+        for name, col, val, words in rows:
+            values.add_row(escape(name), escape(col), escape(str(val)),
+                           escape(words) if words else "[dim](missing: sentence dropped)")
+        texts = Table(title=f"{len(prompts)} prompts", show_header=False)
+        texts.add_column("#", justify="right")
+        texts.add_column("prompt")
+        for i, p in enumerate(prompts):
+            texts.add_row(str(i), escape(p))
+        console.rule(escape(f"patient {patient} exam {e}"))
+        if console.width >= 140:  # side by side where there is room, else one below the other
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(no_wrap=True)
+            grid.add_column(ratio=1)
+            grid.add_row(values, texts)
+            console.print(grid)
+        else:
+            console.print(values)
+            console.print(texts)
 
 
 @prompts_app.command("augment")
@@ -130,21 +120,29 @@ def augment_cmd(
     n: Annotated[
         int, typer.Option("--n", help="Number of variants (the source is variant 0).")
     ] = 10,
-    backend: Annotated[BackendName, typer.Option(help="Paraphrasing backend.")] = BackendName.rules,
+    backend: Annotated[str, typer.Option(
+        help="Paraphrasing backend: rules (offline), openai (an OpenAI-compatible endpoint), "
+        "transformers (a local model), or another registered one.")] = "rules",
     study: Annotated[
         Path | None, typer.Option(help="study.yaml mapping slots to variables.")
     ] = None,
     cohort: Annotated[
         Path | None,
-        typer.Option(help="Cohort whose table values must never be sent (privacy guard)."),
+        typer.Option(help="Cohort whose table values must never be sent (privacy guard; "
+                     "openai needs it or --no-cohort)."),
     ] = None,
-    base_url: Annotated[
-        str, typer.Option(help="openai: OpenAI-compatible endpoint base URL.")
-    ] = "http://localhost:8000/v1",
-    model: Annotated[str, typer.Option(help="openai: model name.")] = "gpt-4o-mini",
-    api_key_env: Annotated[
-        str, typer.Option(help="openai: environment variable holding the API key.")
-    ] = "OPENAI_API_KEY",
+    no_cohort: Annotated[bool, typer.Option(
+        "--no-cohort", help="Say that the templates protect no cohort (openai refuses to send "
+        "without --cohort or this).")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        help="openai: OpenAI-compatible endpoint base URL [default: $OPENAI_BASE_URL, else "
+        "http://localhost:8000/v1].", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(
+        help="openai: model name [default: $OPENAI_MODEL, else gpt-4o-mini].",
+        show_default=False)] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="openai: environment variable holding the API key [default: OPENAI_API_KEY].",
+        show_default=False)] = None,
     model_path: Annotated[
         Path | None, typer.Option(help="transformers: local causal LM folder.")
     ] = None,
@@ -152,8 +150,11 @@ def augment_cmd(
         float, typer.Option(help="MiniLM similarity a paraphrase needs.")
     ] = 0.6,
     max_rounds: Annotated[int, typer.Option(help="LLM requests at most in this run.")] = 5,
-    retries: Annotated[int, typer.Option(help="openai: retries on 429/5xx/timeouts.")] = 5,
-    timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 60.0,
+    retries: Annotated[int | None, typer.Option(
+        help="openai: retries on 429/5xx/timeouts/bad replies [default: 5].",
+        show_default=False)] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help="openai: seconds per request [default: 60].", show_default=False)] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write the validation report (JSON) here.")
     ] = None,
@@ -161,29 +162,22 @@ def augment_cmd(
     """Make a paraphrase bank of N validated variants (resumes an interrupted LLM run)."""
     from medimp._io import atomic_write_text
     from medimp.prompts import NotEnoughVariantsError
-    from medimp.prompts.augment import augment, load_templates
+    from medimp.prompts.backends import create_backend
+    from medimp.prompts.paraphrase import augment, load_templates
     from medimp.prompts.privacy import cohort_values
 
+    if cohort is not None and no_cohort:
+        fail("give either --cohort (whose values must never be sent) or --no-cohort, not both")
     try:
         st, sources = load_templates(templates, _study(study))
         forbidden = None
         if cohort is not None:
             c = _cohort(cohort)
             forbidden = cohort_values({"patients.csv": c.patients, "exams.csv": c.exams})
-        if backend is BackendName.rules:
-            client = "rules"
-        elif backend is BackendName.openai:
-            from medimp.prompts.backends.openai import OpenAIBackend
-
-            client = OpenAIBackend(
-                base_url, model, api_key_env=api_key_env, max_retries=retries, timeout=timeout
-            )
-        else:
-            if model_path is None:
-                fail("--backend transformers needs --model-path (a local causal LM folder)")
-            from medimp.prompts.backends.transformers_backend import TransformersBackend
-
-            client = TransformersBackend(model_path)
+        options = {"base_url": base_url, "model": model, "api_key_env": api_key_env,
+                   "max_retries": retries, "timeout": timeout, "model_path": model_path}
+        client = create_backend(backend, forbidden=forbidden, no_cohort=no_cohort,
+                                **{k: v for k, v in options.items() if v is not None})
         from rich.progress import Progress
 
         with Progress(console=console, transient=True, disable=not is_interactive()) as bar:
@@ -199,17 +193,16 @@ def augment_cmd(
                 out=out,
                 progress=lambda k, total: bar.update(task, completed=k, total=total),
             )
-    except NotEnoughVariantsError as exc:
+    except NotEnoughVariantsError as exc:  # the run worked but fell short: report why, exit 1
         if report is not None and exc.report is not None:
             atomic_write_text(report, json.dumps(exc.report.to_dict(), indent=1))
         fail(str(exc), 1)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
     if report is not None:
         atomic_write_text(report, json.dumps(res.report.to_dict(), indent=1))
     console.print(
-        f"wrote {res.bank.n} variants ({backend.value}) to {out}; "
-        f"{len(res.report.rejected)} candidate(s) rejected"
+        f"wrote {res.bank.n} variants ({backend}) to {out}; "
+        f"{len(res.report.rejected)} candidate(s) rejected",
+        markup=False,
     )
 
 
@@ -233,22 +226,20 @@ def check_cmd(
     from medimp._io import atomic_write_text
     from medimp.prompts.validate import check_bank
 
-    try:
-        rep = check_bank(bank, _study(study), min_similarity=min_similarity)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
+    rep = check_bank(bank, _study(study), min_similarity=min_similarity)
     if report is not None:
         atomic_write_text(report, json.dumps(rep.to_dict(), indent=1))
     if rep.rejected:
-        table = Table(title=f"{bank}: rejected variants")
+        table = Table(title=escape(f"{bank}: rejected variants"))
         table.add_column("variant", justify="right")
         table.add_column("reasons")
         for r in rep.rejected:
-            table.add_row(str(r.index), "\n".join(r.reasons))
+            table.add_row(str(r.index), escape("\n".join(r.reasons)))
         console.print(table)
     sims = [s for r in rep.results for s in r.similarity if s is not None]
     low = f", lowest similarity {min(sims):.2f}" if sims else ""
-    console.print(f"{bank}: {len(rep.accepted)} of {len(rep.results)} variants valid{low}")
+    console.print(f"{bank}: {len(rep.accepted)} of {len(rep.results)} variants valid{low}",
+                  markup=False)
     if rep.rejected:
         raise typer.Exit(1)
 

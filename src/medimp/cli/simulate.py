@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, is_interactive
 
 
 def register(app: typer.Typer) -> None:
@@ -34,14 +34,12 @@ def simulate(
         "--workers", help="Worker processes (default: up to 4, by CPU count).")] = None,
 ) -> None:
     """Simulate a renal-transplant DCE-MRI cohort with known ground truth."""
-    from medimp.simulate import SimulationError, simulate_cohort
+    from medimp.simulate import simulate_cohort
 
-    try:
-        root = simulate_cohort(out, patients, shape=shape, seed=seed, fmt=fmt.lower(),
-                               overwrite=overwrite, workers=workers, progress=is_interactive())
-    except SimulationError as exc:
-        fail(str(exc))
+    root = simulate_cohort(out, patients, shape=shape, seed=seed, fmt=fmt.lower(),
+                           overwrite=overwrite, workers=workers, progress=is_interactive())
     console.print(f"cohort written to {root} ({patients} patients, {fmt.lower()}, shape "
-                  f"{'x'.join(map(str, shape))})", highlight=False, soft_wrap=True)
+                  f"{'x'.join(map(str, shape))})", highlight=False, soft_wrap=True, markup=False)
     for name in ("montage.png", "enhancement_curves.png"):
-        console.print(f"figure: {root / 'figures' / name}", highlight=False, soft_wrap=True)
+        console.print(f"figure: {root / 'figures' / name}", highlight=False, soft_wrap=True,
+                      markup=False)

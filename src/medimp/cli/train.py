@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, is_interactive
 
 
 def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
@@ -20,14 +21,15 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
         "--set", help="Override one option, e.g. --set optim.lr=1e-4 --set "
         "image_encoder.name=tiny_cnn_3d (repeatable; values parsed as YAML).")] = None,
     method: Annotated[str | None, typer.Option(
-        "--method", help="medimp | image_ssl | tabular_clip | random_init.")] = None,
+        "--method", help="Pretraining objective: medimp | image_ssl | tabular_clip | "
+        "random_init, or another registered in medimp.train.objectives.")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", help="Image encoder name.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Exams per step.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="auto (bf16 where native) | 32 | bf16-mixed | 16-mixed (GPU only).")] = None,
+        "--precision", help="auto (bf16 where native) | 32 | bf16-mixed | 16-mixed (GPU).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -44,18 +46,16 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
                        ("precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}" if key != "precision" else f"{key}='{value}'")
-    try:
-        if config is None and resume and not overrides and (out / "config.yaml").is_file():
-            cfg = load_config(out / "config.yaml")
-        elif config is None and resume and (out / "config.yaml").is_file():
-            cfg = load_config(out / "config.yaml", overrides)
-        else:
-            cfg = load_config(config, overrides)
-        run = pretrain(cohort, out, cfg, resume=resume, progress=progress and is_interactive(),
-                       overwrite=overwrite)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        fail(str(exc))
-    console.print(f"run written to [bold]{run}[/] (model.safetensors, model.json, history.csv)")
+    if config is None and resume and not overrides and (out / "config.yaml").is_file():
+        cfg = load_config(out / "config.yaml")
+    elif config is None and resume and (out / "config.yaml").is_file():
+        cfg = load_config(out / "config.yaml", overrides)
+    else:
+        cfg = load_config(config, overrides)
+    run = pretrain(cohort, out, cfg, resume=resume, progress=progress and is_interactive(),
+                   overwrite=overwrite)
+    console.print(f"run written to [bold]{escape(str(run))}[/] (model.safetensors, model.json, "
+                  "history.csv)")
 
 
 def _embed(
@@ -71,15 +71,13 @@ def _embed(
     """Write per-exam and per-patient embeddings of a cohort with a pretrained encoder."""
     from medimp.train import embed
 
-    try:
-        df = embed(run, cohort, out=out, batch_size=batch_size, projected=projected,
-                   progress=is_interactive())
-    except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    df = embed(run, cohort, out=out, batch_size=batch_size, projected=projected,
+               progress=is_interactive())
     n_exam = int((df["level"] == "exam").sum())
     n_pat = int((df["level"] == "patient").sum())
     dim = sum(c.startswith("e") and c[1:].isdigit() for c in df.columns)
-    console.print(f"{n_exam} exams, {n_pat} patients, {dim}-d embeddings -> [bold]{out}[/]")
+    console.print(f"{n_exam} exams, {n_pat} patients, {dim}-d embeddings -> "
+                  f"[bold]{escape(str(out))}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,8 @@
 """Typed errors and problem records of the data stage.
 
 Every error names what a user needs to find and fix the problem: the file, the patient, the
-exam, the phase, and what to do. They are all :class:`ValueError` subclasses so that callers
-which only know "bad input" can catch them generically.
+exam, the phase, and what to do. They all inherit :class:`medimp.errors.MedimpError` (a
+``ValueError``), which the command line catches once and prints as one line.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from typing import Literal
+
+from medimp.errors import MedimpError
 
 __all__ = [
     "CohortError",
@@ -69,7 +71,7 @@ class Problem:
         return f"{text} (fix: {self.fix})" if self.fix else text
 
 
-class MedimpDataError(ValueError):
+class MedimpDataError(MedimpError):
     """Base of every data-stage error; the message names file, patient, exam, phase and fix."""
 
     def __init__(
@@ -127,6 +129,11 @@ class DicomSeriesError(VolumeReadError):
     """A DICOM series folder is ambiguous or inconsistent (several series, gaps, duplicates)."""
 
 
+class DynamicSeriesError(InvalidVolumeError):
+    """The frames of a dynamic series cannot give the study's phases: too few frames, times
+    unknown or out of order, time points of different geometry, no detectable arrival."""
+
+
 class ImportMappingError(MedimpDataError):
     """``import-medimp`` found nothing it could turn into a usable cohort."""
 
@@ -136,10 +143,15 @@ class CohortError(MedimpDataError):
 
     def __init__(self, problems: list[Problem], root: str | os.PathLike[str] | None = None):
         self.problems = list(problems)
-        n = len(self.problems)
+        if len(self.problems) == 1:  # one problem, one line: it names its own file and fix
+            text = str(self.problems[0])
+            if root is not None and not text.startswith(str(root)):
+                text = f"{root}: {text}"
+            super().__init__(f"{text}; then run `medimp validate` on the cohort")
+            return
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
-            f"{n} problem{'s' if n != 1 else ''} in the cohort:\n{lines}",
+            f"{len(self.problems)} problems in the cohort:\n{lines}",
             file=root,
             fix="correct the listed files, then run `medimp validate` on the cohort",
         )

@@ -1,60 +1,86 @@
-"""Read a cohort directory into typed tables, checking its contract.
+"""The one view of a cohort: :class:`Cohort`, read and checked by :func:`read_cohort`.
 
 ``read_cohort(path)`` loads ``study.yaml`` and the three tables (``manifest.csv``,
 ``exams.csv``, ``patients.csv``), validates every row with pydantic, checks the cross-table
 references and that every manifest path exists, and raises one :class:`CohortError` listing
 *every* problem found. It does not open the images: ``validate_cohort`` does.
+
+Every stage reads a cohort through :class:`Cohort`, which owns the rules that must be the same
+everywhere:
+
+* the exam order (:meth:`Cohort.sort_exams`): a patient's exams by days after transplant, then
+  by the study's exam order (``patient_latest`` is the last one);
+* what is known at an exam (:meth:`Cohort.value_at`, :func:`leakage_reason`): a value only
+  known after the exam is missing there, for prompts and clinical features alike.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BeforeValidator, ValidationError, create_model
 
+from medimp.data._checks import (
+    check_exams,
+    check_labels,
+    check_manifest,
+    check_patients,
+    check_references,
+    check_study_columns,
+)
 from medimp.data._errors import CohortError, MedimpDataError, Problem
-from medimp.data.readers import Volume, read_volume
-from medimp.study import Study, StudyError, load_study
+from medimp.data._tables import (
+    REQUIRED,
+    Collector,
+    check_duplicates,
+    read_table,
+    type_table,
+)
+from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
+from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
-__all__ = ["Cohort", "read_cohort"]
+if TYPE_CHECKING:
+    from medimp.data.dynamic import FrameSelection
 
-MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")
-EXAMS_REQUIRED = ("patient_id", "exam")
-PATIENTS_REQUIRED = ("patient_id",)
-
-
-def _blank_to_none(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, str) and not v.strip():
-        return None
-    return v
+__all__ = ["Cohort", "leakage_reason", "read_cohort"]
 
 
-def _finite(v: float | None) -> float | None:
-    if v is not None and not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return v
+def leakage_reason(study: Study, var: TextVariable, exam: str) -> str | None:
+    """Why the value of ``var`` is not known at ``exam`` (None when it is).
+
+    A value is not known at an exam when it is known only at follow-up, reads an outcome
+    column, was measured at a later exam (``from_exam``, by the study's nominal days), or is a
+    patients.csv column "known at the exam" without saying which exam measured it.
+    """
+    if var.known_at == "followup":
+        return (f"variable {var.name!r} (column {var.column!r}) is known only at follow-up, "
+                f"after exam {exam!r}")
+    if var.column in study.outcomes.columns():
+        return (f"variable {var.name!r} reads outcome column {var.column!r}, known only after "
+                f"exam {exam!r}")
+    if var.from_exam is not None:
+        days = {e.name: e.days for e in study.exams}
+        if days[var.from_exam] > days[exam]:
+            return (f"variable {var.name!r} is measured at exam {var.from_exam!r}, later than "
+                    f"exam {exam!r}")
+    if var.table == "patients" and var.known_at == "exam" and var.from_exam is None:
+        return (f"variable {var.name!r}: a patients.csv column 'known at the exam' needs "
+                "from_exam (which exam measured it)")
+    return None
 
 
-_Num = Annotated[float | None, BeforeValidator(_blank_to_none)]
-_Id = Annotated[str, BeforeValidator(lambda v: "" if _blank_to_none(v) is None else str(v))]
-
-
-def _row_model(name: str, str_cols: list[str], num_cols: list[str]) -> Any:
-    from pydantic import AfterValidator
-
-    fields: dict[str, Any] = dict.fromkeys(str_cols, (_Id, ...))
-    for c in num_cols:
-        fields[c] = (Annotated[_Num, AfterValidator(_finite)], None)
-    return create_model(name, **fields)
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
 
 
 @dataclass
@@ -69,6 +95,10 @@ class Cohort:
         exams: one row per patient-exam (patient_id, exam, days_post_transplant, ...).
         patients: one row per patient (patient_id, baseline and outcome columns).
         warnings: non-fatal findings of :func:`read_cohort` (e.g. absent outcome columns).
+
+    A manifest row whose phase is ``dynamic`` holds a whole dynamic series (4D NIfTI or
+    dynamic DICOM): every phase of ``study.yaml`` is then a frame of it, chosen as
+    ``study.dynamic`` says (:meth:`dynamic_selection`).
     """
 
     root: Path
@@ -86,15 +116,143 @@ class Cohort:
             return None
         return pd.read_csv(path, dtype={"patient_id": str})
 
-    def _exam_order(self, exam: str) -> int:
+    @classmethod
+    def from_tables(cls, study: Study, exams: pd.DataFrame, patients: pd.DataFrame,
+                    manifest: pd.DataFrame | None = None,
+                    root: str | os.PathLike[str] = ".") -> Cohort:
+        """A cohort from tables in memory (no files), e.g. for prompts of a table.
+
+        Ids are taken as strings. Only the duplicate check of :func:`read_cohort` runs here:
+        one value per patient (and exam) is what every lookup relies on.
+
+        Raises:
+            CohortError: a patient or a patient-exam has several rows.
+        """
+        def ids(df: pd.DataFrame) -> pd.DataFrame:
+            df = df.copy()
+            for c in ("patient_id", "exam"):
+                if c in df.columns:
+                    df[c] = df[c].astype(str)
+            return df
+
+        if manifest is None:
+            manifest = pd.DataFrame(columns=["patient_id", "exam", "phase", "path"])
+        exams, patients, manifest = ids(exams), ids(patients), ids(manifest)
+        col = Collector()
+        if {"patient_id", "exam"} <= set(exams.columns):
+            check_duplicates(exams, ["patient_id", "exam"], "exams.csv", col)
+        if "patient_id" in patients.columns:
+            check_duplicates(patients, ["patient_id"], "patients.csv", col)
+        if col.errors:
+            raise CohortError(col.errors, root=root)
+        return cls(root=Path(root), study=study, manifest=manifest, exams=exams,
+                   patients=patients)
+
+    # --- the exam order ------------------------------------------------------------------
+
+    @cached_property
+    def _days(self) -> dict[tuple[str, str], float]:
+        """(patient_id, exam) -> days after transplant, where exams.csv gives them."""
+        e = self.exams
+        if "days_post_transplant" not in e.columns:
+            return {}
+        days = pd.to_numeric(e["days_post_transplant"], errors="coerce")
+        return {(str(p), str(x)): float(d) for p, x, d in
+                zip(e["patient_id"], e["exam"], days, strict=True) if math.isfinite(d)}
+
+    def exam_day(self, patient_id: str, exam: str) -> float:
+        """Days after transplant of one exam: exams.csv's ``days_post_transplant``, else the
+        study's nominal day of that exam (+inf for an exam study.yaml does not list)."""
+        day = self._days.get((str(patient_id), str(exam)))
+        if day is not None:
+            return day
+        nominal = {e.name: float(e.days) for e in self.study.exams}
+        return nominal.get(str(exam), math.inf)
+
+    def exam_sort_key(self, patient_id: str, exam: str) -> tuple[float, int, str]:
+        """The one exam order: days after transplant, then the study's exam order, then
+        the label (for exams study.yaml does not list)."""
         names = self.study.exam_names
-        return names.index(exam) if exam in names else len(names)
+        rank = names.index(exam) if exam in names else len(names)
+        return (self.exam_day(patient_id, exam), rank, str(exam))
+
+    def sort_exams(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(patient_id, exam) pairs by patient, then in exam order (:meth:`exam_sort_key`)."""
+        pairs = [(str(p), str(e)) for p, e in keys]
+        return sorted(pairs, key=lambda k: (k[0], *self.exam_sort_key(*k)))
 
     def exam_keys(self) -> list[tuple[str, str]]:
-        """(patient_id, exam) of every exam with at least one image, by patient then study
-        exam order."""
-        keys = set(zip(self.manifest["patient_id"], self.manifest["exam"], strict=True))
-        return sorted(keys, key=lambda k: (k[0], self._exam_order(k[1]), k[1]))
+        """(patient_id, exam) of every exam with at least one image, by patient then in exam
+        order."""
+        return self.sort_exams(set(zip(self.manifest["patient_id"], self.manifest["exam"],
+                                       strict=True)))
+
+    def latest_exams(self, keys: Iterable[tuple[str, str]] | None = None) -> dict[str, str]:
+        """Patient -> its latest exam (last in exam order) among ``keys`` (default: the exams
+        with images); this is the ``patient_latest`` sample of embeddings and evaluation."""
+        ordered = self.exam_keys() if keys is None else self.sort_exams(keys)
+        return dict(ordered)  # later pairs of a patient overwrite earlier ones
+
+    def imaged_exams(self) -> pd.DataFrame:
+        """Rows of exams.csv that have at least one image, by patient then in exam order."""
+        keys = self.exam_keys()
+        index = self.exams.set_index(["patient_id", "exam"])
+        present = [k for k in keys if k in index.index]
+        rows = index.loc[present] if present else index.iloc[:0]
+        return rows.reset_index()
+
+    # --- values known at an exam ---------------------------------------------------------
+
+    @cached_property
+    def _by_patient(self) -> pd.DataFrame:
+        return self.patients.set_index("patient_id")
+
+    @cached_property
+    def _by_exam(self) -> pd.DataFrame:
+        return self.exams.set_index(["patient_id", "exam"])
+
+    def _lookup(self, table: str, column: str, patient_id: str, exam: str | None) -> Any:
+        if table == "patients":
+            df, key = self._by_patient, str(patient_id)
+        else:
+            df, key = self._by_exam, (str(patient_id), str(exam))
+        if column not in df.columns or key not in df.index:
+            return None
+        value = df.at[key, column]
+        return None if _missing(value) else value
+
+    def value_at(self, variable: TextVariable | str, patient_id: str, exam: str) -> Any:
+        """The value of ``variable`` for ``patient_id`` as known at ``exam`` (None: missing).
+
+        ``variable`` is a study.yaml text variable (or its name), or a column that study.yaml
+        lists in ``baseline_columns`` (known at transplant) or ``exam_columns`` (measured at
+        the exam itself). A value not known at ``exam`` (:func:`leakage_reason`; outcome
+        columns) is missing there; a variable with ``from_exam`` reads that exam's row.
+
+        Raises:
+            KeyError: ``variable`` is neither a text variable nor a listed column (study.yaml
+                does not say when it is known).
+        """
+        study = self.study
+        if isinstance(variable, str):
+            names = {v.name: v for v in study.variables}
+            if variable in names:
+                variable = names[variable]
+            elif variable in study.outcomes.columns():
+                return None
+            elif variable in study.baseline_columns:
+                return self._lookup("patients", variable, patient_id, None)
+            elif variable in study.exam_columns:
+                return self._lookup("exams", variable, patient_id, exam)
+            else:
+                raise KeyError(f"{variable!r} is not a study.yaml variable, baseline column or "
+                               "exam column: study.yaml does not say when it is known")
+        if leakage_reason(study, variable, str(exam)) is not None:
+            return None
+        return self._lookup(variable.table, variable.column, patient_id,
+                            variable.from_exam or exam)
+
+    # --- images --------------------------------------------------------------------------
 
     def _resolve(self, p: str) -> Path:
         path = Path(p)
@@ -102,15 +260,75 @@ class Cohort:
 
     @cached_property
     def _index(self) -> dict[tuple[str, str], dict[str, tuple[str, str | None]]]:
-        """(patient_id, exam) -> phase -> (path as written, series_uid or None)."""
+        """(patient_id, exam) -> phase -> (path as written, series_uid or None); a dynamic
+        row stands for every phase of the study."""
         m = self.manifest
         uids = m["series_uid"] if "series_uid" in m.columns else [None] * len(m)
         index: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
         for pid, exam, phase, path, uid in zip(m["patient_id"], m["exam"], m["phase"],
                                                m["path"], uids, strict=True):
             uid = uid if isinstance(uid, str) and uid else None
-            index.setdefault((str(pid), str(exam)), {})[str(phase)] = (str(path), uid)
+            entry = index.setdefault((str(pid), str(exam)), {})
+            for ph in (self.study.phase_names if phase == DYNAMIC_PHASE else [str(phase)]):
+                entry[ph] = (str(path), uid)
         return index
+
+    # -- dynamic (4D) series ---------------------------------------------------------------
+    @cached_property
+    def _dynamic_keys(self) -> set[tuple[str, str]]:
+        m = self.manifest
+        rows = m[m["phase"] == DYNAMIC_PHASE]
+        return {(str(p), str(e)) for p, e in zip(rows["patient_id"], rows["exam"], strict=True)}
+
+    def is_dynamic(self, patient_id: str, exam: str) -> bool:
+        """True when the exam's phases are frames of one dynamic series (phase ``dynamic``)."""
+        return (str(patient_id), exam) in self._dynamic_keys
+
+    def read_dynamic(self, patient_id: str, exam: str,
+                     check_finite: bool = True) -> tuple[DynamicSeries, FrameSelection]:
+        """Read the dynamic series of one exam and choose its phases' frames (the last
+        series read is kept in memory, so reading its phases one by one reads it once).
+
+        Raises:
+            MedimpDataError: unreadable series or a timing problem (``DynamicSeriesError``),
+                with the patient and exam filled in.
+        """
+        from medimp.data.dynamic import select_frames
+
+        key = (str(patient_id), exam)
+        path, uid = next(iter(self._index[key].values()))
+        memo_key = (self._resolve(path), uid, check_finite)
+        memo = self.__dict__.setdefault("_series_memo", {})
+        if memo_key not in memo:
+            try:
+                series = read_series(memo_key[0], series_uid=uid, check_finite=check_finite)
+                selection = select_frames(series, self.study)
+            except MedimpDataError as exc:
+                raise exc.with_context(patient=key[0], exam=exam) from None
+            memo.clear()
+            memo[memo_key] = (series, selection)
+        return memo[memo_key]
+
+    def dynamic_selection(self, patient_id: str, exam: str) -> FrameSelection | None:
+        """The frames chosen for each phase of a dynamic exam (None for a 3D-per-phase exam)."""
+        if not self.is_dynamic(patient_id, exam):
+            return None
+        return self.read_dynamic(patient_id, exam)[1]
+
+    def source_extra(self, patient_id: str, exam: str, phase: str) -> tuple[Any, ...]:
+        """What, besides the file's content, decides a phase's voxels (preprocessing cache
+        key): the series UID, and for a dynamic exam how frames are chosen."""
+        uid = self.series_uid(patient_id, exam, phase)
+        if not self.is_dynamic(patient_id, exam):
+            return (uid,)
+        spec = self.study.dynamic.model_dump(mode="json")
+        seconds = {p.name: p.seconds for p in self.study.phases}
+        return (uid, DYNAMIC_PHASE, {"spec": spec, "phase_seconds": seconds})
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: no 4D array in the pickle
+        state = dict(self.__dict__)
+        state.pop("_series_memo", None)
+        return state
 
     def volumes(self, patient_id: str, exam: str) -> dict[str, Path]:
         """Phase -> absolute image path for one exam, in study phase order."""
@@ -124,6 +342,9 @@ class Cohort:
         entry = self._index.get((str(patient_id), exam), {}).get(phase)
         if entry is None:
             return None
+        if self.is_dynamic(patient_id, exam):
+            series, selection = self.read_dynamic(patient_id, exam, check_finite=check_finite)
+            return series.frame(selection.frames[phase])
         try:
             return read_volume(self._resolve(entry[0]), series_uid=entry[1],
                                check_finite=check_finite)
@@ -155,214 +376,31 @@ class Cohort:
         return None if rows.empty else rows.iloc[0]
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def error(self, problem: str, fix: str = "", **where: Any) -> None:
-        self.problems.append(Problem("error", problem=problem, fix=fix, **where))
-
-    def warning(self, problem: str, fix: str = "", **where: Any) -> None:
-        self.problems.append(Problem("warning", problem=problem, fix=fix, **where))
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-
-def _read_table(path: Path, required: tuple[str, ...], col: _Collector) -> pd.DataFrame | None:
-    name = path.name
-    if not path.is_file():
-        col.error(f"{name} not found", f"every cohort needs {name} (see docs/data.md)",
-                  file=name)
-        return None
-    try:
-        ragged = _ragged_lines(path)
-        if ragged:
-            col.error(f"line(s) {ragged[:10]} have a different number of fields than the "
-                      "header", "remove the extra/missing separators (a comma inside a value "
-                      "needs quotes)", file=name)
-            return None
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
-                         index_col=False)
-    except pd.errors.EmptyDataError:
-        col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
-                  file=name)
-        return None
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
-        col.error(f"not a readable CSV ({exc})", "save it as UTF-8, comma-separated",
-                  file=name)
-        return None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        fix = f"add the column(s) {missing} to {name}"
-        if len(df.columns) == 1 and ";" in df.columns[0]:
-            fix = "the file looks semicolon-separated: save it comma-separated"
-        col.error(f"required column(s) {missing} absent (found {list(df.columns)})", fix,
-                  file=name)
-        return None
-    for c in df.columns:
-        df[c] = df[c].str.strip()
-    return df
-
-
-def _ragged_lines(path: Path) -> list[int]:
-    """Line numbers of CSV records whose field count differs from the header's (pandas would
-    otherwise silently turn extra leading fields into an index, or fill missing ones)."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return []
-        return [reader.line_num for rec in reader if rec and len(rec) != len(header)]
-
-
-def _where(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:
-    row = df.iloc[i]
-    w: dict[str, Any] = {"file": f"{file}:{i + 2}"}
-    pid = row.get("patient_id")
-    if isinstance(pid, str) and pid:
-        w["patient"] = pid
-    exam = row.get("exam")
-    if isinstance(exam, str) and exam:
-        w["exam"] = exam
-    phase = row.get("phase")
-    if isinstance(phase, str) and phase:
-        w["phase"] = phase
-    return w
-
-
-def _check_rows(df: pd.DataFrame, file: str, str_cols: list[str], num_cols: list[str],
-                col: _Collector) -> None:
-    """pydantic row validation: ids present, numeric columns numeric and finite."""
-    model = _row_model(f"{file}_row", str_cols, num_cols)
-    cols = [c for c in str_cols + num_cols if c in df.columns]
-    for i, rec in enumerate(df[cols].to_dict("records")):
-        try:
-            model.model_validate(rec)
-        except ValidationError as exc:
-            for err in exc.errors():
-                c = str(err["loc"][0]) if err["loc"] else "?"
-                value = rec.get(c)
-                col.error(f"column {c!r}: {value!r} is not a number ({err['msg']})",
-                          f"write a number (or leave the cell empty when unknown) in {c!r}",
-                          **_where(df, i, file))
-        for c in str_cols:
-            if not isinstance(rec.get(c), str) or not rec[c]:
-                col.error(f"column {c!r} is empty", f"fill in {c!r}", **_where(df, i, file))
-
-
-def _check_duplicates(df: pd.DataFrame, keys: list[str], file: str, col: _Collector) -> None:
-    dup = df[df.duplicated(keys, keep=False)]
-    for _, group in dup.groupby(keys, sort=True):
-        lines = [int(i) + 2 for i in group.index]
-        first = df.index.get_loc(group.index[0])
-        where = _where(df, first, file)
-        where["file"] = file
-        col.error(f"duplicate rows for {dict(zip(keys, group.iloc[0][keys], strict=True))} "
-                  f"on lines {lines}", "keep one row per " + "/".join(keys), **where)
-
-
-def _numeric_columns(study: Study, table: str, df: pd.DataFrame) -> list[str]:
-    cols = [v.column for v in study.variables if v.table == table and v.kind == "numeric"]
-    if table == "exams":
-        cols.append("days_post_transplant")
-    if table == "manifest":
-        cols.append("acquisition_s")
-    if table == "patients":
-        cols += study.outcomes.columns()
-    return [c for c in dict.fromkeys(cols) if c in df.columns]
-
-
-def _coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
-                          col: _Collector) -> None:
-    """Columns not described by study.yaml: numeric when every filled cell is numeric; an error
-    when a mostly numeric column holds a few words (a typo that would silently become text)."""
-    for c in df.columns:
-        if c in skip:
-            continue
-        filled = df[c].dropna()
-        if filled.empty:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-            continue
-        num = pd.to_numeric(filled, errors="coerce")
-        bad = num.isna()
-        if not bad.any():
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        elif bad.sum() < len(filled) / 2:
-            for i in filled.index[bad.to_numpy()]:
-                col.error(f"column {c!r}: {df.at[i, c]!r} is not a number (the column is "
-                          "otherwise numeric)", f"write a number or leave {c!r} empty",
-                          **_where(df, df.index.get_loc(i), file))
-
-
 def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
     """Read and check a cohort; return it (None when unusable) and every problem found."""
     root = Path(root)
-    col = _Collector()
+    col = Collector()
     if not root.is_dir():
         col.error("cohort folder not found", "give the folder that holds manifest.csv",
                   file=str(root))
         return None, col.problems
-    study: Study | None = None
-    try:
-        study = load_study(root / "study.yaml")
-    except StudyError as exc:
-        col.error(str(exc).replace(str(root / "study.yaml") + ": ", ""),
-                  "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
-                  file="study.yaml")
-    manifest = _read_table(root / "manifest.csv", MANIFEST_REQUIRED, col)
-    exams = _read_table(root / "exams.csv", EXAMS_REQUIRED, col)
-    patients = _read_table(root / "patients.csv", PATIENTS_REQUIRED, col)
-
-    tables = {"manifest": manifest, "exams": exams, "patients": patients}
-    ids = {"manifest": list(MANIFEST_REQUIRED), "exams": list(EXAMS_REQUIRED),
-           "patients": list(PATIENTS_REQUIRED)}
+    study = _read_study(root, col)
+    tables = {name: read_table(root / f"{name}.csv", REQUIRED[name], col)
+              for name in ("manifest", "exams", "patients")}
     for name, df in tables.items():
-        if df is None:
-            continue
-        num = _numeric_columns(study, name, df) if study else []
-        _check_rows(df, f"{name}.csv", ids[name], num, col)
-        for c in num:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-        if study is not None and name != "manifest":
-            cat = {v.column for v in study.variables if v.table == name}
-            _coerce_other_columns(df, set(ids[name]) | set(num) | cat, f"{name}.csv", col)
-
+        if df is not None:
+            type_table(df, name, study, col)
+    manifest, exams, patients = tables["manifest"], tables["exams"], tables["patients"]
     if manifest is not None:
-        # paths written on Windows ("images\\P001\\pre.nii.gz") work everywhere
-        manifest["path"] = manifest["path"].str.replace("\\", "/", regex=False)
-        if manifest.empty:
-            col.error("empty cohort: manifest.csv lists no image",
-                      "add one row per volume (patient_id, exam, phase, path)",
-                      file="manifest.csv")
-        _check_duplicates(manifest, ["patient_id", "exam", "phase"], "manifest.csv", col)
-        for i, p in enumerate(manifest["path"]):
-            if not isinstance(p, str) or not p:
-                continue
-            full = Path(p) if Path(p).is_absolute() else root / p
-            if not full.exists():
-                col.error(f"image path {p!r} does not exist",
-                          "correct the path (relative to the cohort folder) or copy the file",
-                          **_where(manifest, i, "manifest.csv"))
+        check_manifest(root, manifest, col)
     if exams is not None:
-        _check_duplicates(exams, ["patient_id", "exam"], "exams.csv", col)
-        if "days_post_transplant" not in exams.columns and study is not None:
-            days = {e.name: float(e.days) for e in study.exams}
-            exams["days_post_transplant"] = exams["exam"].map(days)
-            col.warning("column 'days_post_transplant' absent; nominal days of study.yaml used",
-                        "add the real days after transplant if known", file="exams.csv")
+        check_exams(study, exams, col)
     if patients is not None:
-        if patients.empty:
-            col.error("empty cohort: patients.csv lists no patient",
-                      "add one row per patient", file="patients.csv")
-        _check_duplicates(patients, ["patient_id"], "patients.csv", col)
-
+        check_patients(patients, col)
     if study is not None:
-        _check_labels(study, manifest, exams, col)
-        _check_study_columns(study, exams, patients, col)
-    _check_references(manifest, exams, patients, col)
+        check_labels(study, manifest, exams, col)
+        check_study_columns(study, exams, patients, col)
+    check_references(manifest, exams, patients, col)
 
     if col.errors or study is None or manifest is None or exams is None or patients is None:
         return None, col.problems
@@ -372,85 +410,14 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
     return cohort, col.problems
 
 
-def _check_labels(study: Study, manifest: pd.DataFrame | None, exams: pd.DataFrame | None,
-                  col: _Collector) -> None:
-    exam_names, phase_names = set(study.exam_names), set(study.phase_names)
-    for name, df in (("manifest.csv", manifest), ("exams.csv", exams)):
-        if df is None:
-            continue
-        for i, e in enumerate(df["exam"]):
-            if isinstance(e, str) and e and e not in exam_names:
-                col.error(f"unknown exam label {e!r}",
-                          f"use one of {study.exam_names} or add {e!r} to study.yaml exams",
-                          **_where(df, i, name))
-    if manifest is not None:
-        for i, ph in enumerate(manifest["phase"]):
-            if isinstance(ph, str) and ph and ph not in phase_names:
-                col.error(f"unknown phase label {ph!r}",
-                          f"use one of {study.phase_names} or add {ph!r} to study.yaml phases",
-                          **_where(manifest, i, "manifest.csv"))
-
-
-def _check_study_columns(study: Study, exams: pd.DataFrame | None,
-                         patients: pd.DataFrame | None, col: _Collector) -> None:
-    tables = {"exams": exams, "patients": patients}
-    for v in study.variables:
-        df = tables[v.table]
-        if df is None:
-            continue
-        if v.column not in df.columns:
-            col.error(f"column {v.column!r} of text variable {v.name!r} absent from "
-                      f"{v.table}.csv", f"add {v.column!r} to {v.table}.csv or change the "
-                      f"variable's column in study.yaml", file=f"{v.table}.csv")
-        elif v.kind == "categorical" and v.categories:
-            for i, value in enumerate(df[v.column]):
-                if isinstance(value, str) and value and value not in v.categories:
-                    col.error(f"column {v.column!r}: {value!r} is not a category of "
-                              f"{v.name!r} ({sorted(v.categories)})",
-                              "correct the value or add it to the categories in study.yaml",
-                              **_where(df, i, f"{v.table}.csv"))
-    if patients is not None:
-        absent = [c for c in study.outcomes.columns() if c not in patients.columns]
-        for c in absent:
-            patients[c] = float("nan")
-        if absent:
-            col.warning(f"outcome column(s) {absent} absent: every outcome is unknown",
-                        "add the outcome columns when known (evaluation needs them)",
-                        file="patients.csv")
-        gl = study.outcomes.graft_loss
-        if gl in patients.columns:
-            values = pd.to_numeric(patients[gl], errors="coerce")
-            for i, v in enumerate(values):
-                if not math.isnan(v) and v not in (0.0, 1.0):
-                    col.error(f"column {gl!r}: {float(v):g} is not 0 or 1",
-                              "write 1 (lost), 0 (not lost) or leave empty when unknown",
-                              **_where(patients, i, "patients.csv"))
-
-
-def _check_references(manifest: pd.DataFrame | None, exams: pd.DataFrame | None,
-                      patients: pd.DataFrame | None, col: _Collector) -> None:
-    if patients is not None:
-        known = set(patients["patient_id"].dropna())
-        for name, df in (("manifest.csv", manifest), ("exams.csv", exams)):
-            if df is None:
-                continue
-            reported: set[str] = set()
-            for i, pid in enumerate(df["patient_id"]):
-                if isinstance(pid, str) and pid and pid not in known and pid not in reported:
-                    reported.add(pid)
-                    col.error(f"patient {pid!r} is absent from patients.csv",
-                              "add the patient to patients.csv (or remove its rows)",
-                              **_where(df, i, name))
-    if manifest is not None and exams is not None:
-        exam_keys = set(zip(exams["patient_id"], exams["exam"], strict=True))
-        seen: set[tuple[str, str]] = set()
-        for i, key in enumerate(zip(manifest["patient_id"], manifest["exam"], strict=True)):
-            if key in exam_keys or key in seen or not all(isinstance(k, str) for k in key):
-                continue
-            seen.add(key)
-            col.error("exam has images in manifest.csv but no row in exams.csv",
-                      "add the exam (patient_id, exam, days_post_transplant, ...) to exams.csv",
-                      **_where(manifest, i, "manifest.csv"))
+def _read_study(root: Path, col: Collector) -> Study | None:
+    try:
+        return load_study(root / "study.yaml")
+    except StudyError as exc:
+        col.error(str(exc).replace(str(root / "study.yaml") + ": ", ""),
+                  "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
+                  file="study.yaml")
+        return None
 
 
 def read_cohort(path: str | os.PathLike[str]) -> Cohort:

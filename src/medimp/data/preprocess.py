@@ -329,5 +329,5 @@ def load_exam_volume(
 
     if cache is None:
         return compute()
-    sources = [(p, found.get(p), cohort.series_uid(pid, exam, p)) for p in phases]
+    sources = [(p, found.get(p), *cohort.source_extra(pid, exam, p)) for p in phases]
     return cache.get_or_compute(sources, config.canonical_json(), compute, where=where)

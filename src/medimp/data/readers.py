@@ -1,11 +1,19 @@
 """Image readers: one per format, chosen by name or by what is on disk (MONAI-style).
 
-``read_volume(path)`` returns a :class:`Volume` (a float32 3D array in the file's voxel order
-and its 4x4 voxel-to-world affine in RAS+ millimetres, nibabel's convention) for
+Readers are registered by name with the :func:`register_reader` decorator (the mechanism of
+``medimp.models._registry``); :func:`get_reader` builds one by name and :func:`list_readers`
+lists them. ``read_volume(path)`` returns a :class:`Volume` (a float32 3D array in the file's
+voxel order and its 4x4 voxel-to-world affine in RAS+ millimetres, nibabel's convention) for
 
 * a ``.nii`` / ``.nii.gz`` file, read with nibabel (:class:`NiftiReader`);
 * a folder holding one DICOM series, read with SimpleITK after the headers were checked with
   pydicom (:class:`DicomSeriesReader`).
+
+``read_series(path)`` returns a :class:`DynamicSeries` (one 4D acquisition, time last, with the
+frame times in seconds when the file says them) for a 4D NIfTI (times from its dcm2niix/BIDS
+JSON sidecar or the header's time step) or a dynamic DICOM series (classic one-file-per-slice or
+enhanced multi-frame, see :mod:`medimp.data.dicom_dynamic`). Choosing the frames of each phase
+is :mod:`medimp.data.dynamic`'s job.
 
 The readers refuse what would silently corrupt training, each with a typed error that names the
 file and the fix: truncated or mis-named gzip, header dims that do not match the data, NaN/Inf
@@ -36,12 +44,16 @@ from medimp.data._errors import (
 __all__ = [
     "READERS",
     "DicomSeriesReader",
+    "DynamicSeries",
     "ImageReader",
     "NiftiReader",
     "Volume",
     "get_reader",
     "list_dicom_series",
+    "list_readers",
+    "read_series",
     "read_volume",
+    "register_reader",
 ]
 
 _NIFTI_FIX = "export the volume again (e.g. with dcm2niix) and check the copy finished"
@@ -66,6 +78,39 @@ class Volume:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.array.shape)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DynamicSeries:
+    """One dynamic (4D) acquisition: a 3D volume per time frame.
+
+    Attributes:
+        array: float32 voxels, shape (I, J, K, T), time last.
+        affine: float64 4x4 voxel-index -> world (RAS+, mm) matrix, shared by every frame.
+        times: seconds of each frame after the first one (strictly increasing), or ``None``
+            when the file does not say them (only frame indices can then choose phases).
+        time_source: where the times come from (e.g. ``"FrameTimesStart of x.json"``).
+        path: the file or DICOM folder it was read from.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    times: np.ndarray | None
+    time_source: str
+    path: Path
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.array.shape[3])
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return _spacing(self.affine)
+
+    def frame(self, t: int) -> Volume:
+        """Frame ``t`` as a :class:`Volume` (a copy, contiguous)."""
+        return Volume(array=np.ascontiguousarray(self.array[..., int(t)]), affine=self.affine,
+                      spacing=self.spacing, path=self.path)
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -96,8 +141,9 @@ def _to_3d(array: np.ndarray, path: Path) -> np.ndarray:
         raise InvalidVolumeError(
             f"{array.ndim}D image of shape {tuple(array.shape)}; one manifest row must be one "
             "3D volume", file=path,
-            fix="split the series into one 3D file per phase (e.g. `fslsplit`) and list each "
-                "as its own manifest.csv row")
+            fix="a dynamic (4D) series: write 'dynamic' in the phase column of its manifest.csv "
+                "row and say in study.yaml how phases are chosen (docs/data.md), or split it "
+                "into one 3D file per phase, each its own manifest.csv row")
     if array.ndim < 3:
         raise InvalidVolumeError(
             f"{array.ndim}D image of shape {tuple(array.shape)}; a 3D volume is expected",
@@ -116,9 +162,40 @@ def _check_finite(array: np.ndarray, path: Path) -> None:
                 "replace them with 0 before adding the file to the cohort")
 
 
+_READERS: dict[str, type[ImageReader]] = {}
+READERS = _READERS  # public view of the registry (name -> reader class)
+
+
+def register_reader(cls: type[ImageReader] | None = None, *, name: str | None = None) -> Any:
+    """Register an :class:`ImageReader` subclass under ``name`` (default: its ``name``).
+
+    Usable as ``@register_reader`` or ``@register_reader(name="...")``. Readers are tried in
+    registration order when :func:`read_volume` guesses the format from the path.
+    """
+
+    def deco(c: type[ImageReader]) -> type[ImageReader]:
+        key = name or c.name
+        if not key:
+            raise VolumeReadError(f"reader {c.__name__} has no name",
+                                  fix="set its `name` class attribute or pass name=")
+        if key in _READERS and _READERS[key] is not c:
+            raise VolumeReadError(f"image reader {key!r} is already registered",
+                                  fix="choose another name")
+        _READERS[key] = c
+        return c
+
+    return deco(cls) if cls is not None else deco
+
+
+def list_readers() -> list[str]:
+    """Names accepted by :func:`get_reader`, in registration order."""
+    return list(_READERS)
+
+
 class ImageReader:
     """Base class: ``verify_suffix(path)`` says whether this reader handles ``path``;
-    ``read(path)`` returns a checked :class:`Volume`."""
+    ``read(path)`` returns a checked 3D :class:`Volume`; ``read_series(path)`` a checked
+    4D :class:`DynamicSeries` (formats that can hold a dynamic acquisition)."""
 
     name: ClassVar[str] = ""
 
@@ -131,6 +208,30 @@ class ImageReader:
     def read(self, path: str | os.PathLike[str]) -> Volume:  # pragma: no cover
         raise NotImplementedError
 
+    def read_series(self, path: str | os.PathLike[str]) -> DynamicSeries:
+        raise VolumeReadError(f"the {self.name!r} reader cannot read a dynamic (4D) series",
+                              file=path, fix="give a 4D NIfTI or a dynamic DICOM series folder")
+
+    def _finish_series(self, array: np.ndarray, affine: np.ndarray, times: np.ndarray | None,
+                       time_source: str, path: Path) -> DynamicSeries:
+        array = np.asarray(array)
+        while array.ndim > 4 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim != 4:
+            raise InvalidVolumeError(
+                f"{array.ndim}D image of shape {tuple(array.shape)}; a dynamic series must be "
+                "4D (x, y, z, time)", file=path,
+                fix="for a single 3D volume write its phase (not 'dynamic') in manifest.csv")
+        affine = _check_affine(affine, path)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self.check_finite:
+            _check_finite(array, path)
+        if times is not None:
+            times = _check_times(np.asarray(times, dtype=np.float64), array.shape[3],
+                                 time_source, path)
+        return DynamicSeries(array=array, affine=affine, times=times, time_source=time_source,
+                             path=path)
+
     def _finish(self, array: np.ndarray, affine: np.ndarray, path: Path) -> Volume:
         array = _to_3d(np.asarray(array), path)
         affine = _check_affine(affine, path)
@@ -140,6 +241,89 @@ class ImageReader:
         return Volume(array=array, affine=affine, spacing=_spacing(affine), path=path)
 
 
+def _check_times(times: np.ndarray, n_frames: int, source: str, path: Path) -> np.ndarray:
+    """Frame times as seconds after the first frame; errors for a wrong count or order."""
+    if times.ndim != 1 or times.size != n_frames:
+        raise InvalidVolumeError(
+            f"{source} gives {times.size} frame times for {n_frames} frames", file=path,
+            fix="write one time per frame (the sidecar of another series?), or remove the "
+                "times and choose the phases by frame index (dynamic.select: index)")
+    if not np.isfinite(times).all():
+        raise InvalidVolumeError(f"{source} holds non-finite frame times", file=path,
+                                 fix="correct the frame times")
+    steps = np.diff(times)
+    if (steps <= 0).any():
+        i = int(np.flatnonzero(steps <= 0)[0])
+        raise InvalidVolumeError(
+            f"frame times are not increasing: frame {i} at {times[i]:g} s, frame {i + 1} at "
+            f"{times[i + 1]:g} s ({source})", file=path,
+            fix="the frames are out of order or the times are wrong: re-export the series "
+                "(e.g. dcm2niix) or correct the times")
+    return times - times[0]
+
+
+def _clock_seconds(value: Any) -> float:
+    """Seconds since midnight of a DICOM TM ("HHMMSS.ffffff") or ISO ("HH:MM:SS.ffffff") time,
+    or of a DT ("YYYYMMDDHHMMSS.ffffff": the date becomes days)."""
+    text = str(value).strip().replace(":", "")
+    if "T" in text:  # ISO date-time from a sidecar
+        date, text = text.split("T", 1)
+        text = date.replace("-", "") + text
+    if len(text.split(".")[0]) >= 14:  # DT: date then time
+        import datetime as _dt
+
+        day = _dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8])).toordinal()
+        return day * 86400.0 + _clock_seconds(text[8:])
+    main, _, frac = text.partition(".")
+    main = main.ljust(6, "0")
+    return (int(main[0:2]) * 3600 + int(main[2:4]) * 60 + float(main[4:6] + "." + (frac or "0")))
+
+
+# BIDS / dcm2niix sidecar keys holding one time per frame, in order of preference
+_SIDECAR_TIME_KEYS = ("FrameTimesStart", "VolumeTiming", "AcquisitionTime", "FrameAcquisitionTime")
+
+
+def nifti_sidecar(path: Path) -> Path:
+    """The JSON sidecar of a NIfTI file (``x.nii.gz`` -> ``x.json``), as dcm2niix writes it."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _sidecar_times(path: Path) -> tuple[np.ndarray, str] | None:
+    import json
+
+    side = nifti_sidecar(path)
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CorruptFileError(f"JSON sidecar unreadable ({exc})", file=side,
+                               fix="correct the JSON, or remove the sidecar") from exc
+    if not isinstance(meta, dict):
+        raise CorruptFileError("JSON sidecar is not an object", file=side,
+                               fix="write the sidecar as dcm2niix does ({\"key\": value, ...})")
+    for key in _SIDECAR_TIME_KEYS:
+        value = meta.get(key)
+        if not isinstance(value, list):
+            continue  # dcm2niix writes a single AcquisitionTime string for the first frame
+        try:
+            if all(isinstance(v, (int, float)) for v in value):
+                times = np.asarray(value, dtype=np.float64)
+            else:
+                times = np.asarray([_clock_seconds(v) for v in value], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(f"sidecar {key} is not a list of times ({exc})", file=side,
+                                   fix=f"write {key} as seconds (numbers) or HH:MM:SS.ffffff "
+                                       "strings") from exc
+        return times, f"{key} of {side.name}"
+    return None
+
+
+@register_reader
 class NiftiReader(ImageReader):
     """NIfTI-1/NIfTI-2 files (``.nii``, ``.nii.gz``) via nibabel, with integrity checks."""
 
@@ -149,10 +333,9 @@ class NiftiReader(ImageReader):
     def verify_suffix(self, path: str | os.PathLike[str]) -> bool:
         return str(path).lower().endswith(self.suffixes)
 
-    def read(self, path: str | os.PathLike[str]) -> Volume:
+    def _load(self, path: Path) -> tuple[Any, np.ndarray]:
         import nibabel as nib
 
-        path = Path(path)
         if not path.is_file():
             raise VolumeReadError("file not found", file=path,
                                   fix="check the path in manifest.csv (relative to the cohort)")
@@ -194,11 +377,36 @@ class NiftiReader(ImageReader):
         except Exception as exc:
             raise CorruptFileError(f"voxel data unreadable ({exc})", file=path,
                                    fix=_NIFTI_FIX) from exc
+        return img, array
+
+    def read(self, path: str | os.PathLike[str]) -> Volume:
+        path = Path(path)
+        img, array = self._load(path)
         return self._finish(array, img.affine, path)
+
+    def read_series(self, path: str | os.PathLike[str]) -> DynamicSeries:
+        """A 4D NIfTI (time last); frame times from the JSON sidecar (``FrameTimesStart``,
+        ``VolumeTiming`` or a list ``AcquisitionTime``) or else the header's time step."""
+        path = Path(path)
+        img, array = self._load(path)
+        found = _sidecar_times(path)
+        if found is not None:
+            times, source = found
+        else:
+            times, source = None, "none (no JSON sidecar with frame times)"
+            n_t = array.shape[3] if array.ndim >= 4 else 1
+            step = float(img.header.get_zooms()[3]) if array.ndim >= 4 else 0.0
+            unit = img.header.get_xyzt_units()[1]
+            to_s = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(unit)
+            if step > 0 and to_s is not None:
+                times = np.arange(n_t, dtype=np.float64) * step * to_s
+                source = f"time step {step:g} {unit} of the NIfTI header"
+        return self._finish_series(array, img.affine, times, source, path)
 
 
 # the only header fields the checks need: parsing just these is several times faster
 _DICOM_TAGS = ["SeriesInstanceUID", "SeriesDescription", "ImagePositionPatient",
+               "TemporalPositionIdentifier", "NumberOfTemporalPositions",
                "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing", "NumberOfFrames"]
 
 
@@ -239,6 +447,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
     return dict(series)
 
 
+@register_reader
 class DicomSeriesReader(ImageReader):
     """One DICOM series from a folder, via SimpleITK, after pydicom header checks.
 
@@ -281,11 +490,6 @@ class DicomSeriesReader(ImageReader):
 
     def _check_geometry(self, folder: Path, items: list[tuple[Path, Any]]) -> list[Path]:
         """Check rows/cols/orientation/spacing consistency; return files sorted along the normal."""
-        frames = max(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in items)
-        if frames > 1:
-            raise DicomSeriesError(
-                f"multi-frame DICOM ({frames} frames in one file) is not supported", file=folder,
-                fix="convert the series to NIfTI (e.g. `dcm2niix -z y`) and list the .nii.gz")
         if len(items) < 2:
             raise InvalidVolumeError("DICOM series has a single slice; a 3D volume is expected",
                                      file=folder, fix="export the whole series")
@@ -328,7 +532,8 @@ class DicomSeriesReader(ImageReader):
                 f"duplicate slice position {pos[i]:.3f} mm in {files[i].name} and "
                 f"{files[i + 1].name} ({dup.size} duplicate(s))", file=folder,
                 fix="remove the repeated files (or split the repeated acquisition into its own "
-                    "folder)")
+                    "folder); a dynamic series (several time points) needs 'dynamic' in the "
+                    "phase column of manifest.csv")
         step = float(np.median(diffs))
         bad = np.flatnonzero(np.abs(diffs - step) > self.spacing_tol * step)
         if bad.size:
@@ -356,6 +561,15 @@ class DicomSeriesReader(ImageReader):
             raise VolumeReadError("DICOM series folder not found", file=folder,
                                   fix="check the path in manifest.csv (relative to the cohort)")
         items = self._select(folder, _read_dicom_headers(folder))
+        if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for _, ds in items):
+            series = self._series_of(folder, items)  # enhanced multi-frame: one time point?
+            if series.n_frames > 1:
+                raise InvalidVolumeError(
+                    f"dynamic series of {series.n_frames} time points where one 3D volume is "
+                    "expected", file=folder,
+                    fix="write 'dynamic' in the phase column of its manifest.csv row (phases "
+                        "are then chosen by study.yaml's dynamic section, docs/data.md)")
+            return self._finish(series.array[..., 0], series.affine, folder)
         files = self._check_geometry(folder, items)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in files])
@@ -375,20 +589,77 @@ class DicomSeriesReader(ImageReader):
         ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
         return self._finish(array, ras, folder)
 
+    def _series_of(self, folder: Path, items: list[tuple[Path, Any]]) -> DynamicSeries:
+        from medimp.data.dicom_dynamic import read_dynamic_dicom
 
-READERS: dict[str, type[ImageReader]] = {
-    NiftiReader.name: NiftiReader,
-    DicomSeriesReader.name: DicomSeriesReader,
-}
+        array, affine, times, source = read_dynamic_dicom(folder, [f for f, _ in items],
+                                                          self.spacing_tol)
+        return self._finish_series(array, affine, times, source, folder)
+
+    def read_series(self, path: str | os.PathLike[str]) -> DynamicSeries:
+        """A dynamic series from a folder: classic files split into time points, or enhanced
+        multi-frame files read through their per-frame functional groups."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise VolumeReadError("DICOM series folder not found", file=folder,
+                                  fix="check the path in manifest.csv (relative to the cohort)")
+        return self._series_of(folder, self._select(folder, _read_dicom_headers(folder)))
 
 
 def get_reader(name: str, **kwargs: Any) -> ImageReader:
-    """Create a reader by name (``"nifti"`` or ``"dicom"``)."""
-    try:
-        return READERS[name](**kwargs)
-    except KeyError:
-        raise VolumeReadError(f"unknown reader {name!r}; choose one of {sorted(READERS)}",
-                              fix="use 'nifti' or 'dicom'") from None
+    """Create a registered reader by name (``"nifti"``, ``"dicom"``, see :func:`list_readers`)."""
+    if name not in _READERS:
+        raise VolumeReadError(f"unknown reader {name!r}; choose one of {list_readers()}",
+                              fix=f"use one of {list_readers()}")
+    return _READERS[name](**kwargs)
+
+
+def _guess_reader(path: Path) -> str:
+    if not path.exists():
+        raise VolumeReadError("file not found", file=path,
+                              fix="check the path in manifest.csv (relative to the cohort)")
+    for name, cls in _READERS.items():
+        try:
+            if cls().verify_suffix(path):
+                return name
+        except TypeError:  # a reader that needs arguments cannot be guessed
+            continue
+    raise VolumeReadError(
+        f"unknown image format {''.join(path.suffixes) or '(no suffix)'}", file=path,
+        fix="convert to NIfTI (.nii.gz) or list the DICOM series folder instead")
+
+
+def _make_reader(path: Path, reader: str | None, series_uid: str | None,
+                 check_finite: bool) -> ImageReader:
+    reader = reader or _guess_reader(path)
+    kwargs: dict[str, Any] = {"check_finite": check_finite}
+    if series_uid is not None or reader == "dicom":
+        kwargs["series_uid"] = series_uid
+    return get_reader(reader, **kwargs)
+
+
+def read_series(
+    path: str | os.PathLike[str],
+    *,
+    reader: str | None = None,
+    series_uid: str | None = None,
+    check_finite: bool = True,
+) -> DynamicSeries:
+    """Read one dynamic (4D) acquisition: a 4D NIfTI or a dynamic DICOM series folder.
+
+    Args:
+        path: a ``.nii``/``.nii.gz`` file (time as the 4th axis), or a folder holding one
+            dynamic DICOM series (classic or enhanced multi-frame).
+        reader: force a reader by name instead of guessing.
+        series_uid: for a DICOM folder holding several series, the one to read.
+        check_finite: raise :class:`InvalidVolumeError` on NaN/Inf voxels.
+
+    Raises:
+        VolumeReadError, InvalidVolumeError: as :func:`read_volume`, plus frame times that are
+            not one per frame or not increasing, and time points of different geometry.
+    """
+    path = Path(path)
+    return _make_reader(path, reader, series_uid, check_finite).read_series(path)
 
 
 def read_volume(
@@ -411,19 +682,4 @@ def read_volume(
             for the specific cases); InvalidVolumeError: unusable content.
     """
     path = Path(path)
-    if reader is None:
-        if not path.exists():
-            raise VolumeReadError("file not found", file=path,
-                                  fix="check the path in manifest.csv (relative to the cohort)")
-        if path.is_dir():
-            reader = "dicom"
-        elif NiftiReader().verify_suffix(path):
-            reader = "nifti"
-        else:
-            raise VolumeReadError(
-                f"unknown image format {''.join(path.suffixes) or '(no suffix)'}", file=path,
-                fix="convert to NIfTI (.nii.gz) or list the DICOM series folder instead")
-    kwargs: dict[str, Any] = {"check_finite": check_finite}
-    if reader == "dicom":
-        kwargs["series_uid"] = series_uid
-    return get_reader(reader, **kwargs).read(path)
+    return _make_reader(path, reader, series_uid, check_finite).read(path)

@@ -22,7 +22,9 @@ import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data.cohort import Cohort, _load
-from medimp.data.readers import read_volume
+from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.readers import read_series, read_volume
+from medimp.study import DYNAMIC_PHASE
 
 __all__ = ["ValidationReport", "validate_cohort"]
 
@@ -36,7 +38,10 @@ class ValidationReport:
         errors: problems that make the cohort unusable as is.
         warnings: legal but noteworthy findings.
         summary: counts (patients, exams, volumes, files, exams per label, volumes per phase,
-            phases per exam as {number of phases: exams}, outcome counts with missing).
+            phases per exam as {number of phases: exams}, outcome counts with missing);
+            ``geometry``: per exam ("P001 D15") its shape, spacing and field of view (mm, RAS
+            axes); ``dynamic``: per dynamic exam the chosen frames and times
+            (:meth:`medimp.data.dynamic.FrameSelection.to_dict`).
     """
 
     root: Path
@@ -69,23 +74,53 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]) -> list[Problem]:
-    """Read one image and return its problems, located at its first manifest row."""
+def _read_checked(cohort: Cohort, path: Path, first: dict[str, Any]) -> tuple[Any, Any]:
+    """The volume to check (a dynamic series' first chosen frame) and the frame selection."""
+    uid = first.get("series_uid")
+    uid = uid if isinstance(uid, str) and uid else None
+    if first["phase"] != DYNAMIC_PHASE:
+        return read_volume(path, check_finite=False, series_uid=uid), None
+    from medimp.data.dynamic import select_frames
+
+    series = read_series(path, check_finite=False, series_uid=uid)
+    finite = np.isfinite(series.array)
+    if not finite.all():
+        return series.frame(int(np.argmin(finite.reshape(-1, series.n_frames).all(0)))), None
+    selection = select_frames(series, cohort.study)
+    return series.frame(next(iter(selection.frames.values()))), selection
+
+
+def _geometry(vol: Any) -> dict[str, Any]:
+    return {"shape": [int(s) for s in vol.shape],
+            "spacing_ras": [round(s, 3) for s in world_spacing(vol.affine)],
+            "fov_mm": [round(f, 1) for f in field_of_view(vol.affine, vol.shape)]}
+
+
+def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]
+                 ) -> tuple[list[Problem], dict[str, Any]]:
+    """Read one image and return its problems, located at its first manifest row, and what
+    it says about the exam (``geometry``, ``dynamic``)."""
     first = rows[0]
     where = {"file": rel, "patient": first["patient_id"], "exam": first["exam"],
              "phase": first["phase"]}
     also = f" (file shared by {len(rows)} manifest rows)" if len(rows) > 1 else ""
     path = cohort._resolve(rel)
     try:
-        uid = first.get("series_uid")
-        vol = read_volume(path, check_finite=False,
-                          series_uid=uid if isinstance(uid, str) and uid else None)
+        vol, selection = _read_checked(cohort, path, first)
     except MedimpDataError as exc:
         p = exc.to_problem()
-        return [Problem("error", problem=p.problem + also, fix=p.fix, **where)]
+        if p.file and Path(p.file) != path:  # a file inside a series folder: name that file
+            inner = Path(p.file)
+            where["file"] = (inner.relative_to(cohort.root).as_posix()
+                             if inner.is_relative_to(cohort.root) else str(inner))
+        return [Problem("error", problem=p.problem + also, fix=p.fix, **where)], {}
     except Exception as exc:  # an unexpected library failure must not stop the report
         return [Problem("error", problem=f"unreadable ({type(exc).__name__}: {exc}){also}",
-                        fix="export the image again", **where)]
+                        fix="export the image again", **where)], {}
+    info: dict[str, Any] = {"geometry": _geometry(vol)}
+    if selection is not None:
+        info["dynamic"] = selection.to_dict()
+        info["dynamic"]["file"] = rel
     out = []
     a = vol.array
     finite = np.isfinite(a)
@@ -101,13 +136,13 @@ def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]) -> list[P
             "warning", problem=f"constant volume: every voxel is {float(a.min()):g}{also}",
             fix="check the export; a blank volume carries no image information (normalisation "
                 "leaves it at 0)", **where))
-    return out
+    return out, info
 
 
 def _summary(cohort: Cohort, n_files: int) -> dict[str, Any]:
     study = cohort.study
     keys = cohort.exam_keys()
-    phases = Counter(cohort.manifest["phase"])
+    phases = Counter(ph for p, e in keys for ph in cohort.phases_of(p, e))
     exams = Counter(e for _, e in keys)
     n_phases = Counter(len(cohort.phases_of(p, e)) for p, e in keys)
     outcomes: dict[str, dict[str, int]] = {}
@@ -125,6 +160,7 @@ def _summary(cohort: Cohort, n_files: int) -> dict[str, Any]:
         "exams": len(keys),
         "exam_rows": len(cohort.exams),
         "volumes": len(cohort.manifest),
+        "dynamic_series": int((cohort.manifest["phase"] == DYNAMIC_PHASE).sum()),
         "files": n_files,
         "exams_per_label": {e: exams.get(e, 0) for e in study.exam_names},
         "volumes_per_phase": {ph: phases.get(ph, 0) for ph in study.phase_names},
@@ -217,17 +253,29 @@ def validate_cohort(
         if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
             key = (rel, uid if isinstance(uid, str) and uid else None)
             files.setdefault(key, []).append(rec)
+    geometry: dict[str, Any] = {}
+    dynamic: dict[str, Any] = {}
     if read_images:
         total = len(files)
         for i, ((rel, _), rows) in enumerate(files.items()):
-            for p in _check_image(cohort, rel, rows):
+            problems, info = _check_image(cohort, rel, rows)
+            for p in problems:
                 (report.errors if p.severity == "error" else report.warnings).append(p)
+            exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
+            if "geometry" in info:
+                geometry.setdefault(exam_key, info["geometry"])
+            if "dynamic" in info:
+                dynamic[exam_key] = info["dynamic"]
             if progress is not None:
                 progress(i + 1, total)
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))
         report.summary = _summary(cohort, len(files))
+        if geometry:
+            report.summary["geometry"] = geometry
+        if dynamic:
+            report.summary["dynamic"] = dynamic
     except Exception:  # the tables were broken; their errors are already listed
         report.summary = {}
     return report

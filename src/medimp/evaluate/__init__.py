@@ -8,7 +8,14 @@ importable from their modules.
 from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.labels import make_labels, survival_table, task_name
 from medimp.evaluate.metrics import MetricsFile, Record, read_metrics, write_metrics
-from medimp.evaluate.probes import KNNProbe, LogisticProbe, ProbeError
+from medimp.evaluate.probes import (
+    KNNProbe,
+    LogisticProbe,
+    ProbeError,
+    create_probe,
+    list_probes,
+    register_probe,
+)
 from medimp.evaluate.run import EvalConfig, EvalResult, evaluate
 
 __all__ = [
@@ -20,9 +27,12 @@ __all__ = [
     "MetricsFile",
     "ProbeError",
     "Record",
+    "create_probe",
     "evaluate",
+    "list_probes",
     "make_labels",
     "read_metrics",
+    "register_probe",
     "survival_table",
     "task_name",
     "write_metrics",

@@ -1,7 +1,8 @@
-"""What the evaluation needs from a cohort: the study, the tables, and patient-grouped splits.
+"""What the evaluation needs from a cohort: the cohort itself, and patient-grouped splits.
 
 The evaluation reads the cohort through :func:`medimp.data.read_cohort` (validation, patient_id
-as str). The splits come from :func:`medimp.data.patient_kfold` and every split is checked with
+as str) and uses :class:`medimp.data.Cohort` as it is (exam order, imaged exams, truth). The
+splits come from :func:`medimp.data.patient_kfold` and every split is checked with
 :func:`medimp.data.assert_no_patient_leak`, so that the whole project has one splitter.
 """
 
@@ -9,78 +10,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medimp.data import assert_no_patient_leak, patient_kfold, read_cohort
-from medimp.study import Study
+from medimp.data import Cohort, assert_no_patient_leak, patient_kfold, read_cohort
+from medimp.errors import MedimpError
 
-__all__ = ["CohortTables", "EvaluationError", "check_no_leak", "load_tables", "patient_splits"]
+__all__ = ["EvaluationError", "check_no_leak", "load_cohort", "patient_splits"]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MedimpError):
     """Input the evaluation cannot use; the message names the file/patient and the fix."""
 
 
-@dataclass
-class CohortTables:
-    """The parts of a cohort the evaluation reads (never the images, except for the report)."""
-
-    root: Path
-    study: Study
-    patients: pd.DataFrame
-    exams: pd.DataFrame
-    manifest: pd.DataFrame
-    truth: pd.DataFrame | None
-    cohort: Any = None  # the medimp.data.Cohort it came from (images, prompts)
-
-    @property
-    def exam_order(self) -> dict[str, int]:
-        """Exam label -> position in the study's follow-up order (for 'latest exam')."""
-        return {name: i for i, name in enumerate(self.study.exam_names)}
-
-    def imaged_exams(self) -> pd.DataFrame:
-        """Rows of ``exams.csv`` that have at least one image in the manifest."""
-        if self.manifest.empty:
-            return self.exams
-        keys = self.manifest[["patient_id", "exam"]].drop_duplicates()
-        return self.exams.merge(keys, on=["patient_id", "exam"], how="inner")
-
-
-def load_tables(cohort: Any) -> CohortTables:
-    """Read the cohort at ``cohort`` (a path or an already-read ``medimp.data.Cohort``)."""
-    if isinstance(cohort, CohortTables):
+def load_cohort(cohort: Cohort | str | os.PathLike[str]) -> Cohort:
+    """The cohort at ``cohort`` (a path, read with :func:`medimp.data.read_cohort`), or
+    ``cohort`` itself when it is already a :class:`medimp.data.Cohort`."""
+    if isinstance(cohort, Cohort):
         return cohort
     if isinstance(cohort, str | os.PathLike):
-        cohort = read_cohort(Path(cohort))
-    for attr in ("root", "study", "patients", "exams"):
-        if not hasattr(cohort, attr):
-            raise EvaluationError(f"expected a cohort path or medimp.data.Cohort, got {cohort!r}")
-    manifest = getattr(cohort, "manifest", None)
-    if manifest is None:
-        manifest = pd.DataFrame(columns=["patient_id", "exam", "phase", "path"])
-    truth = getattr(cohort, "truth", None)
-
-    def _ids(df: pd.DataFrame) -> pd.DataFrame:
-        df = df.copy()
-        df["patient_id"] = df["patient_id"].astype(str)
-        if "exam" in df.columns:
-            df["exam"] = df["exam"].astype(str)
-        return df
-
-    return CohortTables(
-        root=Path(cohort.root),
-        study=cohort.study,
-        patients=_ids(cohort.patients),
-        exams=_ids(cohort.exams),
-        manifest=_ids(manifest),
-        truth=None if truth is None else _ids(truth),
-        cohort=cohort,
-    )
+        return read_cohort(Path(cohort))
+    raise EvaluationError(f"expected a cohort path or medimp.data.Cohort, got {cohort!r}")
 
 
 def patient_splits(

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError, check_no_leak, patient_splits
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError, check_no_leak, patient_splits
 from medimp.evaluate.embeddings import level_data
 from medimp.evaluate.probes import group_mean
 
@@ -80,7 +81,7 @@ def make_splits(patients: np.ndarray, y: np.ndarray, n_splits: int, repeats: int
 
 
 def cross_validate(features: pd.DataFrame, patients: np.ndarray, y: np.ndarray, *,
-                   level: str, tables: CohortTables, splits: list[Split],
+                   level: str, tables: Cohort, splits: list[Split],
                    make_probe: Callable[[], object]) -> CVResult:
     """Fit ``make_probe()`` on each training fold, score the test fold (per patient).
 

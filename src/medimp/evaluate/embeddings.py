@@ -6,7 +6,8 @@ oracle) use the same layout with named feature columns. The evaluation uses thre
 
 * ``exam``: each exam is a sample (its patient's label); predictions are averaged per patient;
 * ``patient_mean``: one sample per patient, the mean of its exams' features;
-* ``patient_latest``: one sample per patient, its latest exam (study order of exams).
+* ``patient_latest``: one sample per patient, its latest exam (the cohort's exam order: days
+  after transplant, then study order; :meth:`medimp.data.Cohort.sort_exams`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError
 
 __all__ = ["LEVELS", "LevelData", "check_embeddings", "feature_columns", "level_data",
            "read_embeddings"]
@@ -106,12 +108,15 @@ def check_embeddings(df: pd.DataFrame, method: str, cohort_patients: set[str],
         )
 
 
-def _exam_rank(tables: CohortTables, exams: pd.Series) -> np.ndarray:
-    order = tables.exam_order
-    return np.array([order.get(str(e), -1) for e in exams])
+def _exam_rank(cohort: Cohort, rows: pd.DataFrame) -> np.ndarray:
+    """Each row's rank in the cohort's exam order (days after transplant, then study order)."""
+    keys = [cohort.exam_sort_key(str(p), str(e))
+            for p, e in zip(rows["patient_id"], rows["exam"], strict=True)]
+    rank = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return np.array([rank[k] for k in keys], dtype=np.int64)
 
 
-def level_data(df: pd.DataFrame, level: str, tables: CohortTables,
+def level_data(df: pd.DataFrame, level: str, tables: Cohort,
                patients: np.ndarray) -> LevelData:
     """Samples of ``level`` for ``patients`` (in that order for patient levels).
 
@@ -126,7 +131,7 @@ def level_data(df: pd.DataFrame, level: str, tables: CohortTables,
     written = {"patient_mean": "patient", "patient_latest": "patient_latest"}.get(level)
     if level == "exam":
         rows = exam_rows.copy()
-        rows["_rank"] = _exam_rank(tables, rows["exam"])
+        rows["_rank"] = _exam_rank(tables, rows)
         rows = rows.sort_values(["patient_id", "_rank"], kind="stable")
     elif written and (df["level"] == written).any():
         rows = df[(df["level"] == written) & df["patient_id"].isin(keep)]
@@ -137,7 +142,7 @@ def level_data(df: pd.DataFrame, level: str, tables: CohortTables,
         rows = grouped.loc[list(map(str, patients))].reset_index()
         rows["exam"] = None
     else:
-        ranked = exam_rows.assign(_rank=_exam_rank(tables, exam_rows["exam"]))
+        ranked = exam_rows.assign(_rank=_exam_rank(tables, exam_rows))
         ranked = ranked.sort_values(["patient_id", "_rank"], kind="stable")
         rows = ranked.groupby("patient_id").tail(1).set_index("patient_id").loc[
             list(map(str, patients))].reset_index()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import EvaluationError, load_tables
+from medimp.evaluate._cohort import EvaluationError, load_cohort
 
 __all__ = ["DAYS_PER_YEAR", "make_labels", "survival_table", "task_name"]
 
@@ -37,7 +37,7 @@ def make_labels(cohort: Any, horizon_years: int, threshold: float | None = None)
         One row per patient: ``patient_id``, ``label`` (0/1, or -1 when unknown), ``known``
         (bool) and ``reason`` ("graft_loss", "egfr" or "unknown").
     """
-    tables = load_tables(cohort)
+    tables = load_cohort(cohort)
     out = tables.study.outcomes
     if horizon_years not in out.egfr:
         raise EvaluationError(
@@ -92,7 +92,7 @@ def survival_table(cohort: Any, event: str = "graft_loss",
     """
     if event not in ("graft_loss", "poor_status"):
         raise ValueError(f"unknown survival event {event!r}; use 'graft_loss' or 'poor_status'")
-    tables = load_tables(cohort)
+    tables = load_cohort(cohort)
     out = tables.study.outcomes
     pats = tables.patients
     if out.followup_days not in pats.columns or out.graft_loss not in pats.columns:

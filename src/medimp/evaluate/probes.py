@@ -9,11 +9,12 @@ when several samples (exams) belong to one patient. Nothing from a test fold rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn import config_context
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_curve
@@ -22,13 +23,76 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medimp.errors import MedimpError
 from medimp.evaluate.bootstrap import auc
 
-__all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "group_mean", "youden_threshold"]
+__all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
+           "list_probes", "register_probe", "youden_threshold"]
 
 
-class ProbeError(ValueError):
+class ProbeError(MedimpError):
     """The training data cannot fit a probe (e.g. too few patients of one class)."""
+
+
+# --- registry (the mechanism of medimp.models._registry) ---------------------------------------
+
+_PROBES: dict[str, tuple[type, dict[str, str]]] = {}
+#: Options every probe takes from the evaluation config (argument -> config field).
+_COMMON_OPTIONS = {"inner_splits": "inner_splits", "seed": "seed"}
+
+
+def register_probe(cls: type | None = None, *, name: str | None = None,
+                   options: Mapping[str, str] | None = None) -> Any:
+    """Register a probe class under ``name`` (default: the class name).
+
+    Usable as ``@register_probe`` or ``@register_probe(name="...", options={...})``.
+
+    Args:
+        cls: a scikit-learn classifier taking ``seed``, ``inner_splits`` and ``impute``.
+        name: the name in ``EvalConfig.probes`` and ``metrics.json``.
+        options: constructor argument -> field of the evaluation config that sets it (e.g.
+            ``{"Cs": "Cs"}``), besides ``inner_splits`` and ``seed``.
+    """
+
+    def deco(c: type) -> type:
+        key = name or c.__name__
+        if key in _PROBES and _PROBES[key][0] is not c:
+            raise ProbeError(f"probe {key!r} is already registered")
+        _PROBES[key] = (c, {**_COMMON_OPTIONS, **(options or {})})
+        return c
+
+    return deco(cls) if cls is not None else deco
+
+
+def list_probes() -> list[str]:
+    """Names accepted by :func:`create_probe`, sorted."""
+    return sorted(_PROBES)
+
+
+def create_probe(name: str, config: Any = None, **kw: Any) -> BaseEstimator:
+    """Build the probe ``name``, its options taken from ``config`` then ``kw``.
+
+    Args:
+        name: a registered name, see :func:`list_probes`.
+        config: an ``EvalConfig`` (any object with the probe's option fields), or None.
+        **kw: constructor arguments that win over ``config`` (e.g. ``impute=True``).
+
+    Raises:
+        ProbeError: unknown name (the message lists the known ones) or invalid option.
+    """
+    if name not in _PROBES:
+        raise ProbeError(f"unknown probe {name!r}; choose one of: {', '.join(list_probes())}")
+    cls, options = _PROBES[name]
+    args: dict[str, Any] = {}
+    if config is not None:
+        for arg, fld in options.items():
+            value = getattr(config, fld)
+            args[arg] = tuple(value) if isinstance(value, list) else value
+    args.update(kw)
+    try:
+        return cls(**args)
+    except TypeError as exc:  # an option the probe does not know
+        raise ProbeError(f"probe {name!r}: {exc}") from exc
 
 
 def group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +190,7 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)
 
 
+@register_probe(name="logistic", options={"Cs": "Cs"})
 class LogisticProbe(_InnerCVProbe):
     """StandardScaler + L2 logistic regression; ``C`` and threshold from inner grouped CV.
 
@@ -158,6 +223,7 @@ class LogisticProbe(_InnerCVProbe):
         return float(self.best_param_)
 
 
+@register_probe(name="knn", options={"ks": "knn_ks"})
 class KNNProbe(_InnerCVProbe):
     """StandardScaler + k-nearest-neighbours (cosine); ``k`` and threshold from inner CV.
 
@@ -186,11 +252,3 @@ class KNNProbe(_InnerCVProbe):
     def k_(self) -> int:
         """The chosen neighbour count."""
         return int(self.best_param_)
-
-
-def make_probe(name: str, seed: int = 0, **kw) -> _InnerCVProbe:
-    """Build a probe by name (``logistic`` or ``knn``)."""
-    probes = {"logistic": LogisticProbe, "knn": KNNProbe}
-    if name not in probes:
-        raise ValueError(f"unknown probe {name!r}; choose from {sorted(probes)}")
-    return clone(probes[name](seed=seed, **kw))

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
 
@@ -114,7 +115,7 @@ def heldout_patients(run_dir: Path) -> list[str] | None:
     return [str(p) for p in val] if val else None
 
 
-def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: int,
+def retrieval_for_runs(tables: Cohort, methods: Mapping[str, Any], seed: int,
                        skipped: list[Skipped]) -> list[RetrievalRecord]:
     """Retrieval and zero-shot for every medimp (text-prompt) run given as a run dir."""
     out = []
@@ -125,34 +126,36 @@ def retrieval_for_runs(tables: CohortTables, methods: Mapping[str, Any], seed: i
             continue
         try:
             out.append(_one_run(tables, name, Path(src), seed))
-        except (ValueError, ImportError, FileNotFoundError, KeyError) as exc:
+        except (ValueError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
     return out
 
 
 def _has_text_tower(run_dir: Path) -> bool:
-    """True for a medimp (text-prompt) run; other methods have no text tower to retrieve."""
+    """True for a run whose objective has a text tower (medimp); others have none to retrieve."""
+    from medimp.train import load_run_info
+    from medimp.train.objectives import get_objective
+
     try:
-        from medimp.train import load_run_info
-
         info = load_run_info(run_dir)
-    except (ImportError, ValueError):
+        return get_objective(info.get("method", (info.get("config") or {}).get("method"))
+                             ).text_tower
+    except ValueError:  # not a run, or its objective is not registered here
         return False
-    return info.get("method", (info.get("config") or {}).get("method")) == "medimp"
 
 
-def _one_run(tables: CohortTables, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
+def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
     from medimp.prompts import build_prompts
     from medimp.train import embed, load_text_tower
 
     try:
         tower = load_text_tower(run_dir)
-    except (ValueError, OSError, ImportError) as exc:  # TrainError: not a medimp run
+    except (ValueError, OSError) as exc:  # TrainError: not a medimp run
         raise EvaluationError(f"{run_dir}: no text tower ({exc}); retrieval needs a medimp "
                               "(text-prompt) run") from exc
     held = heldout_patients(run_dir)
     feats = embed(run_dir, tables.root, projected=True)  # the shared image-text space
-    prompts = build_prompts(tables.cohort, seed=seed)
+    prompts = build_prompts(tables, seed=seed)
     prompts = prompts.sort_values("variant").drop_duplicates(["patient_id", "exam"])
     rows = feats[feats["level"] == "exam"].merge(
         prompts[["patient_id", "exam", "prompt"]], on=["patient_id", "exam"])

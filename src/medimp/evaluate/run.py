@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medimp import __version__
 from medimp._io import atomic_path
-from medimp.evaluate._cohort import CohortTables, EvaluationError, load_tables
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError, load_cohort
 from medimp.evaluate.baselines import clinical_features, oracle_features
 from medimp.evaluate.bootstrap import bootstrap_metrics, paired_auc_difference
 from medimp.evaluate.cv import CVResult, cross_validate, make_splits
@@ -48,7 +49,7 @@ from medimp.evaluate.metrics import (
     TaskCount,
     write_metrics,
 )
-from medimp.evaluate.probes import KNNProbe, LogisticProbe, ProbeError
+from medimp.evaluate.probes import ProbeError, create_probe
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "load_method"]
 
@@ -126,11 +127,8 @@ def load_method(name: str, source: str | os.PathLike[str] | pd.DataFrame,
         return read_embeddings(source)
     path = Path(source)
     if path.is_dir():
-        try:
-            from medimp.train import embed
-        except ImportError as exc:
-            raise EvaluationError(f"method {name!r}: {path} is a run dir but medimp.train.embed "
-                                  "is not available; pass an embeddings file instead") from exc
+        from medimp.train import embed
+
         return read_embeddings(embed(path, cohort_path))
     return read_embeddings(path)
 
@@ -139,7 +137,7 @@ def _source(src: Any) -> str:
     return "DataFrame" if isinstance(src, pd.DataFrame) else str(src)
 
 
-def _task_counts(tables: CohortTables, horizons: list[int], threshold: float | None):
+def _task_counts(tables: Cohort, horizons: list[int], threshold: float | None):
     counts, labels = [], {}
     for k in horizons:
         lab = make_labels(tables, k, threshold)
@@ -153,11 +151,7 @@ def _task_counts(tables: CohortTables, horizons: list[int], threshold: float | N
 
 
 def _probe_factory(cfg: EvalConfig, probe: str, impute: bool) -> Callable[[], Any]:
-    if probe == "logistic":
-        return lambda: LogisticProbe(Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
-                                     seed=cfg.seed, impute=impute)
-    return lambda: KNNProbe(ks=tuple(cfg.knn_ks), inner_splits=cfg.inner_splits,
-                            seed=cfg.seed, impute=impute)
+    return lambda: create_probe(probe, cfg, impute=impute)
 
 
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
@@ -180,7 +174,7 @@ def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     cohort_path = Path(cohort_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = load_tables(cohort_path)
+    tables = load_cohort(cohort_path)
     threshold = tables.study.outcomes.threshold if cfg.threshold is None else cfg.threshold
     counts, labels = _task_counts(tables, cfg.horizons, threshold)
     skipped: list[Skipped] = []

@@ -21,7 +21,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medimp.evaluate._cohort import CohortTables, EvaluationError
+from medimp.data import Cohort
+from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.bootstrap import bootstrap_indices
 from medimp.evaluate.cv import Split, make_splits
 from medimp.evaluate.embeddings import level_data
@@ -51,7 +52,7 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     return float(concordance_index(time, -np.asarray(risk), event))
 
 
-def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: CohortTables, *,
+def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohort, *,
                        n_splits: int, repeats: int, seed: int, n_components: int = 5,
                        penalizer: float = 0.1, n_boot: int = 1000,
                        impute: bool = False) -> SurvivalResult:

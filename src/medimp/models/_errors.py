@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from medimp.errors import MedimpError
+
 __all__ = ["CheckpointError", "ModelError", "TextModelError"]
 
 
-class ModelError(ValueError):
+class ModelError(MedimpError):
     """A model cannot be built or used as asked (unknown name, bad option, bad input shape)."""
 
 

@@ -22,11 +22,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from medimp.data.cohort import Cohort, leakage_reason
 from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import value_to_word
 from medimp.prompts.errors import ColumnError, LeakageError, PromptError
 from medimp.prompts.templates import DATE_SLOT, check_prompt, check_template, fill_template
-from medimp.study import Study, TextVariable
+from medimp.study import Study
 
 __all__ = [
     "PROMPT_COLUMNS",
@@ -49,29 +50,10 @@ _TABLE_FILE = {"patients": "patients.csv", "exams": "exams.csv"}
 
 def default_bank(study: Study | None = None, n: int = 10) -> ParaphraseBank:
     """The ``rules`` backend's bank of ``n`` variants of the study's templates (offline)."""
-    from medimp.prompts.augment import rules_bank
+    from medimp.prompts.paraphrase import rules_bank
     from medimp.study import default_study
 
     return rules_bank(study or default_study(), n=n)
-
-
-def leakage_reason(study: Study, var: TextVariable, exam: str) -> str | None:
-    """Why ``var`` may not enter the prompt of ``exam`` (None if it may)."""
-    if var.known_at == "followup":
-        return (f"variable {var.name!r} (column {var.column!r}) is known only at follow-up, "
-                f"after exam {exam!r}")
-    if var.column in study.outcomes.columns():
-        return (f"variable {var.name!r} reads outcome column {var.column!r}, known only after "
-                f"exam {exam!r}")
-    if var.from_exam is not None:
-        days = {e.name: e.days for e in study.exams}
-        if days[var.from_exam] > days[exam]:
-            return (f"variable {var.name!r} is measured at exam {var.from_exam!r}, later than "
-                    f"exam {exam!r}")
-    if var.table == "patients" and var.known_at == "exam" and var.from_exam is None:
-        return (f"variable {var.name!r}: a patients.csv column 'known at the exam' needs "
-                "from_exam (which exam measured it)")
-    return None
 
 
 def check_columns(study: Study, exams_df: pd.DataFrame, patients_df: pd.DataFrame) -> None:
@@ -92,39 +74,10 @@ def check_columns(study: Study, exams_df: pd.DataFrame, patients_df: pd.DataFram
             )
 
 
-class _Tables:
-    """Row lookup by patient and (patient, exam), built once."""
-
-    def __init__(self, study: Study, exams_df: pd.DataFrame, patients_df: pd.DataFrame):
-        check_columns(study, exams_df, patients_df)
-        self.study = study
-        ex = exams_df.assign(patient_id=exams_df["patient_id"].astype(str),
-                             exam=exams_df["exam"].astype(str))
-        dup = ex.duplicated(["patient_id", "exam"], keep=False)
-        if dup.any():
-            first = ex[dup].iloc[0]
-            raise PromptError(f"exams.csv: patient {first.patient_id} exam {first.exam} has "
-                              f"{int(dup.sum())} rows; keep one row per patient-exam")
-        pa = patients_df.assign(patient_id=patients_df["patient_id"].astype(str))
-        if pa["patient_id"].duplicated().any():
-            raise PromptError(f"patients.csv: patient "
-                              f"{pa['patient_id'][pa['patient_id'].duplicated()].iloc[0]} has "
-                              "several rows; keep one row per patient")
-        self.exams = ex.set_index(["patient_id", "exam"])
-        self.patients = pa.set_index("patient_id")
-
-    def keys(self) -> list[tuple[str, str]]:
-        return list(self.exams.index)
-
-    def value(self, var: TextVariable, patient_id: str, exam: str) -> object:
-        if var.table == "patients":
-            if patient_id not in self.patients.index:
-                return None
-            return self.patients.at[patient_id, var.column]
-        key = (patient_id, var.from_exam or exam)
-        if key not in self.exams.index:
-            return None
-        return self.exams.at[key, var.column]
+def _cohort_of(study: Study, exams_df: pd.DataFrame, patients_df: pd.DataFrame) -> Cohort:
+    """Tables given in memory as a :class:`medimp.data.Cohort` (a read cohort is used as is)."""
+    check_columns(study, exams_df, patients_df)
+    return Cohort.from_tables(study, exams_df, patients_df)
 
 
 def _exam_spec(study: Study, patient_id: str, exam: str):
@@ -138,10 +91,10 @@ def _exam_spec(study: Study, patient_id: str, exam: str):
         ) from None
 
 
-def _values(tables: _Tables, patient_id: str, exam: str, on_leak: str = "error"
+def _values(cohort: Cohort, patient_id: str, exam: str, on_leak: str = "error"
             ) -> dict[str, object]:
     """Variable -> raw table value allowed in this exam's prompt (None: missing or dropped)."""
-    study = tables.study
+    study = cohort.study
     _exam_spec(study, patient_id, exam)
     out: dict[str, object] = {}
     for var in study.variables:
@@ -153,17 +106,17 @@ def _values(tables: _Tables, patient_id: str, exam: str, on_leak: str = "error"
                                    "fix known_at/from_exam)")
             out[var.name] = None
             continue
-        out[var.name] = tables.value(var, patient_id, exam)
+        out[var.name] = cohort.value_at(var, patient_id, exam)
     return out
 
 
-def _words(tables: _Tables, patient_id: str, exam: str, rng: np.random.Generator | None,
+def _words(cohort: Cohort, patient_id: str, exam: str, rng: np.random.Generator | None,
            on_leak: str = "error", *, values: dict[str, object] | None = None
            ) -> dict[str, str | None]:
-    values = values if values is not None else _values(tables, patient_id, exam, on_leak)
+    values = values if values is not None else _values(cohort, patient_id, exam, on_leak)
     where = f"patient {patient_id} exam {exam}"
     return {var.name: value_to_word(var, values[var.name], rng=rng, where=where)
-            for var in tables.study.variables}
+            for var in cohort.study.variables}
 
 
 def exam_words(study_or_cohort, *args) -> dict[str, str | None]:
@@ -177,17 +130,16 @@ def exam_words(study_or_cohort, *args) -> dict[str, str | None]:
         ColumnError: a column named in study.yaml is absent.
         PromptError: unknown exam, value that cannot be binned.
     """
-    if hasattr(study_or_cohort, "exams") and hasattr(study_or_cohort, "study") and len(args) == 2:
+    if isinstance(study_or_cohort, Cohort) and len(args) == 2:
         cohort = study_or_cohort
-        study, exams_df, patients_df = cohort.study, cohort.exams, cohort.patients
         patient_id, exam = args
     elif len(args) == 4:
-        study = study_or_cohort
         exams_df, patients_df, patient_id, exam = args
+        cohort = _cohort_of(study_or_cohort, exams_df, patients_df)
     else:
         raise TypeError("exam_words(study, exams_df, patients_df, patient_id, exam) or "
                         "exam_words(cohort, patient_id, exam)")
-    return _words(_Tables(study, exams_df, patients_df), str(patient_id), str(exam), rng=None)
+    return _words(cohort, str(patient_id), str(exam), rng=None)
 
 
 def _resolve_bank(study: Study, bank: ParaphraseBank | str | os.PathLike[str] | None
@@ -236,17 +188,26 @@ def build_prompts_from_tables(
     for var in study.variables:
         check_template(var.template, var, where="study.yaml")
     bank = _resolve_bank(study, bank)
-    tables = _Tables(study, exams_df, patients_df)
-    keys = tables.keys() if keys is None else [(str(p), str(e)) for p, e in keys]
+    cohort = _cohort_of(study, exams_df, patients_df)
+    if keys is None:
+        keys = zip(cohort.exams["patient_id"], cohort.exams["exam"], strict=True)
+    return _build(cohort, bank, seed, keys, on_leak)
+
+
+def _build(cohort: Cohort, bank: ParaphraseBank, seed: int,
+           keys: Iterable[tuple[str, str]], on_leak: Literal["error", "drop"] = "error"
+           ) -> pd.DataFrame:
+    """The prompts of ``keys`` (see :func:`build_prompts_from_tables`)."""
+    study = cohort.study
     rows: list[tuple[str, str, int, str]] = []
     empty = []
-    for patient_id, exam in keys:
+    for patient_id, exam in [(str(p), str(e)) for p, e in keys]:
         where = f"patient {patient_id} exam {exam}"
         phrase = _exam_spec(study, patient_id, exam).phrase
         rng = _rng(seed, patient_id, exam)
-        values = _values(tables, patient_id, exam, on_leak)
+        values = _values(cohort, patient_id, exam, on_leak)
         for i in range(bank.n):
-            words = _words(tables, patient_id, exam, rng, values=values)
+            words = _words(cohort, patient_id, exam, rng, values=values)
             sentences = []
             for var in study.variables:
                 word = words[var.name]
@@ -296,9 +257,9 @@ def build_prompts(cohort, bank: ParaphraseBank | str | os.PathLike[str] | None =
         bank = cohort_bank(cohort)
         if bank is not None:
             log.info("using the cohort's paraphrase bank %s", bank)
-    keys = cohort.exam_keys() if hasattr(cohort, "exam_keys") else None
-    return build_prompts_from_tables(cohort.study, cohort.exams, cohort.patients, bank=bank,
-                                     seed=seed, keys=keys)
+    for var in cohort.study.variables:
+        check_template(var.template, var, where="study.yaml")
+    return _build(cohort, _resolve_bank(cohort.study, bank), seed, cohort.exam_keys())
 
 
 def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -324,10 +285,10 @@ def explain_exam(
     Returns:
         ([(variable, "table.column", raw value, words or None)], [prompt of each variant]).
     """
-    tables = _Tables(study, exams_df, patients_df)
+    cohort = _cohort_of(study, exams_df, patients_df)
     patient_id, exam = str(patient_id), str(exam)
-    words = _words(tables, patient_id, exam, rng=None)
-    rows = [(v.name, f"{_TABLE_FILE[v.table]}:{v.column}", tables.value(v, patient_id, exam),
+    words = _words(cohort, patient_id, exam, rng=None)
+    rows = [(v.name, f"{_TABLE_FILE[v.table]}:{v.column}", cohort.value_at(v, patient_id, exam),
              words[v.name]) for v in study.variables]
     df = build_prompts_from_tables(study, exams_df, patients_df, bank=bank, seed=seed,
                                    keys=[(patient_id, exam)])

@@ -1,6 +1,8 @@
-"""Typed errors of the prompts stage (all ``ValueError``s, as every medimp stage error)."""
+"""Typed errors of the prompts stage (all :class:`medimp.errors.MedimpError`)."""
 
 from __future__ import annotations
+
+from medimp.errors import MedimpError
 
 __all__ = [
     "BackendError",
@@ -14,7 +16,7 @@ __all__ = [
 ]
 
 
-class PromptError(ValueError):
+class PromptError(MedimpError):
     """Base class: clinical values could not be turned into prompts."""
 
 

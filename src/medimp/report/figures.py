@@ -7,6 +7,7 @@ nothing is written to disk, so the HTML page can embed the images and stay self-
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from collections.abc import Mapping
 
@@ -95,15 +96,14 @@ def _project(X: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     from sklearn.preprocessing import StandardScaler
 
     X = StandardScaler().fit_transform(np.nan_to_num(X))
-    try:
-        import umap  # optional dependency (pip install medimp[umap])
+    # umap is an optional dependency (pip install medimp[umap]): absent -> PCA; present but
+    # broken -> its own error, not a silent PCA
+    if len(X) > 10 and importlib.util.find_spec("umap") is not None:
+        import umap
 
-        if len(X) > 10:
-            emb = umap.UMAP(n_components=2, random_state=seed,
-                            n_neighbors=min(15, len(X) - 1)).fit_transform(X)
-            return emb, "UMAP"
-    except ImportError:
-        pass
+        emb = umap.UMAP(n_components=2, random_state=seed,
+                        n_neighbors=min(15, len(X) - 1)).fit_transform(X)
+        return emb, "UMAP"
     k = min(2, X.shape[1], len(X))
     z = PCA(n_components=k, random_state=seed).fit_transform(X)
     if k < 2:
@@ -182,4 +182,32 @@ def volume_slices(volumes: Mapping[str, np.ndarray], title: str) -> str:
         ax.set_title(phase, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
+def dynamic_curve(selection: Mapping[str, object], title: str) -> str:
+    """The arrival curve of one dynamic series (mean intensity per frame), with the detected
+    or given contrast arrival and the frame chosen for each phase marked.
+
+    Args:
+        selection: :meth:`medimp.data.dynamic.FrameSelection.to_dict` of the series.
+        title: figure title (patient and exam).
+    """
+    curve = np.asarray(selection["curve"], dtype=float)
+    times = selection.get("frame_times")
+    x = np.asarray(times, dtype=float) if times is not None else np.arange(curve.size)
+    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    ax.plot(x, curve, "-o", color="0.4", markersize=3, label="mean intensity")
+    arrival = selection.get("arrival_s")
+    if arrival is not None and times is not None:
+        ax.axvline(float(arrival), color="tab:red", linestyle="--", linewidth=1,
+                   label=f"arrival {float(arrival):.1f} s")
+    frames = selection["frames"]
+    for i, (phase, f) in enumerate(frames.items()):  # type: ignore[union-attr]
+        ax.plot(x[int(f)], curve[int(f)], "o", markersize=8, color=f"C{i}",
+                label=f"{phase}: frame {int(f)}")
+    ax.set_xlabel("seconds after the first frame" if times is not None else "frame")
+    ax.set_ylabel("mean intensity")
+    ax.set_title(f"{title} ({selection['method']})", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
     return _png(fig)

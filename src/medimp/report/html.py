@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_write_text
-from medimp.evaluate._cohort import CohortTables, load_tables
+from medimp.data import Cohort
+from medimp.evaluate._cohort import load_cohort
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
@@ -116,14 +117,14 @@ def _histories(metrics: MetricsFile) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _example_volumes(tables: CohortTables, n_exams: int = 2) -> list[str]:
+def _example_volumes(tables: Cohort, n_exams: int = 2) -> list[str]:
     """Middle slices of every phase of the first patient's first exams (read by medimp.data)."""
-    cohort = tables.cohort
-    if cohort is None or tables.manifest.empty:
+    cohort = tables
+    if tables.manifest.empty:
         return []
     out = []
     pid = sorted(tables.manifest["patient_id"].unique())[0]
-    for exam in [e for e in tables.study.exam_names if cohort.phases_of(pid, e)][:n_exams]:
+    for exam in [e for p, e in cohort.exam_keys() if p == pid][:n_exams]:
         vols = {}
         for phase in cohort.phases_of(pid, exam):
             try:
@@ -135,15 +136,22 @@ def _example_volumes(tables: CohortTables, n_exams: int = 2) -> list[str]:
         if vols:
             out.append(_img(figures.volume_slices(vols, f"patient {pid}, exam {exam}"),
                             f"{pid} {exam}"))
+        try:
+            sel = cohort.dynamic_selection(pid, exam)
+        except ValueError:  # its error is in `medimp validate`; the report goes on
+            sel = None
+        if sel is not None:
+            out.append(_img(figures.dynamic_curve(sel.to_dict(), f"patient {pid}, exam {exam}"),
+                            f"{pid} {exam} dynamic curve"))
     return out
 
 
-def _example_prompts(tables: CohortTables, n: int = 6) -> pd.DataFrame | None:
-    try:
-        from medimp.prompts import build_prompts
+def _example_prompts(tables: Cohort, n: int = 6) -> pd.DataFrame | None:
+    from medimp.prompts import build_prompts
 
-        prompts = build_prompts(tables.cohort)
-    except (ImportError, ValueError, KeyError):  # cohort whose tables cannot make prompts
+    try:
+        prompts = build_prompts(tables)
+    except (ValueError, KeyError):  # cohort whose tables cannot make prompts
         return None
     if prompts.empty:
         return None
@@ -151,7 +159,7 @@ def _example_prompts(tables: CohortTables, n: int = 6) -> pd.DataFrame | None:
     return first[["patient_id", "exam", "variant", "prompt"]]
 
 
-def _map_section(eval_dir: Path, tables: CohortTables, metrics: MetricsFile) -> str:
+def _map_section(eval_dir: Path, tables: Cohort, metrics: MetricsFile) -> str:
     emb_dir = eval_dir / "embeddings"
     if not emb_dir.is_dir() or not metrics.header.horizons:
         return '<p class="note">No embeddings saved.</p>'
@@ -189,7 +197,7 @@ def write_report(eval_dir: str | os.PathLike[str],
     h = metrics.header
     out_html = Path(out_html) if out_html else eval_dir / "report.html"
     try:
-        tables: CohortTables | None = load_tables(Path(h.cohort))
+        tables: Cohort | None = load_cohort(Path(h.cohort))
     except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         tables = None
     parts = [f"<h1>medimp evaluation — {html.escape(Path(h.cohort).name)}</h1>",

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_dir, atomic_write_bytes, atomic_write_text
+from medimp.errors import MedimpError
 from medimp.simulate.anatomy import draw_patient_geometry, exam_anatomy
 from medimp.simulate.clinical import simulate_clinical
 from medimp.simulate.kinetics import exam_kinetics
@@ -35,7 +36,7 @@ _PHASE_JITTER_S = {"arterial": 4.0, "tubular": 15.0}
 _N_FIGURE_PATIENTS = 3
 
 
-class SimulationError(ValueError):
+class SimulationError(MedimpError):
     """Invalid simulator arguments (sizes, patient count, output folder)."""
 
 

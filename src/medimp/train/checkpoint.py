@@ -23,6 +23,7 @@ from torch import nn
 
 from medimp._io import atomic_path, atomic_write_text
 from medimp.train.config import PretrainConfig, TrainError, config_from_dict
+from medimp.train.objectives import get_objective
 
 __all__ = [
     "FORMAT",
@@ -180,7 +181,8 @@ def load_image_tower(run_dir: str | os.PathLike[str]) -> tuple[ImageTower, Any]:
 
 
 def load_text_tower(run_dir: str | os.PathLike[str]) -> Callable[[list[str]], torch.Tensor]:
-    """A callable ``list[str] -> [N, embed_dim]`` L2-normalised text embeddings (medimp runs).
+    """A callable ``list[str] -> [N, embed_dim]`` L2-normalised text embeddings (runs of an
+    objective with a text tower, e.g. medimp).
 
     The frozen part of the text encoder is re-read from the model path recorded in
     ``model.json``; the trained layers and the projection come from ``model.safetensors``.
@@ -190,7 +192,7 @@ def load_text_tower(run_dir: str | os.PathLike[str]) -> Callable[[list[str]], to
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
     cfg = _config(info, run_dir)
-    if cfg.method != "medimp":
+    if not get_objective(cfg.method).text_tower:
         raise TrainError(f"{run_dir}: a {cfg.method} run has no text tower")
     text_path = info.get("text_model_path") or cfg.text.path
     enc = create_text_encoder(text_path, pooling=cfg.text.pooling, freeze=cfg.text.freeze,

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
+from medimp.errors import MedimpError
 
 __all__ = [
     "ConfigError",
@@ -39,10 +40,7 @@ __all__ = [
     "save_config",
 ]
 
-Method = Literal["medimp", "image_ssl", "tabular_clip", "random_init"]
-
-
-class TrainError(ValueError):
+class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
 
 
@@ -122,10 +120,14 @@ class OptimConfig(_Strict):
 class PretrainConfig(_Strict):
     """Everything ``medimp pretrain`` needs besides the cohort and the output folder."""
 
-    method: Method = Field("medimp", description="'medimp': image vs text prompts (CLIP); "
-                           "'image_ssl': two augmented views of an exam (SimCLR-style); "
-                           "'tabular_clip': image vs an MLP of the prompts' clinical variables; "
-                           "'random_init': the same encoder, untrained.")
+    method: str = Field("medimp", description="Pretraining objective, a name registered in "
+                        "medimp.train.objectives: 'medimp': image vs text prompts (CLIP); "
+                        "'image_ssl': two augmented views of an exam (SimCLR-style); "
+                        "'tabular_clip': image vs an MLP of the prompts' clinical variables; "
+                        "'random_init': the same encoder, untrained.")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="Options of the "
+                                           "method's own (its objective's Options model; "
+                                           "the built-in methods have none).")
     seed: int = Field(0, description="Seed of weights, data order, augmentation, paraphrases.")
     image_encoder: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig,
                                               description="3D image encoder.")
@@ -166,17 +168,36 @@ class PretrainConfig(_Strict):
     mlflow: bool = Field(False, description="Also log to MLflow (if installed) under ./mlruns.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in steps.")
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, v: str) -> str:
+        from medimp.train.objectives import get_objective
+
+        get_objective(v)  # ConfigError (a ValueError) listing the registered names
+        return v
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _check_data_configs(self) -> PretrainConfig:
+    def _check_method_options(self) -> PretrainConfig:
+        from medimp.train.objectives import get_objective
+
+        options = get_objective(self.method).Options
         try:
-            from medimp.data import AugmentConfig, PreprocessConfig
-        except ImportError:  # data stage not installed: validated when training starts
-            return self
+            options.model_validate(self.method_options)
+        except ValidationError as exc:
+            raise ValueError("method_options of " + repr(self.method) + ": " + "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors())) from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_data_configs(self) -> PretrainConfig:
+        from medimp.data import AugmentConfig, PreprocessConfig
+
         PreprocessConfig.model_validate(self.preprocess)
         if self.augment is not None:
             AugmentConfig.model_validate(self.augment)
@@ -198,16 +219,15 @@ class PretrainConfig(_Strict):
 
     def architecture(self) -> dict[str, Any]:
         """The options that fix the shapes of the weights (must match to resume or load)."""
-        arch: dict[str, Any] = {
+        from medimp.train.objectives import create_objective
+
+        return {
             "method": self.method,
             "image_encoder": self.image_encoder.model_dump(mode="json"),
             "embed_dim": self.embed_dim,
             "loss": self.loss.name,
+            **create_objective(self.method, self).architecture(),
         }
-        if self.method == "medimp":
-            arch["text"] = {"path": self.text.path, "pooling": self.text.pooling,
-                            "freeze": self.text.freeze}
-        return arch
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

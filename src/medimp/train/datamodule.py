@@ -1,9 +1,11 @@
-"""Data for pretraining: patient-grouped split, prompts / tabular features, patient-aware order.
+"""Data for pretraining: patient-grouped split, the objective's item fields, patient-aware order.
 
-Batches are dicts (see :mod:`medimp.train.module`). The training order is drawn by
-:class:`PatientInterleavedSampler`: each epoch, every patient's exams are shuffled and dealt
-round by round (one exam of each patient per round, patients shuffled per round), so a batch
-rarely holds two exams of one patient; the loss masks those that remain.
+Batches are dicts (see :mod:`medimp.train.module`); what an objective adds to each item (prompts,
+clinical features, a second view) comes from its ``item_fields`` (``medimp.train.objectives``).
+The training order is drawn by :class:`PatientInterleavedSampler`: each epoch, every patient's
+exams are shuffled and dealt round by round (one exam of each patient per round, patients
+shuffled per round), so a batch rarely holds two exams of one patient; the loss masks those
+that remain.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medimp.train.config import ConfigError, PretrainConfig, TrainError
+from medimp.train.objectives import ItemFields, Objective, PretrainData, create_objective
 
 __all__ = [
     "PatientInterleavedSampler",
@@ -103,6 +105,8 @@ class PatientInterleavedSampler(Sampler[int]):
 class TabularFeaturizer:
     """The prompts' clinical variables as numbers, for the ``tabular_clip`` baseline.
 
+    The values known at each exam come from :class:`medimp.data.features.ClinicalFeatures`
+    (the one clinical feature builder; a value not known at an exam is missing there).
     Numeric variables are standardised with training-patient statistics, categorical ones
     one-hot encoded; a missing value is 0 plus a 0/1 indicator column. Follows scikit-learn's
     contract (``fit`` returns self, learned state ends in ``_``).
@@ -111,64 +115,38 @@ class TabularFeaturizer:
     def __init__(self, missing_indicator: bool = True) -> None:
         self.missing_indicator = missing_indicator
 
-    @staticmethod
-    def _raw(cohort: Any, keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
-        from medimp.prompts.build import leakage_reason
-
-        idx = pd.MultiIndex.from_tuples(list(keys), names=["patient_id", "exam"])
-        frame = pd.DataFrame(index=idx)
-        pats = cohort.patients.set_index("patient_id")
-        exams = cohort.exams.set_index(["patient_id", "exam"])
-        for var in cohort.study.variables:
-            table = pats if var.table == "patients" else exams
-            if var.column not in table.columns:
-                raise TrainError(f"{cohort.root}: study.yaml variable {var.name!r} reads column "
-                                 f"{var.column!r}, which {var.table}.csv lacks")
-            if var.table == "patients":
-                vals = table[var.column].reindex([p for p, _ in keys]).to_numpy()
-            else:
-                vals = table[var.column].reindex(idx).to_numpy()
-            # the prompts' leakage guard: a value not known at an exam is missing for that exam
-            leaky = np.array([leakage_reason(cohort.study, var, e) is not None for _, e in keys],
-                             dtype=bool)
-            frame[var.name] = pd.Series(vals, index=idx).mask(leaky)
-        return frame
-
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
-        raw = self._raw(cohort, keys)
+        from medimp.data.features import ClinicalFeatures
+
+        self.features_ = ClinicalFeatures("variables", sep="=").fit(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         self.columns_: list[str] = []
         self.stats_: dict[str, dict[str, Any]] = {}
-        for var in cohort.study.variables:
-            col = raw[var.name]
-            if var.kind == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float)
+        for f, (name, cols) in zip(self.features_.features_, self.features_.groups_,
+                                   strict=True):
+            if f.kind == "numeric":
+                x = table[name]
                 mean = float(np.nanmean(x)) if x.notna().any() else 0.0
                 std = float(np.nanstd(x)) if x.notna().sum() > 1 else 1.0
-                self.stats_[var.name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
-                self.columns_.append(var.name)
+                self.stats_[name] = {"kind": "numeric", "mean": mean, "std": std or 1.0}
             else:
-                cats = sorted(str(c) for c in (var.categories or {}))
-                self.stats_[var.name] = {"kind": "categorical", "categories": cats}
-                self.columns_.extend(f"{var.name}={c}" for c in cats)
+                self.stats_[name] = {"kind": "categorical", "categories": list(f.categories)}
+            self.columns_.extend(cols)
             if self.missing_indicator:
-                self.columns_.append(f"{var.name}:missing")
+                self.columns_.append(f"{name}:missing")
         return self
 
     def transform(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-        raw = self._raw(cohort, keys)
+        table = self.features_.transform(cohort, keys)
         cols = []
-        for var in cohort.study.variables:
-            st = self.stats_[var.name]
-            col = raw[var.name]
+        for name, group in self.features_.groups_:
+            st = self.stats_[name]
+            x = table[group].to_numpy(dtype=float)
+            miss = np.isnan(x).all(axis=1)
             if st["kind"] == "numeric":
-                x = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
-                miss = ~np.isfinite(x)
-                cols.append(np.where(miss, 0.0, (x - st["mean"]) / st["std"]))
+                cols.append(np.where(miss, 0.0, (x[:, 0] - st["mean"]) / st["std"]))
             else:
-                s = col.astype("string")
-                miss = s.isna().to_numpy()
-                cols.extend((s == c).fillna(False).to_numpy().astype(float)
-                            for c in st["categories"])
+                cols.extend(np.nan_to_num(x[:, k], nan=0.0) for k in range(x.shape[1]))
             if self.missing_indicator:
                 cols.append(miss.astype(float))
         return np.stack(cols, axis=1).astype(np.float32)
@@ -179,19 +157,12 @@ class TabularFeaturizer:
 
 
 class _Items(Dataset):
-    """Adds the method's pairing data to the items of ``medimp.data.ExamDataset``."""
+    """The items of ``medimp.data.ExamDataset`` plus the objective's fields."""
 
-    def __init__(self, base: Any, patient_index: dict[str, int], method: str, *,
-                 prompts: dict[tuple[str, str], list[str]] | None = None,
-                 view2: Any = None,
-                 tabular: dict[tuple[str, str], np.ndarray] | None = None,
-                 content: dict[tuple[str, str], int] | None = None) -> None:
-        self.base, self.view2 = base, view2
-        self.content = content
+    def __init__(self, base: Any, patient_index: dict[str, int], fields: ItemFields) -> None:
+        self.base = base
         self.patient_index = patient_index
-        self.method = method
-        self.prompts = prompts
-        self.tabular = tabular
+        self.fields = fields
 
     def __len__(self) -> int:
         return len(self.base)
@@ -204,9 +175,9 @@ class _Items(Dataset):
         return [str(k[0]) for k in self.base.keys]
 
     def set_epoch(self, epoch: int) -> None:
-        for ds in (self.base, self.view2):
-            if ds is not None and hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+        self.fields.set_epoch(epoch)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.base[i]
@@ -214,16 +185,7 @@ class _Items(Dataset):
         out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
                                "patient_idx": self.patient_index[pid], "index": i,
                                "patient_id": pid, "exam": exam}
-        if self.method == "medimp":
-            assert self.prompts is not None
-            out["prompts"] = self.prompts[(pid, exam)]
-            if self.content is not None:
-                out["content_idx"] = self.content[(pid, exam)]
-        elif self.method == "image_ssl":
-            out["image2"] = torch.as_tensor(self.view2[i]["image"])
-        elif self.method == "tabular_clip":
-            assert self.tabular is not None
-            out["tabular"] = torch.from_numpy(self.tabular[(pid, exam)])
+        out.update(self.fields(i, pid, exam))
         return out
 
 
@@ -242,18 +204,27 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class PretrainDataModule(LightningDataModule):
-    """Reads the cohort once, splits patients, and serves the method's batches.
+    """Reads the cohort once, splits patients, and serves the objective's batches.
 
-    All checks that can fail (cohort, split sizes, prompts, variables) run in ``__init__``, so
-    a bad input stops the run before a model is built.
+    All checks that can fail (cohort, split sizes, the objective's data: prompts, variables)
+    run in ``__init__``, so a bad input stops the run before a model is built.
+
+    Args:
+        cohort_path: cohort folder.
+        config: the run's config.
+        cache_dir: preprocessed-volume cache (None: the data stage's default).
+        objective: the run's objective (default: a new one of ``config.method``); its data-side
+            hooks run here.
     """
 
     def __init__(self, cohort_path: str | os.PathLike[str], config: PretrainConfig,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 objective: Objective | None = None) -> None:
         super().__init__()
         from medimp.data import read_cohort
 
         self.cfg = config
+        self.objective = objective or create_objective(config.method, config)
         self.cohort_path = Path(cohort_path)
         self.cohort = read_cohort(self.cohort_path)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -273,79 +244,33 @@ class PretrainDataModule(LightningDataModule):
             self.train_patients, self.val_patients = train_p, val_p
         self.train_keys = [k for k in keys if k[0] not in val_set]
         self.val_keys = [k for k in keys if k[0] in val_set]
-        if config.method != "random_init" and config.batch_size > len(self.train_keys):
+        if self.objective.trains and config.batch_size > len(self.train_keys):
             raise TrainError(
                 f"{self.cohort_path}: batch_size {config.batch_size} is larger than the "
                 f"training split ({len(self.train_keys)} exams of {len(train_p)} patients after "
                 f"holding out {len(val_p)} for validation); lower batch_size or val_fraction")
-        if config.method == "image_ssl" and self.augment is None:
-            raise ConfigError("image_ssl needs augmentation (two different views of an exam); "
+        why = self.objective.needs_augmentation
+        if why and self.augment is None:
+            raise ConfigError(f"{config.method} needs augmentation ({why}); "
                               "set augment to a mapping, e.g. augment: {}")
-        self.prompts: dict[tuple[str, str], list[str]] | None = None
-        self.content: dict[tuple[str, str], int] | None = None
-        if config.method == "medimp":
-            self.prompts = self._load_prompts(keys)
-            if config.loss.same_content_mask:
-                self.content = self._content_ids(keys)
-        self.featurizer: TabularFeaturizer | None = None
-        if config.method == "tabular_clip":
-            self.featurizer = TabularFeaturizer(config.tabular.missing_indicator)
-            self.featurizer.fit(self.cohort, self.train_keys)
+        self.data = PretrainData(cohort=self.cohort, cohort_path=self.cohort_path, keys=keys,
+                                 train_keys=self.train_keys, preprocess=self.preprocess,
+                                 augment=self.augment, cache_dir=self.cache_dir,
+                                 seed=config.seed)
+        self.objective.prepare(self.data)
         self.in_channels = (len(self.cohort.study.phases)
                             if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1)
 
-    def _load_prompts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-        from medimp.prompts import build_prompts
-
-        df = build_prompts(self.cohort, seed=self.cfg.seed)
-        out: dict[tuple[str, str], list[str]] = {}
-        for (pid, exam), grp in df.sort_values("variant").groupby(["patient_id", "exam"],
-                                                                  sort=False):
-            out[(str(pid), str(exam))] = [str(p) for p in grp["prompt"] if str(p).strip()]
-        missing = [k for k in keys if not out.get(k)]
-        if missing:
-            shown = ", ".join(f"patient {p} exam {e}" for p, e in missing[:5])
-            raise TrainError(f"{self.cohort_path}: no prompt for {len(missing)} exam(s) "
-                             f"({shown}); check exams.csv/patients.csv and study.yaml")
-        return out
-
-    def _content_ids(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """One id per distinct set of prompt words (the binned facts an exam's prompts state)."""
-        from medimp.prompts import exam_words
-
-        ids: dict[tuple, int] = {}
-        return {k: ids.setdefault(tuple(sorted(exam_words(self.cohort, *k).items())), len(ids))
-                for k in keys}
-
-    def unique_prompts(self) -> list[str]:
-        """Every distinct prompt of the run (for precomputing a frozen text encoder)."""
-        if not self.prompts:
-            return []
-        return sorted({p for v in self.prompts.values() for p in v})
-
     def _dataset(self, keys: list[tuple[str, str]], augment: bool) -> _Items:
-        from medimp.data import ExamDataset
-
-        aug = self.augment if augment else None
-        base = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir, augment=aug,
-                           seed=self.cfg.seed, keys=keys)
-        view2 = None
-        if self.cfg.method == "image_ssl":
-            # the second view: same exams, another augmentation stream
-            view2 = ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir,
-                                augment=self.augment, seed=self.cfg.seed + 7919, keys=keys)
-        tab = None
-        if self.featurizer is not None:
-            rows = self.featurizer.transform(self.cohort, keys)
-            tab = {k: rows[j] for j, k in enumerate(keys)}
-        return _Items(base, self.patient_index, self.cfg.method, prompts=self.prompts,
-                      view2=view2, tabular=tab, content=self.content)
+        base = self.data.exam_dataset(keys, augment=augment, seed=self.cfg.seed)
+        return _Items(base, self.patient_index, self.objective.item_fields(self.data, keys))
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is None:
-            aug = self.cfg.method == "image_ssl" or self.augment is not None
-            self.train_set = self._dataset(self.train_keys, augment=aug)
-            self.val_set = self._dataset(self.val_keys, augment=self.cfg.method == "image_ssl")
+            # an objective that needs augmentation sees augmented validation batches too
+            needs = bool(self.objective.needs_augmentation)
+            self.train_set = self._dataset(self.train_keys, augment=True)
+            self.val_set = self._dataset(self.val_keys, augment=needs)
 
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0

@@ -2,7 +2,8 @@
 
 Rows: one per exam (``level="exam"``), one per patient as the mean of its exams
 (``level="patient"``, ``exam="mean"``), and one per patient from its latest exam
-(``level="patient_latest"``, ``exam`` = that exam). Columns: patient_id, exam, level,
+(``level="patient_latest"``, ``exam`` = that exam, by :meth:`medimp.data.Cohort.sort_exams`:
+days after transplant, then the study's exam order). Columns: patient_id, exam, level,
 e0..e{D-1}. By default the encoder's features (before the projection head) are embedded, as
 is usual for linear probes; ``projected=True`` gives the shared-space embeddings.
 """
@@ -21,19 +22,6 @@ from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
 
 __all__ = ["embed"]
-
-
-def _exam_order(cohort) -> dict[tuple[str, str], float]:
-    """Sort key per (patient, exam): days after transplant, else the study's exam order."""
-    order = {name: i for i, name in enumerate(cohort.study.exam_names)}
-    days: dict[tuple[str, str], float] = {}
-    ex = cohort.exams
-    has_days = "days_post_transplant" in ex.columns
-    for row in ex.itertuples(index=False):
-        pid, exam = str(row.patient_id), str(row.exam)
-        d = float(row.days_post_transplant) if has_days else np.nan
-        days[(pid, exam)] = d if np.isfinite(d) else 1e6 + order.get(exam, 0)
-    return days
 
 
 @torch.no_grad()
@@ -113,11 +101,11 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     pat = exam_df.groupby("patient_id", sort=True)[cols].mean().reset_index()
     pat.insert(1, "exam", "mean")
     pat.insert(2, "level", "patient")
-    order = _exam_order(cohort)
-    exam_df["_t"] = [order.get(k, 0.0) for k in rows_id]
-    latest = (exam_df.sort_values(["patient_id", "_t"]).groupby("patient_id", sort=True).tail(1)
-              .drop(columns="_t").assign(level="patient_latest"))
-    exam_df = exam_df.drop(columns="_t")
+    # the cohort's one exam order (days after transplant, then study order)
+    latest_keys = set(cohort.latest_exams(rows_id).items())
+    is_latest = [k in latest_keys for k in rows_id]
+    latest = (exam_df[is_latest].sort_values("patient_id", kind="stable")
+              .assign(level="patient_latest"))
     df = pd.concat([exam_df, pat, latest], ignore_index=True)[["patient_id", "exam", "level",
                                                                  *cols]]
     df["patient_id"] = df["patient_id"].astype(str)

@@ -1,14 +1,14 @@
-"""The Lightning module: image tower + (text | second view | tabular) tower + contrastive loss.
+"""The Lightning module: the shared image tower + the objective's towers and loss.
 
-The module speaks a batch-dict interface, so the same code serves every method:
+The module speaks a batch-dict interface, the same for every objective:
 
 * ``image``: float [B, C, D, H, W]; ``patient_idx``: long [B]; ``index``: long [B] (item index);
-* ``medimp``: ``prompts``: list of B lists of paraphrases (one drawn per sample per step);
-* ``image_ssl``: ``image2``: a second augmented view of the same exams;
-* ``tabular_clip``: ``tabular``: float [B, T] (standardised clinical variables + indicators).
+* plus the objective's own fields (``medimp.train.objectives``), e.g. ``prompts`` (medimp),
+  ``image2`` (image_ssl), ``tabular`` (tabular_clip).
 
-Under DDP the embeddings (and patient indices) of every process are gathered, with gradients,
-before the loss, so the negatives span the global batch.
+A step is ``objective.loss(self, objective.embed(self, batch, stage), batch)``: the objective
+owns the towers besides the image tower (registered here under the names it gives), the
+forward pass and the loss; under DDP its loss gathers the embeddings of every process.
 """
 
 from __future__ import annotations
@@ -24,32 +24,15 @@ from torch import nn
 from torch.nn.functional import normalize
 
 from medimp.train.config import PretrainConfig
+from medimp.train.objectives import create_objective
 
-__all__ = ["PretrainModule", "WarmupCosine", "draw_prompts", "is_distributed"]
-
-# a fixed stream id for validation draws, so the validation loss is comparable between epochs
-_VAL_STREAM = 2**31 - 1
+__all__ = ["PretrainModule", "WarmupCosine", "is_distributed", "param_groups"]
 
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one process."""
     return (torch.distributed.is_available() and torch.distributed.is_initialized()
             and torch.distributed.get_world_size() > 1)
-
-
-def draw_prompts(prompts: list[list[str]], indices: list[int], seed: int, step: int) -> list[str]:
-    """One paraphrase per sample, drawn from (seed, step, item index) only.
-
-    Seeded per sample rather than from a global stream, so the draw is the same with any number
-    of processes or workers, and after a resume.
-    """
-    out = []
-    for variants, idx in zip(prompts, indices, strict=True):
-        if not variants:
-            raise ValueError(f"item {idx}: no prompt to draw from")
-        rng = np.random.default_rng([seed, step, idx])
-        out.append(variants[int(rng.integers(len(variants)))])
-    return out
 
 
 class WarmupCosine:
@@ -72,16 +55,20 @@ class WarmupCosine:
 
 def param_groups(module: nn.Module, optim: Any) -> list[dict[str, Any]]:
     """Optimizer parameter groups: no weight decay on biases, norms and the temperature; the
-    trainable layers of the pretrained text encoder at ``lr * optim.text_lr_scale``."""
-    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    towers the objective names in ``lr_scales()`` (e.g. medimp's pretrained text encoder) at
+    ``lr`` times their factor."""
+    objective = getattr(module, "objective", None)
+    scales = objective.lr_scales() if objective is not None else {}
+    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name.lower()
-        buckets.setdefault((name.startswith("text_encoder."), not no_decay), []).append(p)
+        tower = name.split(".", 1)[0] if name.split(".", 1)[0] in scales else ""
+        buckets.setdefault((tower, not no_decay), []).append(p)
     return [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
-             "lr": optim.lr * (optim.text_lr_scale if text else 1.0)}
-            for (text, decay), params in sorted(buckets.items())]
+             "lr": optim.lr * scales.get(tower, 1.0)}
+            for (tower, decay), params in sorted(buckets.items())]
 
 
 class PretrainModule(LightningModule):
@@ -90,37 +77,24 @@ class PretrainModule(LightningModule):
     Args:
         config: the run's ``PretrainConfig`` as a JSON-able dict (stored in checkpoints).
         in_channels: number of phases stacked as channels.
-        n_tabular: input size of the tabular tower (``tabular_clip`` only).
+        tower_args: sizes the objective's towers take from the data
+            (``Objective.tower_args()``, e.g. tabular_clip's number of clinical features).
     """
 
-    def __init__(self, config: dict[str, Any], in_channels: int, n_tabular: int = 0) -> None:
+    def __init__(self, config: dict[str, Any], in_channels: int,
+                 tower_args: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from medimp.models import ClipLoss, ProjectionHead, SigLipLoss, create_image_encoder
+        from medimp.models import ProjectionHead, create_image_encoder
 
         self.cfg = PretrainConfig.model_validate(config)
         cfg = self.cfg
+        self.objective = create_objective(cfg.method, cfg)
         self.image_encoder = create_image_encoder(cfg.image_encoder.name, in_channels,
                                                   **cfg.image_encoder.kwargs)
         self.image_proj = ProjectionHead(self.image_encoder.num_features, cfg.embed_dim)
-        self.text_encoder: nn.Module | None = None
-        self.text_proj: nn.Module | None = None
-        self.tabular_encoder: nn.Module | None = None
-        if cfg.method == "medimp":
-            from medimp.models import create_text_encoder
-
-            self.text_encoder = create_text_encoder(cfg.text.path, pooling=cfg.text.pooling,
-                                                    freeze=cfg.text.freeze, cache=cfg.text.cache)
-            self.text_proj = ProjectionHead(self.text_encoder.num_features, cfg.embed_dim)
-        elif cfg.method == "tabular_clip":
-            from medimp.models import create_tabular_encoder
-
-            if n_tabular < 1:
-                raise ValueError("tabular_clip needs at least one clinical variable")
-            # the featurizer already standardised, filled and flagged missing values
-            self.tabular_encoder = create_tabular_encoder(n_tabular, cfg.embed_dim,
-                                                          missing_indicators=False)
-        self.loss_fn = ClipLoss() if cfg.loss.name == "clip" else SigLipLoss()
+        for name, tower in self.objective.build(cfg.embed_dim, **(tower_args or {})).items():
+            self.add_module(name, tower)
         if cfg.channels_last:
             self.image_encoder.to(memory_format=torch.channels_last_3d)
 
@@ -134,50 +108,14 @@ class PretrainModule(LightningModule):
             return feats
         return normalize(self.image_proj(feats).float(), dim=-1)
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised text embeddings in the shared space (``medimp`` runs)."""
-        if self.text_encoder is None or self.text_proj is None:
-            raise RuntimeError(f"a {self.cfg.method} run has no text tower")
-        hidden = self.text_encoder(list(texts)).to(self.device)
-        return normalize(self.text_proj(hidden).float(), dim=-1)
-
-    def encode_tabular(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised tabular embeddings (``tabular_clip`` runs)."""
-        assert self.tabular_encoder is not None
-        return normalize(self.tabular_encoder(x).float(), dim=-1)
-
     # ------------------------------------------------------------------------------------- loss
-    def pair(self, batch: dict[str, Any], stage: str = "train"
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two sets of embeddings that the loss pulls together, row by row."""
-        img = self.encode_image(batch["image"])
-        method = self.cfg.method
-        if method == "medimp":
-            step = self.global_step if stage == "train" else _VAL_STREAM
-            idx = [int(i) for i in batch["index"]]
-            texts = draw_prompts(batch["prompts"], idx, self.cfg.seed, step)
-            return img, self.encode_text(texts)
-        if method == "image_ssl":
-            return img, self.encode_image(batch["image2"])
-        if method == "tabular_clip":
-            return img, self.encode_tabular(batch["tabular"])
-        raise RuntimeError(f"method {method!r} does not train")
+    def embed(self, batch: dict[str, Any], stage: str = "train") -> dict[str, torch.Tensor]:
+        """The objective's embeddings of a batch (or of a slice of one)."""
+        return self.objective.embed(self, batch, stage)
 
     def compute_loss(self, batch: dict[str, Any], stage: str = "train") -> torch.Tensor:
-        """Contrastive loss over the global batch (all processes), patient-masked."""
-        a, b = self.pair(batch, stage)
-        groups = batch["patient_idx"].to(a.device).long()
-        content = batch.get("content_idx")
-        content = None if content is None else content.to(a.device).long()
-        if is_distributed():
-            from medimp.models.distributed import gather_no_grad, gather_with_grad
-
-            a, b = gather_with_grad(a), gather_with_grad(b)
-            groups = gather_no_grad(groups)
-            content = None if content is None else gather_no_grad(content)
-        exclude = None if content is None else content[:, None] == content[None, :]
-        return self.loss_fn(a, b, groups=groups if self.cfg.loss.patient_mask else None,
-                            exclude=exclude)
+        """The objective's loss of a batch (over all processes' embeddings under DDP)."""
+        return self.objective.loss(self, self.embed(batch, stage), batch)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -197,7 +135,7 @@ class PretrainModule(LightningModule):
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
                  sync_dist=is_distributed())
-        scale = getattr(self.loss_fn, "logit_scale", None)
+        scale = getattr(getattr(self, "loss_fn", None), "logit_scale", None)
         if isinstance(scale, torch.Tensor):
             self.log("temperature_inv", scale.detach().exp(), on_step=False, on_epoch=True,
                      batch_size=bs, sync_dist=is_distributed())
@@ -236,23 +174,17 @@ class PretrainModule(LightningModule):
             "python": [py_state[0], list(py_state[1]), py_state[2]],
         }
         checkpoint["medimp_architecture"] = self.cfg.architecture()
-        # the frozen text weights are the pretrained model's: 90 MB per checkpoint for MiniLM,
-        # written every epoch, for nothing; on_load_checkpoint puts them back
+        # weights the objective does not store (e.g. a frozen pretrained text encoder, 90 MB
+        # per checkpoint for MiniLM, written every epoch); on_load_checkpoint puts them back
         state = checkpoint.get("state_dict", {})
-        for key in self._frozen_text_keys():
+        for key in self.objective.unsaved_keys(self):
             state.pop(key, None)
-
-    def _frozen_text_keys(self) -> list[str]:
-        if self.text_encoder is None:
-            return []
-        trainable = {n for n, p in self.text_encoder.named_parameters() if p.requires_grad}
-        return [f"text_encoder.{k}" for k in self.text_encoder.state_dict() if k not in trainable]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict")
         if state is not None:
             own = self.state_dict()
-            for key in self._frozen_text_keys():
+            for key in self.objective.unsaved_keys(self):
                 state.setdefault(key, own[key])
         rng = checkpoint.get("medimp_rng")
         if not rng:
@@ -267,23 +199,12 @@ class PretrainModule(LightningModule):
 
     # ---------------------------------------------------------------------------------- export
     def export_state(self) -> dict[str, torch.Tensor]:
-        """Weights to export: image tower, and the trainable text / tabular tower + temperature.
+        """Weights to export: image tower, the objective's towers and loss (temperature).
 
-        Frozen text-encoder weights are not copied: they are the pretrained model's, found
-        again from the path recorded in ``model.json``.
+        What the objective does not store (``unsaved_keys``, e.g. frozen text-encoder weights)
+        is not copied: it is found again from its source (the path recorded in ``model.json``).
         """
-        out: dict[str, torch.Tensor] = {}
-        for prefix, mod in (("image_encoder", self.image_encoder), ("image_proj", self.image_proj),
-                            ("text_proj", self.text_proj),
-                            ("tabular_encoder", self.tabular_encoder), ("loss_fn", self.loss_fn)):
-            if mod is None:
-                continue
-            for k, v in mod.state_dict().items():
-                out[f"{prefix}.{k}"] = v
-        if self.text_encoder is not None:
-            trainable = {n for n, p in self.text_encoder.named_parameters() if p.requires_grad}
-            for k, v in self.text_encoder.state_dict().items():
-                if k in trainable:
-                    out[f"text_encoder.{k}"] = v
+        skip = set(self.objective.unsaved_keys(self))
         return {k: v.detach().float().contiguous().cpu() if v.is_floating_point()
-                else v.detach().contiguous().cpu() for k, v in out.items()}
+                else v.detach().contiguous().cpu()
+                for k, v in self.state_dict().items() if k not in skip}

@@ -9,6 +9,7 @@ split sizes, precision, checkpoint architecture) runs before the first step.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import logging
 import os
 import warnings
@@ -20,7 +21,6 @@ import torch
 from medimp.train.callbacks import (
     HISTORY_COLUMNS,
     HistoryCallback,
-    PrecomputeTextCallback,
     StopAfterEpochs,
 )
 from medimp.train.checkpoint import (
@@ -37,6 +37,7 @@ from medimp.train.config import (
     load_config,
     save_config,
 )
+from medimp.train.objectives import create_objective
 
 __all__ = ["pretrain", "resolve_config"]
 
@@ -59,19 +60,6 @@ def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[s
     return load_config(config)
 
 
-def _text_model_path(config: PretrainConfig) -> str:
-    from medimp._textmodel import default_text_model_path
-
-    if config.text.path is None:
-        return str(default_text_model_path())
-    path = Path(config.text.path).expanduser()
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise ConfigError(f"text.path {config.text.path!r} is not a Hugging Face model folder "
-                          "(expected a folder with config.json and weights); give a local model "
-                          "folder or leave text.path empty for the offline MiniLM")
-    return str(path)
-
-
 def _check_precision(config: PretrainConfig) -> str:
     """The precision the run uses (``auto`` resolved for this machine), after the checks."""
     from medimp.train.precision import resolve_precision
@@ -90,13 +78,14 @@ def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
                           TensorBoardLogger(run_dir / "logs", name="tb", version="",
                                             default_hp_metric=False)]
     if config.mlflow:
-        try:
+        # an optional dependency: absent -> a warning; present but broken -> its own error
+        if importlib.util.find_spec("mlflow") is None:
+            warnings.warn("mlflow is not installed: MLflow logging skipped", stacklevel=2)
+        else:
             from lightning.pytorch.loggers import MLFlowLogger
 
             loggers.append(MLFlowLogger(experiment_name="medimp",
                                         tracking_uri=f"file:{run_dir / 'mlruns'}"))
-        except (ImportError, ModuleNotFoundError):
-            warnings.warn("mlflow is not installed: MLflow logging skipped", stacklevel=2)
     return loggers
 
 
@@ -144,7 +133,8 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it, "
                          "--overwrite to start again, or choose another folder")
     precision = _check_precision(cfg)
-    text_path = _text_model_path(cfg) if cfg.method == "medimp" else None
+    objective = create_objective(cfg.method, cfg)
+    objective.check()
 
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -158,11 +148,10 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
     seed_everything(cfg.seed, workers=True, verbose=False)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # None: the data stage's default
-    dm = PretrainDataModule(cohort_path, cfg, cache_dir=cache_dir)
-    n_tab = dm.featurizer.n_features if dm.featurizer is not None else 0
+    dm = PretrainDataModule(cohort_path, cfg, cache_dir=cache_dir, objective=objective)
     try:
         module = PretrainModule(cfg.model_dump(mode="json"), in_channels=dm.in_channels,
-                                n_tabular=n_tab)
+                                tower_args=objective.tower_args())
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
     if overwrite and not resume and _is_global_zero():
@@ -181,14 +170,13 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "image_encoder": cfg.image_encoder.model_dump(mode="json"),
         "in_channels": dm.in_channels, "num_features": int(module.image_encoder.num_features),
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
-        "phases": list(dm.cohort.study.phase_names), "text_model_path": text_path,
+        "phases": list(dm.cohort.study.phase_names),
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
         "precision": precision,
+        **objective.metadata(),
     }
-    if dm.featurizer is not None:
-        extra["tabular"] = {"columns": dm.featurizer.columns_, "stats": dm.featurizer.stats_}
 
-    if cfg.method == "random_init":
+    if not objective.trains:
         from medimp._io import atomic_write_text
 
         export_model(module, run_dir, {**extra, "epochs_trained": 0, "global_step": 0,
@@ -206,9 +194,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                                          mode="min", save_top_k=1, enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
         callbacks.append(StopAfterEpochs(cfg.stop_after_epochs))
-    text_frozen = cfg.method == "medimp" and cfg.text.freeze == "all"
-    if text_frozen and cfg.text.cache and cfg.text.precompute:
-        callbacks.append(PrecomputeTextCallback(dm.unique_prompts()))
+    callbacks.extend(objective.callbacks())
     if progress:
         callbacks.append(RichProgressBar(leave=True))
 

@@ -13,6 +13,7 @@ import functools
 import itertools
 import re
 
+from medimp.prompts.backends._registry import register_backend
 from medimp.prompts.templates import normalise_space
 from medimp.prompts.validate import sentence_problems
 
@@ -126,3 +127,9 @@ def _farthest(chosen: list[str], pool: list[str], n: int) -> list[str]:
         mind.pop(best)
         mind = [min(d, _jaccard_distance(new, w)) for d, w in zip(mind, words, strict=True)]
     return chosen
+
+
+@register_backend(name="rules")
+def _rules_backend(*, forbidden: object = None, no_cohort: bool = False) -> str:
+    """The offline rules: nothing leaves the machine, so the privacy arguments are not used."""
+    return BACKEND_NAME

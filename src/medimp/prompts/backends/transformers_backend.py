@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from medimp.prompts.backends._registry import register_backend
 from medimp.prompts.backends.openai import Completion
 from medimp.prompts.errors import BackendError
 
@@ -76,3 +78,14 @@ class TransformersBackend:
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         finish = "stop" if ended or len(new) < self.max_new_tokens else "length"
         return Completion(text=text, finish_reason=finish)
+
+
+@register_backend(name="transformers")
+def _transformers_backend(*, model_path: str | os.PathLike[str] | None = None,
+                          forbidden: object = None, no_cohort: bool = False,
+                          **options: Any) -> TransformersBackend:
+    """A local causal LM (nothing leaves the machine; options: see TransformersBackend)."""
+    if model_path is None:
+        raise BackendError("the transformers backend needs a local causal LM folder "
+                           "(--model-path)")
+    return TransformersBackend(model_path, **options)

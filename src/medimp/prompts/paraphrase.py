@@ -1,4 +1,4 @@
-"""Paraphrase-bank augmentation: source templates -> N validated variants, any backend.
+"""Paraphrase banks: source templates -> N validated variants, any backend.
 
 ``rules`` is offline and deterministic. ``openai`` and ``transformers`` ask a language model for
 paraphrases of the whole template line (sentences separated by ``;``, as in ``gpt_augs.txt``),
@@ -211,7 +211,6 @@ def augment(
     src.update({k: v for k, v in (sources or {}).items() if k in src})
     for var in study.variables:
         check_template(src[var.name], var, where="source template")
-    line0 = [src[v] for v in names]
     if n < 1:
         raise PromptError(f"n must be at least 1, got {n}")
     if isinstance(backend, str):
@@ -220,59 +219,16 @@ def augment(
         bank = rules_bank(study, n=n, sources=src, min_similarity=None)
         validator = Validator(study, src, names, min_similarity=min_similarity,
                               similarity=similarity)
-        report = validator.validate(bank.lines())
-        if len(report.accepted) < n:
-            raise NotEnoughVariantsError(
-                f"rules backend: {len(report.rejected)} of {n} variants failed validation; "
-                "see the report", report)
-        if out is not None:
-            save_bank(bank, out)
-        return AugmentResult(bank, report)
-
+        return _checked_rules_bank(bank, validator, n, out)
+    line0 = [src[v] for v in names]
     assert_safe_to_send(line0, forbidden)  # before anything is sent
     validator = Validator(study, src, names, min_similarity=min_similarity,
                           similarity=similarity)
-    report = ValidationReport(min_similarity=min_similarity)
-    accepted: list[list[str]] = [line0]
-    validator.remember(line0, 0)
-    key = _request_key(line0, n, backend, min_similarity)
     state_file = Path(state_path) if state_path else (
         Path(f"{out}.partial.json") if out is not None else None)
-    state = _load_state(state_file, key) if state_file else None
-    if state:
-        for i, line in enumerate(state["accepted"][1:], start=1):
-            accepted.append(line)
-            validator.remember(line, i)
-        report.results = [LineResult(**r) for r in state["results"]]
-
-    def save_state() -> None:
-        if state_file is not None:
-            atomic_write_text(state_file, json.dumps(
-                {"key": key, "accepted": accepted,
-                 "results": report.to_dict()["results"]}, indent=1))
-
-    for _ in range(max_rounds):
-        if len(accepted) >= n:
-            break
-        need = n - len(accepted)
-        messages = build_messages(line0, need + max(2, need // 2))
-        assert_safe_to_send([m["content"] for m in messages], forbidden)
-        reply = backend.complete(messages)
-        candidates = parse_reply(reply.text, reply.truncated, report)
-        before = len(report.results)
-        validator.validate(candidates, report)
-        for res in report.results[before:]:
-            if res.accepted and len(accepted) < n:
-                accepted.append(res.sentences)
-        save_state()
-        if progress:
-            progress(len(accepted), n)
-    if len(accepted) < n:
-        raise NotEnoughVariantsError(
-            f"{backend.name} backend ({backend.model}): only {len(accepted)} of {n} variants "
-            f"after {max_rounds} round(s); {len(report.rejected)} candidates were rejected "
-            f"(see the report); rerun to continue"
-            + (f" from {state_file}" if state_file else ""), report)
+    rounds = _Rounds(line0, validator, _request_key(line0, n, backend, min_similarity),
+                     state_file, min_similarity)
+    accepted, report = rounds.run(backend, n, max_rounds, forbidden, progress)
     bank = ParaphraseBank.from_lines(
         accepted, study,
         Provenance(backend=backend.name, model=backend.model,
@@ -283,6 +239,77 @@ def augment(
         if state_file is not None:
             state_file.unlink(missing_ok=True)
     return AugmentResult(bank, report)
+
+
+def _checked_rules_bank(bank: ParaphraseBank, validator: Validator, n: int,
+                        out: str | os.PathLike[str] | None) -> AugmentResult:
+    """The offline ``rules`` bank, checked by the same validator as an LLM's."""
+    report = validator.validate(bank.lines())
+    if len(report.accepted) < n:
+        raise NotEnoughVariantsError(
+            f"rules backend: {len(report.rejected)} of {n} variants failed validation; "
+            "see the report", report)
+    if out is not None:
+        save_bank(bank, out)
+    return AugmentResult(bank, report)
+
+
+class _Rounds:
+    """The LLM request rounds of one ``augment`` call, resumable from a progress file."""
+
+    def __init__(self, line0: list[str], validator: Validator, key: str,
+                 state_file: Path | None, min_similarity: float | None) -> None:
+        self.line0, self.validator, self.key = line0, validator, key
+        self.state_file = state_file
+        self.report = ValidationReport(min_similarity=min_similarity)
+        self.accepted: list[list[str]] = [line0]
+        validator.remember(line0, 0)
+        state = _load_state(state_file, key) if state_file else None
+        if state:
+            for i, line in enumerate(state["accepted"][1:], start=1):
+                self.accepted.append(line)
+                validator.remember(line, i)
+            self.report.results = [LineResult(**r) for r in state["results"]]
+
+    def save_state(self) -> None:
+        if self.state_file is not None:
+            atomic_write_text(self.state_file, json.dumps(
+                {"key": self.key, "accepted": self.accepted,
+                 "results": self.report.to_dict()["results"]}, indent=1))
+
+    def one_round(self, backend: ChatBackend, n: int,
+                  forbidden: Mapping[str, str] | None) -> None:
+        """Ask for the missing variants (and a margin), validate and keep what passes."""
+        need = n - len(self.accepted)
+        messages = build_messages(self.line0, need + max(2, need // 2))
+        assert_safe_to_send([m["content"] for m in messages], forbidden)
+        reply = backend.complete(messages)
+        candidates = parse_reply(reply.text, reply.truncated, self.report)
+        before = len(self.report.results)
+        self.validator.validate(candidates, self.report)
+        for res in self.report.results[before:]:
+            if res.accepted and len(self.accepted) < n:
+                self.accepted.append(res.sentences)
+        self.save_state()
+
+    def run(self, backend: ChatBackend, n: int, max_rounds: int,
+            forbidden: Mapping[str, str] | None,
+            progress: Callable[[int, int], None] | None
+            ) -> tuple[list[list[str]], ValidationReport]:
+        """At most ``max_rounds`` rounds until ``n`` variants passed; raise when they did not."""
+        for _ in range(max_rounds):
+            if len(self.accepted) >= n:
+                break
+            self.one_round(backend, n, forbidden)
+            if progress:
+                progress(len(self.accepted), n)
+        if len(self.accepted) < n:
+            raise NotEnoughVariantsError(
+                f"{backend.name} backend ({backend.model}): only {len(self.accepted)} of {n} "
+                f"variants after {max_rounds} round(s); {len(self.report.rejected)} candidates "
+                "were rejected (see the report); rerun to continue"
+                + (f" from {self.state_file}" if self.state_file else ""), self.report)
+        return self.accepted, self.report
 
 
 def load_templates(source: str | os.PathLike[str], study: Study | None = None

@@ -1,0 +1,213 @@
+"""Reading one cohort table (``manifest.csv``, ``exams.csv``, ``patients.csv``) into a typed
+DataFrame, and the per-row checks: ragged lines, required columns, ids, numbers, duplicates.
+
+Every problem goes to a :class:`Collector` (nothing raises), so that ``read_cohort`` and
+``validate_cohort`` can list *every* problem at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from pydantic import AfterValidator, BeforeValidator, ValidationError, create_model
+
+from medimp.data._errors import Problem
+from medimp.study import Study
+
+MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")
+EXAMS_REQUIRED = ("patient_id", "exam")
+PATIENTS_REQUIRED = ("patient_id",)
+#: The id columns of each table (always read as non-empty strings).
+REQUIRED = {"manifest": MANIFEST_REQUIRED, "exams": EXAMS_REQUIRED,
+            "patients": PATIENTS_REQUIRED}
+
+
+def _blank_to_none(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, str) and not v.strip():
+        return None
+    return v
+
+
+def _finite(v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+_Num = Annotated[float | None, BeforeValidator(_blank_to_none)]
+_Id = Annotated[str, BeforeValidator(lambda v: "" if _blank_to_none(v) is None else str(v))]
+
+
+def _row_model(name: str, str_cols: list[str], num_cols: list[str]) -> Any:
+    fields: dict[str, Any] = dict.fromkeys(str_cols, (_Id, ...))
+    for c in num_cols:
+        fields[c] = (Annotated[_Num, AfterValidator(_finite)], None)
+    return create_model(name, **fields)
+
+
+class Collector:
+    """Every problem found while reading a cohort (errors and warnings), in order."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, problem: str, fix: str = "", **where: Any) -> None:
+        self.problems.append(Problem("error", problem=problem, fix=fix, **where))
+
+    def warning(self, problem: str, fix: str = "", **where: Any) -> None:
+        self.problems.append(Problem("warning", problem=problem, fix=fix, **where))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.DataFrame | None:
+    name = path.name
+    if not path.is_file():
+        col.error(f"{name} not found", f"every cohort needs {name} (see docs/data.md)",
+                  file=name)
+        return None
+    try:
+        ragged = ragged_lines(path)
+        if ragged:
+            col.error(f"line(s) {ragged[:10]} have a different number of fields than the "
+                      "header", "remove the extra/missing separators (a comma inside a value "
+                      "needs quotes)", file=name)
+            return None
+        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
+                         index_col=False)
+    except pd.errors.EmptyDataError:
+        col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
+                  file=name)
+        return None
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+        col.error(f"not a readable CSV ({exc})", "save it as UTF-8, comma-separated",
+                  file=name)
+        return None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        fix = f"add the column(s) {missing} to {name}"
+        if len(df.columns) == 1 and ";" in df.columns[0]:
+            fix = "the file looks semicolon-separated: save it comma-separated"
+        col.error(f"required column(s) {missing} absent (found {list(df.columns)})", fix,
+                  file=name)
+        return None
+    for c in df.columns:
+        df[c] = df[c].str.strip()
+    return df
+
+
+def ragged_lines(path: Path) -> list[int]:
+    """Line numbers of CSV records whose field count differs from the header's (pandas would
+    otherwise silently turn extra leading fields into an index, or fill missing ones)."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return []
+        return [reader.line_num for rec in reader if rec and len(rec) != len(header)]
+
+
+def where_of(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:
+    row = df.iloc[i]
+    w: dict[str, Any] = {"file": f"{file}:{i + 2}"}
+    pid = row.get("patient_id")
+    if isinstance(pid, str) and pid:
+        w["patient"] = pid
+    exam = row.get("exam")
+    if isinstance(exam, str) and exam:
+        w["exam"] = exam
+    phase = row.get("phase")
+    if isinstance(phase, str) and phase:
+        w["phase"] = phase
+    return w
+
+
+def check_rows(df: pd.DataFrame, file: str, str_cols: list[str], num_cols: list[str],
+                col: Collector) -> None:
+    """pydantic row validation: ids present, numeric columns numeric and finite."""
+    model = _row_model(f"{file}_row", str_cols, num_cols)
+    cols = [c for c in str_cols + num_cols if c in df.columns]
+    for i, rec in enumerate(df[cols].to_dict("records")):
+        try:
+            model.model_validate(rec)
+        except ValidationError as exc:
+            for err in exc.errors():
+                c = str(err["loc"][0]) if err["loc"] else "?"
+                value = rec.get(c)
+                col.error(f"column {c!r}: {value!r} is not a number ({err['msg']})",
+                          f"write a number (or leave the cell empty when unknown) in {c!r}",
+                          **where_of(df, i, file))
+        for c in str_cols:
+            if not isinstance(rec.get(c), str) or not rec[c]:
+                col.error(f"column {c!r} is empty", f"fill in {c!r}", **where_of(df, i, file))
+
+
+def check_duplicates(df: pd.DataFrame, keys: list[str], file: str, col: Collector) -> None:
+    dup = df[df.duplicated(keys, keep=False)]
+    for _, group in dup.groupby(keys, sort=True):
+        lines = [int(i) + 2 for i in group.index]
+        first = df.index.get_loc(group.index[0])
+        where = where_of(df, first, file)
+        where["file"] = file
+        col.error(f"duplicate rows for {dict(zip(keys, group.iloc[0][keys], strict=True))} "
+                  f"on lines {lines}", "keep one row per " + "/".join(keys), **where)
+
+
+def numeric_columns(study: Study, table: str, df: pd.DataFrame) -> list[str]:
+    cols = [v.column for v in study.variables if v.table == table and v.kind == "numeric"]
+    if table == "exams":
+        cols.append("days_post_transplant")
+    if table == "manifest":
+        cols.append("acquisition_s")
+    if table == "patients":
+        cols += study.outcomes.columns()
+    return [c for c in dict.fromkeys(cols) if c in df.columns]
+
+
+def coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
+                          col: Collector) -> None:
+    """Columns not described by study.yaml: numeric when every filled cell is numeric; an error
+    when a mostly numeric column holds a few words (a typo that would silently become text)."""
+    for c in df.columns:
+        if c in skip:
+            continue
+        filled = df[c].dropna()
+        if filled.empty:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+            continue
+        num = pd.to_numeric(filled, errors="coerce")
+        bad = num.isna()
+        if not bad.any():
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        elif bad.sum() < len(filled) / 2:
+            for i in filled.index[bad.to_numpy()]:
+                col.error(f"column {c!r}: {df.at[i, c]!r} is not a number (the column is "
+                          "otherwise numeric)", f"write a number or leave {c!r} empty",
+                          **where_of(df, df.index.get_loc(i), file))
+
+
+def type_table(df: pd.DataFrame, name: str, study: Study | None, col: Collector) -> None:
+    """Check the rows of one table (``name``: manifest, exams, patients) and type it in place:
+    ids stay strings; numbers become floats.
+
+    The numeric columns are those study.yaml describes as numeric (and days, acquisition
+    times, outcomes); in exams/patients, other columns become numeric when every filled cell
+    is a number.
+    """
+    ids = list(REQUIRED[name])
+    num = numeric_columns(study, name, df) if study else []
+    check_rows(df, f"{name}.csv", ids, num, col)
+    for c in num:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    if study is not None and name != "manifest":
+        cat = {v.column for v in study.variables if v.table == name}
+        coerce_other_columns(df, set(ids) | set(num) | cat, f"{name}.csv", col)

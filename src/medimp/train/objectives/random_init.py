@@ -1,0 +1,25 @@
+"""``random_init``: the image encoder exported untrained, the floor every objective must beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from medimp.train.objectives._base import Objective, make_contrastive_loss
+from medimp.train.objectives._registry import register_objective
+
+__all__ = ["RandomInit"]
+
+
+@register_objective
+class RandomInit(Objective):
+    """Same encoder and projection as every other method, with the weights it was built with."""
+
+    name = "random_init"
+    trains = False
+
+    def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
+        # the temperature of a contrastive run, so model.safetensors holds the same kinds of
+        # weights as a trained image-only run
+        return {"loss_fn": make_contrastive_loss(self.config)}

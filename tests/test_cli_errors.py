@@ -1,0 +1,126 @@
+"""Every command of the CLI answers bad input with one line on stderr, never a traceback.
+
+The commands are enumerated from the typer app, so a new command is covered without editing
+this file.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import types
+import typing
+from pathlib import Path
+
+import pytest
+import typer
+from typer.models import OptionInfo
+from typer.testing import CliRunner
+
+from medimp.cli.main import app
+
+#: Rich markup in a path must be printed verbatim, never interpreted (nor crash the printer).
+_MARKUP_NAME = "[bold]x[/x]"
+
+
+def _commands(tapp: typer.Typer, prefix: tuple[str, ...] = ()):
+    """(command words, callback) of every command and subcommand registered on ``tapp``."""
+    for info in tapp.registered_commands:
+        name = info.name or info.callback.__name__.replace("_", "-")
+        yield (*prefix, name), info.callback
+    for group in tapp.registered_groups:
+        sub = group.typer_instance
+        yield from _commands(sub, (*prefix, group.name or sub.info.name))
+
+
+_COMMANDS = sorted(_commands(app))
+
+
+def _value(kind: object, required: bool, bad: Path) -> str | None:
+    """The bad path for every path parameter, a plain value for other required ones."""
+    kinds = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if Path in kinds:
+        return str(bad)
+    if not required or bool in kinds:
+        return None
+    first = kinds[0]
+    if isinstance(first, type) and issubclass(first, enum.Enum):
+        return str(next(iter(first)).value)
+    if first in (int, float):
+        return "1"
+    return "P001"
+
+
+def _args(callback, bad: Path) -> list[str]:
+    """Command-line words giving ``bad`` to every required path parameter (or, when there is
+    none, to the first optional one) and a plain value to every other required parameter."""
+    args: list[str] = []
+    hints = typing.get_type_hints(callback, include_extras=True)
+    params = inspect.signature(callback).parameters.items()
+    required_path = any(p.default is inspect.Parameter.empty and _value(
+        typing.get_args(hints[n])[0], False, bad) for n, p in params)
+    given_path = False
+    for name, param in params:
+        kind, info = typing.get_args(hints[name])[:2]
+        required = param.default is inspect.Parameter.empty
+        value = _value(kind, required, bad)
+        if value == str(bad) and not required:
+            if required_path or given_path:
+                continue
+            given_path = True
+        if value is None:
+            continue
+        if isinstance(info, OptionInfo):
+            decls = [d for d in (info.param_decls or ()) if d.startswith("--")]
+            args += [decls[0] if decls else "--" + name.replace("_", "-"), value]
+        else:
+            args.append(value)
+    return args
+
+
+def test_every_command_is_walked() -> None:
+    names = {" ".join(path) for path, _ in _COMMANDS}
+    assert {"validate", "pretrain", "evaluate", "prompts build", "cache info", "demo"} <= names
+
+
+@pytest.mark.parametrize("path,callback", _COMMANDS, ids=[" ".join(p) for p, _ in _COMMANDS])
+def test_bad_path_gives_one_line(path: tuple[str, ...], callback, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file.txt"  # a file where a folder is expected: reads and writes fail
+    blocker.write_text("not a folder\n")
+    bad = blocker / _MARKUP_NAME
+    args = [*path, *_args(callback, bad)]
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"medimp {' '.join(args)} raised {result.exception!r}")
+    assert result.exit_code != 0, f"medimp {' '.join(args)} accepted {bad}"
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"medimp {' '.join(args)}:\n{result.stderr}"
+    assert lines[0].startswith("error: ")
+    assert _MARKUP_NAME in lines[0] or "a_file.txt" in lines[0], lines[0]
+
+
+def test_markup_in_a_cohort_path_is_printed_verbatim(simulated_cohort: Path,
+                                                      tmp_path: Path) -> None:
+    import shutil
+
+    cohort = tmp_path / _MARKUP_NAME
+    shutil.copytree(simulated_cohort, cohort)
+    result = CliRunner().invoke(app, ["validate", str(cohort), "--tables-only"])
+    assert result.exit_code == 0, result.output
+    assert f"{cohort}: OK" in result.output
+
+
+def test_stage_errors_share_one_root() -> None:
+    import medimp
+    from medimp.data import CohortError
+    from medimp.evaluate import EvaluationError
+    from medimp.models import ModelError
+    from medimp.prompts import PromptError
+    from medimp.simulate import SimulationError
+    from medimp.study import StudyError
+    from medimp.train import ConfigError
+
+    for cls in (CohortError, EvaluationError, ModelError, PromptError, SimulationError,
+                StudyError, ConfigError):
+        assert issubclass(cls, medimp.MedimpError) and issubclass(cls, ValueError), cls
