@@ -104,3 +104,19 @@ def test_non_finite_loss_stops_with_advice() -> None:
     batch["image"][0] = float("nan")
     with pytest.raises(TrainError, match=r"non-finite training loss.*lower optim\.lr"):
         module.training_step(batch, 0)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_spawn_fit_with_micro_batches(simulated_cohort, tiny_config,
+                                                     tmp_path) -> None:
+    """Gradient caching under DDP: the micro-batches' backward runs inside the step, the last
+    one in the trainer's synchronised backward; 2 CPU processes train and export a model."""
+    import pandas as pd
+
+    from medimp.train import load_run_info, pretrain
+
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=1", "strategy=ddp_spawn",
+                      "accelerator=cpu", "devices=2", "batch_size=4", "micro_batch_size=2")
+    run = pretrain(simulated_cohort, tmp_path / "ddp", cfg, progress=False)
+    assert load_run_info(run)["epochs_trained"] == 1
+    assert pd.read_csv(run / "history.csv")["train_loss"].notna().all()

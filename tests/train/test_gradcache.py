@@ -218,3 +218,61 @@ def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path: Path) -> N
             got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)[loss]
             assert torch.allclose(got["loss"], ref_loss.detach(), atol=1e-6)
             _assert_same(got["grads"], ref)
+
+
+# ------------------------------------------------------------------ the trainer's objectives
+def _module_batch(method: str) -> dict:
+    g = torch.Generator().manual_seed(5)
+    img = torch.randn(6, 3, 16, 16, 16, generator=g)
+    batch = {"image": img, "patient_idx": torch.tensor([0, 1, 2, 0, 3, 4]),
+             "index": torch.arange(6)}
+    if method == "image_ssl":
+        batch["image2"] = img + 0.3 * torch.randn(img.shape, generator=g)
+    else:
+        batch["prompts"] = [[f"The kidney donor was {w} years of age.", "GFR was low."]
+                            for w in ("young", "old", "middle", "young", "old", "unknown")]
+    return batch
+
+
+@pytest.mark.parametrize("method", ["image_ssl", "medimp"])
+def test_pretrain_module_micro_batches_equal_the_chunked_reference(method: str) -> None:
+    """The module's own embed/loss (medimp: MiniLM's trainable last layer with dropout; batch
+    norm in the image tower, train mode) through the gradient cache."""
+    from medimp.train.module import PretrainModule
+
+    cfg = {"method": method, "embed_dim": 16, "preprocess": {"shape": [16, 16, 16]},
+           "image_encoder": {"name": "tiny_cnn_3d", "kwargs": {"widths": [4, 8]}}}
+    torch.manual_seed(0)
+    ref = PretrainModule(cfg, in_channels=3)
+    got = PretrainModule(cfg, in_channels=3)
+    got.load_state_dict(ref.state_dict())
+    ref.train()
+    got.train()
+    batch = _module_batch(method)
+
+    torch.manual_seed(11)
+    parts = [ref.embed(c) for c in split_batch(batch, 4)]
+    emb = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    ref_loss = ref.objective.loss(ref, emb, batch)
+    ref_loss.backward()
+    torch.manual_seed(11)
+    res = got.cached_loss(batch, 4)
+    assert torch.allclose(res.loss, ref_loss.detach(), atol=1e-6)
+    want = _grads(ref)
+    assert "loss_fn.logit_scale" in want
+    if method == "medimp":
+        assert any(k.startswith("text_encoder.") for k in want)  # the trainable layer
+    _assert_same(_grads(got), want)
+
+
+def test_pretrain_trains_with_micro_batches(simulated_cohort, tiny_config, tmp_path) -> None:
+    import pandas as pd
+
+    from medimp.train import load_run_info, pretrain
+
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=1", "batch_size=4",
+                      "micro_batch_size=2")
+    run = pretrain(simulated_cohort, tmp_path / "gc", cfg, progress=False)
+    assert load_run_info(run)["epochs_trained"] == 1
+    hist = pd.read_csv(run / "history.csv")
+    assert hist["train_loss"].notna().all() and (hist["train_loss"] > 0).all()

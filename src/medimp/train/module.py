@@ -122,14 +122,43 @@ class PretrainModule(LightningModule):
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
 
+    def cached_loss(self, batch: dict[str, Any], micro_batch_size: int, *,
+                    defer_last: bool = False, grad_scale: float = 1.0) -> Any:
+        """Gradient caching (``micro_batch_size``): accumulate the gradient of the whole batch's
+        loss micro-batch by micro-batch (``medimp.train.gradcache``); returns its result."""
+        from medimp.train.gradcache import gradcache_backward
+
+        return gradcache_backward(lambda b: self.embed(b, "train"),
+                                  lambda e, b: self.objective.loss(self, e, b), batch,
+                                  micro_batch_size, modules=[self], defer_last=defer_last,
+                                  grad_scale=grad_scale)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.compute_loss(batch, "train")
+        micro = self.cfg.micro_batch_size
+        out = None
+        if micro is not None and micro < int(batch["image"].shape[0]):
+            # exact large batch: the gradients of all but the last micro-batch are accumulated
+            # here; the trainer's backward of the returned surrogate adds the last one (and
+            # synchronises the processes under DDP). Lightning divides that backward by the
+            # accumulation steps and multiplies it by the loss scale (16-mixed): so do we.
+            trainer = getattr(self, "_trainer", None)
+            scale = 1.0
+            if trainer is not None:
+                scaler = getattr(trainer.precision_plugin, "scaler", None)
+                scale = (float(scaler.get_scale()) if scaler is not None else 1.0) / max(
+                    int(trainer.accumulate_grad_batches), 1)
+            res = self.cached_loss(batch, micro, defer_last=True, grad_scale=scale)
+            loss, out = res.loss, res.surrogate
+        else:
+            loss = self.compute_loss(batch, "train")
         if not torch.isfinite(loss):
             from medimp.train.config import TrainError
 
+            trainer = getattr(self, "_trainer", None)
+            precision = trainer.precision if trainer is not None else self.cfg.precision
             raise TrainError(
                 f"non-finite training loss at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step} (precision {self.trainer.precision!r}, channels_last "
+                f"{self.global_step} (precision {precision!r}, channels_last "
                 f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt holds "
                 "the last good epoch: lower optim.lr, or use precision '32', and --resume")
         bs = int(batch["image"].shape[0])
@@ -139,7 +168,7 @@ class PretrainModule(LightningModule):
         if isinstance(scale, torch.Tensor):
             self.log("temperature_inv", scale.detach().exp(), on_step=False, on_epoch=True,
                      batch_size=bs, sync_dist=is_distributed())
-        return loss
+        return loss if out is None else out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch["image"].shape[0] < 2:
