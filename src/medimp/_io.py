@@ -7,13 +7,18 @@ target, and is renamed over it only once complete. A crash leaves the old file i
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["FolderInUseError", "atomic_dir", "atomic_path", "atomic_write_bytes",
+           "atomic_write_text", "folder_lock", "output_dir", "replace_dir"]
 
 
 @contextlib.contextmanager
@@ -69,13 +74,108 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Move the complete folder ``new`` to ``path``, replacing what is there (two renames; the
+    old folder is deleted only once the new one is in place)."""
+    new, path = Path(new), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        new.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(path)
+
+
+class FolderInUseError(FileExistsError):
+    """Another process holds the lock of a folder (see :func:`folder_lock`)."""
+
+
+def _lock_paths(path: Path) -> tuple[Path, Path]:
+    """The lock file of a folder lives beside it, so that the folder itself can be swapped."""
+    return (path.parent / f".{path.name}.medimp-lock",
+            path.parent / f".{path.name}.medimp-lock.json")
+
+
+@contextlib.contextmanager
+def folder_lock(path: str | os.PathLike[str], what: str = "folder",
+                error: Callable[[str], Exception] = FolderInUseError) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a run, evaluation or cache folder) or fail at once.
+
+    The lock is an OS file lock (``filelock``) on a hidden file beside the folder: the operating
+    system releases it when the process ends, however it ends, so a killed run never leaves a
+    stale lock. Who holds it (pid, host, command, since when) is written next to it, for the
+    error message of the process that is refused.
+
+    Raises:
+        ``error(message)`` (default :class:`FolderInUseError`) naming the folder and the holder.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path).absolute()
+    lock_file, info_file = _lock_paths(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_file, timeout=0)
+        lock.acquire()
+    except Timeout:
+        holder = "another process"
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+            holder = (f"process {info['pid']} on {info['host']} ({info['command']}, since "
+                      f"{info['since']})")
+        raise error(f"{path}: this {what} is in use by {holder}; wait for it to finish or "
+                    "choose another folder") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot create its lock file {lock_file.name} in {path.parent} "
+                    f"({exc.strerror or exc}); choose a folder you can write to") from None
+    try:
+        with contextlib.suppress(OSError):
+            atomic_write_text(info_file, json.dumps({
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+                "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}))
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            info_file.unlink()
+        lock.release()
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",
+               error: Callable[[str], Exception] = FileExistsError,
+               keep: Iterable[str | os.PathLike[str]] = ()) -> Iterator[Path]:
+    """The rule of every command that writes a folder of results (simulate, evaluate, ...).
+
+    ``path`` must be absent or empty unless ``overwrite``; it is locked (:func:`folder_lock`)
+    while the results are written into the yielded temporary folder beside it, which replaces
+    ``path`` only on success: a failure or an interruption leaves what was there untouched.
+
+    ``keep``: inputs of the command (the cohort, run folders...); ``path`` may not be one of
+    them or hold one, since replacing it would delete them.
+
+    Raises:
+        ``error(message)``: ``path`` is a file, is not empty (without ``overwrite``), holds an
+        input, or is in use by another process.
+    """
+    path = Path(path).absolute()
+    for k in keep:
+        kept = Path(k).resolve()
+        if kept == path.resolve() or path.resolve() in kept.parents:
+            raise error(f"{path} holds {k}, an input of this command: writing the {what} "
+                        "there would replace it; choose another folder")
+    if path.exists() and not path.is_dir():
+        raise error(f"{path} exists and is not a folder; give a folder for --out")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise error(f"{path} is not empty; pass --overwrite to replace it (the old {what} "
+                    "is replaced only once the new one is complete) or choose another folder")
+    with folder_lock(path, what, error=error), atomic_dir(path, overwrite=True) as tmp:
+        yield tmp

@@ -21,12 +21,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medimp._io import atomic_write_text
-from medimp.errors import MedimpError
+from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
+    "DEFAULT_RANGES",
     "DYNAMIC_PHASE",
     "GFR_BINNINGS",
     "KDIGO_GFR_BINS",
@@ -35,6 +43,7 @@ __all__ = [
     "ExamSpec",
     "Outcomes",
     "PhaseSpec",
+    "Range",
     "Study",
     "StudyError",
     "TextVariable",
@@ -49,7 +58,12 @@ DYNAMIC_PHASE = "dynamic"
 
 
 class StudyError(MedimpError):
-    """``study.yaml`` is missing, unreadable or inconsistent."""
+    """``study.yaml`` is missing, unreadable or inconsistent; ``problems`` lists each problem
+    (``loc: message``) when there are several."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 class _Strict(BaseModel):
@@ -210,6 +224,42 @@ class Outcomes(_Strict):
         return cols
 
 
+class Range(_Strict):
+    """The plausible values of a numeric column (inclusive bounds; None: unbounded)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"range min {self.min:g} is above max {self.max:g}")
+        return self
+
+    def __contains__(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.min is None else f"{self.min:g}"
+        hi = "+inf" if self.max is None else f"{self.max:g}"
+        return f"[{lo}, {hi}]"
+
+
+#: Plausible ranges of the built-in columns (the simulator's names), used unless study.yaml's
+#: ``ranges`` says otherwise. Wide on purpose: a value outside is a typo or a wrong unit.
+DEFAULT_RANGES: dict[str, Range] = {
+    "donor_age": Range(min=0, max=100),  # years
+    "recipient_age": Range(min=0, max=100),  # years
+    "egfr": Range(min=0, max=200),  # mL/min/1.73 m²
+    "creatinine_mg_dl": Range(min=0.1, max=30),  # mg/dL; 0 is impossible
+    "creatinine_cv": Range(min=0, max=300),  # %
+    "days_post_transplant": Range(min=0, max=36500),
+    "followup_days": Range(min=0, max=36500),
+    "graft_loss_days": Range(min=0, max=36500),
+    "acquisition_s": Range(min=0, max=7200),
+}
+
+
 class Study(_Strict):
     """Everything ``study.yaml`` says about a cohort."""
 
@@ -226,6 +276,24 @@ class Study(_Strict):
         default_factory=list,
         description="Other exams.csv columns measured at the exam (usable by clinical_only).",
     )
+    missing_values: list[str] = Field(
+        default_factory=lambda: [""],
+        description="Cell spellings (after trimming spaces) that mean 'unknown' in the value "
+        "columns of the CSV files, e.g. ['', 'NA', 'n/a']. Default: only the empty cell. "
+        "Patient ids, exam and phase labels and paths are never read as missing.",
+    )
+    ranges: dict[str, Range | None] = Field(
+        default_factory=dict,
+        description="Column -> plausible {min, max} of a numeric column of exams.csv or "
+        "patients.csv; added to DEFAULT_RANGES (the built-in columns); null turns a default "
+        "off. The eGFR outcome columns share the range of 'egfr' unless given.",
+    )
+    out_of_range: Literal["error", "warning"] = Field(
+        "error", description="What a value outside its range is: an error (the cohort is "
+        "refused until it is fixed) or a warning.")
+    strict_paths: bool = Field(
+        False, description="Refuse manifest paths that lead outside the cohort folder (an "
+        "absolute path, '../', a symlink out); by default they are a warning.")
     dynamic: DynamicSpec = Field(
         default_factory=DynamicSpec,
         description="How the phases of dynamic (4D) series are chosen (manifest phase "
@@ -270,6 +338,14 @@ class Study(_Strict):
                 )
         return self
 
+    def column_ranges(self) -> dict[str, Range]:
+        """Column -> plausible range: DEFAULT_RANGES (eGFR's also for the eGFR outcome
+        columns) overridden by ``ranges``."""
+        out = dict(DEFAULT_RANGES)
+        for col in self.outcomes.egfr.values():
+            out.setdefault(col, DEFAULT_RANGES["egfr"])
+        out.update(self.ranges)
+        return {c: r for c, r in out.items() if r is not None}
     @model_validator(mode="after")
     def _dynamic_phases(self) -> Study:
         d, names = self.dynamic, [p.name for p in self.phases]
@@ -405,8 +481,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raise StudyError(f"{path}: expected a mapping at the top level")
     try:
         return Study.model_validate(raw)
-    except Exception as exc:  # pydantic.ValidationError lists every problem
-        raise StudyError(f"{path}: {exc}") from exc
+    except ValidationError as exc:  # one line per problem, without pydantic's URLs
+        problems = validation_problems(exc.errors())
+        if len(problems) == 1:
+            raise StudyError(f"{path}: {problems[0]}") from None
+        lines = "".join(f"\n  - {p}" for p in problems)
+        raise StudyError(f"{path}: {len(problems)} problems:{lines}", problems) from None
 
 
 def save_study(study: Study, path: str | os.PathLike[str]) -> None:

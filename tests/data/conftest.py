@@ -18,6 +18,7 @@ import pytest
 from medimp.study import default_study, save_study
 
 SHAPE = (8, 8, 6)
+TINY_AFFINE = np.diag([15.0, 15.0, 20.0, 1.0])
 
 
 def write_nifti(path: Path, array: np.ndarray | None = None,
@@ -111,7 +112,9 @@ def write_tiny_cohort(root: Path, n_patients: int = 2, exams: Sequence[str] = ("
                                                                        1)})
             for ph in phases:
                 rel = f"images/{pid}/{e}/{ph}.nii.gz"
-                write_nifti(root / rel, seed=int(rng.integers(1 << 30)))
+                # 15-20 mm voxels: few voxels, but an abdomen-sized field of view (120 mm) that
+                # fills a fair share of the default preprocessing window (no geometry warning)
+                write_nifti(root / rel, affine=TINY_AFFINE, seed=int(rng.integers(1 << 30)))
                 man.append({"patient_id": pid, "exam": e, "phase": ph, "path": rel})
     pd.DataFrame(man).to_csv(root / "manifest.csv", index=False)
     pd.DataFrame(ex).to_csv(root / "exams.csv", index=False)

@@ -212,3 +212,66 @@ def test_counters_of_finished_processes_are_folded(tmp_path, exam_files) -> None
     assert not (root / "stats" / dead).exists()
     assert (root / "stats" / "total.json").is_file()
     assert cache.info().hits == 5  # folded once, not counted twice
+
+
+def test_in_place_edit_keeping_size_and_mtime_is_not_served_stale(tmp_path, exam_files
+                                                                  ) -> None:
+    """An edit that keeps the file's size and restores its mtime (a tool preserving timestamps,
+    ``touch -r``) still gives a new key: the source's ctime moved."""
+    import time
+
+    cache = PreprocessCache(tmp_path / "cache")
+    job = Counter(exam_files, PreprocessConfig(shape=(16, 16, 16)))
+    before, _ = job.get(cache)
+    cache.flush()
+    path = exam_files["arterial"]
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    edited = tmp_path / "edited.nii.gz"
+    write_nifti(edited, kidney_phases()["arterial"] * 2)
+    new = edited.read_bytes()
+    assert len(new) != len(data) or new != bytes(data)
+    time.sleep(0.05)  # past the file system's clock tick
+    # same size: overwrite in place with the other image's bytes, padded/cut to the length
+    # (gzip ignores trailing bytes after the stream; a cut stream would fail to read, so pad)
+    if len(new) <= len(data):
+        with path.open("r+b") as fh:
+            fh.write(new + bytes(len(data) - len(new)))
+    else:
+        pytest.skip("edited image compresses larger than the original")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    for fresh in (cache, PreprocessCache(tmp_path / "cache")):  # this process, and a new one
+        image, _ = job.get(fresh)
+        assert not np.array_equal(image, before)
+    assert job.calls == 2
+
+
+def test_shared_hash_memo_is_rewritten_under_the_cache_lock(tmp_path, exam_files) -> None:
+    """Another process holding the cache's lock makes flush wait: hashes.json is never
+    rewritten by two processes at once (one would drop the other's hashes)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cache = PreprocessCache(tmp_path / "cache")
+    Counter(exam_files, PreprocessConfig(shape=(16, 16, 16))).get(cache)
+    cache.flush()
+    other = write_nifti(tmp_path / "other.nii.gz", kidney_phases()["pre"] + 1)
+    cache.key([("pre", other)], "{}")  # a new source hash to write
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock\n"
+        f"l = FileLock({str(tmp_path / 'cache' / '.lock')!r}); l.acquire()\n"
+        "print('held', flush=True); time.sleep(3)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        done = threading.Event()
+        threading.Thread(target=lambda: (cache.flush(), done.set()), daemon=True).start()
+        assert not done.wait(1.0)  # waiting for the other process
+        assert done.wait(30)
+        assert time.monotonic() - t0 > 1.5
+    finally:
+        holder.wait(30)
+    assert len(json.loads((tmp_path / "cache" / "hashes.json").read_text())) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -290,3 +291,18 @@ def test_cohort_from_tables_refuses_duplicates(tiny_cohort: Path) -> None:
     assert again.value_at("gfr", "P001", "D15") == c.value_at("gfr", "P001", "D15")
     with pytest.raises(CohortError, match="duplicate rows"):
         Cohort.from_tables(c.study, pd.concat([c.exams, c.exams.head(1)]), c.patients)
+
+
+def test_latin1_table_names_the_line_and_patient(tmp_path: Path, simulated_cohort: Path) -> None:
+    root = tmp_path / "cohort"
+    shutil.copytree(simulated_cohort, root)
+    lines = (root / "patients.csv").read_text(encoding="utf-8").splitlines()
+    pid = lines[4].split(",")[0]
+    lines[4] = lines[4].replace(lines[4].split(",")[2], "décédé")  # donor_type, in Latin-1
+    (root / "patients.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(CohortError) as ei:
+        read_cohort(root)
+    (p,) = ei.value.problems
+    assert (p.file, p.patient) == ("patients.csv:5", pid)
+    assert "line 5 is not UTF-8" in p.problem and "save patients.csv as UTF-8" in p.fix
+    assert len(str(ei.value).splitlines()) == 1

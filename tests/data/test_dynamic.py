@@ -250,3 +250,36 @@ def test_suggest_preprocess_fits_the_field_of_view() -> None:
     assert gpu["spacing"][0] < sug["spacing"][0] and max(gpu["shape"]) <= 96
     assert window_coverage([300.0, 250.0, 100.0], (6.0, 6.0, 6.0), (32, 32, 32)) == (
         pytest.approx(0.64), pytest.approx(0.768), 1.0)
+
+
+def test_broken_sidecar_and_a_3d_file_listed_as_dynamic(tmp_path: Path) -> None:
+    from medimp.data._errors import CorruptFileError
+
+    path = _one_series(tmp_path, _curve_frames([1, 1, 5, 5]), None)
+    (tmp_path / "dce.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match="JSON sidecar unreadable") as exc:
+        read_series(path)
+    assert "dce.json" in str(exc.value)
+    (tmp_path / "dce.json").write_text(json.dumps({"FrameTimesStart": ["a", "b", "c", "d"]}))
+    with pytest.raises(CorruptFileError, match="FrameTimesStart is not a list of times"):
+        read_series(path)
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), flat)
+    with pytest.raises(InvalidVolumeError, match="a dynamic series must be 4D"):
+        read_series(flat)
+
+
+def test_study_yaml_dynamic_section_is_checked() -> None:
+    from medimp.study import DynamicSpec, Study
+
+    base = default_study().model_dump()
+    with pytest.raises(ValueError, match="needs 'frames'"):
+        DynamicSpec(select="index")
+    with pytest.raises(ValueError, match="frame for every phase"):
+        Study.model_validate({**base, "dynamic": {"select": "index", "frames": {"pre": 0}}})
+    with pytest.raises(ValueError, match="needs 'arrival_s'"):
+        DynamicSpec(select="time")
+    with pytest.raises(ValueError, match="region"):
+        DynamicSpec(region=[(0.5, 0.2), (0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="reserved"):
+        Study.model_validate({**base, "phases": [{"name": "dynamic", "seconds": 0}]})

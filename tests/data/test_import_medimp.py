@@ -206,3 +206,18 @@ def test_imported_original_feeds_preprocessing_without_nan(orig, tmp_path: Path)
     image, mask = load_exam_volume(c, *c.exam_keys()[0], config)
     assert image.shape == (3, 16, 16, 16) and mask.tolist() == [True, True, True]
     assert np.isfinite(image).all() and float(np.abs(image).max()) == 0.0
+
+
+def test_latin1_clinical_csv_names_the_line(orig, tmp_path: Path) -> None:
+    lines = orig["csv"].read_text(encoding="utf-8").splitlines()
+    lines = [f"{ln},{'center' if i == 0 else 'Necker'}" for i, ln in enumerate(lines)]
+    lines[3] = lines[3].replace("Necker", "Hôpital Necker")  # saved by a Latin-1 editor
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    res = CliRunner().invoke(app, ["import-medimp", str(orig["root"]), "--clinical",
+                                   str(latin), "--out", str(tmp_path / "c"),
+                                   "--fallback-volume", str(orig["dummy"])])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert f"{latin}:4" in line and "line 4 is not UTF-8" in line and "Latin-1" in line
+    assert not (tmp_path / "c").exists()

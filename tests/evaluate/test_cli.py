@@ -32,3 +32,20 @@ def test_bad_arguments_exit_2(eval_cohort, tmp_path) -> None:
     res = runner.invoke(app, ["evaluate", "--cohort", str(tmp_path), "--embeddings",
                               f"x={tmp_path}", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "study.yaml" in res.output
+
+
+def test_nothing_evaluated_exits_non_zero_with_the_reasons(tmp_path) -> None:
+    from tests.evaluate.conftest import write_cohort
+
+    cohort = write_cohort(tmp_path / "small", n_patients=6)  # too few for 5 folds
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["evaluate", "--cohort", str(cohort), "--out", str(out),
+                                   "--folds", "5", "--repeats", "1", "--bootstrap", "20",
+                                   "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert "Empty DataFrame" not in res.output and "Traceback" not in res.output
+    err = res.stderr.strip().splitlines()
+    assert err[-1].startswith("error: nothing could be evaluated")
+    skipped = [ln for ln in err if ln.startswith("skipped (status_y")]
+    assert len(skipped) == 3 and all("fewer than the 5 folds" in ln for ln in skipped)
+    assert (out / "metrics.json").is_file()  # the reasons are kept there too

@@ -80,3 +80,31 @@ def test_atomic_files_get_umask_mode(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "m.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_study_errors_are_one_line_per_problem_without_urls(simulated_cohort: Path,
+                                                             tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from medimp.data import validate_cohort
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(simulated_cohort, cohort)
+    raw = yaml.safe_load((cohort / "study.yaml").read_text())
+    raw["variables"][0]["bins"] = [{"label": "young", "upper": 5}]  # last bin must be open
+    raw["variables"][1]["kind"] = "numbr"
+    raw["outcomes"]["threshold"] = "high"
+    (cohort / "study.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError) as info:
+        load_study(cohort / "study.yaml")
+    text = str(info.value)
+    assert "pydantic" not in text and "http" not in text and "Value error," not in text
+    lines = text.splitlines()
+    assert lines[0] == f"{cohort / 'study.yaml'}: 3 problems:" and len(lines) == 4
+    assert lines[1].startswith("  - variables.0: variable ") and "upper: null" in lines[1]
+    assert lines[2].startswith("  - variables.1.kind: ")
+    assert lines[3].startswith("  - outcomes.threshold: ")
+    errors = validate_cohort(cohort, read_images=False).errors
+    assert [e.file for e in errors] == ["study.yaml"] * 3  # one row per problem

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
@@ -61,3 +62,40 @@ def test_resume_from_the_command_line(simulated_cohort, train_cache, tmp_path) -
                                    "stop_after_epochs=null"])
     assert res.exit_code == 0, res.output
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2]
+
+
+@pytest.mark.slow  # a subprocess that trains until its first checkpoint: about a minute
+def test_ctrl_c_during_training_says_how_to_resume(simulated_cohort, train_cache,
+                                                   tmp_path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from medimp.train.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "medimp.cli.main", "pretrain", "--cohort",
+           str(simulated_cohort), "--out", str(run), "--no-progress", "--method",
+           "tabular_clip", "--epochs", "500", "--batch-size", "4",
+           "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",
+           "--set", "augment=null", "--set", f"cache_dir={train_cache}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into a later epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    done = int(read_checkpoint(last)["epoch"]) + 1
+    assert err.strip().splitlines()[-1] == f"interrupted after epoch {done}; resume with --resume"
+    assert re.search(r"interrupted after epoch \d+", err)
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(run), "--no-progress", "--resume", "--set",
+                                   f"stop_after_epochs={done + 1}"])
+    assert res.exit_code == 0, res.output
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == list(range(1, done + 2))

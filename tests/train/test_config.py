@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medimp.train import ConfigError, PretrainConfig, load_config, save_config
@@ -81,3 +83,18 @@ def test_architecture_ignores_run_control() -> None:
     assert a.architecture() == b.architecture()
     c = PretrainConfig(embed_dim=64)
     assert c.architecture() != a.architecture()
+
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lrr", "optim.lrr: unknown option; did you mean optim.lr?"),   # typo in a group
+    ("optm.lr", "optm: unknown option; did you mean optim?"),             # typo in the group
+    ("epoch", "epoch: unknown option; did you mean epochs?"),
+    ("lr", "lr: unknown option; did you mean optim.lr?"),                 # wrong group
+    ("text.frezee", "text.frezee: unknown option; did you mean text.freeze?"),
+])
+def test_unknown_key_suggests_the_closest_valid_ones(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"{override}=1"])
+    with pytest.raises(ConfigError, match=r"see docs/train\.md"):
+        load_config(None, ["zzz_nothing_like_it=1"])

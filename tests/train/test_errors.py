@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from medimp.errors import MedimpError
 from medimp.train import ConfigError, TrainError, pretrain
 
 
@@ -88,3 +89,74 @@ def test_exported_weights_of_another_architecture(simulated_cohort, tiny_config,
     (run / "model.json").write_text(json.dumps(info))
     with pytest.raises(TrainError, match="do not fit the architecture"):
         load_image_encoder(run)
+
+
+def _text_model_copy(dst):
+    import shutil
+
+    from medimp._textmodel import default_text_model_path
+
+    shutil.copytree(default_text_model_path(), dst)
+    return dst
+
+
+def _cli_one_line(args: list[str]) -> str:
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
+
+
+def test_text_path_with_a_pickled_pytorch_model_bin(simulated_cohort, tiny_config,
+                                                    tmp_path) -> None:
+    import pickle
+
+    model = _text_model_copy(tmp_path / "model")
+    (model / "model.safetensors").unlink()
+    marker = tmp_path / "code_ran"
+
+    class Payload:  # what a malicious pytorch_model.bin holds: code run on unpickling
+        def __reduce__(self):
+            return (marker.write_text, ("pwned",))
+
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(MedimpError, match="holds pickled objects"):
+        pretrain(simulated_cohort, tmp_path / "run", tiny_config(f"text.path={model}"),
+                 progress=False)
+    line = _cli_one_line(["pretrain", "--cohort", str(simulated_cohort), "--out",
+                          str(tmp_path / "run2"), "--no-progress", "--set", f"text.path={model}",
+                          "--set", "preprocess.shape=[16,16,16]",
+                          "--set", "image_encoder.name=tiny_cnn_3d"])
+    assert str(model) in line and "refused" in line
+    assert not marker.exists()  # never unpickled
+
+
+def test_text_path_with_a_truncated_weights_file(simulated_cohort, tiny_config,
+                                                 tmp_path) -> None:
+    model = _text_model_copy(tmp_path / "model")
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])  # an interrupted copy
+    with pytest.raises(MedimpError, match=r"cannot load a text model.*damaged or truncated"):
+        pretrain(simulated_cohort, tmp_path / "run", tiny_config(f"text.path={model}"),
+                 progress=False)
+
+
+def test_damaged_model_safetensors(simulated_cohort, tiny_config, tmp_path) -> None:
+    from medimp.train import embed
+
+    run = pretrain(simulated_cohort, tmp_path / "run", tiny_config("method=random_init"),
+                   progress=False)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(TrainError, match="damaged model file"):
+        embed(run, simulated_cohort)
+    line = _cli_one_line(["embed", str(run), str(simulated_cohort), "--out",
+                          str(tmp_path / "e.parquet")])
+    assert str(weights) in line and "copy the run folder again" in line
+    assert not (tmp_path / "e.parquet").exists()

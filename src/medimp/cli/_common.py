@@ -32,8 +32,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def interrupted(message: str = "") -> NoReturn:
     """Report a Ctrl-C in one line and exit 130 (128 + SIGINT, the shell's convention)."""
-    err_console.print(f"[bold yellow]interrupted:[/] {escape(message or 'stopped by the user')}",
-                      highlight=False, soft_wrap=True)
+    err_console.print(f"[bold yellow]{escape(message or 'interrupted')}[/]", highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(130)
 
 

@@ -48,6 +48,9 @@ def validate(
         "--json", help="Print the report as JSON instead of tables.")] = False,
     tables_only: Annotated[bool, typer.Option(
         "--tables-only", help="Check the tables and paths but do not open the images.")] = False,
+    strict_paths: Annotated[bool, typer.Option(
+        "--strict-paths", help="Make manifest paths that lead outside the cohort folder an "
+        "error (default: a warning, or study.yaml's strict_paths).")] = False,
     suggest_preprocess: Annotated[bool, typer.Option(
         "--suggest-preprocess", help="Propose a preprocessing spacing and shape that fit the "
         "cohort's fields of view (for a CPU, max 32 voxels a side, and a GPU, max 96).")
@@ -63,7 +66,8 @@ def validate(
     if not cohort.is_dir():
         fail(f"{cohort}: not a folder; give the cohort folder that holds manifest.csv")
     with _progress("reading images", enabled=not json_out) as update:
-        report = validate_cohort(cohort, read_images=not tables_only, progress=update)
+        report = validate_cohort(cohort, read_images=not tables_only, progress=update,
+                                 strict_paths=True if strict_paths else None)
     if json_out:
         typer.echo(report.to_json())
     else:

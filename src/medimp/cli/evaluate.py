@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, err_console, fail, is_interactive
 
 
 def _pairs(values: list[str], option: str) -> dict[str, Path]:
@@ -56,6 +56,9 @@ def evaluate_command(
         "eGFR below the threshold at a yearly horizon).")] = "graft_loss",
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Write metrics.json only, no report.html.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace --out if it is not empty (only once the new evaluation "
+        "is complete).")] = False,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
     from medimp.evaluate import EvalConfig, evaluate
@@ -72,9 +75,22 @@ def evaluate_command(
                      probes=["logistic"] if no_knn else ["logistic", "knn"],
                      survival=not no_survival, survival_event=survival_event,
                      n_jobs=jobs)
-    result = evaluate(cohort, methods, out, cfg, progress=is_interactive())
-    console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
-    console.print(result.headline().to_string(), highlight=False, soft_wrap=True, markup=False)
+    result = evaluate(cohort, methods, out, cfg, progress=is_interactive(),
+                      overwrite=overwrite)
+    if not result.metrics.records and not result.metrics.survival:
+        for s in result.metrics.skipped:  # the reasons, then one line that says what to do
+            where = s.task + (f", {s.method}" if s.method else "")
+            err_console.print(f"[yellow]skipped[/] ({escape(where)}): {escape(s.reason)}",
+                              highlight=False, soft_wrap=True)
+        fail(f"nothing could be evaluated: every task was skipped for the "
+             f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
+    headline = result.headline()
+    if headline.empty:
+        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
+                      "(see the skipped tasks below)")
+    else:
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
+        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
     comp = result.comparison_table()
     if not comp.empty:
         console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:",

@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import AfterValidator, BeforeValidator, ValidationError, create_model
 
 from medimp.data._errors import Problem
+from medimp.data._values import apply_missing_values, read_raw_csv
 from medimp.study import Study
 
 MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")
@@ -63,12 +64,19 @@ class Collector:
     def warning(self, problem: str, fix: str = "", **where: Any) -> None:
         self.problems.append(Problem("warning", problem=problem, fix=fix, **where))
 
+    def report(self, severity: str, problem: str, fix: str = "", **where: Any) -> None:
+        """An error or a warning, as ``severity`` says (a setting of study.yaml)."""
+        self.problems.append(Problem(severity, problem=problem, fix=fix, **where))
+
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.DataFrame | None:
+def read_table(path: Path, required: tuple[str, ...], col: Collector,
+               study: Study | None = None) -> pd.DataFrame | None:
+    """Read one table, every cell as text; only study.yaml's ``missing_values`` (default: the
+    empty cell) become NaN, and never in the id columns."""
     name = path.name
     if not path.is_file():
         col.error(f"{name} not found", f"every cohort needs {name} (see docs/data.md)",
@@ -81,13 +89,17 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
                       "header", "remove the extra/missing separators (a comma inside a value "
                       "needs quotes)", file=name)
             return None
-        df = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
-                         index_col=False)
+        df = read_raw_csv(path)  # no NA parsing: study.yaml's missing_values, below
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
         return None
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:
+        line, problem, patient = not_utf8(path)
+        col.error(problem, f"save {name} as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or "
+                  "'CSV UTF-8' in a spreadsheet)", file=f"{name}:{line}", patient=patient)
+        return None
+    except (pd.errors.ParserError, csv.Error) as exc:
         col.error(f"not a readable CSV ({exc})", "save it as UTF-8, comma-separated",
                   file=name)
         return None
@@ -102,7 +114,30 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector) -> pd.Data
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
+    apply_missing_values(df, study)
     return df
+
+
+def not_utf8(path: Path) -> tuple[int, str, str | None]:
+    """Where a file stops being UTF-8: (line number, a one-line problem, the line's patient id
+    when the first column is ``patient_id``). Call after a ``UnicodeDecodeError``."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        pos = exc.start
+    else:  # pragma: no cover - the caller saw a decode error
+        return 1, "not UTF-8", None
+    line = data.count(b"\n", 0, pos) + 1
+    start = data.rfind(b"\n", 0, pos) + 1
+    end = data.find(b"\n", pos)
+    text = data[start:end if end >= 0 else len(data)].decode("latin-1").rstrip("\r")
+    column = pos - start + 1
+    header = next(csv.reader([data[:data.find(b"\n")].decode("latin-1")]), [])
+    fields = next(csv.reader([text]), [])
+    patient = fields[0] if header and header[0].strip() == "patient_id" and fields else None
+    return line, (f"line {line} is not UTF-8 (byte 0x{data[pos]:02x} at character {column}: "
+                  f"{text[:60]!r}; the file looks Latin-1 / Windows-1252 encoded)"), patient
 
 
 def ragged_lines(path: Path) -> list[int]:

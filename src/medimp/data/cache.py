@@ -5,7 +5,7 @@ Layout of a cache folder (default ``<cohort>/.medimp_cache``)::
     medimp-cache.json        marker + format version (``clear`` refuses folders without it)
     CACHEDIR.TAG             tells backup tools to skip the folder
     entries/ab/<key>.safetensors
-    hashes.json              memo of source-file hashes: path -> (size:mtime_ns, sha256)
+    hashes.json              memo of source-file hashes: path -> (size:mtime:inode:ctime, sha256)
     stats/<host>-<pid>-<id>.json  hit / miss / rebuild counters of each process and cache object
 
 An entry's key is the SHA-256 of canonical JSON holding the cache format, the preprocessing
@@ -17,8 +17,9 @@ Entries are safetensors files (never pickles) whose metadata repeats the key and
 image bytes. A truncated, corrupt or mismatched entry is detected on read, reported with a
 ``CacheWarning`` and rebuilt. All files are written atomically (``medimp._io``).
 
-Source files are hashed once per (path, size, mtime_ns): in memory within a process, and in
-``hashes.json`` across processes, so an epoch over a cached cohort only ``stat``s the sources.
+Source files are hashed once per (path, size, mtime, inode, ctime): in memory within a process,
+and in ``hashes.json`` across processes, so an epoch over a cached cohort only ``stat``s the
+sources; an in-place edit that restores size and mtime still changes the ctime.
 """
 
 from __future__ import annotations
@@ -94,15 +95,21 @@ _memo_lock = threading.Lock()
 
 
 def _signature(path: Path) -> str:
-    """Cheap fingerprint of a file or folder: sizes and mtimes, no content read."""
+    """Cheap fingerprint of a file or folder, no content read.
+
+    Size, mtime, inode and ctime: an in-place edit that restores size and mtime (``touch -r``,
+    ``os.utime``, a tool that preserves timestamps) still moves the ctime, which user code
+    cannot set, so the file is hashed again.
+    """
     if path.is_dir():
         h = hashlib.sha1()
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
             st = f.stat()
-            h.update(f"{f.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            h.update(f"{f.relative_to(path).as_posix()}:{st.st_size}:{st.st_mtime_ns}:"
+                     f"{st.st_ino}:{st.st_ctime_ns}\n".encode())
         return "dir:" + h.hexdigest()
     st = path.stat()
-    return f"file:{st.st_size}:{st.st_mtime_ns}"
+    return f"file:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def _sha256_of(path: Path) -> str:
@@ -120,8 +127,9 @@ def _sha256_of(path: Path) -> str:
 def content_hash(path: str | os.PathLike[str], index: dict[str, list[str]] | None = None) -> str:
     """SHA-256 of a file's bytes, or of a folder's files (names and bytes, sorted).
 
-    Memoised by (path, size, mtime_ns) in this process, and in ``index`` when one is given (the
-    cache's ``hashes.json``): unchanged files are not read again.
+    Memoised by (path, size, mtime, inode, ctime) in this process, and in ``index`` when one is
+    given (the cache's ``hashes.json``): unchanged files are not read again, and an edit that
+    keeps size and mtime is not served stale.
     """
     p = Path(path).resolve()
     sig = _signature(p)
@@ -233,11 +241,16 @@ class PreprocessCache:
             return
         with contextlib.suppress(OSError):
             if self._index_dirty and self._index is not None:
-                merged = {}
-                with contextlib.suppress(OSError, ValueError):
-                    merged = json.loads((self.root / "hashes.json").read_text(encoding="utf-8"))
-                merged.update(self._index)
-                atomic_write_text(self.root / "hashes.json", json.dumps(merged, sort_keys=True))
+                # read-merge-write under the cache's lock: processes that share the cache (DDP
+                # ranks, DataLoader workers, two runs) never drop each other's hashes
+                with self.write_lock():
+                    merged = {}
+                    with contextlib.suppress(OSError, ValueError):
+                        merged = json.loads(
+                            (self.root / "hashes.json").read_text(encoding="utf-8"))
+                    merged.update(self._index)
+                    atomic_write_text(self.root / "hashes.json",
+                                      json.dumps(merged, sort_keys=True))
                 self._index_dirty = False
             if self._stats_dirty:
                 stats = {
@@ -249,6 +262,13 @@ class PreprocessCache:
                 atomic_write_text(self.root / "stats" / self._stats_name, json.dumps(stats))
                 self._stats_dirty = False
         self._last_flush = time.monotonic()
+
+    def write_lock(self, timeout: float = 120.0) -> Any:
+        """The cache folder's file lock (``filelock``), held while shared files are rewritten
+        or the cache is cleared; entries need none (each is written atomically)."""
+        from filelock import FileLock
+
+        return FileLock(self.root / ".lock", timeout=timeout)
 
     def _maybe_flush(self, force: bool = False) -> None:
         if force or time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
@@ -433,7 +453,8 @@ class PreprocessCache:
         n = len(list((self.root / "entries").rglob("*.safetensors")))
         # rename first so that a half-deleted folder is never mistaken for a cache
         trash = self.root.with_name(f".{self.root.name}.deleting-{os.getpid()}")
-        self.root.rename(trash)
+        with self.write_lock():
+            self.root.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
         self._reset_process_state()
         return n

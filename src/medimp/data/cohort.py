@@ -41,7 +41,9 @@ from medimp.data._tables import (
     check_duplicates,
     read_table,
     type_table,
+    where_of,
 )
+from medimp.data._values import check_paths_inside, check_ranges, emit_warnings
 from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
 from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
@@ -114,7 +116,9 @@ class Cohort:
         path = self.root / "truth.csv"
         if not path.is_file():
             return None
-        return pd.read_csv(path, dtype={"patient_id": str})
+        # ids are never NA-parsed (a patient named "NA"); only the empty cell is missing
+        return pd.read_csv(path, dtype={"patient_id": str, "exam": str},
+                           keep_default_na=False, na_values=[""])
 
     @classmethod
     def from_tables(cls, study: Study, exams: pd.DataFrame, patients: pd.DataFrame,
@@ -376,8 +380,12 @@ class Cohort:
         return None if rows.empty else rows.iloc[0]
 
 
-def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
-    """Read and check a cohort; return it (None when unusable) and every problem found."""
+def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
+          ) -> tuple[Cohort | None, list[Problem]]:
+    """Read and check a cohort; return it (None when unusable) and every problem found.
+
+    ``strict_paths`` (None: study.yaml's) refuses manifest paths leading outside the folder.
+    """
     root = Path(root)
     col = Collector()
     if not root.is_dir():
@@ -385,7 +393,7 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
                   file=str(root))
         return None, col.problems
     study = _read_study(root, col)
-    tables = {name: read_table(root / f"{name}.csv", REQUIRED[name], col)
+    tables = {name: read_table(root / f"{name}.csv", REQUIRED[name], col, study)
               for name in ("manifest", "exams", "patients")}
     for name, df in tables.items():
         if df is not None:
@@ -400,6 +408,10 @@ def _load(root: str | os.PathLike[str]) -> tuple[Cohort | None, list[Problem]]:
     if study is not None:
         check_labels(study, manifest, exams, col)
         check_study_columns(study, exams, patients, col)
+        check_ranges(study, {"exams": exams, "patients": patients}, col.report, where_of)
+        if manifest is not None:
+            strict = study.strict_paths if strict_paths is None else strict_paths
+            check_paths_inside(root, manifest, strict, col.report, where_of)
     check_references(manifest, exams, patients, col)
 
     if col.errors or study is None or manifest is None or exams is None or patients is None:
@@ -414,21 +426,31 @@ def _read_study(root: Path, col: Collector) -> Study | None:
     try:
         return load_study(root / "study.yaml")
     except StudyError as exc:
-        col.error(str(exc).replace(str(root / "study.yaml") + ": ", ""),
-                  "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
-                  file="study.yaml")
+        for problem in exc.problems:  # one row per problem
+            col.error(problem.replace(str(root / "study.yaml") + ": ", ""),
+                      "fix study.yaml (see docs/data.md and `medimp.study.default_study()`)",
+                      file="study.yaml")
         return None
 
 
-def read_cohort(path: str | os.PathLike[str]) -> Cohort:
-    """Read a cohort directory and check its tables, labels, references and paths.
+def read_cohort(path: str | os.PathLike[str], strict_paths: bool | None = None) -> Cohort:
+    """Read a cohort directory and check its tables, labels, references, values and paths.
+
+    Args:
+        path: the cohort folder.
+        strict_paths: refuse manifest paths that lead outside the folder (None: study.yaml's
+            ``strict_paths``, default False: a warning).
+
+    Warnings (``CohortWarning``, once each): every non-fatal finding, e.g. a value outside its
+    plausible range under ``out_of_range: warning``, or an image outside the cohort folder.
 
     Raises:
         CohortError: listing every problem found (``.problems``); run ``medimp validate``
             for the same list as a table, plus the checks that need the images.
     """
-    cohort, problems = _load(path)
+    cohort, problems = _load(path, strict_paths)
     errors = [p for p in problems if p.severity == "error"]
     if errors or cohort is None:
         raise CohortError(errors, root=path)
+    emit_warnings(cohort.warnings)
     return cohort

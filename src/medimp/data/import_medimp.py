@@ -30,6 +30,7 @@ import pandas as pd
 
 from medimp._io import atomic_dir
 from medimp.data._errors import ImportMappingError, Problem
+from medimp.data._tables import not_utf8
 from medimp.study import Bin, Study, TextVariable, default_study, save_study
 
 __all__ = ["CREATININE_STD_BINS", "ImportReport", "import_medimp", "import_study", "map_phase"]
@@ -150,11 +151,56 @@ def _cell(row: pd.Series, c: str, target: str, *, pid: str, exam: str | None, cs
     return float(num)
 
 
+_PER_EXAM = re.compile(r"^(.*?)[\s_]*([DJM]\s*\d+)$", re.IGNORECASE)
+
+
+def _exam_target(stem: str, c: str, csv: Path, rep: ImportReport) -> str:
+    """exams.csv column of a per-exam clinical column ``<stem> <exam>``."""
+    if stem in ("gfr", "egfr"):
+        return "egfr"
+    if stem.startswith("std_creat"):
+        return "creatinine_std"
+    target = _clean_name(stem)
+    rep.note("warning", f"clinical column {c!r} not known to the prompts; kept as "
+             f"exams.csv column {target!r}", "add it to study.yaml if it matters",
+             file=csv.name)
+    return target
+
+
+def _map_columns(columns: list[str], exams: list[str], csv: Path, rep: ImportReport
+                 ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Wide-table columns -> (patients.csv column, (exams.csv column, exam label))."""
+    baseline_map: dict[str, str] = {}
+    exam_map: dict[str, tuple[str, str]] = {}
+    for c in columns:
+        if c.lower() in ("age_donor", "donor_age"):
+            baseline_map[c] = "donor_age"
+            continue
+        m = _PER_EXAM.match(c)
+        label, alias = _exam_label(m.group(2), exams) if m else (None, None)
+        if m and label:
+            exam_map[c] = (_exam_target(m.group(1).strip().lower(), c, csv, rep), label)
+            if alias:
+                rep.note("info", f"clinical column {c!r}: {alias}", file=csv.name)
+            continue
+        target = _clean_name(c)
+        baseline_map[c] = target
+        if target != "donor_age":
+            rep.note("warning", f"clinical column {c!r} not known to the prompts; kept as "
+                     f"patients.csv column {target!r}", "add it to study.yaml if it matters",
+                     file=csv.name)
+    return baseline_map, exam_map
+
+
 def _read_clinical(csv: Path, exams: list[str], rep: ImportReport) -> tuple[
         dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
     """Wide clinical CSV -> (patient -> baseline values, (patient, exam) -> exam values)."""
     try:
         df = pd.read_csv(csv, dtype=str, skipinitialspace=True)
+    except UnicodeDecodeError:
+        line, problem, _ = not_utf8(csv)
+        raise ImportMappingError(problem, file=f"{csv}:{line}", fix="save it as UTF-8 (e.g. "
+                                 "`iconv -f latin1 -t utf-8`)") from None
     except Exception as exc:
         raise ImportMappingError(f"clinical CSV unreadable ({exc})", file=csv,
                                  fix="give the original df_clinicobiological_data.csv") from exc
@@ -163,38 +209,8 @@ def _read_clinical(csv: Path, exams: list[str], rep: ImportReport) -> tuple[
     if id_col is None:
         raise ImportMappingError(f"no patient column (found {list(df.columns)})", file=csv,
                                  fix="name the patient identifier column 'patient'")
-    per_exam_re = re.compile(r"^(.*?)[\s_]*([DJM]\s*\d+)$", re.IGNORECASE)
-    baseline_map: dict[str, str] = {}
-    exam_map: dict[str, tuple[str, str]] = {}
-    for c in df.columns:
-        if c == id_col:
-            continue
-        if c.lower() in ("age_donor", "donor_age"):
-            baseline_map[c] = "donor_age"
-            continue
-        m = per_exam_re.match(c)
-        label, alias = _exam_label(m.group(2), exams) if m else (None, None)
-        if m and label:
-            stem = m.group(1).strip().lower()
-            if stem in ("gfr", "egfr"):
-                target = "egfr"
-            elif stem.startswith("std_creat"):
-                target = "creatinine_std"
-            else:
-                target = _clean_name(stem)
-                rep.note("warning", f"clinical column {c!r} not known to the prompts; kept as "
-                         f"exams.csv column {target!r}", "add it to study.yaml if it matters",
-                         file=csv.name)
-            exam_map[c] = (target, label)
-            if alias:
-                rep.note("info", f"clinical column {c!r}: {alias}", file=csv.name)
-        else:
-            target = _clean_name(c)
-            baseline_map[c] = target
-            if target != "donor_age":
-                rep.note("warning", f"clinical column {c!r} not known to the prompts; kept as "
-                         f"patients.csv column {target!r}", "add it to study.yaml if it matters",
-                         file=csv.name)
+    baseline_map, exam_map = _map_columns([c for c in df.columns if c != id_col], exams,
+                                          csv, rep)
     baseline: dict[str, dict[str, Any]] = {}
     per_exam: dict[tuple[str, str], dict[str, Any]] = {}
     for i, row in df.iterrows():
@@ -295,6 +311,31 @@ def import_medimp(
         FileExistsError: ``out`` is not empty and ``overwrite`` is False.
     """
     root, clinical_csv, out = Path(root), Path(clinical_csv), Path(out)
+    fallback = _check_inputs(root, clinical_csv, fallback_volume, augs)
+    study = import_study()
+    exams = study.exam_names
+    rep = ImportReport(out=out)
+    baseline, per_exam = _read_clinical(clinical_csv, exams, rep)
+    images, folder_patients = _scan_images(root, exams, rep)
+    _report_images(root, images, fallback, rep)
+    _report_coverage(study, root, clinical_csv, images=images, folder_patients=folder_patients,
+                     baseline=baseline, per_exam=per_exam, fallback=fallback, rep=rep)
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        manifest = _copy_images(tmp, study, images, fallback=fallback, rep=rep,
+                                progress=progress)
+        _write_tables(tmp, study, manifest, baseline=baseline, per_exam=per_exam, rep=rep)
+        if augs is not None:
+            _copy_augs(tmp, out, Path(augs), rep)
+        _self_check(tmp)
+        (tmp / "import_report.json").write_text(rep.to_json(), encoding="utf-8")
+    return rep
+
+
+def _check_inputs(root: Path, clinical_csv: Path,
+                  fallback_volume: str | os.PathLike[str] | None,
+                  augs: str | os.PathLike[str] | None) -> Path | None:
+    """Refuse absent inputs before anything is read; return the fallback volume (or None)."""
     if not root.is_dir():
         raise ImportMappingError("image root folder not found", file=root,
                                  fix="give the folder holding one folder per patient")
@@ -309,12 +350,12 @@ def import_medimp(
     if augs is not None and not Path(augs).is_file():
         raise ImportMappingError("paraphrase file not found", file=augs,
                                  fix="give gpt_augs.txt with --augs, or leave it out")
-    study = import_study()
-    exams = study.exam_names
-    rep = ImportReport(out=out)
-    baseline, per_exam = _read_clinical(clinical_csv, exams, rep)
-    images, folder_patients = _scan_images(root, exams, rep)
+    return fallback
 
+
+def _report_images(root: Path, images: dict[tuple[str, str, str], Path | None],
+                   fallback: Path | None, rep: ImportReport) -> None:
+    """Exam labels kept, empty sequence folders; refuse a layout with no image at all."""
     if any(e in ("D15", "D30") for _, e, _ in images):
         rep.note("info", "exam labels D15/D30 kept: the original prompt code looked them up as "
                  "J15/J30 and silently missed them; medimp uses one label set (J15/J30 folders "
@@ -330,6 +371,14 @@ def import_medimp(
             "files)", file=root,
             fix="copy the volumes into the sequence folders, or pass --fallback-volume "
                 "dummy_mri.nii.gz to point every sequence at one volume as the original did")
+
+
+def _report_coverage(study: Study, root: Path, clinical_csv: Path, *,
+                     images: dict[tuple[str, str, str], Path | None], folder_patients: set[str],
+                     baseline: dict[str, dict[str, Any]],
+                     per_exam: dict[tuple[str, str], dict[str, Any]], fallback: Path | None,
+                     rep: ImportReport) -> None:
+    """What the images and the clinical table do not both cover (patients, exams, phases)."""
     for pid in sorted(folder_patients - set(baseline)):
         rep.note("warning", "patient folder without a row in the clinical CSV; its clinical "
                  "values are empty", "add the patient to the clinical CSV", patient=pid,
@@ -352,49 +401,52 @@ def import_medimp(
                 rep.note("warning", "no sequence folder for this phase", patient=pid,
                          exam=exam, phase=ph, fix="add the sequence if it was acquired")
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = []
-        eorder = {e: i for i, e in enumerate(exams)}
-        porder = {p: i for i, p in enumerate(study.phase_names)}
-        todo = sorted(((k, v) for k, v in images.items() if v is not None or fallback),
-                      key=lambda kv: (kv[0][0], eorder[kv[0][1]], porder[kv[0][2]]))
-        fb_rel = None
-        if fallback is not None and any(v is None for _, v in todo):
-            fb_rel = f"images/_fallback/{fallback.name}"
-            (tmp / fb_rel).parent.mkdir(parents=True)
-            shutil.copy2(fallback, tmp / fb_rel)
-        for n, ((pid, exam, phase), src) in enumerate(todo):
-            if src is None:
-                rel = fb_rel
-                rep.fallback_volumes += 1
-            elif src.is_dir():
-                rel = f"images/{pid}/{exam}/{phase}"
-                shutil.copytree(src, tmp / rel, ignore=shutil.ignore_patterns(".*"))
-            else:
-                suffix = ".nii.gz" if src.name.lower().endswith(".gz") else ".nii"
-                rel = f"images/{pid}/{exam}/{phase}{suffix}"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, tmp / rel)
-            manifest.append({"patient_id": pid, "exam": exam, "phase": phase, "path": rel})
-            if progress is not None:
-                progress(n + 1, len(todo))
-        if rep.fallback_volumes:
-            rep.note("warning", f"{rep.fallback_volumes} volume(s) point at the fallback "
-                     f"{fallback.name if fallback else ''} (copied once to {fb_rel})",
-                     "replace with the real volumes before training on real data", file=fb_rel)
-        _write_tables(tmp, study, manifest, baseline=baseline, per_exam=per_exam, rep=rep)
-        if augs is not None:
-            dest = tmp / "prompts" / "gpt_augs.txt"
-            dest.parent.mkdir(parents=True)
-            shutil.copy2(augs, dest)
-            n_lines = sum(1 for ln in dest.read_text(encoding="utf-8").splitlines()
-                          if ln.strip())
-            rep.augs_path = out / "prompts" / "gpt_augs.txt"
-            rep.note("info", f"paraphrases copied to prompts/gpt_augs.txt ({n_lines} lines)",
-                     file=str(augs))
-        _self_check(tmp)
-        (tmp / "import_report.json").write_text(rep.to_json(), encoding="utf-8")
-    return rep
+
+def _copy_images(tmp: Path, study: Study, images: dict[tuple[str, str, str], Path | None], *,
+                 fallback: Path | None, rep: ImportReport,
+                 progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """Copy every volume (or DICOM folder) into ``tmp/images``; return the manifest rows."""
+    manifest = []
+    eorder = {e: i for i, e in enumerate(study.exam_names)}
+    porder = {p: i for i, p in enumerate(study.phase_names)}
+    todo = sorted(((k, v) for k, v in images.items() if v is not None or fallback),
+                  key=lambda kv: (kv[0][0], eorder[kv[0][1]], porder[kv[0][2]]))
+    fb_rel = None
+    if fallback is not None and any(v is None for _, v in todo):
+        fb_rel = f"images/_fallback/{fallback.name}"
+        (tmp / fb_rel).parent.mkdir(parents=True)
+        shutil.copy2(fallback, tmp / fb_rel)
+    for n, ((pid, exam, phase), src) in enumerate(todo):
+        if src is None:
+            rel = fb_rel
+            rep.fallback_volumes += 1
+        elif src.is_dir():
+            rel = f"images/{pid}/{exam}/{phase}"
+            shutil.copytree(src, tmp / rel, ignore=shutil.ignore_patterns(".*"))
+        else:
+            suffix = ".nii.gz" if src.name.lower().endswith(".gz") else ".nii"
+            rel = f"images/{pid}/{exam}/{phase}{suffix}"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / rel)
+        manifest.append({"patient_id": pid, "exam": exam, "phase": phase, "path": rel})
+        if progress is not None:
+            progress(n + 1, len(todo))
+    if rep.fallback_volumes:
+        rep.note("warning", f"{rep.fallback_volumes} volume(s) point at the fallback "
+                 f"{fallback.name if fallback else ''} (copied once to {fb_rel})",
+                 "replace with the real volumes before training on real data", file=fb_rel)
+    return manifest
+
+
+def _copy_augs(tmp: Path, out: Path, augs: Path, rep: ImportReport) -> None:
+    """The original paraphrases, copied to the cohort's ``prompts/gpt_augs.txt``."""
+    dest = tmp / "prompts" / "gpt_augs.txt"
+    dest.parent.mkdir(parents=True)
+    shutil.copy2(augs, dest)
+    n_lines = sum(1 for ln in dest.read_text(encoding="utf-8").splitlines() if ln.strip())
+    rep.augs_path = out / "prompts" / "gpt_augs.txt"
+    rep.note("info", f"paraphrases copied to prompts/gpt_augs.txt ({n_lines} lines)",
+             file=str(augs))
 
 
 def _write_tables(tmp: Path, study: Study, manifest: list[dict[str, Any]], *,

@@ -221,6 +221,8 @@ def validate_cohort(
     path: str | os.PathLike[str],
     read_images: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    strict_paths: bool | None = None,
+    preprocess: Any = None,
 ) -> ValidationReport:
     """Check a cohort directory, images included; never raises on bad data.
 
@@ -228,13 +230,17 @@ def validate_cohort(
         path: the cohort folder.
         read_images: open every image (slow on big cohorts; False checks only the tables).
         progress: called as ``progress(done, total)`` after each image (for a progress bar).
+        strict_paths: make manifest paths leading outside the folder errors (None: as
+            study.yaml says; by default a warning).
+        preprocess: the ``PreprocessConfig`` whose window the fields of view are compared
+            with (default: the default one).
 
     Returns:
         A :class:`ValidationReport` with every error and warning and a summary.
     """
     root = Path(path)
     try:
-        cohort, problems = _load(root)
+        cohort, problems = _load(root, strict_paths)
     except Exception as exc:  # a table that breaks the reader itself: report, don't raise
         problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
                             f"{exc})", fix="check the CSV files; please report this as a bug")]
@@ -247,27 +253,11 @@ def validate_cohort(
         cohort = _partial_cohort(root)
         if cohort is None:
             return report
-    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
-    for rec in cohort.manifest.to_dict("records"):
-        rel, uid = rec.get("path"), rec.get("series_uid")
-        if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
-            key = (rel, uid if isinstance(uid, str) and uid else None)
-            files.setdefault(key, []).append(rec)
+    files = _image_files(cohort)
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}
     if read_images:
-        total = len(files)
-        for i, ((rel, _), rows) in enumerate(files.items()):
-            problems, info = _check_image(cohort, rel, rows)
-            for p in problems:
-                (report.errors if p.severity == "error" else report.warnings).append(p)
-            exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
-            if "geometry" in info:
-                geometry.setdefault(exam_key, info["geometry"])
-            if "dynamic" in info:
-                dynamic[exam_key] = info["dynamic"]
-            if progress is not None:
-                progress(i + 1, total)
+        geometry, dynamic = _check_images(cohort, files, report, progress, preprocess)
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))
@@ -279,6 +269,52 @@ def validate_cohort(
     except Exception:  # the tables were broken; their errors are already listed
         report.summary = {}
     return report
+
+
+def _image_files(cohort: Cohort) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    """(manifest path, series_uid) of every existing image -> its manifest rows."""
+    files: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for rec in cohort.manifest.to_dict("records"):
+        rel, uid = rec.get("path"), rec.get("series_uid")
+        if isinstance(rel, str) and rel and cohort._resolve(rel).exists():
+            key = (rel, uid if isinstance(uid, str) and uid else None)
+            files.setdefault(key, []).append(rec)
+    return files
+
+
+def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[str, Any]]],
+                  report: ValidationReport, progress: Callable[[int, int], None] | None,
+                  preprocess: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Open every image, add its problems to ``report`` (and the geometry warnings of
+    ``medimp.data._geometry`` for the ``preprocess`` window); return the geometry and the
+    dynamic series found, per exam ("patient exam")."""
+    from medimp.data._geometry import geometry_problems
+    from medimp.data.preprocess import PreprocessConfig
+
+    geometry: dict[str, Any] = {}
+    dynamic: dict[str, Any] = {}
+    phase_geometry: dict[tuple[str, str], dict[str, Any]] = {}
+    geometry_files: dict[tuple[str, str, str], str] = {}
+    total = len(files)
+    for i, ((rel, _), rows) in enumerate(files.items()):
+        problems, info = _check_image(cohort, rel, rows)
+        for p in problems:
+            (report.errors if p.severity == "error" else report.warnings).append(p)
+        exam_key = f"{rows[0]['patient_id']} {rows[0]['exam']}"
+        if "geometry" in info:
+            geometry.setdefault(exam_key, info["geometry"])
+            for r in rows:
+                k = (str(r["patient_id"]), str(r["exam"]))
+                phase_geometry.setdefault(k, {})[str(r["phase"])] = info["geometry"]
+                geometry_files[(*k, str(r["phase"]))] = rel
+        if "dynamic" in info:
+            dynamic[exam_key] = info["dynamic"]
+        if progress is not None:
+            progress(i + 1, total)
+    pre = preprocess or PreprocessConfig()
+    report.warnings.extend(geometry_problems(phase_geometry, pre.shape, pre.spacing,
+                                             geometry_files))
+    return geometry, dynamic
 
 
 def _partial_cohort(root: Path) -> Cohort | None:

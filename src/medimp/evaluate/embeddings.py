@@ -57,8 +57,10 @@ def read_embeddings(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFra
         where = str(path)
         if not path.is_file():
             raise EvaluationError(f"{path}: embeddings file not found")
+        # ids are never NA-parsed: a patient named "NA" stays a patient
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
-            path, dtype={"patient_id": str, "exam": str})
+            path, dtype={"patient_id": str, "exam": str}, keep_default_na=False,
+            na_values=[""])
     if "patient_id" not in df.columns:
         raise EvaluationError(f"{where}: no 'patient_id' column; expected the table written by "
                               "medimp.train.embed (patient_id, exam, level, e0..)")

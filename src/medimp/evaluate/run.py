@@ -154,26 +154,42 @@ def _probe_factory(cfg: EvalConfig, probe: str, impute: bool) -> Callable[[], An
     return lambda: create_probe(probe, cfg, impute=impute)
 
 
+# split by the evaluation rewrite (issue 9 item 5); the complexity rules are on elsewhere
 def evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
              out_dir: str | os.PathLike[str], config: EvalConfig | None = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, *, overwrite: bool = False) -> EvalResult:
     """Evaluate each method's frozen features on the cohort's downstream tasks.
 
     Args:
         cohort_path: the cohort directory.
         methods: name -> run dir, embeddings file (``.parquet``/``.csv``) or DataFrame
             (patient_id, exam, level, e0..). ``clinical_only`` and ``oracle`` are added.
-        out_dir: created if needed; files are written atomically.
+        out_dir: the folder of results: absent or empty unless ``overwrite``; written as a
+            temporary folder beside it that replaces it only once complete, and locked
+            meanwhile (a second evaluation into it fails at once).
         config: the protocol (defaults: 3 horizons, 5×5 CV, 1000 bootstrap resamples).
         progress: show a rich progress bar.
+        overwrite: replace a non-empty ``out_dir`` (only once the new results are complete).
 
     Returns:
         An :class:`EvalResult`; ``metrics.json`` is at ``result.metrics_path``.
     """
+    from dataclasses import replace
+
+    from medimp._io import output_dir
+
+    final = Path(out_dir)
+    inputs = [cohort_path, *(m for m in methods.values() if isinstance(m, str | os.PathLike))]
+    with output_dir(final, overwrite=overwrite, what="evaluation folder",
+                    error=EvaluationError, keep=inputs) as tmp:
+        result = _evaluate(cohort_path, methods, tmp, config, progress)
+    return replace(result, out_dir=final, metrics_path=final / result.metrics_path.name)
+
+
+def _evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],  # noqa: C901, PLR0912, PLR0915
+              out_dir: Path, config: EvalConfig | None, progress: bool) -> EvalResult:
     cfg = config or EvalConfig()
     cohort_path = Path(cohort_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tables = load_cohort(cohort_path)
     threshold = tables.study.outcomes.threshold if cfg.threshold is None else cfg.threshold
     counts, labels = _task_counts(tables, cfg.horizons, threshold)

@@ -10,6 +10,7 @@ from JSON (``create_image_encoder(**cfg)``) without unpickling anything.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +53,8 @@ def list_image_encoders() -> list[str]:
 
 
 def create_image_encoder(
-    name: str, in_channels: int, embed_dim: int | None = None, **kw: Any
+    name: str, in_channels: int, embed_dim: int | None = None, *,
+    pretrained: str | os.PathLike[str] | None = None, **kw: Any
 ) -> nn.Module:
     """Build the image encoder ``name`` for ``in_channels`` input phases.
 
@@ -60,6 +62,10 @@ def create_image_encoder(
         name: a registered name, see :func:`list_image_encoders`.
         in_channels: channels of the input volume (the number of phases stacked per exam).
         embed_dim: output feature size; ``None`` keeps the encoder's natural feature size.
+        pretrained: a 2D checkpoint to inflate into the encoder (OpenAI CLIP TorchScript,
+            open_clip, or a plain 2D ResNet state dict; see
+            :func:`medimp.models.image.pretrained.load_pretrained_2d`). It is not part of
+            ``encoder_config``: an exported encoder carries its own trained weights.
         **kw: encoder-specific options (widths, layers, input size, ...), see each builder.
 
     Raises:
@@ -78,6 +84,10 @@ def create_image_encoder(
         model = _IMAGE_ENCODERS[name](in_channels=int(in_channels), embed_dim=embed_dim, **kw)
     except TypeError as exc:  # an option the builder does not know
         raise ModelError(f"image encoder {name!r}: {exc}") from exc
+    if pretrained is not None:
+        from medimp.models.image.pretrained import load_pretrained_2d
+
+        load_pretrained_2d(model, pretrained)
     model.encoder_config = {"name": name, "in_channels": int(in_channels), "embed_dim": embed_dim,
                             **kw}
     return model

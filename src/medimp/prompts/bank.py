@@ -43,6 +43,35 @@ class Provenance:
     source_file: str | None = None
 
 
+def _variable_of(part: str, study: Study, slot_to_var: dict[str, str | None], loc: str) -> str:
+    """The variable whose sentence ``part`` is (its one slot), checked as a template.
+
+    Raises:
+        BankError: unknown slot, not exactly one variable slot, or a bad template.
+    """
+    try:
+        slots = set(template_slots(part)) - {DATE_SLOT}
+    except TemplateError as exc:
+        raise BankError(f"{loc}: {exc}") from exc
+    unknown = sorted(s for s in slots if s not in slot_to_var)
+    if unknown:
+        raise BankError(
+            f"{loc}: unknown slot(s) {', '.join('{' + s + '}' for s in unknown)} in "
+            f"{part!r}; study {study.name!r} knows "
+            f"{', '.join('{' + s + '}' for s in slot_to_var)}"
+        )
+    if len(slots) != 1:
+        raise BankError(f"{loc}: sentence {part!r} must hold exactly one variable "
+                        f"slot, found {sorted(slots) or 'none'}")
+    var_name = slot_to_var[slots.pop()]
+    assert var_name is not None
+    try:
+        check_template(part, study.variable(var_name), where=loc)
+    except TemplateError as exc:
+        raise BankError(str(exc)) from exc
+    return var_name
+
+
 @dataclass
 class ParaphraseBank:
     """N sentence templates per variable; variant ``i`` of every variable forms prompt ``i``.
@@ -129,28 +158,9 @@ class ParaphraseBank:
                 )
             row: dict[str, str] = {}
             for part in parts:
-                try:
-                    slots = set(template_slots(part)) - {DATE_SLOT}
-                except TemplateError as exc:
-                    raise BankError(f"{loc}: {exc}") from exc
-                unknown = sorted(s for s in slots if s not in slot_to_var)
-                if unknown:
-                    raise BankError(
-                        f"{loc}: unknown slot(s) {', '.join('{' + s + '}' for s in unknown)} in "
-                        f"{part!r}; study {study.name!r} knows "
-                        f"{', '.join('{' + s + '}' for s in slot_to_var)}"
-                    )
-                if len(slots) != 1:
-                    raise BankError(f"{loc}: sentence {part!r} must hold exactly one variable "
-                                    f"slot, found {sorted(slots) or 'none'}")
-                var_name = slot_to_var[slots.pop()]
-                assert var_name is not None
+                var_name = _variable_of(part, study, slot_to_var, loc)
                 if var_name in row:
                     raise BankError(f"{loc}: two sentences for variable {var_name!r}")
-                try:
-                    check_template(part, study.variable(var_name), where=loc)
-                except TemplateError as exc:
-                    raise BankError(str(exc)) from exc
                 row[var_name] = part
             if variables is None:
                 variables = list(row)

@@ -184,35 +184,22 @@ def _map_section(eval_dir: Path, tables: Cohort, metrics: MetricsFile) -> str:
         f'<p class="note">Patient-mean embeddings, coloured by graft status at {k} years.</p>')
 
 
-def write_report(eval_dir: str | os.PathLike[str],
-                 out_html: str | os.PathLike[str] | None = None) -> Path:
-    """Write the HTML report of an evaluation folder; returns its path.
-
-    Args:
-        eval_dir: the ``out_dir`` of :func:`medimp.evaluate.evaluate`.
-        out_html: where to write; default ``eval_dir/report.html``.
-    """
-    eval_dir = Path(eval_dir)
-    metrics = read_metrics(eval_dir / "metrics.json")
+def _cohort_section(metrics: MetricsFile) -> list[str]:
     h = metrics.header
-    out_html = Path(out_html) if out_html else eval_dir / "report.html"
-    try:
-        tables: Cohort | None = load_cohort(Path(h.cohort))
-    except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
-        tables = None
-    parts = [f"<h1>medimp evaluation — {html.escape(Path(h.cohort).name)}</h1>",
-             f'<p class="note">medimp {h.medimp_version}, {h.created}; cohort '
-             f"<code>{html.escape(h.cohort)}</code></p>"]
-
-    parts.append("<h2>Cohort</h2>")
+    parts = ["<h2>Cohort</h2>"]
     parts.append(f"<p>{h.n_patients} patients, {h.n_exams} imaged exams; poor status = eGFR "
                  f"&lt; {h.threshold:g} or graft loss before the horizon.</p>")
     tasks = pd.DataFrame([t.model_dump() for t in h.tasks])
     if not tasks.empty:
         parts.append(_table(tasks))
         parts.append(_img(figures.task_counts(tasks), "task counts"))
+    return parts
 
-    parts.append("<h2>Results: methods × tasks</h2>")
+
+def _results_section(eval_dir: Path, metrics: MetricsFile) -> list[str]:
+    """Headline tables, the paired comparison, ROC curves and the full table."""
+    h = metrics.header
+    parts = ["<h2>Results: methods × tasks</h2>"]
     parts.append('<p class="note">ROC AUC [95% bootstrap CI], patient-mean embeddings, logistic '
                  "probe. Other levels and the k-NN probe are in the full table below.</p>")
     head = _headline(metrics, "patient_mean", "logistic", "auc")
@@ -241,7 +228,12 @@ def write_report(eval_dir: str | os.PathLike[str],
     if not full.empty:
         parts.append("<details><summary>Full table (all levels and probes)</summary>"
                      + _table(full.round(4)) + "</details>")
+    return parts
 
+
+def _survival_section(eval_dir: Path, metrics: MetricsFile) -> list[str]:
+    """The Cox models with their KM curves, and image->text retrieval."""
+    parts: list[str] = []
     if metrics.survival:
         parts.append("<h2>Survival</h2>")
         parts.append('<p class="note">Event: ' + html.escape(", ".join(sorted(
@@ -255,6 +247,41 @@ def write_report(eval_dir: str | os.PathLike[str],
     if metrics.retrieval:
         parts.append("<h2>Image→text retrieval and zero-shot GFR bin</h2>")
         parts.append(_table(pd.DataFrame([r.model_dump() for r in metrics.retrieval]).round(4)))
+    return parts
+
+
+def _examples_section(tables: Cohort | None) -> list[str]:
+    parts = ["<h2>Examples</h2>"]
+    prompts = _example_prompts(tables) if tables is not None else None
+    parts.append(_table(prompts) if prompts is not None else
+                 '<p class="note">Prompts not available for this cohort.</p>')
+    vols = _example_volumes(tables) if tables is not None else []
+    parts.extend(vols or ['<p class="note">No example volume could be read.</p>'])
+    return parts
+
+
+def write_report(eval_dir: str | os.PathLike[str],
+                 out_html: str | os.PathLike[str] | None = None) -> Path:
+    """Write the HTML report of an evaluation folder; returns its path.
+
+    Args:
+        eval_dir: the ``out_dir`` of :func:`medimp.evaluate.evaluate`.
+        out_html: where to write; default ``eval_dir/report.html``.
+    """
+    eval_dir = Path(eval_dir)
+    metrics = read_metrics(eval_dir / "metrics.json")
+    h = metrics.header
+    out_html = Path(out_html) if out_html else eval_dir / "report.html"
+    try:
+        tables: Cohort | None = load_cohort(Path(h.cohort))
+    except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
+        tables = None
+    parts = [f"<h1>medimp evaluation — {html.escape(Path(h.cohort).name)}</h1>",
+             f'<p class="note">medimp {h.medimp_version}, {h.created}; cohort '
+             f"<code>{html.escape(h.cohort)}</code></p>"]
+    parts += _cohort_section(metrics)
+    parts += _results_section(eval_dir, metrics)
+    parts += _survival_section(eval_dir, metrics)
 
     parts.append("<h2>Training curves</h2>")
     hist = _histories(metrics)
@@ -264,13 +291,7 @@ def write_report(eval_dir: str | os.PathLike[str],
     parts.append("<h2>Embedding map</h2>")
     parts.append(_map_section(eval_dir, tables, metrics) if tables is not None else
                  '<p class="note">Cohort not found.</p>')
-
-    parts.append("<h2>Examples</h2>")
-    prompts = _example_prompts(tables) if tables is not None else None
-    parts.append(_table(prompts) if prompts is not None else
-                 '<p class="note">Prompts not available for this cohort.</p>')
-    vols = _example_volumes(tables) if tables is not None else []
-    parts.extend(vols or ['<p class="note">No example volume could be read.</p>'])
+    parts += _examples_section(tables)
 
     if metrics.skipped:
         parts.append("<h2>Skipped</h2>")

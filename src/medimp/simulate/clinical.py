@@ -161,22 +161,47 @@ def _both_classes(patients: pd.DataFrame, study: Study) -> bool:
     return True
 
 
+@dataclass
+class _People:
+    """Donor and recipient of each patient (vectors over patients)."""
+
+    pid: np.ndarray
+    living: np.ndarray
+    donor_age: np.ndarray
+    recipient_age: np.ndarray
+    sex: np.ndarray
+
+
 def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
                    study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    # one generator, drawn in a fixed order: people, latent health, follow-up, outcomes, exams
     rng = np.random.default_rng(seed_seq)
-    n = int(n_patients)
-    pid = np.array([f"P{i + 1:04d}" for i in range(n)])
+    people = _draw_people(rng, int(n_patients))
+    lat, volume0 = _draw_latent(rng, people)
+    loss_day, graft_loss, followup_days = _draw_followup(rng, lat, len(people.pid))
+    patients = _patients_table(rng, study, people, lat, loss_day=loss_day,
+                               graft_loss=graft_loss, followup_days=followup_days)
+    exams, truth = _draw_exams(rng, study, people, lat, volume0=volume0,
+                               followup_days=followup_days)
+    return patients, exams, truth
 
-    # --- donors and recipients (ranges: OPTN/SRTR 2022, ERA registry; docs/simulate.md)
+
+def _draw_people(rng: np.random.Generator, n: int) -> _People:
+    """Donors and recipients (ranges: OPTN/SRTR 2022, ERA registry; docs/simulate.md)."""
+    pid = np.array([f"P{i + 1:04d}" for i in range(n)])
     living = rng.random(n) < 0.30
     donor_age = np.where(living, rng.normal(45, 11, n), rng.normal(52, 15, n))
     donor_age = np.clip(np.round(donor_age), 18, 85).astype(int)
     recipient_age = np.clip(np.round(rng.normal(52, 13, n)), 18, 80).astype(int)
     female = rng.random(n) < 0.38
     sex = np.where(female, "F", "M")
+    return _People(pid, living, donor_age, recipient_age, sex)
 
-    # --- latent graft health
-    age_excess = np.clip(donor_age - 40, 0, None)
+
+def _draw_latent(rng: np.random.Generator, people: _People) -> tuple[_Latent, np.ndarray]:
+    """Latent graft health, and the graft volume (mL) at transplant."""
+    n, living = len(people.pid), people.living
+    age_excess = np.clip(people.donor_age - 40, 0, None)
     nephron_mass = np.exp(rng.normal(0, 0.20, n)) * (1 - 0.006 * age_excess) * np.where(
         living, 1.05, 0.95)
     fibrosis0 = np.clip(rng.gamma(1.5, 0.05, n) + 0.002 * age_excess + 0.02 * ~living,
@@ -196,8 +221,13 @@ def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
     volume0 = 165 * nephron_mass**0.3 * np.exp(rng.normal(0, 0.08, n))
     lat = _Latent(nephron_mass, fibrosis0, fibrosis_rate, plateau_gfr, dgf_factor, decline_rate,
                   rejection_day, rejection_episodes)
+    return lat, volume0
 
-    # --- graft loss: first time the true GFR falls below _LOSS_GFR (daily grid up to 4 years),
+
+def _draw_followup(rng: np.random.Generator, lat: _Latent, n: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(day of graft loss or inf, graft lost during follow-up, follow-up days)."""
+    # graft loss: first time the true GFR falls below _LOSS_GFR (daily grid up to 4 years),
     # plus rare sudden losses (thrombosis, acute rejection, non-adherence)
     grid = np.arange(1, int(4 * _DAYS_PER_YEAR) + 1)
     below = _true_gfr(lat, np.broadcast_to(grid, (n, grid.size))) < _LOSS_GFR
@@ -206,26 +236,35 @@ def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
     sudden = rng.random(n) < 0.05
     loss_day = np.where(sudden, np.minimum(loss_day, rng.uniform(20, 1460, n)), loss_day)
 
-    # --- follow-up: most followed 4 years; ~12% lost to follow-up between 0.5 and 4 years
+    # follow-up: most followed 4 years; ~12% lost to follow-up between 0.5 and 4 years
     end = 4 * _DAYS_PER_YEAR + rng.uniform(0, 60, n)
     lost = rng.random(n) < 0.12
     censor = np.where(lost, rng.uniform(0.5, 4.0, n) * _DAYS_PER_YEAR, end)
     graft_loss = loss_day <= censor
     followup_days = np.round(np.where(graft_loss, loss_day, censor)).astype(int)
+    return loss_day, graft_loss, followup_days
 
-    def measured_egfr(days: np.ndarray, sd: float) -> np.ndarray:
-        return _true_gfr(lat, days) * np.exp(rng.normal(0, sd, np.shape(days)))
 
+def _measured_egfr(rng: np.random.Generator, lat: _Latent, days: np.ndarray,
+                   sd: float) -> np.ndarray:
+    return _true_gfr(lat, days) * np.exp(rng.normal(0, sd, np.shape(days)))
+
+
+def _patients_table(rng: np.random.Generator, study: Study, people: _People, lat: _Latent, *,
+                    loss_day: np.ndarray, graft_loss: np.ndarray,
+                    followup_days: np.ndarray) -> pd.DataFrame:
+    """patients.csv: baseline values and outcomes (eGFR at each horizon, graft loss)."""
+    n, recipient_age, sex = len(people.pid), people.recipient_age, people.sex
     patients = pd.DataFrame({
-        "patient_id": pid,
-        "donor_age": donor_age,
-        "donor_type": np.where(living, "living", "deceased"),
+        "patient_id": people.pid,
+        "donor_age": people.donor_age,
+        "donor_type": np.where(people.living, "living", "deceased"),
         "recipient_age": recipient_age,
         "recipient_sex": sex,
     })
     for k in _HORIZONS:
         day = np.full(n, k * _DAYS_PER_YEAR)
-        egfr_k = measured_egfr(day, 0.08)
+        egfr_k = _measured_egfr(rng, lat, day, 0.08)
         known = (followup_days >= day) & ~(graft_loss & (loss_day <= day))
         scr = _lab_creatinine(egfr_k, recipient_age_at(recipient_age, day), sex)
         egfr_k = np.round(ckd_epi_2021(scr, recipient_age_at(recipient_age, day), sex), 1)
@@ -233,12 +272,15 @@ def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
     patients["graft_loss"] = graft_loss.astype(int)
     patients["graft_loss_days"] = np.where(graft_loss, np.round(loss_day), np.nan)
     patients["followup_days"] = followup_days
+    return patients
 
-    # --- exams: nominal day + jitter, 10-20% missing (never all of a patient's exams)
-    exam_rows: list[pd.DataFrame] = []
-    truth_rows: list[pd.DataFrame] = []
-    n_ex = len(study.exams)
-    present = rng.random((n, n_ex)) >= 0.14
+
+def _exam_days(rng: np.random.Generator, study: Study, followup_days: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(days after transplant [n, exams], acquired [n, exams]): nominal day + jitter, 10-20%
+    missing, none after graft loss or the end of follow-up, never all of a patient's exams."""
+    n = len(followup_days)
+    present = rng.random((n, len(study.exams))) >= 0.14
     jitters = [EXAM_JITTER_DAYS.get(ex.name, 0.03 * ex.days + 1) for ex in study.exams]
     all_days = np.stack([np.clip(np.round(ex.days + rng.normal(0, jit, n)), 1, None)
                          for ex, jit in zip(study.exams, jitters, strict=True)], axis=1)
@@ -248,28 +290,41 @@ def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
     none = ~acquired.any(axis=1)
     acquired[none, 0] = True
     all_days[none, 0] = np.minimum(all_days[none, 0], followup_days[none] - 1)
+    return all_days, acquired
+
+
+def _draw_exams(rng: np.random.Generator, study: Study, people: _People, lat: _Latent, *,
+                volume0: np.ndarray, followup_days: np.ndarray
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """exams.csv (measured values) and truth.csv (latent values) of every acquired exam."""
+    pid, recipient_age, sex = people.pid, people.recipient_age, people.sex
+    n = len(pid)
+    exam_rows: list[pd.DataFrame] = []
+    truth_rows: list[pd.DataFrame] = []
+    all_days, acquired = _exam_days(rng, study, followup_days)
     for j, ex in enumerate(study.exams):
         days = all_days[:, j].astype(int)
         ok = acquired[:, j]
         gfr_true = _true_gfr(lat, days)
-        egfr_m = measured_egfr(days, 0.06)
+        egfr_m = _measured_egfr(rng, lat, days, 0.06)
         age_at = recipient_age_at(recipient_age, days)
         scr = _lab_creatinine(egfr_m, age_at, sex)
         egfr = np.round(ckd_epi_2021(scr, age_at, sex), 1)
         # creatinine CV (%) over the weeks before the exam: high early and around rejection
-        recent_rej = np.abs(days - rejection_day) < 60
+        recent_rej = np.abs(days - lat.rejection_day) < 60
         cv = (8.5 + 25.0 * _fibrosis_at(lat, days) + 10.0 * np.exp(-days / 25.0)
-              + 10.0 * recent_rej + 8.0 * (1 - dgf_factor) * (days < 60)
+              + 10.0 * recent_rej + 8.0 * (1 - lat.dgf_factor) * (days < 60)
               ) * np.exp(rng.normal(0, 0.35, n))
         exam_rows.append(pd.DataFrame({
             "patient_id": pid, "exam": ex.name, "days_post_transplant": days, "egfr": egfr,
             "creatinine_mg_dl": scr, "creatinine_cv": np.round(cv, 1)})[ok])
         truth_rows.append(pd.DataFrame({
             "patient_id": pid, "exam": ex.name, "gfr_true": np.round(gfr_true, 3),
-            "nephron_mass": np.round(nephron_mass, 4),
+            "nephron_mass": np.round(lat.nephron_mass, 4),
             "fibrosis_fraction": np.round(_fibrosis_at(lat, days), 4),
-            "decline_rate": np.round(decline_rate, 3),
-            "rejection_episodes": ((days >= rejection_day) * rejection_episodes).astype(int),
+            "decline_rate": np.round(lat.decline_rate, 3),
+            "rejection_episodes": ((days >= lat.rejection_day)
+                                   * lat.rejection_episodes).astype(int),
             "kidney_volume_ml": np.round(volume0 * (1 + 0.08 * (days > 60)), 1),
             "extraction_fraction": np.round(np.clip(0.20 * (1 - 0.5 * _fibrosis_at(lat, days)),
                                                     0.06, 0.3), 4),
@@ -280,4 +335,4 @@ def _draw_clinical(n_patients: int, seed_seq: np.random.SeedSequence,
         df = df.assign(_o=df["exam"].map(order)).sort_values(["patient_id", "_o"])
         return df.drop(columns="_o").reset_index(drop=True)
 
-    return patients, tidy(pd.concat(exam_rows)), tidy(pd.concat(truth_rows))
+    return tidy(pd.concat(exam_rows)), tidy(pd.concat(truth_rows))

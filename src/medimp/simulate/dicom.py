@@ -46,59 +46,23 @@ def write_dicom_series(folder: Path, vol: np.ndarray, spacing: np.ndarray, *, ui
     Returns:
         The files written, in slice order.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+    from pydicom.dataset import Dataset
 
     sp = [float(s) for s in spacing]
     d, h, w = vol.shape
     origin = -(np.array(vol.shape) - 1) / 2 * np.array(sp)
-    study_uid = _uid(uid_root, patient_id, exam, "study")
-    series_uid = _uid(uid_root, patient_id, exam, phase, "series")
-    frame_uid = _uid(uid_root, patient_id, exam, "frame")
+    uids = {"StudyInstanceUID": _uid(uid_root, patient_id, exam, "study"),
+            "SeriesInstanceUID": _uid(uid_root, patient_id, exam, phase, "series"),
+            "FrameOfReferenceUID": _uid(uid_root, patient_id, exam, "frame")}
     pixels = np.clip(vol, 0, 65535).astype(np.uint16)
     written = []
     for k in range(w):
         sop_uid = _uid(uid_root, patient_id, exam, phase, "slice", k)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = _uid("medimp", "implementation")
         ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "MR"
-        ds.Manufacturer = "medimp simulator"
-        ds.PatientName = patient_id
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.StudyDate = ""
-        ds.StudyTime = ""
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.StudyID = exam
-        ds.StudyDescription = exam
-        ds.SeriesDescription = phase
-        ds.SeriesNumber = int(series_number)
+        _set_identity(ds, sop_uid, uids, patient_id=patient_id, exam=exam, phase=phase,
+                      series_number=series_number)
+        _set_acquisition(ds, phase, acquisition_s)
         ds.InstanceNumber = k + 1
-        ds.AcquisitionNumber = 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-        ds.ScanningSequence = "GR"
-        ds.SequenceVariant = "SP"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "3D"
-        ds.RepetitionTime = 3.5
-        ds.EchoTime = 1.2
-        ds.FlipAngle = 15
-        ds.MagneticFieldStrength = 3
-        ds.ContrastBolusAgent = "gadoterate"
-        ds.TriggerTime = round(float(acquisition_s) * 1000.0, 1)
-        ds.ImageComments = f"{phase} phase, {acquisition_s:.1f} s after bolus arrival"
         ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * sp[2])]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [sp[1], sp[0]]  # row spacing (along j), column spacing (along i)
@@ -120,3 +84,52 @@ def write_dicom_series(folder: Path, vol: np.ndarray, spacing: np.ndarray, *, ui
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)
     return written
+
+
+def _set_identity(ds, sop_uid: str, uids: dict[str, str], *, patient_id: str, exam: str,
+                  phase: str, series_number: int) -> None:
+    """File meta, UIDs, and the anonymous patient / study / series of one slice."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("medimp", "implementation")
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = sop_uid
+    for key, value in uids.items():
+        setattr(ds, key, value)
+    ds.Modality = "MR"
+    ds.Manufacturer = "medimp simulator"
+    ds.PatientName = patient_id
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = exam
+    ds.StudyDescription = exam
+    ds.SeriesDescription = phase
+    ds.SeriesNumber = int(series_number)
+
+
+def _set_acquisition(ds, phase: str, acquisition_s: float) -> None:
+    """The MR sequence and the contrast timing of one slice."""
+    ds.AcquisitionNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    ds.ScanningSequence = "GR"
+    ds.SequenceVariant = "SP"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "3D"
+    ds.RepetitionTime = 3.5
+    ds.EchoTime = 1.2
+    ds.FlipAngle = 15
+    ds.MagneticFieldStrength = 3
+    ds.ContrastBolusAgent = "gadoterate"
+    ds.TriggerTime = round(float(acquisition_s) * 1000.0, 1)
+    ds.ImageComments = f"{phase} phase, {acquisition_s:.1f} s after bolus arrival"

@@ -33,14 +33,19 @@ def write_figures(folder: Path, results: Sequence[Any], study: Study) -> list[Pa
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     shown = [r for r in results if r.slices or r.curves]
     if not shown:
         return []
-    exams, phases = study.exam_names, study.phase_names
-    written = []
+    return [_montage(folder / "montage.png", shown, study),
+            _curves(folder / "enhancement_curves.png", shown, study)]
 
+
+def _montage(path: Path, shown: Sequence[Any], study: Study) -> Path:
+    """Middle slice of every phase (rows) of every exam (columns) of the shown patients."""
+    import matplotlib.pyplot as plt
+
+    exams, phases = study.exam_names, study.phase_names
     rows = len(shown) * len(phases)
     fig, axes = plt.subplots(rows, len(exams), figsize=(1.6 * len(exams), 1.6 * rows),
                              squeeze=False)
@@ -66,10 +71,17 @@ def write_figures(folder: Path, results: Sequence[Any], study: Study) -> list[Pa
                     ax.set_ylabel(f"{pid}\n{ph}", fontsize=7)
     fig.suptitle("Simulated DCE-MRI: phases (rows) x exams (columns), middle slice", fontsize=9)
     fig.tight_layout()
-    _save(fig, folder / "montage.png")
+    _save(fig, path)
     plt.close(fig)
-    written.append(folder / "montage.png")
+    return path
 
+
+def _curves(path: Path, shown: Sequence[Any], study: Study) -> Path:
+    """Tracer concentration curves (blood, cortex, medulla) of every exam of the shown
+    patients, with the phase times."""
+    import matplotlib.pyplot as plt
+
+    exams = study.exam_names
     fig, axes = plt.subplots(len(shown), len(exams), figsize=(3 * len(exams), 2.4 * len(shown)),
                              squeeze=False, sharey=True)
     for pi, r in enumerate(shown):
@@ -95,7 +107,6 @@ def write_figures(folder: Path, results: Sequence[Any], study: Study) -> list[Pa
             ax.legend(fontsize=6)
             break
     fig.tight_layout()
-    _save(fig, folder / "enhancement_curves.png")
+    _save(fig, path)
     plt.close(fig)
-    written.append(folder / "enhancement_curves.png")
-    return written
+    return path

@@ -117,7 +117,11 @@ def _load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     path = run_dir / "model.safetensors"
     if not path.is_file():
         raise TrainError(f"{run_dir}: model.safetensors missing")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # SafetensorError, truncated or foreign file
+        raise TrainError(f"{path}: damaged model file ({exc}); copy the run folder again or "
+                         "re-export it (a truncated copy is the usual cause)") from None
 
 
 def _sub(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ validated against the data stage's models when the config is built.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ __all__ = [
     "TabularConfig",
     "TextConfig",
     "TrainError",
+    "TrainingInterrupted",
     "apply_overrides",
     "config_from_dict",
     "load_config",
@@ -42,6 +44,10 @@ __all__ = [
 
 class TrainError(MedimpError):
     """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says after which epoch and how to resume."""
 
 
 class ConfigError(TrainError):
@@ -59,7 +65,11 @@ class ImageEncoderConfig(_Strict):
                       "resnet10_3d ... resnet50_3d, clip_rn50_3d, vit_3d.")
     kwargs: dict[str, Any] = Field(default_factory=dict,
                                    description="Extra keyword arguments of the encoder builder "
-                                   "(e.g. width, pretrained 2D state-dict path).")
+                                   "(e.g. width, layers, input_size).")
+    pretrained: str | None = Field(None, description="2D weights inflated into the encoder "
+                                   "before training: OpenAI CLIP RN50.pt (TorchScript, read "
+                                   "without running its code), an open_clip checkpoint, or a "
+                                   "plain 2D ResNet state dict (docs/models.md).")
 
 
 class TextConfig(_Strict):
@@ -237,11 +247,39 @@ class PretrainConfig(_Strict):
         }
 
 
+def option_names(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every option of the pretraining config as a dotted name (``optim.lr``), groups included."""
+    out: list[str] = []
+    for name, field in (model or PretrainConfig).model_fields.items():
+        out.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += option_names(ann, f"{prefix}{name}.")
+    return out
+
+
+def _unknown_option(key: str) -> str:
+    """'unknown option' and the closest valid names: in the same group first, then anywhere."""
+    names = option_names()
+    group, _, leaf = key.rpartition(".")
+    siblings = [n.rpartition(".")[2] for n in names if n.rpartition(".")[0] == group]
+    close = [f"{group}.{m}" if group else m
+             for m in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
+    if not close:  # a misspelt group, or the right name in the wrong group (lr for optim.lr)
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.75) or [
+            n for n in names if difflib.get_close_matches(
+                leaf, [n.rpartition(".")[2]], cutoff=0.8)][:3]
+    if close:
+        return f"unknown option; did you mean {' or '.join(close)}?"
+    return "unknown option; see docs/train.md for the options"
+
+
 def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        parts.append(f"{loc}: {err['msg']}")
+        msg = _unknown_option(loc) if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
     return f"{source}: invalid pretraining config: " + "; ".join(parts)
 
 

@@ -68,6 +68,21 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
+    x, rows_id = _forward(model, loader, len(ds), progress)
+    if not np.all(np.isfinite(x)):
+        bad = sorted({rows_id[i] for i in np.where(~np.isfinite(x).all(1))[0]})[:3]
+        raise TrainError(f"{run_dir}: non-finite embeddings for {bad}; the model is broken")
+    df = _levels(cohort, x, rows_id)
+    df["patient_id"] = df["patient_id"].astype(str)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            df.to_parquet(tmp, index=False)
+    return df
+
+
+def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool
+             ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Features of every exam the loader serves, and its (patient_id, exam)."""
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []
     bar = None
@@ -76,7 +91,7 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
 
         bar = Progress(transient=True)
         bar.start()
-        task = bar.add_task("embedding exams", total=len(ds))
+        task = bar.add_task("embedding exams", total=total)
     try:
         for batch in loader:
             z = model(batch["image"].float())
@@ -87,12 +102,12 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     finally:
         if bar is not None:
             bar.stop()
-    x = np.concatenate(feats).astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        bad = sorted({rows_id[i] for i in np.where(~np.isfinite(x).all(1))[0]})[:3]
-        raise TrainError(f"{run_dir}: non-finite embeddings for {bad}; the model is broken")
-    dim = x.shape[1]
-    cols = [f"e{i}" for i in range(dim)]
+    return np.concatenate(feats).astype(np.float32), rows_id
+
+
+def _levels(cohort, x: np.ndarray, rows_id: list[tuple[str, str]]) -> pd.DataFrame:
+    """The exam rows, the patient means and each patient's latest exam, in one table."""
+    cols = [f"e{i}" for i in range(x.shape[1])]
     exam_df = pd.DataFrame(x, columns=cols)
     exam_df.insert(0, "level", "exam")
     exam_df.insert(0, "exam", [e for _, e in rows_id])
@@ -106,10 +121,5 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     is_latest = [k in latest_keys for k in rows_id]
     latest = (exam_df[is_latest].sort_values("patient_id", kind="stable")
               .assign(level="patient_latest"))
-    df = pd.concat([exam_df, pat, latest], ignore_index=True)[["patient_id", "exam", "level",
-                                                                 *cols]]
-    df["patient_id"] = df["patient_id"].astype(str)
-    if out is not None:
-        with atomic_path(out) as tmp:
-            df.to_parquet(tmp, index=False)
-    return df
+    return pd.concat([exam_df, pat, latest], ignore_index=True)[["patient_id", "exam", "level",
+                                                                  *cols]]

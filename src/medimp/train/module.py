@@ -95,6 +95,7 @@ class PretrainModule(LightningModule):
         cfg = self.cfg
         self.objective = create_objective(cfg.method, cfg)
         self.image_encoder = create_image_encoder(cfg.image_encoder.name, in_channels,
+                                                  pretrained=cfg.image_encoder.pretrained,
                                                   **cfg.image_encoder.kwargs)
         self.image_proj = ProjectionHead(self.image_encoder.num_features, cfg.embed_dim)
         for name, tower in self.objective.build(cfg.embed_dim, **(tower_args or {})).items():

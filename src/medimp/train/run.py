@@ -12,12 +12,15 @@ import datetime as _dt
 import importlib.util
 import logging
 import os
+import signal
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medimp.train._runfolder import RunFolder, is_global_zero, run_folder
 from medimp.train.callbacks import (
     HISTORY_COLUMNS,
     HistoryCallback,
@@ -33,6 +36,7 @@ from medimp.train.config import (
     ConfigError,
     PretrainConfig,
     TrainError,
+    TrainingInterrupted,
     config_from_dict,
     load_config,
     save_config,
@@ -89,10 +93,6 @@ def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
     return loggers
 
 
-def _is_global_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0
-
-
 def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
              *, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
@@ -100,13 +100,16 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
     Args:
         cohort_path: cohort folder (``medimp.data.read_cohort``).
-        out_dir: run folder; created; must not hold a run unless ``resume`` or ``overwrite``.
+        out_dir: run folder; created; must be new, empty, or hold a run (``resume`` continues
+            it; ``overwrite`` replaces it, only once the new run has finished). Locked while
+            the run trains: a second ``pretrain`` on it fails at once.
         config: ``PretrainConfig``, a mapping, a YAML path, or None (defaults; on resume, the
             run's saved ``config.yaml``).
         resume: continue from ``out_dir/checkpoints/last.ckpt`` exactly where it stopped
             (weights, optimizer, scheduler, epoch, RNG states).
         progress: show a rich progress bar.
-        overwrite: allow starting afresh in a folder that holds an earlier run.
+        overwrite: start afresh in a folder that holds an earlier run; the new run is built
+            in a sibling folder and replaces the old one only on success.
 
     Returns:
         The run folder.
@@ -114,13 +117,22 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     Raises:
         ConfigError, TrainError (both ``ValueError``): bad input, before any training step.
     """
+    with run_folder(out_dir, resume=resume, overwrite=overwrite) as folder:
+        _pretrain(cohort_path, folder, config, resume=resume, progress=progress)
+    return folder.path
+
+
+# the run-folder logic is split out (train/_runfolder.py); the rest is the objectives' to split
+def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: PLR0912, PLR0915
+              config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
+              *, resume: bool, progress: bool) -> None:
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
-    run_dir = Path(out_dir)
+    run_dir = folder.work  # == folder.path unless a finished run is being replaced
     cfg = resolve_config(config, run_dir, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -129,9 +141,6 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
                              "--resume")
         check_checkpoint(read_checkpoint(last), cfg, last)
-    elif not overwrite and ((run_dir / "model.json").exists() or last.exists()):
-        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                         "--overwrite to start again, or choose another folder")
     precision = _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
@@ -154,15 +163,10 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                                 tower_args=objective.tower_args())
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
-    if overwrite and not resume and _is_global_zero():
-        # every check passed: only now do the old run's files go, before the new run writes
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        for name in ("model.json", "model.safetensors", "history.csv"):
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_global_zero():
+    if objective.trains:
+        _preflight(dm, cache_dir, progress)
+    folder.create()  # every check passed: only now is anything written
+    if is_global_zero():
         save_config(cfg, run_dir / "config.yaml")
 
     extra: dict[str, Any] = {
@@ -182,7 +186,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         export_model(module, run_dir, {**extra, "epochs_trained": 0, "global_step": 0,
                                        "created": _now()})
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
-        return run_dir
+        return
 
     callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
                             # every epoch, overwritten (atomically): what --resume reads
@@ -208,7 +212,7 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    _fit(trainer, module, dm, last, resume)
 
     if trainer.is_global_zero:
         best = None
@@ -224,7 +228,41 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
                                        "best_val_loss": best, "created": _now()})
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return run_dir
+
+
+def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
+    """Every image the run will read is read and preprocessed (into the cache) now: a damaged
+    one fails here, named, not inside epoch 1; geometry problems are warned about."""
+    from medimp.data._preflight import preflight_exams
+    from medimp.data._values import CohortWarning
+
+    report = preflight_exams(dm.cohort, dm.preprocess, [*dm.train_keys, *dm.val_keys],
+                             cache_dir, progress=progress and is_global_zero())
+    if is_global_zero():
+        for p in report.warnings:
+            warnings.warn(str(p), CohortWarning, stacklevel=3)
+    if report.errors:
+        raise TrainError(report.message(dm.cohort.root))
+
+
+def _fit(trainer: Any, module: Any, dm: Any, last: Path, resume: bool) -> None:
+    """``trainer.fit``, with Ctrl-C reported as :class:`TrainingInterrupted` (Lightning shuts
+    down gracefully, then calls ``sys.exit(1)`` and leaves SIGINT ignored)."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        done = int(read_checkpoint(last).get("epoch", -1)) + 1 if last.is_file() else 0
+        if done:
+            msg = f"interrupted after epoch {done}; resume with --resume"
+        else:
+            msg = "interrupted before the first epoch ended; nothing to resume, start again"
+        raise TrainingInterrupted(msg) from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _now() -> str:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -297,18 +300,29 @@ def _load_hf(path: Path) -> tuple[nn.Module, Any]:
             "pass the local folder of an encoder such as Bio_ClinicalBERT, or omit the path to "
             "use the bundled all-MiniLM-L6-v2"
         )
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-load weights bar is noise in logs and tests
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        with warnings.catch_warnings():  # torch's pickle-protocol notice precedes our error
+            warnings.simplefilter("ignore", UserWarning)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+    except pickle.UnpicklingError:  # weights_only=True refused a pickled object
         raise TextModelError(
-            f"cannot load a text model and tokenizer from {path}: {exc}"
-        ) from exc
+            f"{path}: the weights file (pytorch_model.bin) holds pickled objects, not only "
+            "tensors, and is refused (it could run code); convert it to model.safetensors on "
+            "a trusted machine, or use another model folder") from None
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
+            SafetensorError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TextModelError(
+            f"cannot load a text model and tokenizer from {path}: {reason} (a damaged or "
+            "truncated weights file? copy the model folder again)"
+        ) from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()

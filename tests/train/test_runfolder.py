@@ -1,0 +1,167 @@
+"""The run folder is never lost or mixed: --overwrite swaps only on success, a folder of the
+user's own files is refused, and a second process on the same --out fails at once."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medimp.train import TrainError, load_run_info, pretrain
+
+
+def _finished_run(cohort: Path, tiny_config, out: Path) -> tuple[Path, bytes, bytes]:
+    run = pretrain(cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=1"),
+                   progress=False)
+    return run, (run / "model.safetensors").read_bytes(), (run / "model.json").read_bytes()
+
+
+def _truncate_one_image(cohort: Path) -> str:
+    rel = pd.read_csv(cohort / "manifest.csv")["path"].iloc[-1]
+    data = (cohort / rel).read_bytes()
+    (cohort / rel).write_bytes(data[: len(data) // 3])
+    return rel
+
+
+def test_failed_overwrite_keeps_the_old_run(simulated_cohort, tiny_config, tmp_path) -> None:
+    """An image error in the new run leaves the old finished run exactly as it was."""
+    cohort = tmp_path / "cohort"
+    shutil.copytree(simulated_cohort, cohort, ignore=shutil.ignore_patterns(".medimp_cache"))
+    run, weights, info = _finished_run(cohort, tiny_config, tmp_path / "run")
+    _truncate_one_image(cohort)
+    with pytest.raises(ValueError, match="patient"):
+        pretrain(cohort, run, tiny_config("method=image_ssl", "augment={}", "epochs=1",
+                                          "cache_dir=null"), progress=False, overwrite=True)
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert (run / "model.json").read_bytes() == info
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")) == \
+        [".run.medimp-lock"], "the half-built replacement is removed"
+
+
+def test_failed_overwrite_during_training_keeps_the_old_run(simulated_cohort, tiny_config,
+                                                             tmp_path) -> None:
+    """A failure inside epoch 1 (a diverging loss) leaves the old run; a good one replaces it."""
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    with pytest.raises(TrainError, match="non-finite training loss"):
+        pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}",
+                                                    "epochs=2", "optim.lr=1e30",
+                                                    "optim.warmup_epochs=0"),
+                 progress=False, overwrite=True)
+    assert (run / "model.safetensors").read_bytes() == weights
+    pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", "epochs=1"),
+             progress=False, overwrite=True)
+    assert load_run_info(run)["method"] == "tabular_clip"
+    assert not (tmp_path / ".run.overwrite.tmp").exists()
+
+
+def test_out_folder_of_other_files_is_refused(simulated_cohort, tiny_config, tmp_path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("my own settings\n")
+    (out / "history.csv").write_text("my,own\n1,2\n")
+    for overwrite in (False, True):
+        with pytest.raises(TrainError, match=r"mine is not empty and is not a medimp run.*"
+                                             r"config\.yaml.*new or empty folder"):
+            pretrain(simulated_cohort, out, tiny_config("epochs=1"), progress=False,
+                     overwrite=overwrite)
+    assert (out / "config.yaml").read_text() == "my own settings\n"
+    assert (out / "history.csv").read_text() == "my,own\n1,2\n"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.csv"]
+
+
+def test_overwrite_refuses_a_run_holding_user_files(simulated_cohort, tiny_config,
+                                                    tmp_path) -> None:
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    (run / "notes.txt").write_text("keep me")
+    with pytest.raises(TrainError, match=r"notes\.txt"):
+        pretrain(simulated_cohort, run, tiny_config("epochs=1"), progress=False, overwrite=True)
+    assert (run / "notes.txt").read_text() == "keep me"
+    assert (run / "model.safetensors").read_bytes() == weights
+
+
+_SECOND = """
+import sys
+from medimp.train import pretrain, load_config
+cfg = load_config(sys.argv[3])
+pretrain(sys.argv[1], sys.argv[2], cfg, progress=False)
+"""
+
+
+def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_config,
+                                                      tmp_path) -> None:
+    """Two real processes: the second fails within seconds naming the folder and the holder;
+    the first finishes a run that can be resumed."""
+    from medimp.train import save_config
+
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=3")
+    save_config(cfg, tmp_path / "cfg.yaml")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", _SECOND, str(simulated_cohort), str(out),
+           str(tmp_path / "cfg.yaml")]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / ".run.medimp-lock.json").is_file():
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        assert second.returncode != 0
+        assert "in use by process" in second.stderr and str(first.pid) in second.stderr
+        assert str(out) in second.stderr
+        assert "Epoch" not in second.stdout + second.stderr  # refused before any step
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert load_run_info(out)["epochs_trained"] == 3
+    assert not (tmp_path / ".run.medimp-lock.json").exists()
+    # the run is whole: it resumes (nothing to do after the last epoch, but it loads)
+    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=3"),
+             progress=False, resume=True)
+
+
+def test_cli_second_pretrain_message(simulated_cohort, tmp_path) -> None:
+    """The lock message reaches the CLI as one clear line (exit 2)."""
+    from typer.testing import CliRunner
+
+    from medimp._io import folder_lock
+    from medimp.cli.main import app
+
+    out = tmp_path / "run"
+    with folder_lock(out, "run folder"):
+        res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                       str(out), "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 2
+    assert "in use by process" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow  # a subprocess that trains until its first checkpoint
+def test_ctrl_c_during_overwrite_keeps_the_old_run(simulated_cohort, tiny_config, train_cache,
+                                                   tmp_path) -> None:
+    import signal
+
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    cmd = [sys.executable, "-m", "medimp.cli.main", "pretrain", "--cohort",
+           str(simulated_cohort), "--out", str(run), "--overwrite", "--no-progress",
+           "--method", "tabular_clip", "--epochs", "500", "--batch-size", "4",
+           "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",
+           "--set", "augment=null", "--set", f"cache_dir={train_cache}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    new_last = tmp_path / ".run.overwrite.tmp" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not new_last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert new_last.is_file(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "still holds the previous run" in err and "--overwrite again" in err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert not (tmp_path / ".run.overwrite.tmp").exists()
