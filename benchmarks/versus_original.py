@@ -107,7 +107,7 @@ def main() -> None:
         else:  # decode + preprocess + augment every volume every step; plain shuffled loader
             base = ExamDataset(dm.cohort, dm.preprocess, cache_dir=False, augment=dm.augment,
                                seed=0, keys=dm.train_keys)
-            items = _Items(base, dm.patient_index, "medimp", prompts=dm.prompts)
+            items = _Items(base, dm.patient_index, dm.train_set.fields)
             loader = DataLoader(items, batch_size=cfg.batch_size, shuffle=True,
                                 collate_fn=collate, drop_last=True)
         module = PretrainModule(cfg.model_dump(mode="json"), in_channels=dm.in_channels)
