@@ -64,7 +64,8 @@ def param_groups(module: nn.Module, optim: Any) -> list[dict[str, Any]]:
         if not p.requires_grad:
             continue
         no_decay = p.ndim < 2 or "logit_scale" in name or "bias" in name or "norm" in name.lower()
-        tower = name.split(".", 1)[0] if name.split(".", 1)[0] in scales else ""
+        tower = name.split(".", 1)[0]
+        tower = tower if tower in scales else ""
         buckets.setdefault((tower, not no_decay), []).append(p)
     return [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
              "lr": optim.lr * scales.get(tower, 1.0)}
@@ -94,7 +95,9 @@ class PretrainModule(LightningModule):
                                                   pretrained=cfg.image_encoder.pretrained,
                                                   **cfg.image_encoder.kwargs)
         self.image_proj = ProjectionHead(self.image_encoder.num_features, cfg.embed_dim)
-        for name, tower in self.objective.build(cfg.embed_dim, **(tower_args or {})).items():
+        # the towers may take the image encoder's feature size (e.g. a second image head)
+        sizes = {"image_features": int(self.image_encoder.num_features), **(tower_args or {})}
+        for name, tower in self.objective.build(cfg.embed_dim, **sizes).items():
             self.add_module(name, tower)
         if cfg.channels_last:
             self.image_encoder.to(memory_format=torch.channels_last_3d)

@@ -118,12 +118,10 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return folder.path
 
 
-# the run-folder logic is split out (train/_runfolder.py); the rest is the objectives' to split
-def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: PLR0912, PLR0915
+def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
               config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
               *, resume: bool, progress: bool) -> None:
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch import seed_everything
 
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
@@ -140,16 +138,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
     _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
-
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    _quiet()
 
     seed_everything(cfg.seed, workers=True, verbose=False)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # None: the data stage's default
@@ -183,12 +172,41 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
         return
 
+    callbacks = _callbacks(cfg, objective, run_dir, has_val=bool(dm.val_keys),
+                           progress=progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    _fit(trainer, module, dm, last, resume)
+    if trainer.is_global_zero:
+        _export_trained(module, run_dir, extra, callbacks, last)
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _quiet() -> None:
+    """Silence Lightning's messages that do not concern a medimp user."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: bool,
+               progress: bool) -> list[Any]:
+    """History, the resume (last) and best checkpoints, early stop, the objective's own."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    ckpt_dir = run_dir / "checkpoints"
     callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
                             # every epoch, overwritten (atomically): what --resume reads
                             ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
                                             save_top_k=1, every_n_epochs=1,
                                             enable_version_counter=False)]
-    if dm.val_keys:
+    if has_val:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
                                          mode="min", save_top_k=1, enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
@@ -196,9 +214,14 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
     callbacks.extend(objective.callbacks())
     if progress:
         callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool) -> Any:
+    from lightning.pytorch import Trainer
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
-    trainer = Trainer(
+    return Trainer(
         default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
@@ -207,22 +230,24 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    _fit(trainer, module, dm, last, resume)
 
-    if trainer.is_global_zero:
-        best = None
-        for cb in callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
-                    cb.best_model_score is not None:
-                best = float(cb.best_model_score)
-        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
-        # child processes, whose trainer state does not come back to this one)
-        done = read_checkpoint(last) if last.is_file() else {}
-        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
-                                       "global_step": int(done.get("global_step", 0)),
-                                       "best_val_loss": best, "created": _now()})
-    if trainer.world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+
+def _export_trained(module: Any, run_dir: Path, extra: dict[str, Any], callbacks: list[Any],
+                    last: Path) -> None:
+    """Export the towers with the epochs trained and the best validation loss."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = None
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
+                cb.best_model_score is not None:
+            best = float(cb.best_model_score)
+    # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
+    # child processes, whose trainer state does not come back to this one)
+    done = read_checkpoint(last) if last.is_file() else {}
+    export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
+                                   "global_step": int(done.get("global_step", 0)),
+                                   "best_val_loss": best, "created": _now()})
 
 
 def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
