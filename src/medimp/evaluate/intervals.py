@@ -182,7 +182,7 @@ def paired_auc_interval(y: np.ndarray, runs_a: Sequence[np.ndarray],
     """AUC(a) - AUC(b) on the same folds, seed-aware, with the DeLong component added.
 
     The fold-to-fold variance misses the part of the patient sampling that all folds share
-    (measured: on two noise feature sets the corrected t alone rejected 12-13% of the time at
+    (measured: on two noise feature sets the corrected t alone rejected 10-13% of the time at
     5%, ``benchmarks/coverage.py``), so the DeLong variance of the pooled out-of-fold AUC
     difference is added as an independent component (matched runs, cycled when the methods
     have different numbers of runs).
