@@ -118,20 +118,17 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return folder.path
 
 
-# the run-folder logic is split out (train/_runfolder.py); the rest is the objectives' to split
-def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: PLR0912, PLR0915
+def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
               config: PretrainConfig | dict[str, Any] | str | os.PathLike[str] | None,
               *, resume: bool, progress: bool) -> None:
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch import seed_everything
 
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
     run_dir = folder.work  # == folder.path unless a finished run is being replaced
     cfg = resolve_config(config, run_dir, resume)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     if resume:
         if not last.is_file():
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
@@ -140,16 +137,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
     _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
-
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    _quiet()
 
     seed_everything(cfg.seed, workers=True, verbose=False)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # None: the data stage's default
@@ -183,22 +171,62 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
         return
 
+    callbacks = _callbacks(cfg, run_dir, bool(dm.val_keys), objective.callbacks(), progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    _fit(trainer, module, dm, last, resume)
+
+    if trainer.is_global_zero:
+        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
+        # child processes, whose trainer state does not come back to this one)
+        done = read_checkpoint(last) if last.is_file() else {}
+        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
+                                       "global_step": int(done.get("global_step", 0)),
+                                       "best_val_loss": _best_val_loss(callbacks),
+                                       "created": _now()})
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _quiet() -> None:
+    """Silence Lightning's messages that say nothing to a medimp user."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the frozen text layers are kept in eval mode on purpose (deterministic, cacheable outputs)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def _callbacks(cfg: PretrainConfig, run_dir: Path, validates: bool, objective_callbacks: list[Any],
+               progress: bool) -> list[Any]:
+    """History, last/best checkpoints, the time box, the objective's own, the progress bar."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    ckpt_dir = run_dir / "checkpoints"
     callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
                             # every epoch, overwritten (atomically): what --resume reads
                             ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
                                             save_top_k=1, every_n_epochs=1,
                                             enable_version_counter=False)]
-    if dm.val_keys:
+    if validates:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
                                          mode="min", save_top_k=1, enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
         callbacks.append(StopAfterEpochs(cfg.stop_after_epochs))
-    callbacks.extend(objective.callbacks())
+    callbacks.extend(objective_callbacks)
     if progress:
         callbacks.append(RichProgressBar(leave=True))
+    return callbacks
+
+
+def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool) -> Any:
+    from lightning.pytorch import Trainer
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
-    trainer = Trainer(
+    return Trainer(
         default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
@@ -207,22 +235,17 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,  # noqa: P
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
     )
-    _fit(trainer, module, dm, last, resume)
 
-    if trainer.is_global_zero:
-        best = None
-        for cb in callbacks:
-            if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
-                    cb.best_model_score is not None:
-                best = float(cb.best_model_score)
-        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
-        # child processes, whose trainer state does not come back to this one)
-        done = read_checkpoint(last) if last.is_file() else {}
-        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
-                                       "global_step": int(done.get("global_step", 0)),
-                                       "best_val_loss": best, "created": _now()})
-    if trainer.world_size > 1 and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+
+def _best_val_loss(callbacks: list[Any]) -> float | None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = None
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
+                cb.best_model_score is not None:
+            best = float(cb.best_model_score)
+    return best
 
 
 def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
