@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import json
 import types
 import typing
 from pathlib import Path
@@ -124,3 +125,42 @@ def test_stage_errors_share_one_root() -> None:
     for cls in (CohortError, EvaluationError, ModelError, PromptError, SimulationError,
                 StudyError, ConfigError):
         assert issubclass(cls, medimp.MedimpError) and issubclass(cls, ValueError), cls
+
+
+def test_permission_denied_names_the_file(simulated_cohort: Path) -> None:
+    import shutil
+    import tempfile
+
+    from tests._fs import run_cli_unprivileged
+
+    base = Path(tempfile.mkdtemp(prefix="medimp-perm-"))  # others may enter, unlike tmp_path
+    try:
+        base.chmod(0o755)
+        cohort = base / "cohort"
+        shutil.copytree(simulated_cohort, cohort)
+        for p in [cohort, *cohort.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (cohort / "patients.csv").chmod(0)
+        res = run_cli_unprivileged(["prompts", "build", str(cohort), "--out",
+                                    str(base / "prompts.parquet")], home=base)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith(f"error: {cohort / 'patients.csv'}: permission denied")
+        assert "permission problem" in line
+        res = run_cli_unprivileged(["validate", str(cohort), "--tables-only", "--json"],
+                                   home=base)
+        assert res.returncode == 1, res.stderr
+        (problem,) = json.loads(res.stdout)["errors"]
+        assert problem["file"] == "patients.csv" and "permission denied" in problem["problem"]
+        (cohort / "patients.csv").chmod(0o644)
+        cohort.chmod(0o555)  # a folder the user may not write into
+        res = run_cli_unprivileged(["prompts", "build", str(cohort), "--out",
+                                    str(cohort / "prompts.parquet")], home=base)
+        assert res.returncode == 2, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert str(cohort / "prompts.parquet") in line and "permission denied" in line
+    finally:
+        for p in [base, *base.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        shutil.rmtree(base)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
@@ -31,7 +32,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                   suffix=f".tmp{suffix}")
+    except OSError as exc:
+        raise _about(exc, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -42,9 +47,33 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp_path.exists():
             tmp_path.chmod(0o666 & ~umask)
         tmp_path.replace(path)
+    except Exception as exc:
+        full = _disk_full(path.parent)  # before the partial file goes and frees its space
+        tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _about(exc, path) from exc
+        if full:  # writers such as torch.save report a full disk as a RuntimeError
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming the target ``path`` instead of our temporary file (or no file at all)."""
+    if exc.filename is not None and not Path(os.fsdecode(exc.filename)).name.startswith("."):
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(path))
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding ``folder`` has (nearly) no space left for us."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -52,8 +52,7 @@ def describe_os_error(exc: OSError) -> str:
         return f"disk quota exceeded{where}: free space or choose a folder on another disk"
     if code == errno.EROFS:
         where = what or "the target"
-        return (f"{where}: read-only file system; write to a folder you may write "
-                "(e.g. give a writable --out or cache folder)")
+        return f"{where}: read-only file system; choose a folder you may write"
     if isinstance(exc, FileNotFoundError) or code == errno.ENOENT:
         if what is None:
             return reason if exc.strerror is None else f"file not found: {reason}"

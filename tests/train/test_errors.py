@@ -160,3 +160,42 @@ def test_damaged_model_safetensors(simulated_cohort, tiny_config, tmp_path) -> N
                           str(tmp_path / "e.parquet")])
     assert str(weights) in line and "copy the run folder again" in line
     assert not (tmp_path / "e.parquet").exists()
+
+
+def test_read_only_cohort_with_its_default_cache(simulated_cohort, tiny_config,
+                                                 tmp_path) -> None:
+    import shutil
+
+    from tests._fs import read_only_view
+
+    src = tmp_path / "cohort"
+    shutil.copytree(simulated_cohort, src, ignore=shutil.ignore_patterns(".medimp_cache"))
+    run = pretrain(simulated_cohort, tmp_path / "run", tiny_config("method=random_init"),
+                   progress=False)
+    with read_only_view(src, tmp_path / "ro") as ro:
+        line = _cli_one_line(["embed", str(run), str(ro), "--out", str(tmp_path / "e.parquet")])
+        assert str(ro / ".medimp_cache") in line and "read-only file system" in line
+        assert "--cache DIR" in line and "cache_dir=DIR" in line
+        from typer.testing import CliRunner
+
+        from medimp.cli.main import app
+
+        res = CliRunner().invoke(app, ["embed", str(run), str(ro), "--out",
+                                       str(tmp_path / "e.parquet"), "--cache",
+                                       str(tmp_path / "cache")])  # the fix it names works
+        assert res.exit_code == 0, res.output
+
+
+def test_full_disk_says_so_and_where(simulated_cohort, train_cache, tmp_path) -> None:
+    from tests._fs import tiny_disk
+
+    with tiny_disk(tmp_path / "disk", "300k") as disk:
+        line = _cli_one_line([
+            "pretrain", "--cohort", str(simulated_cohort), "--out", str(disk / "run"),
+            "--no-progress", "--method", "tabular_clip", "--epochs", "1", "--batch-size", "4",
+            "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",
+            "--set", "augment=null", "--set", f"cache_dir={train_cache}"])
+        assert line.startswith("error: no space left on device while writing "
+                               f"{disk / 'run'}"), line
+        assert "the disk is full" in line
+        assert not list((disk / "run").rglob(".*.tmp*"))  # no half-written file left behind

@@ -92,7 +92,7 @@ def test_unknown_method_lists_the_registered_ones() -> None:
     from medimp.train import load_config
 
     with pytest.raises(ConfigError, match=r"unknown method 'dino'; registered objectives: "
-                       r"image_ssl, medimp, random_init, tabular_clip"):
+                       r"image_ssl, medclip_soft, medimp, random_init, slip, tabular_clip"):
         load_config(None, ["method=dino"])
     with pytest.raises(ConfigError, match="unknown method"):
         get_objective("dino")

@@ -83,7 +83,7 @@ def validate(
             summary.add_column("what")
             summary.add_column("value", overflow="fold")
             for key in ("patients", "patients_with_images", "exams", "exam_rows", "volumes",
-                        "files"):
+                        "dynamic_series", "files"):
                 summary.add_row(key, escape(str(s.get(key, ""))))
             summary.add_row("exams per label", escape(", ".join(
                 f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items())))

@@ -29,7 +29,7 @@ class _MedimpGroup(TyperGroup):
         except MedimpError as exc:
             fail(str(exc))
         except OSError as exc:
-            fail(describe_os_error(exc))
+            fail(describe_os_error(exc) + _cache_hint(exc))
         except KeyboardInterrupt as exc:
             interrupted(str(exc))
         except ValueError as exc:
@@ -39,6 +39,14 @@ class _MedimpGroup(TyperGroup):
                 raise
             # an option out of range in a config built from command-line options
             fail("; ".join(validation_problems(exc.errors())))
+
+
+def _cache_hint(exc: OSError) -> str:
+    """How to move a cohort's default cache when it cannot be written (read-only cohort)."""
+    if ".medimp_cache" not in str(exc.filename or ""):
+        return ""
+    return ("; the cohort's default cache cannot be written there: give another cache folder "
+            "(pretrain: --set cache_dir=DIR; embed: --cache DIR)")
 
 
 app = typer.Typer(

@@ -42,12 +42,26 @@ def build_cmd(
         typer.Option(help="Paraphrase bank (.txt gpt_augs or .yaml); default: the rules bank."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the synonyms of labels.")] = 0,
+    wording: Annotated[str, typer.Option(
+        help="original (the study's templates, MEDIMP's) | clinician (ranges and units) | "
+             "clinician_fine (the same, finer bins); see docs/prompts.md")] = "original",
 ) -> None:
     """Write every exam's N paraphrased prompts (patient_id, exam, variant, prompt)."""
-    from medimp.prompts import build_prompts
+    from medimp.prompts import build_prompts, build_prompts_from_tables
     from medimp.prompts.build import write_prompts
+    from medimp.prompts.wording import WORDINGS, study_for
 
-    df = build_prompts(_cohort(cohort), bank=bank, seed=seed)
+    if wording not in WORDINGS:
+        fail(f"--wording {wording!r}: choose one of {', '.join(WORDINGS)}")
+    if wording != "original" and bank is not None:
+        fail(f"--wording {wording} writes its own sentences (paraphrased by the rules bank); "
+             "--bank paraphrases the study's original templates: give one or the other")
+    data = _cohort(cohort)
+    if wording == "original":
+        df = build_prompts(data, bank=bank, seed=seed)
+    else:
+        df = build_prompts_from_tables(study_for(data.study, wording), data.exams,
+                                       data.patients, seed=seed, keys=data.exam_keys())
     write_prompts(df, out)
     n_exams = df.groupby(["patient_id", "exam"]).ngroups if len(df) else 0
     console.print(

@@ -29,7 +29,7 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="32 | bf16-mixed | 16-mixed (GPU only).")] = None,
+        "--precision", help="auto (bf16 where native) | 32 | bf16-mixed | 16-mixed (GPU).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -61,18 +61,22 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
 def _embed(
     run: Annotated[Path, typer.Argument(help="Run folder written by `medimp pretrain`.")],
     cohort: Annotated[Path, typer.Argument(help="Cohort folder to embed.")],
+    *,
     out: Annotated[Path, typer.Option(
         "--out", help="Parquet file to write (exam and patient rows).")],
     batch_size: Annotated[int, typer.Option("--batch-size", help="Exams per forward pass.")] = 8,
     projected: Annotated[bool, typer.Option(
         "--projected", help="Embed in the shared projected space instead of the encoder's "
         "features.")] = False,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Preprocessed-volume cache folder (default: <COHORT>/.medimp_cache; "
+        "give one for a read-only cohort).", show_default=False)] = None,
 ) -> None:
     """Write per-exam and per-patient embeddings of a cohort with a pretrained encoder."""
     from medimp.train import embed
 
     df = embed(run, cohort, out=out, batch_size=batch_size, projected=projected,
-               progress=is_interactive())
+               cache_dir=cache, progress=is_interactive())
     n_exam = int((df["level"] == "exam").sum())
     n_pat = int((df["level"] == "patient").sum())
     dim = sum(c.startswith("e") and c[1:].isdigit() for c in df.columns)

@@ -16,7 +16,7 @@ from medimp.data._errors import (
     Problem,
     VolumeReadError,
 )
-from medimp.data.cohort import Cohort, read_cohort
+from medimp.data.cohort import Cohort, leakage_reason, read_cohort
 from medimp.data.import_medimp import ImportReport, import_medimp
 from medimp.data.readers import (
     DicomSeriesReader,
@@ -44,6 +44,7 @@ __all__ = [
     "VolumeReadError",
     "get_reader",
     "import_medimp",
+    "leakage_reason",
     "read_cohort",
     "read_volume",
     "validate_cohort",

@@ -24,6 +24,7 @@ from medimp.data._errors import MedimpDataError, Problem
 from medimp.data.cohort import Cohort, _load
 from medimp.data.geometry import field_of_view, world_spacing
 from medimp.data.readers import read_series, read_volume
+from medimp.errors import describe_os_error
 from medimp.study import DYNAMIC_PHASE
 
 __all__ = ["ValidationReport", "validate_cohort"]
@@ -241,6 +242,12 @@ def validate_cohort(
     root = Path(path)
     try:
         cohort, problems = _load(root, strict_paths)
+    except OSError as exc:  # an unreadable file (permissions, I/O): say which, and why
+        file = Path(os.fsdecode(exc.filename)) if exc.filename else root
+        rel = file.relative_to(root).as_posix() if file.is_relative_to(root) else str(file)
+        problems = [Problem("error", rel, problem=describe_os_error(exc).removeprefix(
+            f"{file}: "), fix="make the file readable by your user")]
+        cohort = None
     except Exception as exc:  # a table that breaks the reader itself: report, don't raise
         problems = [Problem("error", str(root), problem=f"tables unreadable ({type(exc).__name__}: "
                             f"{exc})", fix="check the CSV files; please report this as a bug")]

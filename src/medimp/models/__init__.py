@@ -26,7 +26,17 @@ from medimp.models._registry import (
 from medimp.models.checkpoint import load_state_dict_checked, load_state_file
 from medimp.models.distributed import gather_no_grad, gather_with_grad, is_distributed
 from medimp.models.heads import ProjectionHead
-from medimp.models.losses import ClipLoss, SigLipLoss, same_group_mask
+from medimp.models.losses import (
+    ClipLoss,
+    NTXentLoss,
+    SigLipLoss,
+    SoftClipLoss,
+    fact_similarity,
+    nt_xent_loss,
+    same_group_mask,
+    soft_clip_loss,
+    soft_targets,
+)
 from medimp.models.tabular import TabularEncoder, create_tabular_encoder
 from medimp.models.text import (
     ClipTextEncoder,
@@ -40,8 +50,10 @@ __all__ = [
     "ClipLoss",
     "ClipTextEncoder",
     "ModelError",
+    "NTXentLoss",
     "ProjectionHead",
     "SigLipLoss",
+    "SoftClipLoss",
     "TabularEncoder",
     "TextEncoder",
     "TextModelError",
@@ -50,6 +62,7 @@ __all__ = [
     "create_tabular_encoder",
     "create_text_encoder",
     "default_text_model_path",
+    "fact_similarity",
     "gather_no_grad",
     "gather_with_grad",
     "inflate_2d_state_dict",
@@ -58,8 +71,11 @@ __all__ = [
     "load_inflated",
     "load_state_dict_checked",
     "load_state_file",
+    "nt_xent_loss",
     "register_image_encoder",
     "same_group_mask",
+    "soft_clip_loss",
+    "soft_targets",
 ]
 
 

@@ -1,13 +1,16 @@
 """Prompt building: each exam's clinical values -> words -> N paraphrased prompts.
 
 For exam E of patient P, every text variable of ``study.yaml`` gives one sentence: its value
-(from ``patients.csv`` or from the exam's row of ``exams.csv``) is binned into words and put in
+(``medimp.data.Cohort.value_at``: from ``patients.csv`` or from the exam's row of
+``exams.csv``) is binned into words and put in
 the variable's template, with ``{date}`` set to the exam's phrase ("first month"). A missing
 value leaves its sentence out. Prompt ``i`` uses variant ``i`` of every template of the
 paraphrase bank.
 
 Leakage guard: a variable whose value is only known after exam E (``known_at: followup``, any
-outcome column, or ``from_exam`` a later exam) is refused for E's prompt with ``LeakageError``.
+outcome column, or ``from_exam`` a later exam; ``medimp.data.leakage_reason``, the rule
+``tabular_clip`` and ``clinical_only`` follow too) is refused for E's prompt with
+``LeakageError``.
 """
 
 from __future__ import annotations

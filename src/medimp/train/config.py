@@ -32,6 +32,7 @@ __all__ = [
     "LossConfig",
     "OptimConfig",
     "PretrainConfig",
+    "PromptsConfig",
     "TabularConfig",
     "TextConfig",
     "TrainError",
@@ -127,6 +128,16 @@ class OptimConfig(_Strict):
                                  "scratch at a high lr).")
 
 
+class PromptsConfig(_Strict):
+    """How the medimp prompts are worded (``medimp.prompts.wording``)."""
+
+    wording: Literal["original", "clinician", "clinician_fine"] = Field(
+        "original", description="'original': the study's templates and the cohort's (or the "
+        "rules) paraphrase bank, as in MEDIMP; 'clinician': grammatical sentences stating each "
+        "bin's range and unit ('eGFR was 45-59 mL/min/1.73 m² at the one-month check-up'), "
+        "same cut points; 'clinician_fine': the same with finer bins.")
+
+
 class PretrainConfig(_Strict):
     """Everything ``medimp pretrain`` needs besides the cohort and the output folder."""
 
@@ -146,6 +157,20 @@ class PretrainConfig(_Strict):
     tabular: TabularConfig = Field(default_factory=TabularConfig,
                                    description="Tabular tower (tabular_clip).")
     loss: LossConfig = Field(default_factory=LossConfig, description="Contrastive loss.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig,
+                                   description="Wording of the medimp prompts.")
+    phase_mask: Literal["zero", "channels"] = Field(
+        "zero", description="How a missing contrast phase reaches the encoder: 'zero' (an "
+        "all-zero channel, as before) or 'channels' (also one 0/1 channel per phase saying "
+        "which were acquired; the encoder then has twice the phases as input channels). "
+        "Training and `embed` build the input the same way.")
+    phase_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Training only: drop each acquired phase with this "
+        "probability (never all of an exam's), exactly as a missing phase is presented, so "
+        "the encoder learns from exams with missing phases.")
+    exams_per_patient: int | None = Field(
+        None, ge=1, description="Pretrain on each patient's earliest K exams only (by days "
+        "after transplant, then study order); None: every exam.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer, schedule.")
     epochs: int = Field(10, ge=1, description="Training epochs (MEDIMP: 200).")
     stop_after_epochs: int | None = Field(None, ge=1, description="Stop this invocation after "
@@ -154,9 +179,19 @@ class PretrainConfig(_Strict):
                                           "time-limited jobs.")
     batch_size: int = Field(8, ge=2, description="Exams per step per process (contrastive "
                             "losses need at least 2).")
-    accumulate_grad_batches: int = Field(1, ge=1, description="Steps of gradient accumulation.")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
-        "32", description="'32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss scaling).")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Exams per forward pass with a graph (the memory cap); the "
+        "contrastive batch stays batch_size: gradient caching embeds every micro-batch without "
+        "a graph, takes the loss over the whole batch, then back-propagates it micro-batch by "
+        "micro-batch (exact, one extra forward per step). None: the whole batch in one pass.")
+    accumulate_grad_batches: int = Field(1, ge=1, description="Steps of gradient accumulation "
+                                         "(each step keeps its own negatives: not a larger "
+                                         "contrastive batch; see micro_batch_size).")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="'auto': 'bf16-mixed' where the hardware computes bf16 natively "
+        "(CUDA GPUs with bf16; CPUs with AMX-BF16 or AVX512-BF16), else '32' (see "
+        "medimp.train.precision); '32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss "
+        "scaling).")
     channels_last: bool = Field(False, description="Use the channels-last 3D memory format.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of patients held out for "
@@ -228,13 +263,16 @@ class PretrainConfig(_Strict):
         """The options that fix the shapes of the weights (must match to resume or load)."""
         from medimp.train.objectives import create_objective
 
-        return {
+        arch: dict[str, Any] = {
             "method": self.method,
             "image_encoder": self.image_encoder.model_dump(mode="json"),
             "embed_dim": self.embed_dim,
             "loss": self.loss.name,
             **create_objective(self.method, self).architecture(),
         }
+        if self.phase_mask != "zero":  # the encoder's input channels
+            arch["phase_mask"] = self.phase_mask
+        return arch
 
 
 def option_names(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:

@@ -29,8 +29,22 @@ __all__ = [
     "PretrainDataModule",
     "TabularFeaturizer",
     "collate",
+    "earliest_exams",
     "split_patients",
 ]
+
+
+def earliest_exams(cohort: Any, keys: Sequence[tuple[str, str]], k: int
+                   ) -> list[tuple[str, str]]:
+    """Each patient's first ``k`` exams of ``keys``, in the cohort's exam order (days after
+    transplant, then study order: ``Cohort.sort_exams``); ``keys``' order is kept."""
+    count: dict[str, int] = {}
+    keep = set()
+    for key in cohort.sort_exams(keys):
+        count[key[0]] = count.get(key[0], 0) + 1
+        if count[key[0]] <= k:
+            keep.add(key)
+    return [(str(p), str(e)) for p, e in keys if (str(p), str(e)) in keep]
 
 
 def split_patients(patients: Sequence[str], val_fraction: float, seed: int
@@ -159,10 +173,13 @@ class TabularFeaturizer:
 class _Items(Dataset):
     """The items of ``medimp.data.ExamDataset`` plus the objective's fields."""
 
-    def __init__(self, base: Any, patient_index: dict[str, int], fields: ItemFields) -> None:
+    def __init__(self, base: Any, patient_index: dict[str, int], fields: ItemFields, *,
+                 phase_mask: str = "zero", phase_dropout: float = 0.0, seed: int = 0) -> None:
         self.base = base
         self.patient_index = patient_index
         self.fields = fields
+        self.phase_mask, self.phase_dropout, self.seed = phase_mask, phase_dropout, seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.base)
@@ -175,17 +192,37 @@ class _Items(Dataset):
         return [str(k[0]) for k in self.base.keys]
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
         if hasattr(self.base, "set_epoch"):
             self.base.set_epoch(epoch)
         self.fields.set_epoch(epoch)
 
+    def _mask(self, item: dict[str, Any], i: int) -> torch.Tensor:
+        """The exam's phase mask, with this epoch's phase dropout (training set only)."""
+        from medimp.data.phases import drop_phases
+
+        mask = torch.as_tensor(item["phase_mask"], dtype=torch.bool)
+        if self.phase_dropout > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, i, 0x9D])
+            mask = drop_phases(mask, self.phase_dropout, rng)
+        return mask
+
     def __getitem__(self, i: int) -> dict[str, Any]:
+        from medimp.data.phases import encoder_input
+
         item = self.base[i]
         pid, exam = str(item["patient_id"]), str(item["exam"])
         out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
                                "patient_idx": self.patient_index[pid], "index": i,
                                "patient_id": pid, "exam": exam}
         out.update(self.fields(i, pid, exam))
+        # every volume of the item (the image, an objective's second view) shows missing and
+        # dropped phases the same way, as embed() will (medimp.data.phases)
+        mask = self._mask(item, i)
+        for key, value in out.items():
+            if (isinstance(value, torch.Tensor) and value.ndim == 4
+                    and value.shape[0] == mask.shape[0] and value.is_floating_point()):
+                out[key] = encoder_input(value, mask, self.phase_mask)
         return out
 
 
@@ -242,6 +279,8 @@ class PretrainDataModule(LightningDataModule):
                           "exam between them; training without validation loss", stacklevel=2)
             train_p, val_p, val_set = sorted(patients), [], set()
             self.train_patients, self.val_patients = train_p, val_p
+        if config.exams_per_patient is not None:
+            keys = earliest_exams(self.cohort, keys, config.exams_per_patient)
         self.train_keys = [k for k in keys if k[0] not in val_set]
         self.val_keys = [k for k in keys if k[0] in val_set]
         if self.objective.trains and config.batch_size > len(self.train_keys):
@@ -258,19 +297,26 @@ class PretrainDataModule(LightningDataModule):
                                  augment=self.augment, cache_dir=self.cache_dir,
                                  seed=config.seed)
         self.objective.prepare(self.data)
-        self.in_channels = (len(self.cohort.study.phases)
-                            if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1)
+        from medimp.data.phases import encoder_channels
 
-    def _dataset(self, keys: list[tuple[str, str]], augment: bool) -> _Items:
+        self.in_channels = encoder_channels(
+            len(self.cohort.study.phases)
+            if getattr(self.preprocess, "phase_mode", "stack") == "stack" else 1,
+            config.phase_mask)
+
+    def _dataset(self, keys: list[tuple[str, str]], augment: bool, train: bool) -> _Items:
         base = self.data.exam_dataset(keys, augment=augment, seed=self.cfg.seed)
-        return _Items(base, self.patient_index, self.objective.item_fields(self.data, keys))
+        return _Items(base, self.patient_index, self.objective.item_fields(self.data, keys),
+                      phase_mask=self.cfg.phase_mask,
+                      phase_dropout=self.cfg.phase_dropout if train else 0.0,
+                      seed=self.cfg.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "train_set", None) is None:
             # an objective that needs augmentation sees augmented validation batches too
             needs = bool(self.objective.needs_augmentation)
-            self.train_set = self._dataset(self.train_keys, augment=True)
-            self.val_set = self._dataset(self.val_keys, augment=needs)
+            self.train_set = self._dataset(self.train_keys, augment=True, train=True)
+            self.val_set = self._dataset(self.val_keys, augment=needs, train=False)
 
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0

@@ -66,9 +66,10 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if not keys:
         raise TrainError(f"{cohort_path}: no exam with images to embed")
     ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
+    mask_mode = str((info.get("config") or {}).get("phase_mask", "zero"))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=num_workers)
-    x, rows_id = _forward(model, loader, len(ds), progress)
+    x, rows_id = _forward(model, loader, len(ds), progress, mask_mode)
     if not np.all(np.isfinite(x)):
         bad = sorted({rows_id[i] for i in np.where(~np.isfinite(x).all(1))[0]})[:3]
         raise TrainError(f"{run_dir}: non-finite embeddings for {bad}; the model is broken")
@@ -80,9 +81,11 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     return df
 
 
-def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool
-             ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,
+             mask_mode: str = "zero") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Features of every exam the loader serves, and its (patient_id, exam)."""
+    from medimp.data.phases import encoder_input
+
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []
     bar = None
@@ -94,7 +97,9 @@ def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: b
         task = bar.add_task("embedding exams", total=total)
     try:
         for batch in loader:
-            z = model(batch["image"].float())
+            # a missing phase is presented exactly as in training (medimp.data.phases)
+            x = encoder_input(batch["image"].float(), batch["phase_mask"], mask_mode)
+            z = model(x)
             feats.append(z.float().cpu().numpy())
             rows_id.extend(zip(batch["patient_id"], batch["exam"], strict=True))
             if bar is not None:

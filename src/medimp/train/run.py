@@ -64,11 +64,15 @@ def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[s
     return load_config(config)
 
 
-def _check_precision(config: PretrainConfig) -> None:
+def _check_precision(config: PretrainConfig) -> str:
+    """The precision the run uses (``auto`` resolved for this machine), after the checks."""
+    from medimp.train.precision import resolve_precision
+
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"accelerator {config.accelerator!r} asked for, but no CUDA GPU found")
+    return resolve_precision(config.precision, config.accelerator)
 
 
 def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
@@ -128,13 +132,14 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
 
     run_dir = folder.work  # == folder.path unless a finished run is being replaced
     cfg = resolve_config(config, run_dir, resume)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
     if resume:
         if not last.is_file():
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
                              "--resume")
         check_checkpoint(read_checkpoint(last), cfg, last)
-    _check_precision(cfg)
+    precision = _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
     _quiet()
@@ -160,6 +165,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
         "phases": list(dm.cohort.study.phase_names),
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+        "precision": precision,
         **objective.metadata(),
     }
 
@@ -171,24 +177,18 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
         return
 
-    callbacks = _callbacks(cfg, run_dir, bool(dm.val_keys), objective.callbacks(), progress)
-    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    callbacks = _callbacks(cfg, objective, run_dir, has_val=bool(dm.val_keys),
+                           progress=progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress, precision)
     _fit(trainer, module, dm, last, resume)
-
     if trainer.is_global_zero:
-        # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
-        # child processes, whose trainer state does not come back to this one)
-        done = read_checkpoint(last) if last.is_file() else {}
-        export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
-                                       "global_step": int(done.get("global_step", 0)),
-                                       "best_val_loss": _best_val_loss(callbacks),
-                                       "created": _now()})
+        _export_trained(module, run_dir, extra, callbacks, last)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()
 
 
 def _quiet() -> None:
-    """Silence Lightning's messages that say nothing to a medimp user."""
+    """Silence Lightning's messages that do not concern a medimp user."""
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -200,9 +200,9 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
-def _callbacks(cfg: PretrainConfig, run_dir: Path, validates: bool, objective_callbacks: list[Any],
+def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: bool,
                progress: bool) -> list[Any]:
-    """History, last/best checkpoints, the time box, the objective's own, the progress bar."""
+    """History, the resume (last) and best checkpoints, early stop, the objective's own."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     ckpt_dir = run_dir / "checkpoints"
@@ -211,23 +211,24 @@ def _callbacks(cfg: PretrainConfig, run_dir: Path, validates: bool, objective_ca
                             ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
                                             save_top_k=1, every_n_epochs=1,
                                             enable_version_counter=False)]
-    if validates:
+    if has_val:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
                                          mode="min", save_top_k=1, enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
         callbacks.append(StopAfterEpochs(cfg.stop_after_epochs))
-    callbacks.extend(objective_callbacks)
+    callbacks.extend(objective.callbacks())
     if progress:
         callbacks.append(RichProgressBar(leave=True))
     return callbacks
 
 
-def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool) -> Any:
+def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool,
+             precision: str) -> Any:
     from lightning.pytorch import Trainer
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
     return Trainer(
-        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
+        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip, deterministic=True if on_cpu else None,
@@ -237,7 +238,9 @@ def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress:
     )
 
 
-def _best_val_loss(callbacks: list[Any]) -> float | None:
+def _export_trained(module: Any, run_dir: Path, extra: dict[str, Any], callbacks: list[Any],
+                    last: Path) -> None:
+    """Export the towers with the epochs trained and the best validation loss."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     best = None
@@ -245,7 +248,12 @@ def _best_val_loss(callbacks: list[Any]) -> float | None:
         if isinstance(cb, ModelCheckpoint) and cb.monitor == "val_loss" and \
                 cb.best_model_score is not None:
             best = float(cb.best_model_score)
-    return best
+    # progress from the last checkpoint: right under every strategy (ddp_spawn trains in
+    # child processes, whose trainer state does not come back to this one)
+    done = read_checkpoint(last) if last.is_file() else {}
+    export_model(module, run_dir, {**extra, "epochs_trained": int(done.get("epoch", -1)) + 1,
+                                   "global_step": int(done.get("global_step", 0)),
+                                   "best_val_loss": best, "created": _now()})
 
 
 def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:

@@ -162,8 +162,10 @@ class Objective:
     def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
         """The towers besides the image tower, and the loss module, by attribute name.
 
-        They are registered on the ``PretrainModule`` in this order under these names, which
-        are also the prefixes of their weights in checkpoints and ``model.safetensors``.
+        ``tower_args`` are :meth:`tower_args`' sizes plus ``image_features``, the image
+        encoder's feature size. The modules are registered on the ``PretrainModule`` in this
+        order under these names, which are also the prefixes of their weights in checkpoints
+        and ``model.safetensors``.
         """
         return {}
 

@@ -1,17 +1,28 @@
 """``image_ssl``: two augmented views of the same exam pulled together (SimCLR-style).
 
 The loss is the config's contrastive loss (symmetric InfoNCE by default) between the two views,
-patient-masked like every other objective.
+patient-masked like every other objective. ``method_options: {negatives: nt_xent}`` makes it
+SimCLR's own NT-Xent: every view has the 2N-2 other views of the batch as negatives, within-view
+ones included (the cross-view InfoNCE has N-1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
-from medimp.train.objectives._base import ContrastiveObjective, ItemFields, Key, PretrainData
+from medimp.train.config import ConfigError
+from medimp.train.objectives._base import (
+    ContrastiveObjective,
+    ItemFields,
+    Key,
+    PretrainData,
+    make_contrastive_loss,
+)
 from medimp.train.objectives._registry import register_objective
 
 __all__ = ["ImageSSL"]
@@ -34,6 +45,17 @@ class _SecondView(ItemFields):
             self.view.set_epoch(epoch)
 
 
+class ImageSSLOptions(BaseModel):
+    """Options of ``image_ssl`` (``method_options``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negatives: Literal["cross_view", "nt_xent"] = Field(
+        "cross_view", description="'cross_view': symmetric InfoNCE between the two views (N-1 "
+        "negatives per sample, MEDIMP's baseline); 'nt_xent': SimCLR's loss (2N-2 negatives, "
+        "the other samples' views of both sets).")
+
+
 @register_objective
 class ImageSSL(ContrastiveObjective):
     """Image vs a second augmented view of the same exam; image tower only."""
@@ -41,6 +63,19 @@ class ImageSSL(ContrastiveObjective):
     name = "image_ssl"
     partner = "image2"
     needs_augmentation = "two different views of an exam"
+    Options = ImageSSLOptions
+
+    def check(self) -> None:
+        if self.options.negatives == "nt_xent" and self.config.loss.name != "clip":
+            raise ConfigError("image_ssl with negatives 'nt_xent' needs loss.name 'clip' "
+                              f"(got {self.config.loss.name!r})")
+
+    def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
+        if self.options.negatives == "nt_xent":
+            from medimp.models import NTXentLoss
+
+            return {"loss_fn": NTXentLoss()}
+        return {"loss_fn": make_contrastive_loss(self.config)}
 
     def item_fields(self, data: PretrainData, keys: Sequence[Key]) -> ItemFields:
         return _SecondView(data.exam_dataset(keys, augment=True,

@@ -102,9 +102,14 @@ class Medimp(ContrastiveObjective):
             self.content = self._content_ids(data)
 
     def _load_prompts(self, data: PretrainData) -> dict[Key, list[str]]:
-        from medimp.prompts import build_prompts
+        from medimp.prompts import build_prompts, build_prompts_from_tables
 
-        df = build_prompts(data.cohort, seed=self.config.seed)
+        if self.config.prompts.wording == "original":
+            df = build_prompts(data.cohort, seed=self.config.seed)
+        else:  # a cohort's own bank paraphrases the original templates: the rules bank
+            df = build_prompts_from_tables(self.prompt_study(data), data.cohort.exams,
+                                           data.cohort.patients, seed=self.config.seed,
+                                           keys=data.keys)
         out: dict[Key, list[str]] = {}
         for (pid, exam), grp in df.sort_values("variant").groupby(["patient_id", "exam"],
                                                                   sort=False):
@@ -115,6 +120,12 @@ class Medimp(ContrastiveObjective):
             raise TrainError(f"{data.cohort_path}: no prompt for {len(missing)} exam(s) "
                              f"({shown}); check exams.csv/patients.csv and study.yaml")
         return out
+
+    def prompt_study(self, data: PretrainData) -> Any:
+        """The study whose templates and bins the prompts use (``prompts.wording``)."""
+        from medimp.prompts.wording import study_for
+
+        return study_for(data.cohort.study, self.config.prompts.wording)
 
     @staticmethod
     def _content_ids(data: PretrainData) -> dict[Key, int]:

@@ -1,0 +1,279 @@
+"""Beyond MEDIMP (issue 14): which text supervision beats image-only pretraining?
+
+Pretrains, at the demo's budget (``medimp.demo.DemoConfig``: 80 simulated patients, 32³, the
+narrow ResNet-10, 30 epochs, batch 16, lr 1e-3), each variant below with several seeds, then
+evaluates all runs in ONE evaluation (same splits, same bootstrap), so that their AUCs are
+paired. Variants:
+
+- ``medimp``: the paper (MEDIMP bins and wording, patient-masked CLIP);
+- ``image_ssl``: the true SimCLR baseline (NT-Xent, 2N-2 negatives);
+- ``tabular_clip``: image vs an MLP of the same clinical variables;
+- ``medimp_soft``: MedCLIP-style soft targets from the exams' binned clinical facts
+  (``method: medclip_soft``);
+- ``medimp_slip``: CLIP + 1.0 x NT-Xent between two augmented views (``method: slip``);
+- ``medimp_clinician``: grammatical prompts stating each bin's range and unit;
+- ``medimp_all``: clinician wording + soft targets;
+- ``medimp_earliest``: medimp pretrained on each patient's first exam only.
+
+Seed-aware statistics (2-year poor-status AUC, logistic probe, patient-mean embedding): a
+method's AUC is the mean over its seeds and CV repeats; the paired difference to
+``image_ssl`` has a hierarchical bootstrap CI: each resample draws the patients (the same
+draw for both methods) and, independently per method, the seeds with replacement. The same is
+reported for the "exams up to day 30" level (``medimp.evaluate.early``).
+
+Runs already finished in ``--out`` are reused (the script can be interrupted and restarted).
+Writes benchmarks/results/variants.json and prints the table.
+
+    PYTHONPATH=src python benchmarks/variants.py --out /tmp/variants [--seeds 0 1 2] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from _common import write_result
+
+REFERENCE = "image_ssl"
+
+
+def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
+    """Variant name -> pretraining config (the demo's, plus the variant's options)."""
+    from medimp.demo import _pretrain_config
+
+    def cfg(method: str, **extra: Any) -> dict[str, Any]:
+        out = _pretrain_config(demo, method)
+        for key, value in extra.items():
+            node = out
+            parts = key.split("__")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+        return out
+
+    return {
+        "medimp": cfg("medimp"),
+        "image_ssl": cfg("image_ssl", method_options__negatives="nt_xent"),
+        "tabular_clip": cfg("tabular_clip"),
+        "medimp_soft": cfg("medclip_soft"),
+        "medimp_slip": cfg("slip", method_options__ssl_weight=1.0),
+        "medimp_clinician": cfg("medimp", prompts__wording="clinician"),
+        "medimp_all": cfg("medclip_soft", prompts__wording="clinician"),
+        "medimp_earliest": cfg("medimp", exams_per_patient=1),
+    }
+
+
+def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
+    """Train one run unless it is done or another process holds it; resume a partial one."""
+    cohort, out, config = args
+    run = Path(out)
+    if (run / "model.json").is_file():
+        return out, None
+    run.mkdir(parents=True, exist_ok=True)
+    lock = run / ".variants.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return out, None
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        import torch
+
+        torch.set_num_threads(1)
+        from medimp.train import pretrain
+
+        t0 = time.perf_counter()
+        resume = (run / "checkpoints" / "last.ckpt").is_file()
+        pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
+        return out, time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
+
+
+def seed_aware(pred: pd.DataFrame, methods: dict[str, list[str]], reference: str,
+               n_boot: int, seed: int) -> dict[str, dict[str, float]]:
+    """Mean-over-seeds AUC and hierarchical-bootstrap paired difference to ``reference``."""
+    from medimp.evaluate.bootstrap import auc, bootstrap_indices
+
+    pats = sorted(set(pred["patient_id"]))
+    pos = {p: i for i, p in enumerate(pats)}
+    y = np.zeros(len(pats), dtype=int)
+    lab = pred.drop_duplicates("patient_id").set_index("patient_id")["label"]
+    y[[pos[p] for p in lab.index]] = lab.to_numpy().astype(int)
+    scores: dict[str, np.ndarray] = {}  # method -> [S, R, n]
+    for name, members in methods.items():
+        per = []
+        for m in members:
+            d = pred[pred["method"] == m]
+            r = int(d["repeat"].max()) + 1
+            arr = np.full((r, len(pats)), np.nan)
+            arr[d["repeat"].to_numpy(), [pos[p] for p in d["patient_id"]]] = d["score"]
+            per.append(arr)
+        scores[name] = np.stack(per)
+    rng = np.random.default_rng(seed)
+    idx = bootstrap_indices(len(pats), n_boot, seed)  # [B, n]
+    yb = y[idx]
+
+    def boot_auc(s: np.ndarray, seed_draw: np.ndarray) -> np.ndarray:
+        # s [S, R, n]; seed_draw [B, S] -> [B]
+        per_seed = np.stack([np.nanmean(auc(yb[None], s[k][:, idx]), axis=0)
+                             for k in range(s.shape[0])], axis=1)  # [B, S]
+        return np.take_along_axis(per_seed, seed_draw, axis=1).mean(1)
+
+    draws = {name: rng.integers(0, s.shape[0], size=(n_boot, s.shape[0]))
+             for name, s in scores.items()}
+    boots = {name: boot_auc(s, draws[name]) for name, s in scores.items()}
+    out: dict[str, dict[str, float]] = {}
+    for name, s in scores.items():
+        per_seed = [float(np.nanmean(auc(y[None], s[k]))) for k in range(s.shape[0])]
+        point = float(np.mean(per_seed))
+        lo, hi = np.nanpercentile(boots[name], [2.5, 97.5])
+        row = {"auc": point, "auc_ci_low": float(lo), "auc_ci_high": float(hi),
+               "auc_per_seed": per_seed, "seeds": s.shape[0]}
+        if name != reference and reference in scores:
+            ref_point = float(np.mean([np.nanmean(auc(y[None], scores[reference][k]))
+                                       for k in range(scores[reference].shape[0])]))
+            d = boots[name] - boots[reference]
+            d = d[np.isfinite(d)]
+            dlo, dhi = np.percentile(d, [2.5, 97.5])
+            p = max(min(2 * min((d <= 0).mean(), (d >= 0).mean()), 1.0), 1 / (d.size + 1))
+            row.update({"diff_vs_ref": point - ref_point, "diff_ci_low": float(dlo),
+                        "diff_ci_high": float(dhi), "diff_p": float(p)})
+        out[name] = row
+    return out
+
+
+def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
+    """Train ``todo`` (cohort, run, config) with ``jobs`` processes; seconds per run."""
+    seconds: dict[str, float] = {}
+    print(f"{len(todo)} trainings to do, {jobs} at a time", flush=True)
+    t_all = time.perf_counter()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not todo:
+        return seconds
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for out, sec in pool.map(_train, todo):
+            if sec is None:
+                print(f"{Path(out).relative_to(work)}: done or held elsewhere", flush=True)
+                continue
+            seconds[str(Path(out).relative_to(work))] = sec
+            print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
+                  f"({time.perf_counter() - t_all:.0f} s so far)", flush=True)
+    return seconds
+
+
+def _evaluate(cohort: Path, runs: dict[str, list[Path]], work: Path, demo: Any, day: float,
+              n_boot: int) -> dict[str, Any]:
+    """One evaluation of every run (all exams, and exams up to ``day``), seed-aware tables."""
+    from medimp.evaluate import EvalConfig, evaluate
+    from medimp.evaluate.early import exams_up_to_day
+    from medimp.train import embed
+
+    members: dict[str, Any] = {}
+    early: dict[str, Any] = {}
+    exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
+    for name, rs in runs.items():
+        for r in rs:
+            table = embed(r, cohort)
+            members[f"{name}@{r.name}"] = table
+            early[f"{name}@{r.name}"] = exams_up_to_day(table, exams, day)[0]
+    ev = EvalConfig(n_splits=demo.folds, repeats=demo.repeats, n_bootstrap=demo.bootstrap,
+                    seed=demo.seed, horizons=[2], levels=["patient_mean"],
+                    probes=["logistic"], survival=False, retrieval=False,
+                    reference_method=next(iter(members)))
+    result = {}
+    for tag, feats in (("all_exams", members), (f"exams_up_to_day_{day:g}", early)):
+        res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False)
+        pred = pd.read_parquet(res.metrics_path.parent / "predictions.parquet")
+        pred = pred[(pred["task"] == "status_y2") & (pred["level"] == "patient_mean")
+                    & (pred["probe"] == "logistic")]
+        groups = {name: [f"{name}@{r.name}" for r in rs] for name, rs in runs.items()}
+        groups["clinical_only"] = ["clinical_only"]
+        if "oracle" in set(pred["method"]):
+            groups["oracle"] = ["oracle"]
+        result[tag] = seed_aware(pred, groups, REFERENCE, n_boot, demo.seed)
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    for tag, table in result.items():
+        print(f"\n{tag}: 2-year AUC (mean over seeds) and paired difference to {REFERENCE}")
+        for name, row in table.items():
+            diff = ("" if "diff_vs_ref" not in row else
+                    f"  diff {row['diff_vs_ref']:+.3f} [{row['diff_ci_low']:+.3f}, "
+                    f"{row['diff_ci_high']:+.3f}]")
+            seeds = " ".join(f"{a:.3f}" for a in row["auc_per_seed"])
+            print(f"  {name:<18} {row['auc']:.3f} [{row['auc_ci_low']:.3f}, "
+                  f"{row['auc_ci_high']:.3f}]  seeds {seeds}{diff}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="Work folder (runs are reused).")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=None, help="Subset of the variants.")
+    ap.add_argument("--jobs", type=int, default=2, help="Trainings in parallel (1 thread each).")
+    ap.add_argument("--epochs", type=int, default=None, help="Override the demo's epochs.")
+    ap.add_argument("--day", type=float, default=30.0, help="The 'exams up to day D' level.")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="Evaluate the finished runs only (a variant may then have fewer seeds).")
+    args = ap.parse_args()
+
+    from medimp.demo import DemoConfig
+    from medimp.simulate import simulate_cohort
+
+    demo = DemoConfig() if args.epochs is None else DemoConfig(epochs=args.epochs)
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    cohort = work / "cohort"
+    if not (cohort / "study.yaml").is_file():
+        simulate_cohort(cohort, demo.n_patients, shape=demo.shape, seed=demo.seed,
+                        overwrite=True, progress=False)
+    configs = variant_configs(demo)
+    names = args.variants or list(configs)
+    todo, runs = [], {}
+    for seed in args.seeds:  # seed-major: a partial result still has every variant
+        for name in names:
+            run = work / "runs" / name / f"seed{seed}"
+            runs.setdefault(name, []).append(run)
+            if not (run / "model.json").is_file():
+                todo.append((str(cohort), str(run), {**configs[name], "seed": seed}))
+    seconds = _train_all(todo, work, args.jobs)
+    if args.train_only:
+        return
+    unfinished = [str(r) for rs in runs.values() for r in rs if not (r / "model.json").is_file()]
+    if unfinished and not args.allow_partial:
+        raise SystemExit(f"runs not finished (another process may hold them): {unfinished}; "
+                         "--allow-partial evaluates the finished ones")
+    runs = {name: [r for r in rs if (r / "model.json").is_file()] for name, rs in runs.items()}
+    runs = {name: rs for name, rs in runs.items() if rs}
+
+    result = _evaluate(cohort, runs, work, demo, args.day, args.n_boot)
+    out = {
+        "cohort": {"patients": demo.n_patients, "shape": list(demo.shape), "seed": demo.seed},
+        "budget": {"epochs": demo.epochs, "batch_size": demo.batch_size,
+                   "encoder": demo.encoder, "encoder_kwargs": demo.encoder_kwargs,
+                   "lr": demo.lr, "text_lr_scale": demo.text_lr_scale},
+        "seeds": args.seeds, "reference": REFERENCE,
+        "runs": {name: [r.name for r in rs] for name, rs in runs.items()},
+        "unfinished": unfinished,
+        "evaluation": {"task": "status_y2", "level": "patient_mean", "probe": "logistic",
+                       "folds": demo.folds, "repeats": demo.repeats, "n_boot": args.n_boot},
+        "train_seconds": seconds,
+        "results": result,
+    }
+    _print(result)
+    write_result("variants", out)
+
+
+if __name__ == "__main__":
+    main()
