@@ -127,6 +127,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
               *, resume: bool, progress: bool) -> None:
     from lightning.pytorch import seed_everything
 
+    from medimp.data.fingerprint import cohort_fingerprint
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
@@ -165,6 +166,8 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
         "phases": list(dm.cohort.study.phase_names),
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+        # which cohort trained it: evaluate warns when it scores a run on another cohort
+        "cohort_fingerprint": cohort_fingerprint(cohort_path),
         "precision": precision,
         **objective.metadata(),
     }
