@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def demo(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("demo")
     cfg = DemoConfig(
-        n_patients=30, shape=(16, 16, 16), epochs=1, batch_size=8, folds=3, repeats=1,
+        n_patients=30, shape=(16, 16, 16), epochs=1, batch_size=8, folds=3, repeats=1, seeds=2,
         bootstrap=50, workers=1, embed_dim=32, encoder="tiny_cnn_3d", encoder_kwargs={},
         evaluation={"levels": ["patient_mean"], "probes": ["logistic"],
                     "survival_event": "poor_status"},
@@ -29,12 +29,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 def test_demo_writes_every_stage(demo) -> None:
     assert (demo.cohort / "study.yaml").is_file()
     assert set(demo.runs) == {"medimp", "random_init", "image_ssl", "tabular_clip"}
-    for run in demo.runs.values():
-        assert (run / "model.safetensors").is_file()
-        assert (run / "model.json").is_file()
+    for runs in demo.runs.values():
+        assert [r.name for r in runs] == ["seed0", "seed1"]
+        for run in runs:
+            assert (run / "model.safetensors").is_file()
+            assert (run / "model.json").is_file()
     html = demo.report.read_text()
     assert "<img" in html and 'src="http' not in html
     assert not demo.headline.empty
+    assert list(demo.headline["runs"].loc[["medimp", "clinical_only"]]) == [2, 1]
+    assert "What is and is not decided" in html
+
+
+def test_seed_aware_records_and_comparisons(demo) -> None:
+    m = read_metrics(demo.eval_dir / "metrics.json")
+    agg = [r for r in m.records if r.method == "medimp" and r.run is None]
+    assert agg and all(r.n_runs == 2 for r in agg)
+    assert {r.run for r in m.records if r.method == "medimp"} == {None, "seed0", "seed1"}
+    assert all(c.seed_variance for c in m.comparisons)
 
 
 def test_metrics_schema_and_cis(demo) -> None:

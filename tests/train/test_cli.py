@@ -64,6 +64,35 @@ def test_resume_from_the_command_line(simulated_cohort, train_cache, tmp_path) -
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == [1, 2]
 
 
+def test_pretrain_seeds_writes_one_replicate_per_seed(simulated_cohort, train_cache,
+                                                      tmp_path) -> None:
+    import json
+
+    from medimp.data.fingerprint import cohort_fingerprint
+    from medimp.evaluate.replicates import check_replicates, expand_methods
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("image_encoder: {name: tiny_cnn_3d, kwargs: {widths: [4, 8, 16]}}\n"
+                   "embed_dim: 8\npreprocess: {shape: [16, 16, 16]}\naugment: null\n"
+                   f"cache_dir: {train_cache}\n")
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(out), "--config", str(cfg), "--method", "random_init",
+                                   "--no-progress", "--seeds", "0", "1", "2"])
+    assert res.exit_code == 0, res.output
+    infos = [json.loads((out / f"seed{s}" / "model.json").read_text()) for s in range(3)]
+    assert [i["config"]["seed"] for i in infos] == [0, 1, 2]
+    assert {i["cohort_fingerprint"] for i in infos} == {cohort_fingerprint(simulated_cohort)}
+    members = expand_methods({"random_init": out})  # the folder of seeds: three replicates
+    assert [m.run for m in members] == ["seed0", "seed1", "seed2"]
+    check_replicates(members)
+    for bad in (["--seeds", "0", "x"], ["--seeds", "1", "--seed", "1"], ["--seeds", "0,0"]):
+        res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                       str(tmp_path / "bad"), *bad])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow  # a subprocess that trains until its first checkpoint: about a minute
 def test_ctrl_c_during_training_says_how_to_resume(simulated_cohort, train_cache,
                                                    tmp_path) -> None:

@@ -99,8 +99,54 @@ def test_lightning_ddp_spawn_fit(simulated_cohort, tiny_config, tmp_path) -> Non
 def test_non_finite_loss_stops_with_advice() -> None:
     from medimp.train import TrainError
 
-    module = PretrainModule(CFG, in_channels=3)
+    module = PretrainModule({**CFG, "precision": "32"}, in_channels=3)
     batch = _batch()
     batch["image"][0] = float("nan")
     with pytest.raises(TrainError, match=r"non-finite training loss.*lower optim\.lr"):
         module.training_step(batch, 0)
+
+
+def test_bf16_skips_a_few_non_finite_steps_then_stops() -> None:
+    """Under bf16 a non-finite loss or gradient drops the step (weights unchanged); five in a
+    row are an error; in fp32 a non-finite gradient is an error at once, naming the weight."""
+    from medimp.train import TrainError
+
+    module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
+    batch = _batch()
+    batch["image"][0] = float("nan")
+    for _ in range(5):
+        with pytest.warns(UserWarning, match="the step is skipped"):
+            assert module.training_step(batch, 0) is None
+    with pytest.raises(TrainError, match="non-finite training loss"):
+        module.training_step(batch, 0)
+
+    module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
+    module.compute_loss(_batch()).backward()
+    first = next(p for p in module.parameters() if p.grad is not None)
+    first.grad[0] = float("inf")
+    with pytest.warns(UserWarning, match="non-finite gradient"):
+        module.on_before_optimizer_step(None)
+    assert all(p.grad is None for p in module.parameters())  # nothing for the optimizer
+
+    module = PretrainModule({**CFG, "precision": "32"}, in_channels=3)
+    module.compute_loss(_batch()).backward()
+    name, param = next((n, p) for n, p in module.named_parameters() if p.grad is not None)
+    param.grad[0] = float("nan")
+    with pytest.raises(TrainError, match=f"non-finite gradient.*{name}"):
+        module.on_before_optimizer_step(None)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_spawn_fit_with_micro_batches(simulated_cohort, tiny_config,
+                                                     tmp_path) -> None:
+    """Gradient caching under DDP: the micro-batches' backward runs inside the step, the last
+    one in the trainer's synchronised backward; 2 CPU processes train and export a model."""
+    import pandas as pd
+
+    from medimp.train import load_run_info, pretrain
+
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=1", "strategy=ddp_spawn",
+                      "accelerator=cpu", "devices=2", "batch_size=4", "micro_batch_size=2")
+    run = pretrain(simulated_cohort, tmp_path / "ddp", cfg, progress=False)
+    assert load_run_info(run)["epochs_trained"] == 1
+    assert pd.read_csv(run / "history.csv")["train_loss"].notna().all()

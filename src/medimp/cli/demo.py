@@ -24,6 +24,8 @@ def demo_command(
     bootstrap: Annotated[int | None, typer.Option(
         "--bootstrap", min=20, help="Bootstrap resamples for the CIs (default 500).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", min=1, help="Pretraining runs (seeds) per method (default 3).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier demo in --out.")] = False,
 ) -> None:
@@ -31,13 +33,20 @@ def demo_command(
     from medimp.demo import DemoConfig, run_demo
 
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
-             "bootstrap": bootstrap}
+             "bootstrap": bootstrap, "seeds": seeds}
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
                       log=lambda m: console.print(m, highlight=False, markup=False))
-    console.print("\nAUC [95% CI] of a logistic probe on patient-mean embeddings "
-                  "(poor graft status = eGFR < threshold or graft loss):")
+    console.print(f"\nAUC [95% CI] of a logistic probe on patient-mean embeddings (poor graft "
+                  "status = eGFR < threshold or graft loss); pretrained methods: mean over "
+                  f"{cfg.seeds} pretraining seeds, CI with the seed variance, sd between seeds:",
+                  markup=False)
     console.print(result.headline.to_string(), highlight=False, markup=False)
+    if result.comparisons is not None and not result.comparisons.empty:
+        console.print("\nmedimp minus each method, ΔAUC [95% CI] (seed-aware paired test):",
+                      markup=False)
+        console.print(result.comparisons.to_string(index=False), highlight=False,
+                      markup=False)
     total = sum(result.timings.values())
     console.print(f"\ntotal {total / 60:.1f} min; report: {result.report}", highlight=False,
                   markup=False)

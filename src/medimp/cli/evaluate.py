@@ -11,17 +11,20 @@ from rich.markup import escape
 from medimp.cli._common import console, err_console, fail, is_interactive
 
 
-def _pairs(values: list[str], option: str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
+def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
+    """NAME=PATH options; a name given several times collects pretraining replicates."""
+    import glob
+
+    out: dict[str, list[Path]] = {}
     for v in values:
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
             fail(f"{option} {v!r}: expected NAME=PATH, e.g. {option} medimp=runs/medimp")
-        if name in out:
-            fail(f"{option}: method {name!r} given twice")
-        if not Path(path).exists():
+        if not Path(path).exists() and not (glob.has_magic(path) and glob.glob(path)):  # noqa: PTH207
             fail(f"{option} {v!r}: {path} does not exist")
-        out[name] = Path(path)
+        if Path(path) in out.get(name, []):
+            fail(f"{option}: {path} given twice for method {name!r}")
+        out.setdefault(name, []).append(Path(path))
     return out
 
 
@@ -31,7 +34,9 @@ def evaluate_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder (metrics.json, report).")],
     runs: Annotated[list[str] | None, typer.Option(
         "--runs", help="NAME=RUN_DIR of a pretraining run; embeds the cohort with it. "
-        "Repeat for each method (medimp, random_init, image_ssl, tabular_clip).")] = None,
+        "Repeat for each method (medimp, random_init, image_ssl, tabular_clip). A name given "
+        "several times, a glob (medimp='runs/medimp/seed*') or a folder of seed runs "
+        "(RUN/seed0, RUN/seed1, ...) gives pretraining replicates of one method.")] = None,
     embeddings: Annotated[list[str] | None, typer.Option(
         "--embeddings", help="NAME=FILE.parquet of precomputed embeddings "
         "(patient_id, exam, level, e0..). Repeatable.")] = None,
@@ -64,9 +69,12 @@ def evaluate_command(
     from medimp.evaluate import EvalConfig, evaluate
 
     runs, embeddings = runs or [], embeddings or []
-    methods: dict[str, Path] = {**_pairs(runs, "--runs"), **_pairs(embeddings, "--embeddings")}
-    if len(methods) < len(runs) + len(embeddings):
-        fail("a method name is given in both --runs and --embeddings")
+    by_run, by_file = _pairs(runs, "--runs"), _pairs(embeddings, "--embeddings")
+    if set(by_run) & set(by_file):
+        fail(f"method {sorted(set(by_run) & set(by_file))[0]!r} is given in both --runs and "
+             "--embeddings")
+    methods = {name: paths[0] if len(paths) == 1 else paths
+               for name, paths in {**by_run, **by_file}.items()}
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
     cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
@@ -89,14 +97,17 @@ def evaluate_command(
         console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
                       "(see the skipped tasks below)")
     else:
-        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe:")
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
+                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
         console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
     comp = result.comparison_table()
     if not comp.empty:
-        console.print(f"\npaired bootstrap, {cfg.reference_method} minus each method:",
-                      markup=False)
+        console.print(f"\npaired test (corrected resampled t, seed-aware), "
+                      f"{cfg.reference_method} minus each method:", markup=False)
         console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
                       markup=False)
+    for note in result.metrics.header.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     for s in result.metrics.skipped:
         where = s.task + (f", {s.method}" if s.method else "")
         console.print(f"[yellow]skipped[/] ({escape(where)}): {escape(s.reason)}",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, is_interactive
+from medimp.cli._common import console, fail, is_interactive
 
 
 def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
@@ -29,16 +29,23 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="32 | bf16-mixed | 16-mixed (GPU only).")] = None,
+        "--precision", help="auto (bf16 where native) | 32 | bf16-mixed | 16-mixed (GPU).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Start afresh even if --out holds a run.")] = False,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar.")] = True,
+    seeds: Annotated[list[str] | None, typer.Option(
+        "--seeds", help="Pretraining replicates: one run per seed in OUT/seed<S>, e.g. "
+        "--seeds 0 1 2 (or 0,1,2); evaluate them together with --runs NAME=OUT.")] = None,
+    more_seeds: Annotated[list[str] | None, typer.Argument(
+        hidden=True, help="The further seeds of --seeds 0 1 2.")] = None,
 ) -> None:
     """Pretrain a 3D image encoder (MEDIMP or a baseline) and export it into a run folder."""
     from medimp.train import load_config, pretrain
+
+    seed_list = _seed_list(seeds, more_seeds, seed)
 
     overrides = list(set_ or [])
     for key, value in (("method", method), ("image_encoder.name", encoder), ("epochs", epochs),
@@ -46,16 +53,42 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
                        ("precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}" if key != "precision" else f"{key}='{value}'")
-    if config is None and resume and not overrides and (out / "config.yaml").is_file():
-        cfg = load_config(out / "config.yaml")
-    elif config is None and resume and (out / "config.yaml").is_file():
-        cfg = load_config(out / "config.yaml", overrides)
-    else:
-        cfg = load_config(config, overrides)
-    run = pretrain(cohort, out, cfg, resume=resume, progress=progress and is_interactive(),
-                   overwrite=overwrite)
-    console.print(f"run written to [bold]{escape(str(run))}[/] (model.safetensors, model.json, "
-                  "history.csv)")
+    for s, run_out in [(None, out)] if seed_list is None else [
+            (s, out / f"seed{s}") for s in seed_list]:
+        extra = [] if s is None else [f"seed={s}"]
+        if config is None and resume and not overrides and (run_out / "config.yaml").is_file():
+            cfg = load_config(run_out / "config.yaml", extra or None)
+        elif config is None and resume and (run_out / "config.yaml").is_file():
+            cfg = load_config(run_out / "config.yaml", overrides + extra)
+        else:
+            cfg = load_config(config, overrides + extra)
+        run = pretrain(cohort, run_out, cfg, resume=resume,
+                       progress=progress and is_interactive(), overwrite=overwrite)
+        console.print(f"run written to [bold]{escape(str(run))}[/] (model.safetensors, "
+                      "model.json, history.csv)")
+
+
+def _seed_list(seeds: list[str] | None, more: list[str] | None,
+               seed: int | None) -> list[int] | None:
+    """The seeds of ``--seeds 0 1 2`` / ``--seeds 0,1,2``; None without ``--seeds``."""
+    if not seeds:
+        if more:
+            fail(f"unexpected argument(s) {' '.join(more)!r}: options take the form --name "
+                 "value (several seeds: --seeds 0 1 2)")
+        return None
+    if seed is not None:
+        fail("give either --seed or --seeds, not both")
+    out: list[int] = []
+    for token in [*seeds, *(more or [])]:
+        for part in filter(None, token.replace(",", " ").split()):
+            try:
+                value = int(part)
+            except ValueError:
+                fail(f"--seeds: {part!r} is not an integer seed (e.g. --seeds 0 1 2)")
+            if value in out:
+                fail(f"--seeds: seed {value} given twice")
+            out.append(value)
+    return out
 
 
 def _embed(

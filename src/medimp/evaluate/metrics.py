@@ -3,7 +3,7 @@
 Layout (DESIGN.md): a header with the protocol and the cohort counts, and ``records``, a flat
 list with one record per task × method (× level × probe). The headline rows are
 ``level == "patient_mean"`` and ``probe == "logistic"``. Alongside: ``skipped`` (what could not
-be evaluated, and why), ``comparisons`` (paired bootstrap of AUC differences), ``survival``
+be evaluated, and why), ``comparisons`` (paired, seed-aware tests of AUC differences), ``survival``
 (C-index, log-rank) and ``retrieval`` (R@k, zero-shot).
 """
 
@@ -33,7 +33,7 @@ __all__ = [
     "write_metrics",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class _Model(BaseModel):
@@ -47,15 +47,24 @@ def _finite(v: float | None) -> float | None:
 
 
 class Record(_Model):
-    """One task × method × level × probe: patient-level metrics with 95% bootstrap CIs."""
+    """One task × method (× run) × level × probe: patient-level metrics with 95% CIs.
+
+    ``run`` is null for the method's own record: its only run, or, with several pretraining
+    runs, the aggregate (mean over runs, seed-aware CI, ``n_runs`` and ``auc_sd``); each run
+    also has a record with ``run`` set.
+    """
 
     task: str = Field(description="e.g. 'status_y2': poor graft status at 2 years")
     method: str
+    run: str | None = Field(None, description="run label (e.g. 'seed1'); null: the method")
+    n_runs: int = Field(1, ge=1, description="pretraining runs behind this record")
     n: int = Field(ge=1, description="patients evaluated (known status)")
     n_pos: int = Field(ge=0, description="patients with poor status")
     auc: float = Field(ge=0, le=1)
     auc_ci_low: float = Field(ge=0, le=1)
     auc_ci_high: float = Field(ge=0, le=1)
+    auc_se: float | None = Field(None, description="standard error behind the AUC CI")
+    auc_sd: float | None = Field(None, description="sd of the AUC between runs (n_runs > 1)")
     balanced_accuracy: float = Field(ge=0, le=1)
     f1: float = Field(ge=0, le=1)
     balanced_accuracy_ci_low: float | None = None
@@ -76,11 +85,12 @@ class Skipped(_Model):
 
     task: str
     method: str | None = None
+    run: str | None = None
     reason: str
 
 
 class Comparison(_Model):
-    """Paired bootstrap of AUC(method) - AUC(other) on the same patients and splits."""
+    """AUC(method) - AUC(other) on the same folds: corrected resampled t, seed-aware."""
 
     task: str
     method: str
@@ -92,6 +102,12 @@ class Comparison(_Model):
     ci_low: float
     ci_high: float
     p_value: float = Field(ge=0, le=1)
+    se: float | None = None
+    n_runs: int = Field(1, description="runs of the method")
+    other_n_runs: int = Field(1, description="runs of the other method")
+    seed_variance: bool = Field(False, description="the CI includes the seed variance")
+    min_detectable_diff: float | None = Field(
+        None, description="true ΔAUC detected with 80% power at alpha 0.05, given the SE")
 
 
 class SurvivalRecord(_Model):
@@ -99,11 +115,14 @@ class SurvivalRecord(_Model):
 
     task: str = "graft_survival"
     method: str
+    run: str | None = None
+    n_runs: int = 1
     n: int
     n_events: int
-    c_index: float
+    c_index: float = Field(description="Harrell's C per test fold, averaged")
     c_index_ci_low: float
     c_index_ci_high: float
+    c_index_sd: float | None = Field(None, description="sd between runs (n_runs > 1)")
     logrank_p: float | None = None
     pca_components: int
     penalizer: float
@@ -113,12 +132,17 @@ class RetrievalRecord(_Model):
     """Image→text retrieval and zero-shot GFR-bin classification on held-out patients."""
 
     method: str
+    run: str | None = None
     n_exams: int
     n_patients: int
     heldout: bool = Field(description="True if the patients were not used to pretrain")
+    n_candidates: int | None = Field(None, description="distinct prompt texts ranked")
     r_at_1: float
     r_at_5: float
     r_at_10: float
+    chance_at_1: float | None = Field(None, description="R@1 of a random ranking")
+    chance_at_5: float | None = None
+    chance_at_10: float | None = None
     zero_shot_accuracy: float | None = None
     zero_shot_balanced_accuracy: float | None = None
     zero_shot_chance: float | None = None
@@ -148,8 +172,14 @@ class Header(_Model):
     horizons: list[int]
     tasks: list[TaskCount]
     methods: dict[str, str] = Field(description="method -> source (run dir, file, baseline)")
+    runs: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="method -> run label -> source, for methods with "
+        "several pretraining runs")
     protocol: dict[str, Any]
     reference_method: str | None = None
+    notes: list[str] = Field(default_factory=list,
+                             description="caveats: one-run methods, runs of another cohort")
+    cohort_fingerprint: str | None = None
 
 
 class MetricsFile(_Model):

@@ -28,8 +28,8 @@ from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
 
-__all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "retrieval_for_runs",
-           "zero_shot_gfr"]
+__all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "recall_chance",
+           "retrieval_for_runs", "zero_shot_gfr"]
 
 TextTower = Callable[[list[str]], Any]
 
@@ -42,6 +42,11 @@ def _to_numpy(t: Any) -> np.ndarray:
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def recall_chance(k: int, n_candidates: int) -> float:
+    """R@k of a random ranking of ``n_candidates`` texts (one of them right): ``k / n``."""
+    return min(k, n_candidates) / max(n_candidates, 1)
 
 
 def image_text_recall(images: np.ndarray, texts: Sequence[str], text_tower: TextTower,
@@ -166,9 +171,13 @@ def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRe
         raise EvaluationError(f"{run_dir}: no exam with both an embedding and a prompt")
     X = rows[feature_columns(feats)].to_numpy(float)
     rec = image_text_recall(X, rows["prompt"].tolist(), tower)
+    n_cand = rows["prompt"].nunique()
     acc, bacc, chance, _ = zero_shot_gfr(X, rows, tables.study, tower)
     return RetrievalRecord(method=name, n_exams=len(rows),
                            n_patients=rows["patient_id"].nunique(), heldout=held is not None,
-                           r_at_1=rec[1], r_at_5=rec[5], r_at_10=rec[10],
+                           n_candidates=n_cand, r_at_1=rec[1], r_at_5=rec[5], r_at_10=rec[10],
+                           chance_at_1=recall_chance(1, n_cand),
+                           chance_at_5=recall_chance(5, n_cand),
+                           chance_at_10=recall_chance(10, n_cand),
                            zero_shot_accuracy=acc, zero_shot_balanced_accuracy=bacc,
                            zero_shot_chance=chance)

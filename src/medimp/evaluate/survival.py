@@ -2,10 +2,11 @@
 
 In the same repeated, patient-grouped CV as the probes (stratified by event): on each training
 fold, standardise, reduce with PCA, fit a penalised Cox model (lifelines ``CoxPHFitter``) and
-score the test patients. Risks are turned into within-fold percentiles so that the
-out-of-fold risks of different folds can be pooled; the C-index is computed per repeat, averaged,
-with a patient-level bootstrap CI. Patients are then split at the median of their mean
-out-of-fold risk into a high and a low risk group, compared by Kaplan–Meier and a log-rank test.
+score the test patients. Harrell's C is computed **on each test fold** with that fold's model,
+so risks of different models are never ranked against each other; the fold values are averaged
+and their CI is the corrected resampled t (:mod:`medimp.evaluate.intervals`), as for the AUC.
+For the Kaplan–Meier plot only, risks become within-fold percentiles, averaged over repeats;
+patients are split at the median into a high and a low risk group, compared by a log-rank test.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from sklearn.preprocessing import StandardScaler
 
 from medimp.data import Cohort
 from medimp.evaluate._cohort import EvaluationError
-from medimp.evaluate.bootstrap import bootstrap_indices
 from medimp.evaluate.cv import Split, make_splits
 from medimp.evaluate.embeddings import level_data
+from medimp.evaluate.intervals import corrected_interval
 
 __all__ = ["SurvivalResult", "cox_cross_validate", "harrell_c"]
 
@@ -38,23 +39,28 @@ class SurvivalResult:
     time: np.ndarray
     event: np.ndarray
     risk: np.ndarray  # [repeats, n] within-fold risk percentile
-    c_index: float
+    c_index: float  # mean of the per-fold C-indices
     c_index_ci: tuple[float, float]
     logrank_p: float | None
     group: np.ndarray  # 1 = high predicted risk
     n_components: int
+    fold_c: np.ndarray  # [folds × repeats] Harrell's C of each test fold (NaN: no pair)
+    test_train_ratio: float
 
 
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C: share of comparable pairs where the higher risk fails first."""
+    """Harrell's C: share of comparable pairs where the higher risk fails first (NaN if none)."""
     from lifelines.utils import concordance_index
 
-    return float(concordance_index(time, -np.asarray(risk), event))
+    try:
+        return float(concordance_index(time, -np.asarray(risk), event))
+    except ZeroDivisionError:  # lifelines: no comparable pair (e.g. no event in the fold)
+        return float("nan")
 
 
 def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohort, *,
                        n_splits: int, repeats: int, seed: int, n_components: int = 5,
-                       penalizer: float = 0.1, n_boot: int = 1000,
+                       penalizer: float = 0.1, n_boot: int | None = None,
                        impute: bool = False) -> SurvivalResult:
     """Cross-validated penalised Cox model on patient-mean features.
 
@@ -65,7 +71,7 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
         n_splits, repeats, seed: outer CV, stratified by event.
         n_components: PCA components (capped by the training size and feature count).
         penalizer: lifelines L2 penalty.
-        n_boot: bootstrap resamples for the C-index CI.
+        n_boot: ignored (the CI is the corrected resampled t of the fold C-indices).
         impute: fill missing features with the training median (clinical tables).
     """
     from lifelines import CoxPHFitter
@@ -79,8 +85,9 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
     X = data.X
     n_rep = max(s.repeat for s in splits) + 1
     risk = np.full((n_rep, len(patients)), np.nan)
+    fold_c = np.full(len(splits), np.nan)
     k_used = n_components
-    for split in splits:
+    for j, split in enumerate(splits):
         tr, te = split.train, split.test
         k = max(1, min(n_components, len(tr) - 2, X.shape[1]))
         k_used = min(k_used, k)
@@ -100,15 +107,10 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
                                       "raise --cox-penalizer or lower the PCA components"
                                       ) from exc
         r = cph.predict_log_partial_hazard(pd.DataFrame(z_te, columns=cols)).to_numpy()
+        fold_c[j] = harrell_c(time[te], event[te], r)
         risk[split.repeat, te] = (rankdata(r) - 0.5) / len(r)
-    cs = np.array([harrell_c(time, event, risk[r]) for r in range(n_rep)])
-    idx = bootstrap_indices(len(patients), n_boot, seed)
-    boot = []
-    for b in idx:
-        if event[b].sum() == 0:
-            continue
-        boot.append(np.mean([harrell_c(time[b], event[b], risk[r, b]) for r in range(n_rep)]))
-    lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot else (np.nan, np.nan))
+    ratio = float(np.mean([len(s.test) / len(s.train) for s in splits]))
+    iv = corrected_interval(fold_c, ratio, null=0.5, clip=(0, 1))
     mean_risk = risk.mean(axis=0)
     group = (mean_risk > np.median(mean_risk)).astype(int)
     p = None
@@ -117,5 +119,6 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
                            event[group == 0])
         p = float(res.p_value)
     return SurvivalResult(patients=patients, time=time, event=event, risk=risk,
-                          c_index=float(cs.mean()), c_index_ci=(float(lo), float(hi)),
-                          logrank_p=p, group=group, n_components=k_used)
+                          c_index=iv.estimate, c_index_ci=(iv.low, iv.high),
+                          logrank_p=p, group=group, n_components=k_used, fold_c=fold_c,
+                          test_train_ratio=ratio)

@@ -20,12 +20,28 @@ import pandas as pd
 
 __all__ = [
     "embedding_map",
+    "format_p",
     "km_curves",
     "roc_curves",
+    "run_strip_plot",
     "task_counts",
     "training_curves",
     "volume_slices",
 ]
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for people: never "0.0" (a p-value is never zero, only below a bound)."""
+    if p is None or not np.isfinite(p):
+        return "–"
+    if p < 1e-4:
+        return "< 0.0001"
+    return f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def _p_words(p: float) -> str:
+    text = format_p(p)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def _png(fig) -> str:
@@ -88,6 +104,45 @@ def roc_curves(predictions: pd.DataFrame, tasks: list[str]) -> str:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, frameon=False, loc="lower right")
     axes[0][0].set_ylabel("sensitivity")
+    return _png(fig)
+
+
+def run_strip_plot(records: pd.DataFrame, tasks: list[str]) -> str:
+    """Per task: each run's AUC as a dot beside its method's mean and 95% CI (a bar).
+
+    Args:
+        records: one row per record with ``task, method, run, auc, auc_ci_low, auc_ci_high``;
+            ``run`` empty/None for the method's own (aggregate or single-run) record.
+        tasks: the panels, in order.
+    """
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False,
+                             sharey=True)
+    methods = list(dict.fromkeys(records["method"]))
+    rng = np.random.default_rng(0)
+    is_run = records["run"].fillna("").astype(str) != ""
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub = records[records["task"] == task]
+        for i, method in enumerate(methods):
+            runs = sub[(sub["method"] == method) & is_run.loc[sub.index]]
+            agg = sub[(sub["method"] == method) & ~is_run.loc[sub.index]]
+            if not runs.empty:
+                x = i - 0.15 + rng.uniform(-0.06, 0.06, len(runs))
+                ax.scatter(x, runs["auc"], s=16, color="#7f8c8d", zorder=3,
+                           label="one run" if i == 0 or "one run" not in
+                           ax.get_legend_handles_labels()[1] else None)
+            for r in agg.itertuples(index=False):
+                ax.errorbar(i + 0.1, r.auc, yerr=[[r.auc - r.auc_ci_low],
+                                                  [r.auc_ci_high - r.auc]],
+                            fmt="o", color="#c0392b", capsize=3, zorder=4,
+                            label="mean, 95% CI" if "mean, 95% CI" not in
+                            ax.get_legend_handles_labels()[1] else None)
+        ax.axhline(0.5, ls=":", color="grey")
+        ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=8)
+        ax.set_title(task)
+    axes[0][0].set_ylabel("ROC AUC")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][0].legend(handles, labels, fontsize=7, frameon=False, loc="lower left")
     return _png(fig)
 
 
@@ -160,7 +215,7 @@ def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> st
             kmf = KaplanMeierFitter().fit(part["time_days"] / 365.25, part["event"], label=label)
             kmf.plot_survival_function(ax=ax, ci_show=False, color=colour)
         p = pvalues.get(method)
-        ax.set_title(f"{method}" + (f" (log-rank p={p:.3g})" if p is not None else ""),
+        ax.set_title(f"{method}" + (f" (log-rank p {_p_words(p)})" if p is not None else ""),
                      fontsize=9)
         ax.set_xlabel("years")
         ax.set_ylim(0, 1.05)

@@ -23,6 +23,7 @@ from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
 from medimp.report import figures
+from medimp.report.figures import format_p
 
 __all__ = ["write_report"]
 
@@ -54,7 +55,8 @@ def _ci(v: float | None, lo: float | None, hi: float | None) -> str:
 
 
 def _headline(metrics: MetricsFile, level: str, probe: str, field: str) -> pd.DataFrame:
-    rows = [r for r in metrics.records if r.level == level and r.probe == probe]
+    rows = [r for r in metrics.records if r.level == level and r.probe == probe
+            and r.run is None]
     if not rows:
         return pd.DataFrame()
     cells = []
@@ -66,11 +68,80 @@ def _headline(metrics: MetricsFile, level: str, probe: str, field: str) -> pd.Da
                        r.balanced_accuracy_ci_high)
         else:
             cell = _ci(r.f1, r.f1_ci_low, r.f1_ci_high)
+        if field == "auc" and r.n_runs > 1 and r.auc_sd is not None:
+            cell += f" sd {r.auc_sd:.3f} ({r.n_runs} runs)"
         cells.append({"method": r.method, "task": f"{r.task} (n={r.n}, pos={r.n_pos})",
                       "cell": cell})
     table = pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
     order = [m for m in metrics.header.methods if m in table.index]  # methods as given
     return table.loc[order + [m for m in table.index if m not in order]]
+
+
+def _comparison_rows(metrics: MetricsFile) -> list:
+    return [c for c in metrics.comparisons if c.level == "patient_mean" and c.probe == "logistic"]
+
+
+def _decided_sentences(metrics: MetricsFile) -> list[str]:
+    """One sentence per task: which differences of the reference method are significant."""
+    ref = html.escape(str(metrics.header.reference_method))
+    out = []
+    comps = _comparison_rows(metrics)
+    for task in dict.fromkeys(c.task for c in comps):
+        rows = [c for c in comps if c.task == task]
+
+        def names(sel, rows=rows) -> str:
+            return ", ".join(f"{html.escape(c.other)} ({c.auc_diff:+.3f} "
+                             f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}])" for c in rows if sel(c))
+
+        better, worse = names(lambda c: c.ci_low > 0), names(lambda c: c.ci_high < 0)
+        open_ = ", ".join(html.escape(c.other) for c in rows if c.ci_low <= 0 <= c.ci_high)
+        mde = np.median([c.min_detectable_diff for c in rows
+                         if c.min_detectable_diff is not None] or [np.nan])
+        parts = [f"<b>{html.escape(task)}</b>:"]
+        parts.append(f"{ref} is better than {better};" if better else
+                     f"{ref} is better than no method;")
+        if worse:
+            parts.append(f"worse than {worse};")
+        parts.append(f"not decided against {open_}." if open_ else "every difference is decided.")
+        if np.isfinite(mde):
+            parts.append(f"At n = {rows[0].n} patients a true ΔAUC smaller than about "
+                         f"{mde:.2f} would usually go undetected (80% power, α = 0.05).")
+        out.append(" ".join(parts))
+    return out
+
+
+def _decided_section(metrics: MetricsFile) -> str:
+    comps = _comparison_rows(metrics)
+    if not comps:
+        return ""
+    ref = html.escape(str(metrics.header.reference_method))
+    table = pd.DataFrame([{
+        "task": c.task, "vs": c.other,
+        "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+        "p": format_p(c.p_value), "runs": f"{c.n_runs} vs {c.other_n_runs}",
+        "seed variance in CI": "yes" if c.seed_variance else "no",
+        "min. detectable ΔAUC": "–" if c.min_detectable_diff is None
+        else f"{c.min_detectable_diff:.3f}"} for c in comps])
+    parts = [f"<h3>What is and is not decided: {ref} minus each method</h3>",
+             '<p class="note">Paired test on the same folds: corrected resampled t of the '
+             "per-fold AUC differences plus the DeLong variance of the pooled difference and, "
+             "for methods with several pretraining runs, the variance between runs "
+             "(docs/evaluate.md). Significant: the 95% CI excludes 0 (no correction for "
+             "multiple comparisons). The minimal detectable ΔAUC is 2.8 × SE.</p>",
+             "<ul>" + "".join(f"<li>{s}</li>" for s in _decided_sentences(metrics)) + "</ul>",
+             _table(table)]
+    return "\n".join(parts)
+
+
+def _strip_section(metrics: MetricsFile) -> str:
+    rows = [r for r in metrics.records if r.level == "patient_mean" and r.probe == "logistic"]
+    if not any(r.run for r in rows):
+        return ""
+    df = pd.DataFrame([r.model_dump() for r in rows])
+    tasks = list(dict.fromkeys(df["task"]))
+    return ("<h3>Pretraining runs</h3>" + _img(figures.run_strip_plot(df, tasks), "runs")
+            + '<p class="note">Grey: the AUC of each pretraining run (seed); red: the '
+            "method's mean over runs with its seed-aware 95% CI.</p>")
 
 
 def _protocol_words(metrics: MetricsFile) -> str:
@@ -106,7 +177,8 @@ def _protocol_words(metrics: MetricsFile) -> str:
 def _histories(metrics: MetricsFile) -> dict[str, pd.DataFrame]:
     out = {}
     for name, src in metrics.header.methods.items():
-        f = Path(src) / "history.csv"
+        runs = metrics.header.runs.get(name)
+        f = Path(next(iter(runs.values())) if runs else src) / "history.csv"
         if f.is_file():
             try:
                 h = pd.read_csv(f)
@@ -167,6 +239,8 @@ def _map_section(eval_dir: Path, tables: Cohort, metrics: MetricsFile) -> str:
     lab = make_labels(tables, k, metrics.header.threshold).set_index("patient_id")["label"]
     panels = {}
     for f in sorted(emb_dir.glob("*.parquet")):
+        if "#" in f.stem:  # a further pretraining run of a method: its first run is mapped
+            continue
         df = pd.read_parquet(f)
         df["patient_id"] = df["patient_id"].astype(str)
         patients = np.array(sorted(set(df["patient_id"]) & set(lab.index)))
@@ -209,13 +283,11 @@ def _results_section(eval_dir: Path, metrics: MetricsFile) -> list[str]:
         t = _headline(metrics, "patient_mean", "logistic", field)
         if not t.empty:
             parts.append(f"<h3>{title}</h3>" + _table(t, index=True))
-    if metrics.comparisons:
-        comp = pd.DataFrame([c.model_dump() for c in metrics.comparisons])
-        comp = comp[(comp["level"] == "patient_mean") & (comp["probe"] == "logistic")]
-        if not comp.empty:
-            parts.append(f"<h3>Paired comparison: {html.escape(str(h.reference_method))} vs "
-                         "each method (AUC difference, bootstrap)</h3>")
-            parts.append(_table(comp.round(4)))
+    if h.notes:
+        parts.append("<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>'
+                                      for n in h.notes) + "</ul>")
+    parts.append(_strip_section(metrics))
+    parts.append(_decided_section(metrics))
     pred_path = eval_dir / "predictions.parquet"
     if pred_path.is_file():
         pred = pd.read_parquet(pred_path)
@@ -239,13 +311,25 @@ def _survival_section(eval_dir: Path, metrics: MetricsFile) -> list[str]:
         parts.append('<p class="note">Event: ' + html.escape(", ".join(sorted(
             {"graft loss" if s.task == "graft_survival" else "graft loss or eGFR below the "
              "threshold at a yearly horizon" for s in metrics.survival}))) + ".</p>")
-        parts.append(_table(pd.DataFrame([s.model_dump() for s in metrics.survival]).round(4)))
+        surv = pd.DataFrame([s.model_dump() for s in metrics.survival])
+        surv["logrank_p"] = [format_p(p) for p in surv["logrank_p"]]
+        parts.append(_table(surv.round(4)))
         surv_path = eval_dir / "survival.parquet"
         if surv_path.is_file():
-            pv = {s.method: s.logrank_p for s in metrics.survival}
-            parts.append(_img(figures.km_curves(pd.read_parquet(surv_path), pv), "KM curves"))
+            km = pd.read_parquet(surv_path)
+            if "run" not in km.columns:
+                km["run"] = ""
+            first = km.groupby("method")["run"].first().to_dict()  # one panel per method
+            km = km[km["run"] == km["method"].map(first)]
+            pv = {s.method: s.logrank_p for s in metrics.survival
+                  if (s.run or "") == first.get(s.method)}
+            parts.append(_img(figures.km_curves(km, pv), "KM curves"))
     if metrics.retrieval:
         parts.append("<h2>Image→text retrieval and zero-shot GFR bin</h2>")
+        parts.append('<p class="note">R@k: share of held-out exams whose own prompt is among '
+                     "the k most similar of <code>n_candidates</code> distinct prompts; "
+                     "<code>chance_at_k</code> is what a random ranking scores (k / "
+                     "candidates).</p>")
         parts.append(_table(pd.DataFrame([r.model_dump() for r in metrics.retrieval]).round(4)))
     return parts
 

@@ -179,9 +179,19 @@ class PretrainConfig(_Strict):
                                           "time-limited jobs.")
     batch_size: int = Field(8, ge=2, description="Exams per step per process (contrastive "
                             "losses need at least 2).")
-    accumulate_grad_batches: int = Field(1, ge=1, description="Steps of gradient accumulation.")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
-        "32", description="'32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss scaling).")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Exams per forward pass with a graph (the memory cap); the "
+        "contrastive batch stays batch_size: gradient caching embeds every micro-batch without "
+        "a graph, takes the loss over the whole batch, then back-propagates it micro-batch by "
+        "micro-batch (exact, one extra forward per step). None: the whole batch in one pass.")
+    accumulate_grad_batches: int = Field(1, ge=1, description="Steps of gradient accumulation "
+                                         "(each step keeps its own negatives: not a larger "
+                                         "contrastive batch; see micro_batch_size).")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="'auto': 'bf16-mixed' where the hardware computes bf16 natively "
+        "(CUDA GPUs with bf16; CPUs with AMX-BF16 or AVX512-BF16), else '32' (see "
+        "medimp.train.precision); '32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss "
+        "scaling).")
     channels_last: bool = Field(False, description="Use the channels-last 3D memory format.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of patients held out for "

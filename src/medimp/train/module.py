@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ from torch.nn.functional import normalize
 
 from medimp.train.config import PretrainConfig
 from medimp.train.objectives import create_objective
+
+# consecutive bf16/fp16 steps with a non-finite loss or gradient skipped before giving up
+_MAX_SKIPPED = 5
 
 __all__ = ["PretrainModule", "WarmupCosine", "is_distributed", "param_groups"]
 
@@ -126,16 +130,94 @@ class PretrainModule(LightningModule):
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
 
+    # ------------------------------------------------------------------ non-finite values
+    def _precision(self) -> str:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None:
+            return str(trainer.precision)
+        from medimp.train.precision import resolve_precision
+
+        return resolve_precision(self.cfg.precision, self.cfg.accelerator)
+
+    def _skip_step(self, what: str) -> bool:
+        """Under bf16/fp16 autocast, drop a step whose loss or gradient is not finite (the
+        weights and optimizer state stay as they were), at most ``_MAX_SKIPPED`` in a row;
+        True if the step is skipped. In fp32 a non-finite value is an error, never skipped."""
+        if self._precision() in ("32", "32-true", "64", "64-true"):
+            return False
+        self._skipped_in_a_row = getattr(self, "_skipped_in_a_row", 0) + 1
+        if self._skipped_in_a_row > _MAX_SKIPPED:
+            return False
+        self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
+        for p in self.parameters():
+            p.grad = None
+        warnings.warn(f"non-finite {what} at epoch {self.current_epoch + 1}, step "
+                      f"{self.global_step} under precision {self._precision()!r}: the step is "
+                      f"skipped, weights unchanged ({self.skipped_steps} skipped so far)",
+                      stacklevel=2)
+        return True
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """A non-finite gradient never reaches the weights: skipped under bf16/fp16 (see
+        :meth:`_skip_step`), an error otherwise (the last good epoch stays in last.ckpt)."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)  # one norm per tensor; inf/NaN propagate
+        if bool(torch.isfinite(torch.stack(norms)).all()):
+            return
+        if self._skip_step("gradient"):
+            return
+        from medimp.train.config import TrainError
+
+        bad = [n for n, p in self.named_parameters()
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        raise TrainError(
+            f"non-finite gradient at epoch {self.current_epoch + 1}, step {self.global_step} "
+            f"(precision {self._precision()!r}) in {', '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}; checkpoints/last.ckpt holds the last good epoch: "
+            "lower optim.lr, or use precision '32', and --resume")
+
+    def cached_loss(self, batch: dict[str, Any], micro_batch_size: int, *,
+                    defer_last: bool = False, grad_scale: float = 1.0) -> Any:
+        """Gradient caching (``micro_batch_size``): accumulate the gradient of the whole batch's
+        loss micro-batch by micro-batch (``medimp.train.gradcache``); returns its result."""
+        from medimp.train.gradcache import gradcache_backward
+
+        return gradcache_backward(lambda b: self.embed(b, "train"),
+                                  lambda e, b: self.objective.loss(self, e, b), batch,
+                                  micro_batch_size, modules=[self], defer_last=defer_last,
+                                  grad_scale=grad_scale)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.compute_loss(batch, "train")
+        micro = self.cfg.micro_batch_size
+        out = None
+        if micro is not None and micro < int(batch["image"].shape[0]):
+            # exact large batch: the gradients of all but the last micro-batch are accumulated
+            # here; the trainer's backward of the returned surrogate adds the last one (and
+            # synchronises the processes under DDP). Lightning divides that backward by the
+            # accumulation steps and multiplies it by the loss scale (16-mixed): so do we.
+            trainer = getattr(self, "_trainer", None)
+            scale = 1.0
+            if trainer is not None:
+                scaler = getattr(trainer.precision_plugin, "scaler", None)
+                scale = (float(scaler.get_scale()) if scaler is not None else 1.0) / max(
+                    int(trainer.accumulate_grad_batches), 1)
+            res = self.cached_loss(batch, micro, defer_last=True, grad_scale=scale)
+            loss, out = res.loss, res.surrogate
+        else:
+            loss = self.compute_loss(batch, "train")
         if not torch.isfinite(loss):
+            if self._skip_step("loss"):
+                return None  # Lightning skips the backward and the optimizer step
             from medimp.train.config import TrainError
 
             raise TrainError(
                 f"non-finite training loss at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step} (precision {self.cfg.precision!r}, channels_last "
+                f"{self.global_step} (precision {self._precision()!r}, channels_last "
                 f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt holds "
                 "the last good epoch: lower optim.lr, or use precision '32', and --resume")
+        self._skipped_in_a_row = 0
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
                  sync_dist=is_distributed())
@@ -143,7 +225,7 @@ class PretrainModule(LightningModule):
         if isinstance(scale, torch.Tensor):
             self.log("temperature_inv", scale.detach().exp(), on_step=False, on_epoch=True,
                      batch_size=bs, sync_dist=is_distributed())
-        return loss
+        return loss if out is None else out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch["image"].shape[0] < 2:

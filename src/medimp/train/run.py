@@ -64,11 +64,15 @@ def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[s
     return load_config(config)
 
 
-def _check_precision(config: PretrainConfig) -> None:
+def _check_precision(config: PretrainConfig) -> str:
+    """The precision the run uses (``auto`` resolved for this machine), after the checks."""
+    from medimp.train.precision import resolve_precision
+
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"accelerator {config.accelerator!r} asked for, but no CUDA GPU found")
+    return resolve_precision(config.precision, config.accelerator)
 
 
 def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
@@ -123,6 +127,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
               *, resume: bool, progress: bool) -> None:
     from lightning.pytorch import seed_everything
 
+    from medimp.data.fingerprint import cohort_fingerprint
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule
 
@@ -135,7 +140,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
                              "--resume")
         check_checkpoint(read_checkpoint(last), cfg, last)
-    _check_precision(cfg)
+    precision = _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
     _quiet()
@@ -161,6 +166,9 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         "embed_dim": cfg.embed_dim, "preprocess": dm.preprocess.model_dump(mode="json"),
         "phases": list(dm.cohort.study.phase_names),
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
+        # which cohort trained it: evaluate warns when it scores a run on another cohort
+        "cohort_fingerprint": cohort_fingerprint(cohort_path),
+        "precision": precision,
         **objective.metadata(),
     }
 
@@ -174,7 +182,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
 
     callbacks = _callbacks(cfg, objective, run_dir, has_val=bool(dm.val_keys),
                            progress=progress)
-    trainer = _trainer(cfg, run_dir, callbacks, progress)
+    trainer = _trainer(cfg, run_dir, callbacks, progress, precision)
     _fit(trainer, module, dm, last, resume)
     if trainer.is_global_zero:
         _export_trained(module, run_dir, extra, callbacks, last)
@@ -217,12 +225,13 @@ def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: b
     return callbacks
 
 
-def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool) -> Any:
+def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress: bool,
+             precision: str) -> Any:
     from lightning.pytorch import Trainer
 
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
     return Trainer(
-        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=cfg.precision,
+        default_root_dir=run_dir, max_epochs=cfg.epochs, precision=precision,
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip, deterministic=True if on_cpu else None,
