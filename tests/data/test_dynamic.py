@@ -252,6 +252,19 @@ def test_suggest_preprocess_fits_the_field_of_view() -> None:
         pytest.approx(0.64), pytest.approx(0.768), 1.0)
 
 
+def test_suggest_preprocess_does_not_pad_a_coarse_cohort() -> None:
+    """16 voxels of 12 mm (the simulator's 16^3 cohorts): the window is rounded up to 32 voxels,
+    so its spacing must shrink to fit the field of view, not stay 12 mm (a window twice the FOV,
+    the organ an eighth of the volume: found by the review)."""
+    from medimp.data.geometry import suggest_preprocess
+
+    geos = [{"fov_mm": [205.0, 208.0, 176.0], "spacing_ras": [12.0, 11.75, 10.8]}] * 5
+    sug = suggest_preprocess(geos, max_side=32)
+    assert sug["shape"][:2] == [32, 32] and sug["covered"] == 1.0
+    for sp, n, f in zip(sug["spacing"], sug["shape"], [205.0, 208.0, 176.0], strict=True):
+        assert f <= sp * n <= 1.1 * f
+
+
 def test_broken_sidecar_and_a_3d_file_listed_as_dynamic(tmp_path: Path) -> None:
     from medimp.data._errors import CorruptFileError
 

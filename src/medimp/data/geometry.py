@@ -79,6 +79,9 @@ def suggest_preprocess(geometries: Iterable[dict[str, Any]], max_side: int = 32,
         sp = _round_spacing(max(float(s), float(f) / max_side))
         n = math.ceil(f / sp - 1e-6)
         n = min(max_side, max(multiple, math.ceil(n / multiple) * multiple))
+        # rounding the shape up (to ``multiple``) must not pad the window with empty space:
+        # a 16-voxel, 200 mm exam would otherwise get a 32-voxel window twice its field of view
+        sp = _round_spacing(float(f) / n) if n * sp > f else sp
         spacing.append(sp)
         shape.append(int(n))
     window = np.array(spacing) * np.array(shape)
