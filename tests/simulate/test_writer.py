@@ -154,6 +154,14 @@ def test_non_empty_out_is_kept_without_overwrite(tmp_path: Path) -> None:
     with pytest.raises(SimulationError, match="--overwrite"):
         simulate_cohort(out, 10, shape=(12, 12, 12), progress=False)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    simulate_cohort(out, 10, shape=(12, 12, 12), overwrite=True, progress=False)
-    assert not (out / "keep.txt").exists() and (out / "manifest.csv").is_file()
+    # --overwrite replaces a cohort, never a folder holding the user's own files
+    with pytest.raises(SimulationError, match=r"keep\.txt.*would delete"):
+        simulate_cohort(out, 10, shape=(12, 12, 12), overwrite=True, progress=False)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    simulate_cohort(out, 10, shape=(12, 12, 12), progress=False)
+    first = (out / "patients.csv").read_bytes()
+    simulate_cohort(out, 10, shape=(12, 12, 12), seed=1, overwrite=True, progress=False)
+    assert (out / "manifest.csv").is_file()
+    assert (out / "patients.csv").read_bytes() != first  # the old cohort was replaced
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folders left behind

@@ -140,6 +140,12 @@ def _simulate_patient(task: _PatientTask) -> _PatientResult:
     return res
 
 
+# What a simulated cohort folder holds (and what later stages add to it): ``--overwrite``
+# replaces only a folder made of these, never one holding the user's own files.
+COHORT_ENTRIES = frozenset({"manifest.csv", "exams.csv", "patients.csv", "study.yaml", "images",
+                            "truth", "truth.csv", "figures", ".medimp_cache"})
+
+
 def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
                 overwrite: bool, workers: int | None) -> None:
     if int(n_patients) != n_patients or n_patients < MIN_PATIENTS:
@@ -156,6 +162,13 @@ def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SimulationError(f"{out} is not empty; pass --overwrite to replace it or choose "
                               "another OUT")
+    if out.is_dir() and overwrite:
+        foreign = sorted(e.name for e in out.iterdir() if e.name not in COHORT_ENTRIES)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise SimulationError(f"{out} is not a simulated cohort (it holds {shown}): "
+                                  "--overwrite would delete those files; choose another OUT "
+                                  "or move them away")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
