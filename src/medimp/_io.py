@@ -18,8 +18,17 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["FolderInUseError", "atomic_dir", "atomic_path", "atomic_write_bytes",
-           "atomic_write_text", "folder_lock", "output_dir", "replace_dir"]
+__all__ = [
+    "FolderInUseError",
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "folder_lock",
+    "output_dir",
+    "refuse_foreign_entries",
+    "replace_dir",
+]
 
 
 @contextlib.contextmanager
@@ -178,6 +187,20 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
         lock.release()
 
 
+
+def refuse_foreign_entries(path: Path, ours: Iterable[str], *, what: str,
+                           error: Callable[[str], Exception] = FileExistsError) -> None:
+    """Refuse to replace ``path`` when it holds anything but ``ours`` (the names a command
+    writes there): ``--overwrite`` replaces a command's own output, never the user's files."""
+    if not path.is_dir():
+        return
+    allowed = set(ours)
+    foreign = sorted(e.name for e in path.iterdir() if e.name not in allowed)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise error(f"{path} is not a {what} (it holds {shown}): --overwrite would delete "
+                    "those files; choose another folder or move them away")
+
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",
                error: Callable[[str], Exception] = FileExistsError,
@@ -210,12 +233,7 @@ def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: s
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise error(f"{path} is not empty; pass --overwrite to replace it (the old {what} "
                     "is replaced only once the new one is complete) or choose another folder")
-    if ours is not None and path.is_dir():
-        allowed = set(ours)
-        foreign = sorted(e.name for e in path.iterdir() if e.name not in allowed)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise error(f"{path} is not a {what} (it holds {shown}): --overwrite would delete "
-                        "those files; choose another folder or move them away")
+    if ours is not None:
+        refuse_foreign_entries(path, ours, what=what, error=error)
     with folder_lock(path, what, error=error), atomic_dir(path, overwrite=True) as tmp:
         yield tmp

@@ -7,11 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-
-# Ctrl-C reaches the child as KeyboardInterrupt even when this test run was started in the
-# background, where the shell ignores SIGINT and a child would inherit that.
-_MAIN_WITH_SIGINT = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                     "from medimp.cli.main import main; main()")
+from tests._proc import MAIN_WITH_SIGINT
 
 
 def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) -> None:
@@ -110,7 +106,7 @@ def test_ctrl_c_during_training_says_how_to_resume(simulated_cohort, train_cache
     from medimp.train.checkpoint import read_checkpoint
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-c", _MAIN_WITH_SIGINT, "pretrain", "--cohort",
+    cmd = [sys.executable, "-c", MAIN_WITH_SIGINT, "pretrain", "--cohort",
            str(simulated_cohort), "--out", str(run), "--no-progress", "--method",
            "tabular_clip", "--epochs", "500", "--batch-size", "4",
            "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",

@@ -13,11 +13,7 @@ import pandas as pd
 import pytest
 
 from medimp.train import TrainError, load_run_info, pretrain
-
-# Ctrl-C reaches the child as KeyboardInterrupt even when this test run was started in the
-# background, where the shell ignores SIGINT and a child would inherit that.
-_MAIN_WITH_SIGINT = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                     "from medimp.cli.main import main; main()")
+from tests._proc import MAIN_WITH_SIGINT
 
 
 def _finished_run(cohort: Path, tiny_config, out: Path) -> tuple[Path, bytes, bytes]:
@@ -152,7 +148,7 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run(simulated_cohort, tiny_config
     import signal
 
     run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
-    cmd = [sys.executable, "-c", _MAIN_WITH_SIGINT, "pretrain", "--cohort",
+    cmd = [sys.executable, "-c", MAIN_WITH_SIGINT, "pretrain", "--cohort",
            str(simulated_cohort), "--out", str(run), "--overwrite", "--no-progress",
            "--method", "tabular_clip", "--epochs", "500", "--batch-size", "4",
            "--set", "image_encoder.name=tiny_cnn_3d", "--set", "preprocess.shape=[16,16,16]",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medimp._io import atomic_dir, atomic_write_bytes, atomic_write_text
+from medimp._io import atomic_dir, atomic_write_bytes, atomic_write_text, refuse_foreign_entries
 from medimp.errors import MedimpError
 from medimp.simulate.anatomy import draw_patient_geometry, exam_anatomy
 from medimp.simulate.clinical import simulate_clinical
@@ -162,13 +162,9 @@ def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SimulationError(f"{out} is not empty; pass --overwrite to replace it or choose "
                               "another OUT")
-    if out.is_dir() and overwrite:
-        foreign = sorted(e.name for e in out.iterdir() if e.name not in COHORT_ENTRIES)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise SimulationError(f"{out} is not a simulated cohort (it holds {shown}): "
-                                  "--overwrite would delete those files; choose another OUT "
-                                  "or move them away")
+    if overwrite:
+        refuse_foreign_entries(out, COHORT_ENTRIES, what="simulated cohort",
+                               error=SimulationError)
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
