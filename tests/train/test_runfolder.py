@@ -100,7 +100,9 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     the first finishes a run that can be resumed."""
     from medimp.train import save_config
 
-    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=3")
+    # enough epochs that the first still holds the lock while the second starts (3 epochs ended
+    # before the second process had imported torch on a quiet machine)
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=60")
     save_config(cfg, tmp_path / "cfg.yaml")
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", _SECOND, str(simulated_cohort), str(out),
@@ -120,10 +122,10 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     finally:
         _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-2000:]
-    assert load_run_info(out)["epochs_trained"] == 3
+    assert load_run_info(out)["epochs_trained"] == 60
     assert not (tmp_path / ".run.medimp-lock.json").exists()
     # the run is whole: it resumes (nothing to do after the last epoch, but it loads)
-    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=3"),
+    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=60"),
              progress=False, resume=True)
 
 
