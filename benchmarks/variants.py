@@ -13,13 +13,16 @@ paired. Variants:
 - ``medimp_slip``: CLIP + 1.0 x NT-Xent between two augmented views (``method: slip``);
 - ``medimp_clinician``: grammatical prompts stating each bin's range and unit;
 - ``medimp_all``: clinician wording + soft targets;
-- ``medimp_earliest``: medimp pretrained on each patient's first exam only.
+- ``medimp_earliest``: medimp pretrained on each patient's first exam only;
+- ``medimp_phase_mask``: medimp with the missing-phase mask as input channels and phase
+  dropout 0.2 in training.
 
-Seed-aware statistics (2-year poor-status AUC, logistic probe, patient-mean embedding): a
-method's AUC is the mean over its seeds and CV repeats; the paired difference to
-``image_ssl`` has a hierarchical bootstrap CI: each resample draws the patients (the same
-draw for both methods) and, independently per method, the seeds with replacement. The same is
-reported for the "exams up to day 30" level (``medimp.evaluate.early``).
+Seed-aware statistics (2-year poor-status AUC, logistic probe, patient-mean embedding): the
+seeds of a variant are its pretraining replicates in ONE ``medimp.evaluate`` call (the protocol
+of ``medimp evaluate --runs``): the AUC is the mean over seeds, its CI carries the seed
+variance, and the paired difference to ``image_ssl`` is the evaluation's corrected resampled t
+plus the DeLong term. The same is reported for the "exams up to day 30" level
+(``medimp.evaluate.early``).
 
 Runs already finished in ``--out`` are reused (the script can be interrupted and restarted).
 Writes benchmarks/results/variants.json and prints the table.
@@ -36,7 +39,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from _common import write_result
 
@@ -48,7 +50,7 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
     from medimp.demo import _pretrain_config
 
     def cfg(method: str, **extra: Any) -> dict[str, Any]:
-        out = _pretrain_config(demo, method)
+        out = _pretrain_config(demo, method, demo.seed)
         for key, value in extra.items():
             node = out
             parts = key.split("__")
@@ -66,6 +68,7 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
         "medimp_clinician": cfg("medimp", prompts__wording="clinician"),
         "medimp_all": cfg("medclip_soft", prompts__wording="clinician"),
         "medimp_earliest": cfg("medimp", exams_per_patient=1),
+        "medimp_phase_mask": cfg("medimp", phase_mask="channels", phase_dropout=0.2),
     }
 
 
@@ -90,64 +93,15 @@ def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
 
         t0 = time.perf_counter()
         resume = (run / "checkpoints" / "last.ckpt").is_file()
-        pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
+        try:
+            pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
+        except Exception as exc:  # one broken variant must not stop the others
+            print(f"{out}: FAILED: {exc}", flush=True)
+            return out, None
         return out, time.perf_counter() - t0
     finally:
         os.close(fd)
         lock.unlink(missing_ok=True)
-
-
-def seed_aware(pred: pd.DataFrame, methods: dict[str, list[str]], reference: str,
-               n_boot: int, seed: int) -> dict[str, dict[str, float]]:
-    """Mean-over-seeds AUC and hierarchical-bootstrap paired difference to ``reference``."""
-    from medimp.evaluate.bootstrap import auc, bootstrap_indices
-
-    pats = sorted(set(pred["patient_id"]))
-    pos = {p: i for i, p in enumerate(pats)}
-    y = np.zeros(len(pats), dtype=int)
-    lab = pred.drop_duplicates("patient_id").set_index("patient_id")["label"]
-    y[[pos[p] for p in lab.index]] = lab.to_numpy().astype(int)
-    scores: dict[str, np.ndarray] = {}  # method -> [S, R, n]
-    for name, members in methods.items():
-        per = []
-        for m in members:
-            d = pred[pred["method"] == m]
-            r = int(d["repeat"].max()) + 1
-            arr = np.full((r, len(pats)), np.nan)
-            arr[d["repeat"].to_numpy(), [pos[p] for p in d["patient_id"]]] = d["score"]
-            per.append(arr)
-        scores[name] = np.stack(per)
-    rng = np.random.default_rng(seed)
-    idx = bootstrap_indices(len(pats), n_boot, seed)  # [B, n]
-    yb = y[idx]
-
-    def boot_auc(s: np.ndarray, seed_draw: np.ndarray) -> np.ndarray:
-        # s [S, R, n]; seed_draw [B, S] -> [B]
-        per_seed = np.stack([np.nanmean(auc(yb[None], s[k][:, idx]), axis=0)
-                             for k in range(s.shape[0])], axis=1)  # [B, S]
-        return np.take_along_axis(per_seed, seed_draw, axis=1).mean(1)
-
-    draws = {name: rng.integers(0, s.shape[0], size=(n_boot, s.shape[0]))
-             for name, s in scores.items()}
-    boots = {name: boot_auc(s, draws[name]) for name, s in scores.items()}
-    out: dict[str, dict[str, float]] = {}
-    for name, s in scores.items():
-        per_seed = [float(np.nanmean(auc(y[None], s[k]))) for k in range(s.shape[0])]
-        point = float(np.mean(per_seed))
-        lo, hi = np.nanpercentile(boots[name], [2.5, 97.5])
-        row = {"auc": point, "auc_ci_low": float(lo), "auc_ci_high": float(hi),
-               "auc_per_seed": per_seed, "seeds": s.shape[0]}
-        if name != reference and reference in scores:
-            ref_point = float(np.mean([np.nanmean(auc(y[None], scores[reference][k]))
-                                       for k in range(scores[reference].shape[0])]))
-            d = boots[name] - boots[reference]
-            d = d[np.isfinite(d)]
-            dlo, dhi = np.percentile(d, [2.5, 97.5])
-            p = max(min(2 * min((d <= 0).mean(), (d >= 0).mean()), 1.0), 1 / (d.size + 1))
-            row.update({"diff_vs_ref": point - ref_point, "diff_ci_low": float(dlo),
-                        "diff_ci_high": float(dhi), "diff_p": float(p)})
-        out[name] = row
-    return out
 
 
 def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
@@ -169,36 +123,54 @@ def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
     return seconds
 
 
-def _evaluate(cohort: Path, runs: dict[str, list[Path]], work: Path, demo: Any, day: float,
-              n_boot: int) -> dict[str, Any]:
-    """One evaluation of every run (all exams, and exams up to ``day``), seed-aware tables."""
+def _evaluate(cohort: Path, runs: dict[str, list[Path]], work: Path, demo: Any,
+              day: float) -> dict[str, Any]:
+    """One seed-aware evaluation of every run (all exams, and exams up to ``day``).
+
+    The runs of a variant are its pretraining replicates (``evaluate`` with a list per
+    method), so each AUC is the mean over seeds with a CI that carries the seed variance, and
+    the paired difference to ``image_ssl`` is the evaluation's own test (corrected resampled t
+    plus the DeLong term), the protocol of ``medimp evaluate --runs``.
+    """
     from medimp.evaluate import EvalConfig, evaluate
     from medimp.evaluate.early import exams_up_to_day
     from medimp.train import embed
 
-    members: dict[str, Any] = {}
-    early: dict[str, Any] = {}
+    tables: dict[str, list[pd.DataFrame]] = {}
+    early: dict[str, list[pd.DataFrame]] = {}
     exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
     for name, rs in runs.items():
         for r in rs:
             table = embed(r, cohort)
-            members[f"{name}@{r.name}"] = table
-            early[f"{name}@{r.name}"] = exams_up_to_day(table, exams, day)[0]
+            tables.setdefault(name, []).append(table)
+            early.setdefault(name, []).append(exams_up_to_day(table, exams, day)[0])
     ev = EvalConfig(n_splits=demo.folds, repeats=demo.repeats, n_bootstrap=demo.bootstrap,
                     seed=demo.seed, horizons=[2], levels=["patient_mean"],
                     probes=["logistic"], survival=False, retrieval=False,
-                    reference_method=next(iter(members)))
+                    reference_method=REFERENCE)
     result = {}
-    for tag, feats in (("all_exams", members), (f"exams_up_to_day_{day:g}", early)):
-        res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False)
-        pred = pd.read_parquet(res.metrics_path.parent / "predictions.parquet")
-        pred = pred[(pred["task"] == "status_y2") & (pred["level"] == "patient_mean")
-                    & (pred["probe"] == "logistic")]
-        groups = {name: [f"{name}@{r.name}" for r in rs] for name, rs in runs.items()}
-        groups["clinical_only"] = ["clinical_only"]
-        if "oracle" in set(pred["method"]):
-            groups["oracle"] = ["oracle"]
-        result[tag] = seed_aware(pred, groups, REFERENCE, n_boot, demo.seed)
+    for tag, feats in (("all_exams", tables), (f"exams_up_to_day_{day:g}", early)):
+        res = evaluate(cohort, feats, work / f"eval_{tag}", ev, progress=False, overwrite=True)
+        recs = {r.method: r for r in res.metrics.records
+                if r.task == "status_y2" and r.level == "patient_mean" and r.run is None}
+        per_seed: dict[str, list[float]] = {}
+        for r in res.metrics.records:
+            if r.task == "status_y2" and r.level == "patient_mean" and r.run is not None:
+                per_seed.setdefault(r.method, []).append(r.auc)
+        comps = {c.other: c for c in res.metrics.comparisons
+                 if c.task == "status_y2" and c.level == "patient_mean"}
+        table: dict[str, dict[str, Any]] = {}
+        for name, rec in recs.items():
+            row = {"auc": rec.auc, "auc_ci_low": rec.auc_ci_low, "auc_ci_high": rec.auc_ci_high,
+                   "auc_sd": rec.auc_sd, "seeds": rec.n_runs,
+                   "auc_per_seed": per_seed.get(name, [rec.auc])}
+            if name in comps:  # the comparison is image_ssl - other: flip it to other - image_ssl
+                c = comps[name]
+                row.update({"diff_vs_ref": -c.auc_diff, "diff_ci_low": -c.ci_high,
+                            "diff_ci_high": -c.ci_low, "diff_p": c.p_value,
+                            "min_detectable_diff": c.min_detectable_diff})
+            table[name] = row
+        result[tag] = table
     return result
 
 
@@ -208,7 +180,7 @@ def _print(result: dict[str, Any]) -> None:
         for name, row in table.items():
             diff = ("" if "diff_vs_ref" not in row else
                     f"  diff {row['diff_vs_ref']:+.3f} [{row['diff_ci_low']:+.3f}, "
-                    f"{row['diff_ci_high']:+.3f}]")
+                    f"{row['diff_ci_high']:+.3f}] p {row['diff_p']:.3f}")
             seeds = " ".join(f"{a:.3f}" for a in row["auc_per_seed"])
             print(f"  {name:<18} {row['auc']:.3f} [{row['auc_ci_low']:.3f}, "
                   f"{row['auc_ci_high']:.3f}]  seeds {seeds}{diff}")
@@ -222,7 +194,6 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="Trainings in parallel (1 thread each).")
     ap.add_argument("--epochs", type=int, default=None, help="Override the demo's epochs.")
     ap.add_argument("--day", type=float, default=30.0, help="The 'exams up to day D' level.")
-    ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--allow-partial", action="store_true",
                     help="Evaluate the finished runs only (a variant may then have fewer seeds).")
@@ -257,7 +228,7 @@ def main() -> None:
     runs = {name: [r for r in rs if (r / "model.json").is_file()] for name, rs in runs.items()}
     runs = {name: rs for name, rs in runs.items() if rs}
 
-    result = _evaluate(cohort, runs, work, demo, args.day, args.n_boot)
+    result = _evaluate(cohort, runs, work, demo, args.day)
     out = {
         "cohort": {"patients": demo.n_patients, "shape": list(demo.shape), "seed": demo.seed},
         "budget": {"epochs": demo.epochs, "batch_size": demo.batch_size,
@@ -267,7 +238,8 @@ def main() -> None:
         "runs": {name: [r.name for r in rs] for name, rs in runs.items()},
         "unfinished": unfinished,
         "evaluation": {"task": "status_y2", "level": "patient_mean", "probe": "logistic",
-                       "folds": demo.folds, "repeats": demo.repeats, "n_boot": args.n_boot},
+                       "folds": demo.folds, "repeats": demo.repeats,
+                       "statistics": "medimp.evaluate seed-aware (corrected resampled t + DeLong)"},
         "train_seconds": seconds,
         "results": result,
     }
