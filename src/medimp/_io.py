@@ -11,6 +11,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -25,6 +26,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "folder_lock",
+    "foreign_entries",
+    "is_own_temporary",
     "output_dir",
     "refuse_foreign_entries",
     "replace_dir",
@@ -188,18 +191,41 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
 
 
 
+# The hidden names our own writers leave in a folder, and nothing else: atomic_path's
+# temporaries (".NAME.<8 random>.tmp<suffixes>"), atomic_dir's (".NAME.<8 random>.tmp"),
+# replace_dir's swapped-out folder (".NAME.old-PID"), pretrain's replacement run
+# (".NAME.overwrite.tmp") and folder_lock's files (".NAME.medimp-lock", "...-lock.json"). A
+# user's ".git", ".env" or ".DS_Store" matches none of them and counts as foreign content.
+_OWN_TEMPORARY = re.compile(
+    r"\..+\.(?:[a-z0-9_]{8}\.tmp(?:\..+)?|old-\d+|overwrite\.tmp|medimp-lock(?:\.json)?)")
+
+
+def is_own_temporary(name: str) -> bool:
+    """True when ``name`` is a temporary or lock file that medimp itself writes (see above)."""
+    return _OWN_TEMPORARY.fullmatch(name) is not None
+
+
+def foreign_entries(path: Path, ours: Iterable[str]) -> list[str]:
+    """The names in the folder ``path`` that are neither in ``ours`` nor medimp's own temporary
+    or lock files; hidden names (``.git``, ``.env``) count like any other."""
+    if not path.is_dir():
+        return []
+    allowed = set(ours)
+    return sorted(e.name for e in path.iterdir()
+                  if e.name not in allowed and not is_own_temporary(e.name))
+
+
 def refuse_foreign_entries(path: Path, ours: Iterable[str], *, what: str,
                            error: Callable[[str], Exception] = FileExistsError) -> None:
     """Refuse to replace ``path`` when it holds anything but ``ours`` (the names a command
-    writes there): ``--overwrite`` replaces a command's own output, never the user's files."""
-    if not path.is_dir():
-        return
-    allowed = set(ours)
-    foreign = sorted(e.name for e in path.iterdir() if e.name not in allowed)
+    writes there): ``--overwrite`` replaces a command's own output, never the user's files
+    (hidden ones included: a ``.git`` folder is the user's)."""
+    foreign = foreign_entries(path, ours)
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise error(f"{path} is not a {what} (it holds {shown}): --overwrite would delete "
                     "those files; choose another folder or move them away")
+
 
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",

@@ -86,6 +86,40 @@ def test_overwrite_refuses_a_run_holding_user_files(simulated_cohort, tiny_confi
     assert (run / "model.safetensors").read_bytes() == weights
 
 
+def test_overwrite_refuses_a_run_holding_hidden_user_files(simulated_cohort, tiny_config,
+                                                           tmp_path) -> None:
+    """A run folder that is also the user's git checkout (``.git``, ``.env``) is refused, not
+    deleted (found by the review: hidden names were left out of the check)."""
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    (run / ".git" / "objects").mkdir(parents=True)
+    (run / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (run / ".env").write_text("TOKEN=mine\n")
+    with pytest.raises(TrainError, match=r"\.env, \.git"):
+        pretrain(simulated_cohort, run, tiny_config("epochs=1"), progress=False, overwrite=True)
+    assert (run / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (run / ".env").read_text() == "TOKEN=mine\n"
+    assert (run / "model.safetensors").read_bytes() == weights
+    # a folder holding only hidden files of the user is not an empty folder either
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    for overwrite in (False, True):
+        with pytest.raises(TrainError, match=r"not a medimp run folder \(it holds \.git\)"):
+            pretrain(simulated_cohort, repo, tiny_config("epochs=1"), progress=False,
+                     overwrite=overwrite)
+    assert [p.name for p in repo.iterdir()] == [".git"]
+
+
+def test_own_temporaries_do_not_block_an_overwrite(simulated_cohort, tiny_config,
+                                                   tmp_path) -> None:
+    """What a killed writer of ours leaves in a run (an atomic write's temporary) is ours."""
+    run, _, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    (run / ".history.k2j4_x9a.tmp.csv").write_text("half")
+    pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", "epochs=1"),
+             progress=False, overwrite=True)
+    assert load_run_info(run)["method"] == "tabular_clip"
+    assert not (run / ".history.k2j4_x9a.tmp.csv").exists()
+
+
 _SECOND = """
 import sys
 from medimp.train import pretrain, load_config

@@ -9,6 +9,10 @@ import typer
 
 from medimp.cli._common import console, is_interactive
 
+# what run_demo writes into --out: --overwrite replaces an earlier demo, never a folder that
+# also holds the user's own files (hidden ones such as .git included)
+DEMO_ENTRIES = ("cohort", "prompts.parquet", "runs", "eval")
+
 
 def demo_command(
     *,
@@ -27,10 +31,15 @@ def demo_command(
     seeds: Annotated[int | None, typer.Option(
         "--seeds", min=1, help="Pretraining runs (seeds) per method (default 3).")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an earlier demo in --out.")] = False,
+        "--overwrite", help="Replace an earlier demo in --out (a folder holding other files is "
+        "refused).")] = False,
 ) -> None:
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
+    from medimp._io import refuse_foreign_entries
     from medimp.demo import DemoConfig, run_demo
+
+    if overwrite:
+        refuse_foreign_entries(out, DEMO_ENTRIES, what="medimp demo folder")
 
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap, "seeds": seeds}
