@@ -120,6 +120,52 @@ def test_own_temporaries_do_not_block_an_overwrite(simulated_cohort, tiny_config
     assert not (run / ".history.k2j4_x9a.tmp.csv").exists()
 
 
+def test_resume_with_overwrite_is_refused(simulated_cohort, tiny_config, tmp_path) -> None:
+    """--resume continues a run, --overwrite replaces it: both at once is refused, in one line
+    and before anything is touched (the review found the pair trained on with the best
+    checkpoint's tracking lost)."""
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    run, weights, info = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    listing = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(TrainError, match=r"--resume continues.*--overwrite replaces.*only one"):
+        pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}",
+                                                    "epochs=2"),
+                 progress=False, resume=True, overwrite=True)
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(run), "--resume", "--overwrite", "--epochs", "2"])
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and "only one of them" in res.output
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert (run / "model.json").read_bytes() == info
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == listing
+
+
+def test_resume_keeps_the_best_checkpoint_of_the_last_epoch(simulated_cohort, tiny_config,
+                                                            tmp_path) -> None:
+    """last.ckpt carries the best-checkpoint state of its own epoch: a resumed run still knows
+    the best validation loss so far (it held the previous epoch's, so a worse epoch after the
+    resume replaced best.ckpt)."""
+    from medimp.train.checkpoint import read_checkpoint
+
+    cfg = ("method=image_ssl", "augment={}", "epochs=4")
+    run = pretrain(simulated_cohort, tmp_path / "run", tiny_config(*cfg, "stop_after_epochs=2"),
+                   progress=False)
+    val = pd.read_csv(run / "history.csv")["val_loss"].tolist()
+    assert len(val) == 2
+    state = read_checkpoint(run / "checkpoints" / "last.ckpt")["callbacks"]
+    (best,) = [s for k, s in state.items() if "'monitor': 'val_loss'" in k]
+    assert float(best["best_model_score"]) == pytest.approx(min(val), rel=1e-6)
+    pretrain(simulated_cohort, run, tiny_config(*cfg), progress=False, resume=True)
+    val = pd.read_csv(run / "history.csv")["val_loss"].tolist()
+    assert len(val) == 4
+    assert load_run_info(run)["best_val_loss"] == pytest.approx(min(val), rel=1e-6)
+    saved = read_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert saved["epoch"] == val.index(min(val))
+
+
 _SECOND = """
 import sys
 from medimp.train import pretrain, load_config
