@@ -44,3 +44,26 @@ def test_hidden_user_files_are_foreign(tmp_path: Path) -> None:
     (tmp_path / ".git").rmdir()
     (tmp_path / ".env").unlink()
     refuse_foreign_entries(tmp_path, ["metrics.json"], what="evaluation folder")
+
+
+def test_lock_files_are_removed_on_release(tmp_path: Path) -> None:
+    """Nothing is left beside a folder once its lock is released; while held, a second taker is
+    refused at once and the lock files stay."""
+    from medimp._io import FolderInUseError, output_dir
+
+    run = tmp_path / "run"
+    with folder_lock(run):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".run.medimp-lock",
+                                                              ".run.medimp-lock.json"]
+        with pytest.raises(FolderInUseError, match="in use by process"), folder_lock(run):
+            pass
+        assert (tmp_path / ".run.medimp-lock").is_file()
+    assert list(tmp_path.iterdir()) == []
+    with folder_lock(run):  # taken again after release
+        pass
+    with output_dir(tmp_path / "results", what="evaluation folder") as tmp:
+        (tmp / "metrics.json").write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]
+    with pytest.raises(RuntimeError), output_dir(tmp_path / "results", overwrite=True) as tmp:
+        raise RuntimeError  # a failure also releases and removes the lock
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]

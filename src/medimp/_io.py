@@ -153,7 +153,8 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
     The lock is an OS file lock (``filelock``) on a hidden file beside the folder: the operating
     system releases it when the process ends, however it ends, so a killed run never leaves a
     stale lock. Who holds it (pid, host, command, since when) is written next to it, for the
-    error message of the process that is refused.
+    error message of the process that is refused. Both files are removed when the lock is
+    released (a killed process leaves them, harmless: the next one takes the lock over).
 
     Raises:
         ``error(message)`` (default :class:`FolderInUseError`) naming the folder and the holder.
@@ -187,6 +188,11 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
     finally:
         with contextlib.suppress(OSError):
             info_file.unlink()
+        # removed while still held, so no other process can hold it: one that opened the file
+        # meanwhile finds, once it gets the lock, that its inode is gone, and is refused (or
+        # retries) instead of holding a lock on a deleted file beside a new one
+        with contextlib.suppress(OSError):
+            lock_file.unlink()
         lock.release()
 
 

@@ -41,8 +41,8 @@ def test_failed_overwrite_keeps_the_old_run(simulated_cohort, tiny_config, tmp_p
     assert (run / "model.safetensors").read_bytes() == weights
     assert (run / "model.json").read_bytes() == info
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")) == \
-        [".run.medimp-lock"], "the half-built replacement is removed"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")], \
+        "the half-built replacement and the lock files are removed"
 
 
 def test_failed_overwrite_during_training_keeps_the_old_run(simulated_cohort, tiny_config,
@@ -204,6 +204,7 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     assert first.returncode == 0, err[-2000:]
     assert load_run_info(out)["epochs_trained"] == 60
     assert not (tmp_path / ".run.medimp-lock.json").exists()
+    assert not (tmp_path / ".run.medimp-lock").exists(), "the lock file is removed on release"
     # the run is whole: it resumes (nothing to do after the last epoch, but it loads)
     pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=60"),
              progress=False, resume=True)
