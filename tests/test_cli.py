@@ -16,3 +16,19 @@ def test_console_script_version() -> None:
     out = subprocess.run([sys.executable, "-m", "medimp.cli.main", "--version"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("medimp ")
+
+
+def test_demo_overwrite_refuses_a_folder_of_the_users_files(tmp_path) -> None:
+    """`demo --overwrite` replaces an earlier demo, never a folder that also holds the user's
+    files (a .git checkout, notes): refused before anything runs, nothing touched."""
+    out = tmp_path / "project"
+    (out / ".git").mkdir(parents=True)
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (out / "cohort").mkdir()
+    (out / "cohort" / "mydata.csv").write_text("precious")
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), "--overwrite", "--patients", "10",
+                                   "--shape", "8", "8", "8", "--epochs", "1", "--seeds", "1"])
+    assert res.exit_code == 2, res.output
+    assert "holds .git" in res.output and "demo folder" in res.output
+    assert "[simulate]" not in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in out.rglob("*")) == [".git", "HEAD", "cohort", "mydata.csv"]

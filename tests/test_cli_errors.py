@@ -164,3 +164,36 @@ def test_permission_denied_names_the_file(simulated_cohort: Path) -> None:
         for p in [base, *base.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["pretrain", "--out", "x"], "Missing option '--cohort'; see 'medimp pretrain --help'"),
+    (["evaluate", "--bogus"], "No such option: --bogus"),
+    (["simulate"], "Missing argument 'out'; see 'medimp simulate --help'"),
+    (["simulate", "x", "--patients", "many"], "Invalid value for '--patients'"),
+    (["no-such-command"], "No such command 'no-such-command'; see 'medimp --help'"),
+])
+def test_usage_errors_are_one_line(args: list[str], says: str) -> None:
+    """A missing or unknown option (typer's usage errors) is one line naming what to do, exit
+    2, instead of typer's multi-line box."""
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1, res.output
+    assert res.output.startswith("error: ") and says in res.output, res.output
+    assert "╭" not in res.output and "Usage:" not in res.output
+
+
+def test_usage_error_from_the_console_script(tmp_path: Path) -> None:
+    """The installed entry point too (typer's standalone mode, not only the test runner)."""
+    import subprocess
+    import sys
+
+    medimp = str(Path(sys.executable).with_name("medimp"))
+    res = subprocess.run([medimp, "cache", "info", "--bogus"], capture_output=True, text=True,
+                         check=False, cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        "error: No such option: --bogus; see 'medimp cache info --help'"], res.stderr
+    ok = subprocess.run([medimp, "cache", "--help"], capture_output=True, text=True,
+                        check=False, cwd=tmp_path)
+    assert ok.returncode == 0 and "info" in ok.stdout

@@ -11,6 +11,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -25,6 +26,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "folder_lock",
+    "foreign_entries",
+    "is_own_temporary",
     "output_dir",
     "refuse_foreign_entries",
     "replace_dir",
@@ -150,7 +153,8 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
     The lock is an OS file lock (``filelock``) on a hidden file beside the folder: the operating
     system releases it when the process ends, however it ends, so a killed run never leaves a
     stale lock. Who holds it (pid, host, command, since when) is written next to it, for the
-    error message of the process that is refused.
+    error message of the process that is refused. Both files are removed when the lock is
+    released (a killed process leaves them, harmless: the next one takes the lock over).
 
     Raises:
         ``error(message)`` (default :class:`FolderInUseError`) naming the folder and the holder.
@@ -184,22 +188,50 @@ def folder_lock(path: str | os.PathLike[str], what: str = "folder",
     finally:
         with contextlib.suppress(OSError):
             info_file.unlink()
+        # removed while still held, so no other process can hold it: one that opened the file
+        # meanwhile finds, once it gets the lock, that its inode is gone, and is refused (or
+        # retries) instead of holding a lock on a deleted file beside a new one
+        with contextlib.suppress(OSError):
+            lock_file.unlink()
         lock.release()
 
+
+
+# The hidden names our own writers leave in a folder, and nothing else: atomic_path's
+# temporaries (".NAME.<8 random>.tmp<suffixes>"), atomic_dir's (".NAME.<8 random>.tmp"),
+# replace_dir's swapped-out folder (".NAME.old-PID"), pretrain's replacement run
+# (".NAME.overwrite.tmp") and folder_lock's files (".NAME.medimp-lock", "...-lock.json"). A
+# user's ".git", ".env" or ".DS_Store" matches none of them and counts as foreign content.
+_OWN_TEMPORARY = re.compile(
+    r"\..+\.(?:[a-z0-9_]{8}\.tmp(?:\..+)?|old-\d+|overwrite\.tmp|medimp-lock(?:\.json)?)")
+
+
+def is_own_temporary(name: str) -> bool:
+    """True when ``name`` is a temporary or lock file that medimp itself writes (see above)."""
+    return _OWN_TEMPORARY.fullmatch(name) is not None
+
+
+def foreign_entries(path: Path, ours: Iterable[str]) -> list[str]:
+    """The names in the folder ``path`` that are neither in ``ours`` nor medimp's own temporary
+    or lock files; hidden names (``.git``, ``.env``) count like any other."""
+    if not path.is_dir():
+        return []
+    allowed = set(ours)
+    return sorted(e.name for e in path.iterdir()
+                  if e.name not in allowed and not is_own_temporary(e.name))
 
 
 def refuse_foreign_entries(path: Path, ours: Iterable[str], *, what: str,
                            error: Callable[[str], Exception] = FileExistsError) -> None:
     """Refuse to replace ``path`` when it holds anything but ``ours`` (the names a command
-    writes there): ``--overwrite`` replaces a command's own output, never the user's files."""
-    if not path.is_dir():
-        return
-    allowed = set(ours)
-    foreign = sorted(e.name for e in path.iterdir() if e.name not in allowed)
+    writes there): ``--overwrite`` replaces a command's own output, never the user's files
+    (hidden ones included: a ``.git`` folder is the user's)."""
+    foreign = foreign_entries(path, ours)
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise error(f"{path} is not a {what} (it holds {shown}): --overwrite would delete "
                     "those files; choose another folder or move them away")
+
 
 @contextlib.contextmanager
 def output_dir(path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "folder",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +103,20 @@ def test_existing_cohort_is_kept_unless_overwrite(orig, tmp_path: Path) -> None:
     with pytest.raises(ImportMappingError):
         import_medimp(orig["root"], orig["csv"], out, overwrite=True)
     assert snapshot(out) == {"keep.txt": b"precious"}
+    # --overwrite replaces an earlier import, never a folder holding the user's files
+    # (hidden ones included)
+    for name in ("keep.txt", ".git"):
+        (out / name).write_text("precious")
+        with pytest.raises(FileExistsError, match=rf"holds {re.escape(name)}.*move them away"):
+            import_medimp(orig["root"], orig["csv"], out, fallback_volume=orig["dummy"],
+                          overwrite=True)
+        assert snapshot(out) == {name: b"precious"}
+        (out / name).unlink()
+    import_medimp(orig["root"], orig["csv"], out, fallback_volume=orig["dummy"])
+    (out / ".medimp_cache").mkdir()  # what later stages add is part of the cohort
     import_medimp(orig["root"], orig["csv"], out, fallback_volume=orig["dummy"],
                   overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.csv").is_file()
+    assert (out / "manifest.csv").is_file() and not (out / ".medimp_cache").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no temp folder left behind
 
 

@@ -52,6 +52,24 @@ def test_nt_xent_changes_the_image_ssl_loss(simulated_cohort, tiny_config) -> No
         assert type(module.loss_fn) is cls
 
 
+def test_image_ssl_is_true_simclr_by_default(tiny_config) -> None:
+    """Issue 14: the baseline medimp is compared with is SimCLR's NT-Xent (2N-2 negatives),
+    not the cross-view InfoNCE (N-1) it was before; the old loss stays an option."""
+    from medimp.models import NTXentLoss
+    from medimp.train.module import PretrainModule
+
+    cfg = tiny_config("method=image_ssl", "augment={}")
+    assert type(PretrainModule(cfg.model_dump(mode="json"), in_channels=3).loss_fn) is NTXentLoss
+
+
+def test_image_ssl_with_siglip_says_how(tiny_config) -> None:
+    from medimp.train.objectives import create_objective
+
+    cfg = tiny_config("method=image_ssl", "loss.name=siglip")
+    with pytest.raises(ConfigError, match="negatives=cross_view"):
+        create_objective(cfg.method, cfg).check()
+
+
 def test_slip_needs_augmentation(simulated_cohort, tiny_config) -> None:
     with pytest.raises(ConfigError, match="slip needs augmentation"):
         PretrainDataModule(simulated_cohort, tiny_config("method=slip"))

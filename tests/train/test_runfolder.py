@@ -41,8 +41,8 @@ def test_failed_overwrite_keeps_the_old_run(simulated_cohort, tiny_config, tmp_p
     assert (run / "model.safetensors").read_bytes() == weights
     assert (run / "model.json").read_bytes() == info
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")) == \
-        [".run.medimp-lock"], "the half-built replacement is removed"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")], \
+        "the half-built replacement and the lock files are removed"
 
 
 def test_failed_overwrite_during_training_keeps_the_old_run(simulated_cohort, tiny_config,
@@ -86,6 +86,86 @@ def test_overwrite_refuses_a_run_holding_user_files(simulated_cohort, tiny_confi
     assert (run / "model.safetensors").read_bytes() == weights
 
 
+def test_overwrite_refuses_a_run_holding_hidden_user_files(simulated_cohort, tiny_config,
+                                                           tmp_path) -> None:
+    """A run folder that is also the user's git checkout (``.git``, ``.env``) is refused, not
+    deleted (found by the review: hidden names were left out of the check)."""
+    run, weights, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    (run / ".git" / "objects").mkdir(parents=True)
+    (run / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (run / ".env").write_text("TOKEN=mine\n")
+    with pytest.raises(TrainError, match=r"\.env, \.git"):
+        pretrain(simulated_cohort, run, tiny_config("epochs=1"), progress=False, overwrite=True)
+    assert (run / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (run / ".env").read_text() == "TOKEN=mine\n"
+    assert (run / "model.safetensors").read_bytes() == weights
+    # a folder holding only hidden files of the user is not an empty folder either
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    for overwrite in (False, True):
+        with pytest.raises(TrainError, match=r"not a medimp run folder \(it holds \.git\)"):
+            pretrain(simulated_cohort, repo, tiny_config("epochs=1"), progress=False,
+                     overwrite=overwrite)
+    assert [p.name for p in repo.iterdir()] == [".git"]
+
+
+def test_own_temporaries_do_not_block_an_overwrite(simulated_cohort, tiny_config,
+                                                   tmp_path) -> None:
+    """What a killed writer of ours leaves in a run (an atomic write's temporary) is ours."""
+    run, _, _ = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    (run / ".history.k2j4_x9a.tmp.csv").write_text("half")
+    pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", "epochs=1"),
+             progress=False, overwrite=True)
+    assert load_run_info(run)["method"] == "tabular_clip"
+    assert not (run / ".history.k2j4_x9a.tmp.csv").exists()
+
+
+def test_resume_with_overwrite_is_refused(simulated_cohort, tiny_config, tmp_path) -> None:
+    """--resume continues a run, --overwrite replaces it: both at once is refused, in one line
+    and before anything is touched (the review found the pair trained on with the best
+    checkpoint's tracking lost)."""
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+
+    run, weights, info = _finished_run(simulated_cohort, tiny_config, tmp_path / "run")
+    listing = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(TrainError, match=r"--resume continues.*--overwrite replaces.*only one"):
+        pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}",
+                                                    "epochs=2"),
+                 progress=False, resume=True, overwrite=True)
+    res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
+                                   str(run), "--resume", "--overwrite", "--epochs", "2"])
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and "only one of them" in res.output
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert (run / "model.json").read_bytes() == info
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == listing
+
+
+def test_resume_keeps_the_best_checkpoint_of_the_last_epoch(simulated_cohort, tiny_config,
+                                                            tmp_path) -> None:
+    """last.ckpt carries the best-checkpoint state of its own epoch: a resumed run still knows
+    the best validation loss so far (it held the previous epoch's, so a worse epoch after the
+    resume replaced best.ckpt)."""
+    from medimp.train.checkpoint import read_checkpoint
+
+    cfg = ("method=image_ssl", "augment={}", "epochs=4")
+    run = pretrain(simulated_cohort, tmp_path / "run", tiny_config(*cfg, "stop_after_epochs=2"),
+                   progress=False)
+    val = pd.read_csv(run / "history.csv")["val_loss"].tolist()
+    assert len(val) == 2
+    state = read_checkpoint(run / "checkpoints" / "last.ckpt")["callbacks"]
+    (best,) = [s for k, s in state.items() if "'monitor': 'val_loss'" in k]
+    assert float(best["best_model_score"]) == pytest.approx(min(val), rel=1e-6)
+    pretrain(simulated_cohort, run, tiny_config(*cfg), progress=False, resume=True)
+    val = pd.read_csv(run / "history.csv")["val_loss"].tolist()
+    assert len(val) == 4
+    assert load_run_info(run)["best_val_loss"] == pytest.approx(min(val), rel=1e-6)
+    saved = read_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert saved["epoch"] == val.index(min(val))
+
+
 _SECOND = """
 import sys
 from medimp.train import pretrain, load_config
@@ -124,6 +204,7 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     assert first.returncode == 0, err[-2000:]
     assert load_run_info(out)["epochs_trained"] == 60
     assert not (tmp_path / ".run.medimp-lock.json").exists()
+    assert not (tmp_path / ".run.medimp-lock").exists(), "the lock file is removed on release"
     # the run is whole: it resumes (nothing to do after the last epoch, but it loads)
     pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=60"),
              progress=False, resume=True)

@@ -48,7 +48,12 @@ def info(
 
     root = _resolve(cohort, cache)
     store = PreprocessCache(root)
-    if root.exists() and not store.is_cache_dir():
+    if not root.exists():
+        if cache is not None:
+            fail(f"{root}: no such cache folder; check the path given to --cache")
+        fail(f"{cohort} has no preprocessing cache yet ({root} does not exist): pretrain or "
+             "embed creates it; give --cache DIR for a cache kept elsewhere")
+    if not store.is_cache_dir():
         fail(f"{root} is not a medimp cache folder")
     rec = store.info()
     if as_json:

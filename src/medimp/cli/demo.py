@@ -9,6 +9,10 @@ import typer
 
 from medimp.cli._common import console, is_interactive
 
+# what run_demo writes into --out: --overwrite replaces an earlier demo, never a folder that
+# also holds the user's own files (hidden ones such as .git included)
+DEMO_ENTRIES = ("cohort", "prompts.parquet", "runs", "eval")
+
 
 def demo_command(
     *,
@@ -30,10 +34,15 @@ def demo_command(
         "--jobs", min=1, help="Pretraining runs trained at once, in separate processes "
         "(default: one per CPU core, at most 4).")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an earlier demo in --out.")] = False,
+        "--overwrite", help="Replace an earlier demo in --out (a folder holding other files is "
+        "refused).")] = False,
 ) -> None:
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
+    from medimp._io import refuse_foreign_entries
     from medimp.demo import DemoConfig, run_demo
+
+    if overwrite:
+        refuse_foreign_entries(out, DEMO_ENTRIES, what="medimp demo folder")
 
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap, "seeds": seeds, "jobs": jobs}

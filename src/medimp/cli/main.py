@@ -10,18 +10,37 @@ and keeps its traceback.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from medimp import __version__
-from medimp.cli._common import fail, interrupted, offline_env
+from medimp.cli._common import err_console, fail, interrupted, offline_env
 from medimp.errors import MedimpError, describe_os_error, validation_problems
 
 
 class _MedimpGroup(TyperGroup):
     """The root command group: runs a command and turns user errors into one line."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Typer's ``main``, with a usage error (a missing option, an unknown option or
+        command, a bad value) printed as one line instead of typer's multi-line box."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            # not standalone: click exceptions reach us, typer.Exit comes back as its code
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # the base of typer's (vendored) click exceptions
+            _usage_error(exc)
+        except typer.Abort:
+            err_console.print("aborted", highlight=False, markup=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -39,6 +58,20 @@ class _MedimpGroup(TyperGroup):
                 raise
             # an option out of range in a config built from command-line options
             fail("; ".join(validation_problems(exc.errors())))
+
+
+def _usage_error(exc: typer.TyperException) -> NoReturn:
+    """``error: <what>; see 'medimp CMD --help'`` on stderr, exit with the error's code (2)."""
+    code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed already
+        sys.exit(code)
+    fmt = getattr(exc, "format_message", None)
+    message = " ".join((fmt() if callable(fmt) else str(exc)).split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message = message.rstrip(".") + f"; see '{ctx.command_path} --help'"
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 def _cache_hint(exc: OSError) -> str:

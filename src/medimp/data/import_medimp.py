@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from medimp._io import atomic_dir
+from medimp._io import atomic_dir, refuse_foreign_entries
 from medimp.data._errors import ImportMappingError, Problem
 from medimp.data._tables import not_utf8
 from medimp.study import Bin, Study, TextVariable, default_study, save_study
@@ -283,6 +283,12 @@ def _scan_images(root: Path, exams: list[str], rep: ImportReport) -> tuple[
     return found, patients
 
 
+# What an imported cohort folder holds (and what later stages add to it, the preprocessing
+# cache): ``overwrite`` replaces only a folder made of these.
+IMPORTED_ENTRIES = frozenset({"manifest.csv", "exams.csv", "patients.csv", "study.yaml", "images",
+                              "prompts", "import_report.json", ".medimp_cache"})
+
+
 def import_medimp(
     root: str | os.PathLike[str],
     clinical_csv: str | os.PathLike[str],
@@ -308,7 +314,9 @@ def import_medimp(
     Raises:
         ImportMappingError: nothing usable (no image at all, unreadable CSV...); nothing is
             written.
-        FileExistsError: ``out`` is not empty and ``overwrite`` is False.
+        FileExistsError: ``out`` is not empty and ``overwrite`` is False, or ``out`` holds
+            files that an import does not write (``overwrite`` replaces an earlier import,
+            never a folder of the user's own files).
     """
     root, clinical_csv, out = Path(root), Path(clinical_csv), Path(out)
     fallback = _check_inputs(root, clinical_csv, fallback_volume, augs)
@@ -321,6 +329,9 @@ def import_medimp(
     _report_coverage(study, root, clinical_csv, images=images, folder_patients=folder_patients,
                      baseline=baseline, per_exam=per_exam, fallback=fallback, rep=rep)
 
+    if overwrite:
+        refuse_foreign_entries(out, IMPORTED_ENTRIES, what="cohort folder written by "
+                               "import-medimp")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         manifest = _copy_images(tmp, study, images, fallback=fallback, rep=rep,
                                 progress=progress)

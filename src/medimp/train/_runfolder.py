@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from medimp._io import atomic_write_text, folder_lock, replace_dir
+from medimp._io import atomic_write_text, folder_lock, foreign_entries, replace_dir
 from medimp.train.config import TrainError, TrainingInterrupted
 
 __all__ = ["RUN_MARKER", "RunFolder", "is_global_zero", "run_folder"]
@@ -66,9 +66,9 @@ class RunFolder:
 
 
 def _entries(path: Path) -> list[str]:
-    if not path.is_dir():
-        return []
-    return sorted(e.name for e in path.iterdir() if not e.name.startswith("."))
+    """Every name in ``path`` but medimp's own temporary and lock files: a user's ``.git`` or
+    ``.env`` counts (a folder holding them is refused, never replaced)."""
+    return foreign_entries(path, ())
 
 
 def _holds_checkpoint_or_model(path: Path) -> bool:

@@ -115,8 +115,13 @@ def pretrain(cohort_path: str | os.PathLike[str], out_dir: str | os.PathLike[str
         The run folder.
 
     Raises:
-        ConfigError, TrainError (both ``ValueError``): bad input, before any training step.
+        ConfigError, TrainError (both ``ValueError``): bad input, before any training step;
+            ``resume`` and ``overwrite`` together (one continues the run, the other replaces
+            it: the resumed run would be neither).
     """
+    if resume and overwrite:
+        raise TrainError(f"{out_dir}: --resume continues the run there and --overwrite replaces "
+                         "it with a new one; give only one of them")
     with run_folder(out_dir, resume=resume, overwrite=overwrite) as folder:
         _pretrain(cohort_path, folder, config, resume=resume, progress=progress)
     return folder.path
@@ -209,14 +214,18 @@ def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: b
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
-                            # every epoch, overwritten (atomically): what --resume reads
-                            ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
-                                            save_top_k=1, every_n_epochs=1,
-                                            enable_version_counter=False)]
+    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv")]
+    # "best" before "last": both act at the end of an epoch in list order, and last.ckpt stores
+    # the best callback's state as it is then; saved first, last.ckpt held the best score of
+    # the epoch before, and a resumed run forgot the last epoch's best (a worse later epoch
+    # then replaced best.ckpt and model.json's best_val_loss)
     if has_val:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss",
                                          mode="min", save_top_k=1, enable_version_counter=False))
+    # every epoch, overwritten (atomically): what --resume reads
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
+                                     save_top_k=1, every_n_epochs=1,
+                                     enable_version_counter=False))
     if cfg.stop_after_epochs is not None:
         callbacks.append(StopAfterEpochs(cfg.stop_after_epochs))
     callbacks.extend(objective.callbacks())

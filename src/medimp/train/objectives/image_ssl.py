@@ -1,9 +1,9 @@
 """``image_ssl``: two augmented views of the same exam pulled together (SimCLR-style).
 
-The loss is the config's contrastive loss (symmetric InfoNCE by default) between the two views,
-patient-masked like every other objective. ``method_options: {negatives: nt_xent}`` makes it
-SimCLR's own NT-Xent: every view has the 2N-2 other views of the batch as negatives, within-view
-ones included (the cross-view InfoNCE has N-1).
+By default the loss is SimCLR's own NT-Xent: every view has the 2N-2 other views of the batch
+as negatives, within-view ones included, patient-masked like every other objective.
+``method_options: {negatives: cross_view}`` gives the config's contrastive loss (symmetric
+InfoNCE, or SigLIP) between the two views instead (N-1 negatives per sample).
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ class ImageSSLOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     negatives: Literal["cross_view", "nt_xent"] = Field(
-        "cross_view", description="'cross_view': symmetric InfoNCE between the two views (N-1 "
-        "negatives per sample, MEDIMP's baseline); 'nt_xent': SimCLR's loss (2N-2 negatives, "
-        "the other samples' views of both sets).")
+        "nt_xent", description="'nt_xent' (default): SimCLR's own loss (2N-2 negatives, the "
+        "other samples' views of both sets), so medimp is compared with the real SimCLR; "
+        "'cross_view': symmetric InfoNCE between the two views (N-1 negatives per sample, the "
+        "baseline of medimp before 0.3).")
 
 
 @register_objective
@@ -67,8 +68,10 @@ class ImageSSL(ContrastiveObjective):
 
     def check(self) -> None:
         if self.options.negatives == "nt_xent" and self.config.loss.name != "clip":
-            raise ConfigError("image_ssl with negatives 'nt_xent' needs loss.name 'clip' "
-                              f"(got {self.config.loss.name!r})")
+            raise ConfigError("image_ssl with negatives 'nt_xent' (the default) needs "
+                              f"loss.name 'clip' (got {self.config.loss.name!r}); set "
+                              "method_options.negatives=cross_view to train image_ssl with "
+                              f"{self.config.loss.name!r} between the two views")
 
     def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
         if self.options.negatives == "nt_xent":

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from medimp.train.config import ConfigError
 from medimp.train.objectives._base import Objective, make_contrastive_loss
 from medimp.train.objectives._registry import register_objective
 
@@ -18,6 +19,16 @@ class RandomInit(Objective):
 
     name = "random_init"
     trains = False
+
+    def check(self) -> None:
+        # built from image_encoder.pretrained, the "untrained" encoder would be those weights,
+        # and the floor of the comparison would silently be a pretrained baseline
+        if self.config.image_encoder.pretrained:
+            raise ConfigError(
+                "method random_init exports the encoder as built, so with "
+                f"image_encoder.pretrained={self.config.image_encoder.pretrained} it would "
+                "hold those weights, not a random initialisation; drop "
+                "image_encoder.pretrained for this method (--set image_encoder.pretrained=null)")
 
     def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
         # the temperature of a contrastive run, so model.safetensors holds the same kinds of
