@@ -37,3 +37,19 @@ def test_zero_shot_gfr_bins() -> None:
                        for e, b in zip(exams["exam"], truth_bins, strict=True)])
     acc, bacc, chance, n = zero_shot_gfr(images, exams, study, tower)
     assert acc == 1.0 and bacc == 1.0 and chance == 0.2 and n == 5
+
+
+def test_zero_shot_embeds_each_checkup_prompt_set_once() -> None:
+    study = default_study()
+    exams = pd.DataFrame({"exam": ["D15", "D30", "D15", "D15", "D30"],
+                          "egfr": [10.0, 25.0, 40.0, 55.0, 90.0]})
+    calls: list[list[str]] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return tower(texts)
+
+    images = tower([gfr_bin_prompts(study, e)[1][0] for e in exams["exam"]])
+    assert zero_shot_gfr(images, exams, study, counting) == zero_shot_gfr(images, exams, study,
+                                                                          tower)
+    assert calls == [gfr_bin_prompts(study, "D15")[1], gfr_bin_prompts(study, "D30")[1]]

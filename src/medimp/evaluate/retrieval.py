@@ -96,12 +96,16 @@ def zero_shot_gfr(images: np.ndarray, exams: pd.DataFrame, study,
     var = _gfr_variable(study)
     images = _normalise(np.asarray(images, dtype=float))
     truth, pred = [], []
+    # the bin prompts depend on the exam's check-up only: embed each set once, not per exam
+    texts: dict[tuple[str, ...], np.ndarray] = {}
     for i, row in enumerate(exams.itertuples(index=False)):
         label = _bin_of(float(getattr(row, var.column)), var.bins)
         if label is None:
             continue
         labels, prompts = gfr_bin_prompts(study, str(row.exam))
-        t = _normalise(_to_numpy(text_tower(prompts)))
+        if tuple(prompts) not in texts:
+            texts[tuple(prompts)] = _normalise(_to_numpy(text_tower(prompts)))
+        t = texts[tuple(prompts)]
         pred.append(labels[int(np.argmax(t @ images[i]))])
         truth.append(label)
     if not truth:
