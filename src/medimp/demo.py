@@ -177,8 +177,11 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
         log(f"[pretrain] done in {timings['pretrain']:.0f} s")
 
     eval_dir = out / "eval"
+    # n_jobs: the cross-validations are independent and seeded; in parallel they give the
+    # same metrics and predictions, bit for bit (benchmarks/demo_speed.py checks it)
     eval_cfg = EvalConfig(**{"n_splits": cfg.folds, "repeats": cfg.repeats,
-                             "n_bootstrap": cfg.bootstrap, "seed": cfg.seed, **cfg.evaluation})
+                             "n_bootstrap": cfg.bootstrap, "seed": cfg.seed, "n_jobs": jobs,
+                             **cfg.evaluation})
     result = step("evaluate", lambda: evaluate(cohort_dir, runs, eval_dir, eval_cfg,
                                                progress=progress, overwrite=True))
     report = step("report", lambda: write_report(eval_dir))
