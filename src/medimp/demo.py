@@ -25,7 +25,7 @@ METHODS = ("medimp", "random_init", "image_ssl", "tabular_clip")
 
 
 class DemoConfig(BaseModel):
-    """Sizes of the demo; the defaults finish in about 10 minutes on 2 CPU cores."""
+    """Sizes of the demo; the defaults take about 10-11 minutes on 2 CPU cores (docs/train.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
