@@ -8,7 +8,9 @@ methods × tasks table compares representations, not budgets.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +55,16 @@ class DemoConfig(BaseModel):
     repeats: int = Field(3, ge=1, description="Outer CV repeats.")
     bootstrap: int = Field(500, ge=20, description="Patient-bootstrap resamples for the CIs.")
     workers: int | None = Field(None, description="Simulator worker processes (None: CPUs).")
+    jobs: int | None = Field(None, ge=1, description="Pretraining runs trained at once, each in "
+                             "its own process, and parallel cross-validations of the evaluation "
+                             "(None: one per CPU core, at most 4). 1: one run after the other in "
+                             "this process, with progress bars.")
+    threads: int | None = Field(1, ge=1, description="Torch threads of each pretraining run. 1: "
+                                "a run's weights depend on its seed only, not on the machine's "
+                                "core count or on how many runs train at once (a thread count "
+                                "changes float rounding); and at the demo's size two 1-thread "
+                                "runs side by side beat one 2-thread run after another. None: "
+                                "torch's default.")
     evaluation: dict[str, Any] = Field(
         default_factory=lambda: {"survival_event": "poor_status"},
         description="Further medimp.evaluate.EvalConfig fields (the simulated cohort has few "
@@ -71,6 +83,9 @@ class DemoResult:
     headline: Any
     comparisons: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each stage (they add up to the demo's time)."""
+    run_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds of each pretraining run ("medimp seed 0", ...); runs overlap when ``jobs`` > 1."""
 
 
 def _pretrain_config(cfg: DemoConfig, method: str, seed: int) -> dict[str, Any]:
@@ -114,7 +129,6 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     from medimp.prompts import build_prompts
     from medimp.report import write_report
     from medimp.simulate import simulate_cohort
-    from medimp.train import pretrain
 
     cfg = config or DemoConfig()
     out = Path(out_dir)
@@ -145,16 +159,22 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
 
     step("prompts", _prompts)
 
-    runs: dict[str, list[Path]] = {}
-    for method in cfg.methods:
-        runs[method] = []
-        for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-            run_dir = out / "runs" / method / f"seed{seed}"
-            runs[method].append(step(
-                f"pretrain {method} seed {seed}",
-                lambda m=method, r=run_dir, s=seed: pretrain(
-                    cohort_dir, r, _pretrain_config(cfg, m, s), progress=progress,
-                    overwrite=True)))
+    runs = {m: [out / "runs" / m / f"seed{s}" for s in range(cfg.seed, cfg.seed + cfg.seeds)]
+            for m in cfg.methods}
+    todo = [(m, s, run) for m in cfg.methods for s, run in
+            zip(range(cfg.seed, cfg.seed + cfg.seeds), runs[m], strict=True)]
+    run_seconds: dict[str, float] = {}
+    jobs = demo_jobs(cfg)
+    t0 = time.perf_counter()
+    if jobs == 1:
+        for method, seed, run_dir in todo:
+            _pretrain_here(cfg, cohort_dir, method, seed, run_dir, progress=progress, log=log,
+                           run_seconds=run_seconds)
+    else:
+        _pretrain_parallel(cfg, cohort_dir, todo, jobs=jobs, log=log, run_seconds=run_seconds)
+    timings["pretrain"] = time.perf_counter() - t0
+    if jobs > 1:
+        log(f"[pretrain] done in {timings['pretrain']:.0f} s")
 
     eval_dir = out / "eval"
     eval_cfg = EvalConfig(**{"n_splits": cfg.folds, "repeats": cfg.repeats,
@@ -164,4 +184,129 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     report = step("report", lambda: write_report(eval_dir))
     return DemoResult(out_dir=out, cohort=cohort_dir, runs=runs, eval_dir=eval_dir,
                       report=report, headline=result.headline(),
-                      comparisons=result.comparison_table(), timings=timings)
+                      comparisons=result.comparison_table(), timings=timings,
+                      run_seconds=run_seconds)
+
+
+def demo_jobs(cfg: DemoConfig) -> int:
+    """Pretraining runs trained at once: ``cfg.jobs``, or one per CPU core (at most 4)."""
+    if cfg.jobs is not None:
+        return cfg.jobs
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+# costlier methods first, so that the last run to finish is a short one (runs of a method
+# take about the same time; 'random_init' exports an untrained encoder)
+_COST = {"random_init": 0, "tabular_clip": 1}
+
+
+def _run_name(method: str, seed: int) -> str:
+    return f"{method} seed {seed}"
+
+
+def _pretrain_here(cfg: DemoConfig, cohort_dir: Path, method: str, seed: int, run_dir: Path,
+                   *, progress: bool, log: Callable[[str], None],
+                   run_seconds: dict[str, float]) -> None:
+    """One run in this process (``jobs == 1``), with ``cfg.threads`` torch threads."""
+    import torch
+
+    from medimp.train import pretrain
+
+    name = _run_name(method, seed)
+    log(f"[pretrain {name}] ...")
+    before = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        pretrain(cohort_dir, run_dir, _pretrain_config(cfg, method, seed), progress=progress,
+                 overwrite=True)
+    finally:
+        torch.set_num_threads(before)
+    run_seconds[name] = time.perf_counter() - t0
+    log(f"[pretrain {name}] done in {run_seconds[name]:.0f} s")
+
+
+def _pretrain_parallel(cfg: DemoConfig, cohort_dir: Path, todo: list[tuple[str, int, Path]],
+                       *, jobs: int, log: Callable[[str], None],
+                       run_seconds: dict[str, float]) -> None:
+    """Train ``todo`` in ``jobs`` worker processes; a line per finished run.
+
+    Ctrl-C (or any failed run) stops every worker: each running run is interrupted as
+    ``pretrain`` is on Ctrl-C (an overwritten run keeps its previous version), runs not yet
+    started are not started, and the demo stops before the evaluation.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from medimp.train.config import TrainingInterrupted
+
+    order = sorted(todo, key=lambda t: -_COST.get(t[0], 2))  # stable: seeds stay in order
+    threads = f"{cfg.threads} torch thread(s)" if cfg.threads else "torch's default threads"
+    log(f"[pretrain] {len(order)} runs, {jobs} at a time, {threads} each ...")
+    others = set(mp.active_children())  # a caller's own child processes are left alone
+    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
+                               initializer=_worker_init, initargs=(cfg.threads,))
+    futures = {pool.submit(_worker_pretrain, str(cohort_dir), str(run_dir),
+                           _pretrain_config(cfg, method, seed)): _run_name(method, seed)
+               for method, seed, run_dir in order}
+    try:
+        for fut in as_completed(futures):
+            name = futures[fut]
+            run_seconds[name] = fut.result()
+            log(f"[pretrain {name}] done in {run_seconds[name]:.0f} s "
+                f"({len(run_seconds)}/{len(order)})")
+    except BaseException as exc:
+        for fut in futures:
+            fut.cancel()
+        for child in mp.active_children():  # the pool's workers: stop their runs now
+            if child not in others and child.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(
+                f"interrupted during pretraining ({len(run_seconds)} of {len(order)} runs "
+                "had finished); nothing was evaluated") from None
+        raise
+    pool.shutdown(wait=True)
+
+
+# Worker side. A Ctrl-C in a terminal reaches every process of the group, and the demo also
+# forwards it to its workers: the first SIGINT interrupts the run in progress (or stops the
+# worker from starting one), later ones are ignored.
+_WORKER = {"running": False, "stopping": False}
+
+
+def _worker_init(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    first = not _WORKER["stopping"]
+    _WORKER["stopping"] = True
+    if first and _WORKER["running"]:
+        raise KeyboardInterrupt
+
+
+def _worker_pretrain(cohort_dir: str, run_dir: str, config: dict[str, Any]) -> float:
+    """One run in a worker process; its seconds."""
+    _WORKER["running"] = True
+    try:
+        if _WORKER["stopping"]:
+            raise KeyboardInterrupt
+        from medimp.train import pretrain
+
+        t0 = time.perf_counter()
+        pretrain(cohort_dir, run_dir, config, progress=False, overwrite=True)
+        return time.perf_counter() - t0
+    finally:
+        _WORKER["running"] = False

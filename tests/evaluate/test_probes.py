@@ -91,3 +91,33 @@ def test_probe_registry_builds_from_the_config() -> None:
     with pytest.raises(ProbeError, match="already registered"):
         register_probe(KNNProbe, name="logistic")
     assert register_probe(LogisticProbe, name="logistic") is LogisticProbe  # idempotent
+
+
+@pytest.mark.parametrize("groups", [np.repeat([f"P{i:02d}" for i in range(20)], 3),
+                                    np.repeat(np.arange(20), 3),
+                                    np.repeat(np.array([f"P{i}" for i in range(20)],
+                                                       dtype=object), 3)])
+def test_inner_splits_are_scikit_learns_and_memoised(groups) -> None:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from medimp.evaluate.probes import inner_splits
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.integers(0, 2, 20), 3)
+    want = list(StratifiedGroupKFold(3, shuffle=True, random_state=5).split(
+        np.zeros((len(y), 1)), y, groups))
+    got = inner_splits(y, groups, 3, 5)
+    assert len(got) == len(want)
+    for (tr, te), (wtr, wte) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(tr, wtr)
+        np.testing.assert_array_equal(te, wte)
+    assert inner_splits(y.copy(), groups.copy(), 3, 5) is got  # same inputs: computed once
+    # other labels, another seed or other groups: other splits, never a stale entry
+    y2 = y.copy()
+    y2[:3] = 1 - y2[:3]
+    for args in ((y2, groups, 3, 5), (y, groups, 3, 6), (y, groups[::-1].copy(), 3, 5)):
+        want = list(StratifiedGroupKFold(args[2], shuffle=True, random_state=args[3]).split(
+            np.zeros((len(y), 1)), args[0], args[1]))
+        for (tr, te), (wtr, wte) in zip(inner_splits(*args), want, strict=True):
+            np.testing.assert_array_equal(tr, wtr)
+            np.testing.assert_array_equal(te, wte)

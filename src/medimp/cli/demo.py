@@ -30,6 +30,9 @@ def demo_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     seeds: Annotated[int | None, typer.Option(
         "--seeds", min=1, help="Pretraining runs (seeds) per method (default 3).")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Pretraining runs trained at once, in separate processes "
+        "(default: one per CPU core, at most 4).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier demo in --out (a folder holding other files is "
         "refused).")] = False,
@@ -42,7 +45,7 @@ def demo_command(
         refuse_foreign_entries(out, DEMO_ENTRIES, what="medimp demo folder")
 
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
-             "bootstrap": bootstrap, "seeds": seeds}
+             "bootstrap": bootstrap, "seeds": seeds, "jobs": jobs}
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
                       log=lambda m: console.print(m, highlight=False, markup=False))

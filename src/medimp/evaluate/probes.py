@@ -105,6 +105,38 @@ def youden_threshold(y: np.ndarray, scores: np.ndarray) -> float:
     return min(cut, 1.0) if np.isfinite(cut) else 1.0
 
 
+_SPLITS: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def inner_splits(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The inner CV's ``StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)``
+    (train, test) indices for labels ``y`` and ``groups``.
+
+    Memoised: the splits depend on ``y``, ``groups`` and the seed only, and every method, probe
+    and run of an outer fold fits on the same patients, so one evaluation asks for the same
+    splits dozens of times (computing them was ~10 % of the evaluation's time). The indices
+    are the same read-only arrays every time.
+    """
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    gkey: Any = tuple(groups.tolist()) if groups.dtype == object else \
+        (groups.dtype.str, groups.shape, groups.tobytes())
+    key = (y.dtype.str, y.shape, y.tobytes(), gkey, int(n_splits), int(seed))
+    splits = _SPLITS.get(key)
+    if splits is None:
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        splits = []
+        for tr, te in cv.split(np.zeros((len(y), 1)), y, groups):
+            tr.setflags(write=False)
+            te.setflags(write=False)
+            splits.append((tr, te))
+        if len(_SPLITS) >= 512:  # bounded: one evaluation needs ~tasks x levels x folds
+            _SPLITS.clear()
+        _SPLITS[key] = splits
+    return splits
+
+
 def _prep(impute: bool) -> list:
     steps: list = [SimpleImputer(strategy="median", keep_empty_features=True)] if impute else []
     return [*steps, StandardScaler()]
@@ -147,11 +179,10 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
             )
         self.classes_ = np.array([0, 1])
         n_inner = min(self.inner_splits, n_min)
-        cv = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=self.seed)
         grid = list(self._grid())
         oof = np.full((len(grid), len(y)), np.nan)
         with config_context(skip_parameter_validation=True):
-            for tr, te in cv.split(X, y, groups):
+            for tr, te in inner_splits(y, groups, n_inner, self.seed):
                 if len(np.unique(y[tr])) < 2:
                     continue
                 prep = make_pipeline(*_prep(self.impute)).fit(X[tr])
