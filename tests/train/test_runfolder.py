@@ -167,7 +167,8 @@ def test_resume_keeps_the_best_checkpoint_of_the_last_epoch(simulated_cohort, ti
 
 
 _SECOND = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # see tests/_proc.py
 from medimp.train import pretrain, load_config
 cfg = load_config(sys.argv[3])
 pretrain(sys.argv[1], sys.argv[2], cfg, progress=False)
@@ -177,12 +178,16 @@ pretrain(sys.argv[1], sys.argv[2], cfg, progress=False)
 def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_config,
                                                       tmp_path) -> None:
     """Two real processes: the second fails within seconds naming the folder and the holder;
-    the first finishes a run that can be resumed."""
-    from medimp.train import save_config
+    the first, stopped with Ctrl-C once it has a checkpoint, leaves a run that resumes."""
+    import signal
 
-    # enough epochs that the first still holds the lock while the second starts (3 epochs ended
-    # before the second process had imported torch on a quiet machine)
-    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=60")
+    from medimp.train import save_config
+    from medimp.train.checkpoint import read_checkpoint
+
+    # more epochs than it ever trains: the first holds the lock until it is interrupted, on a
+    # quiet machine (3 epochs ended before the second had imported torch) or a loaded one (60
+    # epochs outlasted a 10-minute timeout during a full test run)
+    cfg = tiny_config("method=image_ssl", "augment={}", "epochs=1000")
     save_config(cfg, tmp_path / "cfg.yaml")
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", _SECOND, str(simulated_cohort), str(out),
@@ -199,15 +204,23 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
         assert "in use by process" in second.stderr and str(first.pid) in second.stderr
         assert str(out) in second.stderr
         assert "Epoch" not in second.stdout + second.stderr  # refused before any step
+        last = out / "checkpoints" / "last.ckpt"
+        while not last.is_file():
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline + 600
+            time.sleep(0.1)
     finally:
-        _, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err[-2000:]
-    assert load_run_info(out)["epochs_trained"] == 60
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=300)
+    assert "resume with --resume" in err, err[-2000:]
     assert not (tmp_path / ".run.medimp-lock.json").exists()
     assert not (tmp_path / ".run.medimp-lock").exists(), "the lock file is removed on release"
-    # the run is whole: it resumes (nothing to do after the last epoch, but it loads)
-    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=60"),
+    # the run is whole: it resumes, here for one more epoch
+    done = int(read_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"]) + 1
+    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}",
+                                                f"epochs={done + 1}"),
              progress=False, resume=True)
+    assert load_run_info(out)["epochs_trained"] == done + 1
 
 
 def test_cli_second_pretrain_message(simulated_cohort, tmp_path) -> None:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from medimp._registry import Registry
 from medimp.data._errors import (
     CorruptFileError,
     DicomSeriesError,
@@ -162,7 +163,19 @@ def _check_finite(array: np.ndarray, path: Path) -> None:
                 "replace them with 0 before adding the file to the cohort")
 
 
-_READERS: dict[str, type[ImageReader]] = {}
+class _ReaderRegistry(Registry["type[ImageReader]"]):
+    """Readers are tried in registration order; their errors say how to fix them."""
+
+    def unknown_error(self, name: object) -> Exception:
+        return VolumeReadError(f"unknown reader {name!r}; choose one of {self.names()}",
+                               fix=f"use one of {self.names()}")
+
+    def duplicate_error(self, name: str) -> Exception:
+        return VolumeReadError(f"image reader {name!r} is already registered",
+                               fix="choose another name")
+
+
+_READERS = _ReaderRegistry("image reader", VolumeReadError, ordered=True)
 READERS = _READERS  # public view of the registry (name -> reader class)
 
 
@@ -173,23 +186,18 @@ def register_reader(cls: type[ImageReader] | None = None, *, name: str | None = 
     registration order when :func:`read_volume` guesses the format from the path.
     """
 
-    def deco(c: type[ImageReader]) -> type[ImageReader]:
-        key = name or c.name
-        if not key:
+    def key(c: type[ImageReader]) -> str:
+        if not c.name:
             raise VolumeReadError(f"reader {c.__name__} has no name",
                                   fix="set its `name` class attribute or pass name=")
-        if key in _READERS and _READERS[key] is not c:
-            raise VolumeReadError(f"image reader {key!r} is already registered",
-                                  fix="choose another name")
-        _READERS[key] = c
-        return c
+        return c.name
 
-    return deco(cls) if cls is not None else deco
+    return _READERS.decorator(cls, name=name, default_name=key)
 
 
 def list_readers() -> list[str]:
     """Names accepted by :func:`get_reader`, in registration order."""
-    return list(_READERS)
+    return _READERS.names()
 
 
 class ImageReader:
@@ -608,10 +616,7 @@ class DicomSeriesReader(ImageReader):
 
 def get_reader(name: str, **kwargs: Any) -> ImageReader:
     """Create a registered reader by name (``"nifti"``, ``"dicom"``, see :func:`list_readers`)."""
-    if name not in _READERS:
-        raise VolumeReadError(f"unknown reader {name!r}; choose one of {list_readers()}",
-                              fix=f"use one of {list_readers()}")
-    return _READERS[name](**kwargs)
+    return _READERS.lookup(name)(**kwargs)
 
 
 def _guess_reader(path: Path) -> str:

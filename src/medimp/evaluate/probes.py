@@ -23,6 +23,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medimp._registry import Registry
 from medimp.errors import MedimpError
 from medimp.evaluate.bootstrap import auc
 
@@ -34,9 +35,9 @@ class ProbeError(MedimpError):
     """The training data cannot fit a probe (e.g. too few patients of one class)."""
 
 
-# --- registry (the mechanism of medimp.models._registry) ---------------------------------------
+# --- registry (medimp._registry, the mechanism of every registry) -------------------------------
 
-_PROBES: dict[str, tuple[type, dict[str, str]]] = {}
+_PROBES: Registry[tuple[type, dict[str, str]]] = Registry("probe", ProbeError)
 #: Options every probe takes from the evaluation config (argument -> config field).
 _COMMON_OPTIONS = {"inner_splits": "inner_splits", "seed": "seed"}
 
@@ -54,19 +55,13 @@ def register_probe(cls: type | None = None, *, name: str | None = None,
             ``{"Cs": "Cs"}``), besides ``inner_splits`` and ``seed``.
     """
 
-    def deco(c: type) -> type:
-        key = name or c.__name__
-        if key in _PROBES and _PROBES[key][0] is not c:
-            raise ProbeError(f"probe {key!r} is already registered")
-        _PROBES[key] = (c, {**_COMMON_OPTIONS, **(options or {})})
-        return c
-
-    return deco(cls) if cls is not None else deco
+    opts = {**_COMMON_OPTIONS, **(options or {})}
+    return _PROBES.decorator(cls, name=name, entry=lambda c: (c, opts))
 
 
 def list_probes() -> list[str]:
     """Names accepted by :func:`create_probe`, sorted."""
-    return sorted(_PROBES)
+    return _PROBES.names()
 
 
 def create_probe(name: str, config: Any = None, **kw: Any) -> BaseEstimator:
@@ -80,9 +75,7 @@ def create_probe(name: str, config: Any = None, **kw: Any) -> BaseEstimator:
     Raises:
         ProbeError: unknown name (the message lists the known ones) or invalid option.
     """
-    if name not in _PROBES:
-        raise ProbeError(f"unknown probe {name!r}; choose one of: {', '.join(list_probes())}")
-    cls, options = _PROBES[name]
+    cls, options = _PROBES.lookup(name)
     args: dict[str, Any] = {}
     if config is not None:
         for arg, fld in options.items():

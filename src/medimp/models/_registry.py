@@ -16,11 +16,19 @@ from typing import Any
 
 from torch import nn
 
+from medimp._registry import Registry
 from medimp.models._errors import ModelError
 
 __all__ = ["create_image_encoder", "list_image_encoders", "register_image_encoder"]
 
-_IMAGE_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in encoders (their modules use the decorator).
+    import medimp.models.image  # noqa: F401
+
+
+_IMAGE_ENCODERS: Registry[Callable[..., nn.Module]] = Registry(
+    "image encoder", ModelError, load=_load_builtin)
 
 
 def register_image_encoder(
@@ -30,26 +38,12 @@ def register_image_encoder(
 
     Usable as ``@register_image_encoder`` or ``@register_image_encoder(name="...")``.
     """
-
-    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or f.__name__
-        if key in _IMAGE_ENCODERS and _IMAGE_ENCODERS[key] is not f:
-            raise ModelError(f"image encoder {key!r} is already registered")
-        _IMAGE_ENCODERS[key] = f
-        return f
-
-    return deco(fn) if fn is not None else deco
-
-
-def _ensure_builtin() -> None:
-    # Importing the package registers the built-in encoders (their modules use the decorator).
-    import medimp.models.image  # noqa: F401
+    return _IMAGE_ENCODERS.decorator(fn, name=name)
 
 
 def list_image_encoders() -> list[str]:
     """Names accepted by :func:`create_image_encoder`, sorted."""
-    _ensure_builtin()
-    return sorted(_IMAGE_ENCODERS)
+    return _IMAGE_ENCODERS.names()
 
 
 def create_image_encoder(
@@ -71,17 +65,13 @@ def create_image_encoder(
     Raises:
         ModelError: unknown name (the message lists the known ones) or invalid option.
     """
-    _ensure_builtin()
-    if name not in _IMAGE_ENCODERS:
-        raise ModelError(
-            f"unknown image encoder {name!r}; choose one of: {', '.join(sorted(_IMAGE_ENCODERS))}"
-        )
+    builder = _IMAGE_ENCODERS.lookup(name)
     if int(in_channels) < 1:
         raise ModelError(f"in_channels must be >= 1, got {in_channels}")
     if embed_dim is not None and int(embed_dim) < 1:
         raise ModelError(f"embed_dim must be >= 1 or None, got {embed_dim}")
     try:
-        model = _IMAGE_ENCODERS[name](in_channels=int(in_channels), embed_dim=embed_dim, **kw)
+        model = builder(in_channels=int(in_channels), embed_dim=embed_dim, **kw)
     except TypeError as exc:  # an option the builder does not know
         raise ModelError(f"image encoder {name!r}: {exc}") from exc
     if pretrained is not None:

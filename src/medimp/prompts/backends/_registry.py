@@ -15,30 +15,13 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from medimp._registry import Registry
 from medimp.prompts.errors import BackendError
 
 __all__ = ["create_backend", "list_backends", "register_backend"]
 
-_BACKENDS: dict[str, Callable[..., Any]] = {}
 
-
-def register_backend(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Register a backend builder under ``name`` (default: the function's name).
-
-    Usable as ``@register_backend`` or ``@register_backend(name="...")``.
-    """
-
-    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        key = name or f.__name__
-        if key in _BACKENDS and _BACKENDS[key] is not f:
-            raise BackendError(f"paraphrase backend {key!r} is already registered")
-        _BACKENDS[key] = f
-        return f
-
-    return deco(fn) if fn is not None else deco
-
-
-def _ensure_builtin() -> None:
+def _load_builtin() -> None:
     # Importing the modules registers the built-in backends (they use the decorator); none of
     # them loads a model or opens a connection at import time.
     import medimp.prompts.backends.openai
@@ -46,10 +29,21 @@ def _ensure_builtin() -> None:
     import medimp.prompts.backends.transformers_backend  # noqa: F401
 
 
+_BACKENDS: Registry[Callable[..., Any]] = Registry("paraphrase backend", BackendError,
+                                                   load=_load_builtin)
+
+
+def register_backend(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Register a backend builder under ``name`` (default: the function's name).
+
+    Usable as ``@register_backend`` or ``@register_backend(name="...")``.
+    """
+    return _BACKENDS.decorator(fn, name=name)
+
+
 def list_backends() -> list[str]:
     """Names accepted by :func:`create_backend`, sorted."""
-    _ensure_builtin()
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def create_backend(name: str, *, forbidden: Mapping[str, str] | None = None,
@@ -66,11 +60,7 @@ def create_backend(name: str, *, forbidden: Mapping[str, str] | None = None,
         BackendError: unknown name (the message lists the known ones) or an option the backend
             does not take.
     """
-    _ensure_builtin()
-    if name not in _BACKENDS:
-        raise BackendError(f"unknown paraphrase backend {name!r}; choose one of: "
-                           f"{', '.join(sorted(_BACKENDS))}")
-    builder = _BACKENDS[name]
+    builder = _BACKENDS.lookup(name)
     params = inspect.signature(builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))

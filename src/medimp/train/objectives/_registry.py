@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING, Any
 
+from medimp._registry import Registry
 from medimp.train.config import ConfigError
 
 if TYPE_CHECKING:
@@ -21,8 +22,26 @@ if TYPE_CHECKING:
 
 __all__ = ["create_objective", "get_objective", "list_objectives", "register_objective"]
 
-_OBJECTIVES: dict[str, type[Objective]] = {}
-_LOADED: list[bool] = []  # non-empty once the built-in objectives are imported
+
+def _load_builtin() -> None:
+    # The built-in objectives register themselves when their modules are imported.
+    import medimp.train.objectives as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+class _ObjectiveRegistry(Registry["type[Objective]"]):
+    def duplicate_error(self, name: str) -> Exception:
+        taken = self[name]
+        return ConfigError(f"objective {name!r} is already registered "
+                           f"({taken.__module__}.{taken.__qualname__})")
+
+
+_OBJECTIVES = _ObjectiveRegistry("objective", ConfigError, load=_load_builtin,
+                                 unknown="unknown method {name}; registered objectives: "
+                                 "{choices}")
 
 
 def register_objective(cls: type[Objective] | None = None, *, name: str | None = None) -> Any:
@@ -39,32 +58,16 @@ def register_objective(cls: type[Objective] | None = None, *, name: str | None =
         if not key or not key.isidentifier():
             raise ConfigError(f"objective {c.__qualname__}: give it a name (an identifier, "
                               "e.g. name = 'my_clip'), the value of `method` that selects it")
-        if key in _OBJECTIVES and _OBJECTIVES[key] is not c:
-            raise ConfigError(f"objective {key!r} is already registered "
-                              f"({_OBJECTIVES[key].__module__}.{_OBJECTIVES[key].__qualname__})")
-        c.name = key
-        _OBJECTIVES[key] = c
+        _OBJECTIVES.add(key, c)
+        c.name = key  # registered under a name= of its own: the class says so too
         return c
 
     return deco(cls) if cls is not None else deco
 
 
-def _ensure_builtin() -> None:
-    # The built-in objectives register themselves when their modules are imported.
-    if _LOADED:
-        return
-    import medimp.train.objectives as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
-    _LOADED.append(True)
-
-
 def list_objectives() -> list[str]:
     """Names accepted as ``method`` (and by :func:`create_objective`), sorted."""
-    _ensure_builtin()
-    return sorted(_OBJECTIVES)
+    return _OBJECTIVES.names()
 
 
 def get_objective(name: str) -> type[Objective]:
@@ -73,12 +76,7 @@ def get_objective(name: str) -> type[Objective]:
     Raises:
         ConfigError: unknown name (the message lists the registered ones).
     """
-    _ensure_builtin()
-    try:
-        return _OBJECTIVES[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown method {name!r}; registered objectives: "
-                          f"{', '.join(list_objectives())}") from None
+    return _OBJECTIVES.lookup(name)
 
 
 def create_objective(name: str, config: PretrainConfig) -> Objective:
