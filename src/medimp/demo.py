@@ -171,7 +171,9 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
             _pretrain_here(cfg, cohort_dir, method, seed, run_dir, progress=progress, log=log,
                            run_seconds=run_seconds)
     else:
-        _pretrain_parallel(cfg, cohort_dir, todo, jobs=jobs, log=log, run_seconds=run_seconds)
+        # never more worker processes (each holds torch and a model) than runs
+        _pretrain_parallel(cfg, cohort_dir, todo, jobs=min(jobs, len(todo)), log=log,
+                           run_seconds=run_seconds)
     timings["pretrain"] = time.perf_counter() - t0
     if jobs > 1:
         log(f"[pretrain] done in {timings['pretrain']:.0f} s")
