@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
@@ -32,3 +33,16 @@ def test_demo_overwrite_refuses_a_folder_of_the_users_files(tmp_path) -> None:
     assert "holds .git" in res.output and "demo folder" in res.output
     assert "[simulate]" not in res.output and "Traceback" not in res.output
     assert sorted(p.name for p in out.rglob("*")) == [".git", "HEAD", "cohort", "mydata.csv"]
+
+
+def test_run_demo_from_python_refuses_a_folder_of_the_users_files(tmp_path) -> None:
+    """The same rule holds for the library call, not only for the command."""
+    from medimp.demo import DemoConfig, run_demo
+
+    out = tmp_path / "project"
+    (out / ".git").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds \.git, notes\.txt"):
+        run_demo(out, DemoConfig(n_patients=10, shape=(8, 8, 8), epochs=1, seeds=1),
+                 overwrite=True, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == [".git", "notes.txt"]

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 METHODS = ("medimp", "random_init", "image_ssl", "tabular_clip")
+# what run_demo writes into its folder: overwrite replaces an earlier demo, never a folder that
+# also holds the user's own files (hidden ones such as .git included)
+DEMO_ENTRIES = ("cohort", "prompts.parquet", "runs", "eval")
 
 
 class DemoConfig(BaseModel):
@@ -123,7 +126,7 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     Returns:
         A :class:`DemoResult` with the paths and the headline table.
     """
-    from medimp._io import atomic_path
+    from medimp._io import atomic_path, refuse_foreign_entries
     from medimp.data import read_cohort
     from medimp.evaluate import EvalConfig, evaluate
     from medimp.prompts import build_prompts
@@ -132,8 +135,11 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
 
     cfg = config or DemoConfig()
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace the demo there")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite to replace the demo "
+                                  "there")
+        refuse_foreign_entries(out, DEMO_ENTRIES, what="medimp demo folder")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 

@@ -9,10 +9,6 @@ import typer
 
 from medimp.cli._common import console, is_interactive
 
-# what run_demo writes into --out: --overwrite replaces an earlier demo, never a folder that
-# also holds the user's own files (hidden ones such as .git included)
-DEMO_ENTRIES = ("cohort", "prompts.parquet", "runs", "eval")
-
 
 def demo_command(
     *,
@@ -38,11 +34,7 @@ def demo_command(
         "refused).")] = False,
 ) -> None:
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
-    from medimp._io import refuse_foreign_entries
     from medimp.demo import DemoConfig, run_demo
-
-    if overwrite:
-        refuse_foreign_entries(out, DEMO_ENTRIES, what="medimp demo folder")
 
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap, "seeds": seeds, "jobs": jobs}
