@@ -45,7 +45,8 @@ def demo_command(
                   "status = eGFR < threshold or graft loss); pretrained methods: mean over "
                   f"{cfg.seeds} pretraining seeds, CI with the seed variance, sd between seeds:",
                   markup=False)
-    console.print(result.headline.to_string(), highlight=False, markup=False)
+    console.print(result.headline.to_string(), highlight=False, markup=False,
+                  soft_wrap=True)  # a table: never wrapped at 80 columns in a log
     if result.comparisons is not None and not result.comparisons.empty:
         console.print("\nmedimp minus each method, ΔAUC [95% CI] (seed-aware paired test):",
                       markup=False)
