@@ -5,13 +5,13 @@ one process on the whole batch, because embeddings are gathered with gradients b
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
 from medimp.train.module import PretrainModule
+from tests._ddp import average_like_ddp, free_port
 
 CFG = {
     "method": "image_ssl",
@@ -49,19 +49,10 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         part = {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
         loss = module.compute_loss(part)
         loss.backward()
-        grads = _grads(module)
-        for g in grads.values():  # what DDP does: average the gradients of the processes
-            torch.distributed.all_reduce(g)
-            g /= world
+        grads = average_like_ddp(_grads(module), world)
         torch.save({"loss": loss.detach(), "grads": grads}, Path(folder) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one(tmp_path) -> None:
@@ -74,7 +65,7 @@ def test_two_processes_match_one(tmp_path) -> None:
     ref = _grads(module)
     assert ref  # the image encoder, projection and temperature all get gradients
 
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
                                 join=True)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)

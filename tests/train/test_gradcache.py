@@ -9,7 +9,6 @@ same micro-batches run one after the other with their graphs kept).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from medimp.models import ClipLoss, ProjectionHead, SigLipLoss, create_image_enc
 from medimp.models.distributed import gather_no_grad, gather_with_grad
 from medimp.models.tabular import create_tabular_encoder
 from medimp.train.gradcache import gradcache_backward, split_batch
+from tests._ddp import average_like_ddp, free_port
 
 N = 8
 # patients 0 and 2 have two exams each: those pairs are masked, never negatives
@@ -188,24 +188,15 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
             per = N // world
             part = {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
             res = gradcache_backward(m.embed, m.loss, part, 3, modules=[m])
-            grads = _grads(m)
-            for g in grads.values():  # what DDP does: average the gradients of the processes
-                torch.distributed.all_reduce(g)
-                g /= world
+            grads = average_like_ddp(_grads(m), world)
             out[loss] = {"loss": res.loss, "grads": grads}
         torch.save(out, Path(folder) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
                                 join=True)
     for loss in ("clip", "siglip"):
         m, _ = _models(loss)
