@@ -10,11 +10,17 @@ from medimp.cli.main import app
 from tests._proc import MAIN_WITH_SIGINT
 
 
-def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) -> None:
-    cfg = tmp_path / "cfg.yaml"
+def _tiny_config_file(folder, cache):
+    """A config.yaml for a tiny, fast run on the simulated cohort (cache shared by the tests)."""
+    cfg = folder / "cfg.yaml"
     cfg.write_text("image_encoder: {name: tiny_cnn_3d, kwargs: {widths: [4, 8, 16]}}\n"
                    "embed_dim: 8\npreprocess: {shape: [16, 16, 16]}\naugment: null\n"
-                   f"cache_dir: {train_cache}\n")
+                   f"cache_dir: {cache}\n")
+    return cfg
+
+
+def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) -> None:
+    cfg = _tiny_config_file(tmp_path, train_cache)
     run = tmp_path / "run"
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(run), "--config", str(cfg), "--method", "tabular_clip",
@@ -72,10 +78,7 @@ def test_pretrain_seeds_writes_one_replicate_per_seed(simulated_cohort, train_ca
     from medimp.data.fingerprint import cohort_fingerprint
     from medimp.evaluate.replicates import check_replicates, expand_methods
 
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("image_encoder: {name: tiny_cnn_3d, kwargs: {widths: [4, 8, 16]}}\n"
-                   "embed_dim: 8\npreprocess: {shape: [16, 16, 16]}\naugment: null\n"
-                   f"cache_dir: {train_cache}\n")
+    cfg = _tiny_config_file(tmp_path, train_cache)
     out = tmp_path / "runs"
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(out), "--config", str(cfg), "--method", "random_init",
