@@ -30,6 +30,28 @@ def bert_folder(out: Path, layers: int = 12) -> Path:
     return out
 
 
+def add_setup_args(ap: Any, patients: int = 16, work: str = "medimp-bf16") -> None:
+    """The options shared by the issue-13 step benchmarks (bf16_nan.py, versus_original.py)."""
+    import tempfile
+
+    ap.add_argument("--patients", type=int, default=patients)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / work)
+
+
+def bert_and_cohort(work: Path, patients: int, shape: tuple[int, int, int]) -> tuple[Path, Path]:
+    """The BERT-sized text encoder folder and a simulated cohort in ``work``, both kept there
+    and reused by the next run (the cohort's name holds its size and shape)."""
+    from medimp.simulate import simulate_cohort
+
+    work.mkdir(parents=True, exist_ok=True)
+    cohort = work / f"cohort{patients}_{'x'.join(map(str, shape))}"
+    if not (cohort / "manifest.csv").is_file():
+        simulate_cohort(cohort, patients, shape=tuple(shape), seed=0, overwrite=True, workers=1,
+                        progress=False)
+    return bert_folder(work / "bert12"), cohort
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write ``results/<name>.json`` and print the result as an aligned key/value table."""
     out = RESULTS / f"{name}.json"

@@ -18,16 +18,14 @@ import argparse
 import contextlib
 import math
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
-from _common import bert_folder, write_result
+from _common import add_setup_args, bert_and_cohort, write_result
 
 SHAPE = (32, 48, 64)
 
@@ -48,29 +46,21 @@ def _finite_hooks(module: torch.nn.Module, seen: list[str]) -> list[Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--patients", type=int, default=16)
     ap.add_argument("--precision", default="bf16-mixed", choices=["bf16-mixed", "32"])
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "medimp-bf16")
+    add_setup_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from lightning.pytorch import seed_everything
 
-    from medimp.simulate import simulate_cohort
     from medimp.train.config import load_config
     from medimp.train.datamodule import PretrainDataModule
     from medimp.train.module import PretrainModule, WarmupCosine, param_groups
 
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    bert = bert_folder(work / "bert12")
-    cohort = work / f"cohort{args.patients}"
-    if not (cohort / "manifest.csv").is_file():
-        simulate_cohort(cohort, args.patients, shape=SHAPE, seed=0, overwrite=True, workers=1,
-                        progress=False)
+    bert, cohort = bert_and_cohort(work, args.patients, SHAPE)
     cfg = load_config(None, {
         "method": "medimp", "seed": 0,
         "image_encoder": {"name": "clip_rn50_3d", "kwargs": {"input_size": list(SHAPE)}},

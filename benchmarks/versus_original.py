@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
-from _common import bert_folder, write_result
+from _common import add_setup_args, bert_and_cohort, write_result
 
 
 def _config(shape: list[int], bert: Path, work: Path, ours: bool, encoder: str,
@@ -66,13 +65,11 @@ def _step(module: Any, opt: Any, batch: dict[str, Any], bf16: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4, help="timed steps per loop")
-    ap.add_argument("--patients", type=int, default=16)
     ap.add_argument("--shape", type=int, nargs=3, default=[32, 48, 64])
     ap.add_argument("--encoder", default="clip_rn50_3d")
     ap.add_argument("--precision", default="auto", help="medimp's precision (auto: resolved)")
     ap.add_argument("--channels-last", action="store_true", help="channels-last 3D for medimp")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "medimp-bf16")
+    add_setup_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -80,19 +77,13 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from medimp.data import ExamDataset
-    from medimp.simulate import simulate_cohort
     from medimp.train.datamodule import PretrainDataModule, _Items, collate
     from medimp.train.module import PretrainModule, param_groups
     from medimp.train.precision import resolve_precision
 
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    bert = bert_folder(work / "bert12")
     shape = list(args.shape)
-    cohort = work / f"cohort{args.patients}_{'x'.join(map(str, shape))}"
-    if not (cohort / "manifest.csv").is_file():
-        simulate_cohort(cohort, args.patients, shape=tuple(shape), seed=0, overwrite=True,
-                        workers=1, progress=False)
+    bert, cohort = bert_and_cohort(work, args.patients, tuple(shape))
     precision = resolve_precision(args.precision)
     loops: dict[str, dict[str, Any]] = {}
     for name, ours in (("original", False), ("medimp", True)):
