@@ -73,35 +73,25 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
 
 
 def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
-    """Train one run unless it is done or another process holds it; resume a partial one."""
+    """Train one run unless it is done; resume a partial one. ``pretrain`` locks the run folder,
+    so a run that another process trains fails at once, naming the holder."""
     cohort, out, config = args
     run = Path(out)
     if (run / "model.json").is_file():
         return out, None
-    run.mkdir(parents=True, exist_ok=True)
-    lock = run / ".variants.lock"
+    import torch
+
+    torch.set_num_threads(1)
+    from medimp.train import pretrain
+
+    t0 = time.perf_counter()
+    resume = (run / "checkpoints" / "last.ckpt").is_file()
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+        pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
+    except Exception as exc:  # one broken (or busy) variant must not stop the others
+        print(f"{out}: not trained: {exc}", flush=True)
         return out, None
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        import torch
-
-        torch.set_num_threads(1)
-        from medimp.train import pretrain
-
-        t0 = time.perf_counter()
-        resume = (run / "checkpoints" / "last.ckpt").is_file()
-        try:
-            pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
-        except Exception as exc:  # one broken variant must not stop the others
-            print(f"{out}: FAILED: {exc}", flush=True)
-            return out, None
-        return out, time.perf_counter() - t0
-    finally:
-        os.close(fd)
-        lock.unlink(missing_ok=True)
+    return out, time.perf_counter() - t0
 
 
 def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
@@ -115,7 +105,7 @@ def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for out, sec in pool.map(_train, todo):
             if sec is None:
-                print(f"{Path(out).relative_to(work)}: done or held elsewhere", flush=True)
+                print(f"{Path(out).relative_to(work)}: done already, or not trained", flush=True)
                 continue
             seconds[str(Path(out).relative_to(work))] = sec
             print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
