@@ -308,16 +308,15 @@ def _run_task(cfg: EvalConfig, inp: _Inputs, k: int, bar: _Progress) -> _TaskCV 
     known = inp.labels[k][inp.labels[k]["known"]]
     patients = known["patient_id"].to_numpy(str)
     y = known["label"].to_numpy(int)
-    n_jobs = len(inp.features) * len(cfg.levels) * len(cfg.probes)
+    jobs = [(key, level, probe) for key in inp.features for level in cfg.levels
+            for probe in cfg.probes]
     try:
         splits = make_splits(patients, y, cfg.n_splits, cfg.repeats, cfg.seed)
     except EvaluationError as exc:
         inp.skipped.append(Skipped(task=task, reason=f"task {task}: {exc}"))
-        bar.advance(n_jobs)
+        bar.advance(len(jobs))
         return None
     tcv = _TaskCV(task=task, horizon=k, patients=patients, y=y, splits=splits)
-    jobs = [(key, level, probe) for key in inp.features for level in cfg.levels
-            for probe in cfg.probes]
     outcomes = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
         delayed(_cv_job)(inp.features[key], patients, y, level=level, tables=inp.tables,
                          splits=splits, factory=_probe_factory(cfg, probe, inp.impute[key]))
