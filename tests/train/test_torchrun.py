@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from medimp.train.module import PretrainModule
-from tests.train.test_distributed import CFG, _batch, _free_port, _grads
+from tests._ddp import free_port
+from tests.train.test_distributed import CFG, _batch, _grads
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or \
     shutil.which("torchrun")
@@ -31,7 +32,7 @@ def _env() -> dict[str, str]:
 def _torchrun(*args: str, timeout: int) -> subprocess.CompletedProcess:
     assert TORCHRUN, "torchrun not found next to the Python interpreter"
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--nnodes", "1", "--rdzv-backend", "c10d",
-           "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--max-restarts", "0", *args]
+           "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--max-restarts", "0", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(),
                           check=False)
 
