@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_write_text
-from medimp.data import Cohort
-from medimp.evaluate._cohort import load_cohort
+from medimp.data import Cohort, read_cohort
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
@@ -357,7 +356,7 @@ def write_report(eval_dir: str | os.PathLike[str],
     h = metrics.header
     out_html = Path(out_html) if out_html else eval_dir / "report.html"
     try:
-        tables: Cohort | None = load_cohort(Path(h.cohort))
+        tables: Cohort | None = read_cohort(Path(h.cohort))
     except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         tables = None
     parts = [f"<h1>medimp evaluation — {html.escape(Path(h.cohort).name)}</h1>",
