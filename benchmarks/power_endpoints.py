@@ -90,7 +90,7 @@ def _method(tables, ids, y, target, splits, tables_by_run):
 
 
 def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
-    from medimp.evaluate.bootstrap import auc
+    from medimp.evaluate.scoring import auc
     from medimp.evaluate.regression import r2
 
     out = {}

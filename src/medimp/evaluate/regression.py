@@ -28,9 +28,9 @@ from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from medimp.data import Cohort, assert_no_patient_leak
-from medimp.evaluate._cohort import EvaluationError, load_cohort
 from medimp.evaluate.embeddings import level_data
-from medimp.evaluate.labels import make_labels
+from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.labels import load_cohort, make_labels
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits
 

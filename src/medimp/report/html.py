@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_write_text
-from medimp.data import Cohort
-from medimp.evaluate._cohort import load_cohort
+from medimp.data import Cohort, read_cohort
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
@@ -323,7 +322,7 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
 def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
     h = metrics.header
     try:
-        cohort: Cohort | None = load_cohort(Path(h.cohort))
+        cohort: Cohort | None = read_cohort(Path(h.cohort))
     except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         cohort = None
     tasks = pd.DataFrame([t.model_dump() for t in h.tasks])
