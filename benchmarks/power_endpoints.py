@@ -90,8 +90,8 @@ def _method(tables, ids, y, target, splits, tables_by_run):
 
 
 def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
-    from medimp.evaluate.scoring import auc
     from medimp.evaluate.regression import r2
+    from medimp.evaluate.scoring import auc
 
     out = {}
     for name, fn, which, truth in (("auc", auc, 0, y), ("brier", brier, 0, y),

@@ -22,7 +22,13 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from medimp.evaluate.added import PREFIX, CombinedLogisticProbe, added_name, combined_features
+from medimp.evaluate.added import (
+    PREFIX,
+    CombinedLogisticProbe,
+    added_name,
+    added_value_answers,
+    combined_features,
+)
 from medimp.evaluate.calibration import (
     brier,
     calibration_summary,
@@ -44,10 +50,12 @@ from medimp.evaluate.metrics import Comparison, RegressionRecord, Skipped
 from medimp.evaluate.probes import ProbeError
 from medimp.evaluate.regression import (
     RegressionCVResult,
+    RegressionTaskCV,
     RidgeProbe,
     cross_validate_regression,
     fold_scores,
     make_targets,
+    regression_predictions,
     regression_task_name,
 )
 from medimp.evaluate.replicates import Member
@@ -78,7 +86,7 @@ def paired_interval(metric: str, values_a: np.ndarray, values_b: np.ndarray,
     return corrected_interval(values_a, test_train_ratio, other=values_b)
 
 
-# --- clinical+NAME members -----------------------------------------------------------------------
+# --- clinical+NAME members -----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Combined:
@@ -138,30 +146,7 @@ def run_added_binary(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
         tcv.results[(key, cfg.endpoint_level, "logistic")] = res
 
 
-# --- continuous tasks ------------------------------------------------------------------------------
-
-@dataclass
-class RegressionTaskCV:
-    """Cross-validation output of one continuous task (the binary task's folds)."""
-
-    task: str
-    horizon: int
-    patients: np.ndarray
-    y: np.ndarray
-    splits: list
-    n_graft_loss: int
-    results: dict[tuple[str, str], RegressionCVResult] = field(default_factory=dict)
-
-    @property
-    def tests(self) -> list[tuple[int, np.ndarray]]:
-        """``(repeat, test indices)`` of each outer fold."""
-        return [(s.repeat, s.test) for s in self.splits]
-
-    @property
-    def test_train_ratio(self) -> float:
-        """Mean ``n_test / n_train`` of the outer folds."""
-        return float(np.mean([len(s.test) / len(s.train) for s in self.splits]))
-
+# --- continuous tasks ----------------------------------------------------------------------
 
 def _regression_job(table: pd.DataFrame, rtcv: RegressionTaskCV, level: str, tables: Any,
                     probe: dict[str, Any]) -> RegressionCVResult | str:
@@ -219,8 +204,8 @@ def _regression_record(rtcv: RegressionTaskCV, values: dict[str, np.ndarray], *,
                        method: str, run: str | None, level: str,
                        n_samples: int) -> RegressionRecord | None:
     ratio = rtcv.test_train_ratio
-    r2 = corrected_interval(values["r2"], ratio)
-    mae = corrected_interval(values["mae"], ratio)
+    r2 = corrected_interval(values["r2"], ratio, clip=(-np.inf, 1.0))
+    mae = corrected_interval(values["mae"], ratio, clip=(0.0, np.inf))
     rho = corrected_interval(values["spearman"], ratio, clip=(-1, 1))
     if not np.isfinite([r2.estimate, r2.low, r2.high, mae.estimate]).all():
         return None
@@ -264,14 +249,17 @@ def regression_records(inp: Inputs, rtcv: RegressionTaskCV
     return records, r2
 
 
-def _comparison(task: str, metric: str, a: str, b: str, level: str, probe: str, n: int,
-                iv: Interval, n_a: int, n_b: int) -> Comparison | None:
+def _comparison(where: tuple[str, str, str, int], pair: tuple[str, str], metric: str,
+                iv: Interval, runs: tuple[int, int]) -> Comparison | None:
+    """A :class:`Comparison` of ``pair`` (a minus b) at ``where`` = (task, level, probe, n)."""
     if not np.isfinite([iv.estimate, iv.low, iv.high, iv.p_value]).all():
         return None
+    (task, level, probe, n), (a, b) = where, pair
     return Comparison(task=task, method=a, other=b, level=level, probe=probe, n=n,
                       metric=metric, **{f"{metric}_diff": iv.estimate},  # type: ignore[arg-type]
                       ci_low=iv.low, ci_high=iv.high, p_value=iv.p_value, se=iv.se,
-                      n_runs=n_a, other_n_runs=n_b, seed_variance=n_a > 1 or n_b > 1,
+                      n_runs=runs[0], other_n_runs=runs[1],
+                      seed_variance=runs[0] > 1 or runs[1] > 1,
                       min_detectable_diff=minimal_detectable_difference(iv.se))
 
 
@@ -284,8 +272,8 @@ def regression_comparisons(cfg: EvalConfig, rtcv: RegressionTaskCV,
         if name == cfg.reference_method or name.startswith(PREFIX) or mine is None:
             continue
         iv = paired_interval("r2", mine, vals, rtcv.test_train_ratio)
-        c = _comparison(rtcv.task, "r2", cfg.reference_method, name, level, "ridge",
-                        len(rtcv.y), iv, len(mine), len(vals))
+        c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
+                        (cfg.reference_method, name), "r2", iv, (len(mine), len(vals)))
         if c is not None:
             out.append(c)
     return out
@@ -313,20 +301,20 @@ def added_value_comparisons(cfg: EvalConfig, tcv: TaskCV | None,
                     va = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in runs])
                     vb = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in base])
                     iv = paired_interval("brier", va, vb, tcv.test_train_ratio)
-                c = _comparison(tcv.task, metric, name, "clinical_only", level, "logistic",
-                                len(tcv.y), iv, len(runs), len(base))
+                c = _comparison((tcv.task, level, "logistic", len(tcv.y)),
+                                (name, "clinical_only"), metric, iv, (len(runs), len(base)))
                 out += [c] if c is not None else []
     if rtcv is not None and (base_r2 := r2.get(("clinical_only", level))) is not None:
         for (name, lv), vals in r2.items():
             if name.startswith(PREFIX) and lv == level:
                 iv = paired_interval("r2", vals, base_r2, rtcv.test_train_ratio)
-                c = _comparison(rtcv.task, "r2", name, "clinical_only", level, "ridge",
-                                len(rtcv.y), iv, len(vals), len(base_r2))
+                c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
+                                (name, "clinical_only"), "r2", iv, (len(vals), len(base_r2)))
                 out += [c] if c is not None else []
     return out
 
 
-# --- calibration -----------------------------------------------------------------------------------
+# --- calibration ---------------------------------------------------------------------------
 
 def _run_scores(inp: Inputs, tcv: TaskCV) -> dict[tuple[str, str | None, str, str], np.ndarray]:
     return {(inp.members[key].method, inp.members[key].run, level, probe): res.scores
@@ -380,125 +368,61 @@ def curve_tables(cfg: EvalConfig, tcv: TaskCV,
             pd.concat(dca, ignore_index=True) if dca else empty)
 
 
-def regression_predictions(inp: Inputs, rtcvs: list[RegressionTaskCV]) -> pd.DataFrame:
-    """Out-of-fold eGFR predictions per task, method, run, level, repeat and patient."""
-    parts = []
-    for rtcv in rtcvs:
-        for (key, level), res in rtcv.results.items():
-            m = inp.members[key]
-            n_rep, n = res.predictions.shape
-            parts.append(pd.DataFrame({
-                "task": rtcv.task, "method": m.method, "run": m.run or "", "level": level,
-                "probe": "ridge", "repeat": np.repeat(np.arange(n_rep), n),
-                "patient_id": np.tile(res.patients, n_rep), "target": np.tile(res.y, n_rep),
-                "prediction": res.predictions.ravel()}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["task", "method", "run", "level", "probe", "repeat", "patient_id", "target",
-                 "prediction"])
+# --- everything above, for evaluate() ------------------------------------------------------------
+
+@dataclass
+class Endpoints:
+    """What the clinic's endpoints add to an evaluation."""
+
+    records: list[RegressionRecord] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)  # R², reference method
+    added: list[Comparison] = field(default_factory=list)
+    answers: list = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # file name -> table
+
+    def write(self, out_dir: Any) -> None:
+        """The parquet tables into ``out_dir`` (each atomically)."""
+        from medimp._io import atomic_path
+
+        for name, table in self.tables.items():
+            with atomic_path(out_dir / name) as tmp:
+                table.to_parquet(tmp, index=False)
 
 
-# --- "do the images add anything?" -----------------------------------------------------------------
-
-_WORDS = {"auc": "ΔAUC", "r2": "ΔR²", "brier": "ΔBrier"}
-
-
-def _diff(c: Comparison) -> float:
-    return float(getattr(c, f"{c.metric}_diff"))
+def without_combined(scores: dict) -> dict:
+    """``scores`` without the ``clinical+NAME`` entries (they are compared with
+    ``clinical_only`` only, not with the reference method)."""
+    return {k: v for k, v in scores.items() if not k[0].startswith(PREFIX)}
 
 
-def _improves(c: Comparison) -> bool:
-    """The images help: AUC or R² higher, Brier lower (its whole CI on that side)."""
-    return c.ci_high < 0 if c.metric == "brier" else c.ci_low > 0
+def run_endpoints(cfg: EvalConfig, inp: Inputs, task_cvs: Sequence[TaskCV],
+                  scores_by_task: dict[str, dict], combined: dict[str, Combined]) -> Endpoints:
+    """Regression tasks, added-value comparisons and answers, calibration and curve tables.
 
-
-def _harms(c: Comparison) -> bool:
-    return c.ci_low > 0 if c.metric == "brier" else c.ci_high < 0
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control)."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
-    out = np.empty_like(adj)
-    out[order] = adj
-    return out
-
-
-def added_value_answers(comparisons: Sequence[Comparison], alpha: float = 0.05) -> list:
-    """One answer per image method: "yes", "no" or "not decided" (with the differences that
-    would go unseen), from its ``clinical+NAME`` vs ``clinical_only`` comparisons.
-
-    The family of one method (every task and metric) is Holm-adjusted: "yes" needs one
-    comparison in favour of the images with adjusted p < ``alpha``; "no" one against them and
-    none in favour; otherwise "not decided", naming per metric the smallest minimal detectable
-    difference over the tasks. A method with a single pretraining run is never decided: its
-    interval leaves out the seed variance.
+    ``scores_by_task``: task -> ``(method, level, probe) -> [runs' scores]`` of the binary
+    tasks (:func:`medimp.evaluate.result.task_records`), ``clinical+NAME`` models included.
     """
-    from medimp.evaluate.metrics import AddedValue
-
-    by_method: dict[str, list[Comparison]] = {}
-    for c in comparisons:
-        by_method.setdefault(c.method.removeprefix(PREFIX), []).append(c)
-    out = []
-    for method, comps in by_method.items():
-        adj = holm([c.p_value for c in comps])
-        sig = [(c, p) for c, p in zip(comps, adj, strict=True) if p < alpha]
-        better = [c for c, _ in sig if _improves(c)]
-        worse = [c for c, _ in sig if _harms(c)]
-        mdd: dict[str, float] = {}
-        for c in comps:
-            if c.min_detectable_diff is not None:
-                mdd[c.metric] = min(mdd.get(c.metric, np.inf), c.min_detectable_diff)
-        unseen = ", ".join(f"{_WORDS[m]} below {v:.3f}" for m, v in sorted(mdd.items()))
-        n_runs = max(c.n_runs for c in comps)
-        if n_runs < 2:
-            answer, sentence = "not decided", (
-                f"not decided: one pretraining run of {method} (its intervals leave out the "
-                "variance between pretraining seeds; pass several runs)")
-        elif better:
-            answer = "yes"
-            sentence = "yes: " + "; ".join(_said(c) for c in better)
-        elif worse:
-            answer = "no"
-            sentence = "no, the images made the clinical model worse: " + "; ".join(
-                _said(c) for c in worse)
-        else:
-            answer = "not decided"
-            sentence = f"not decided at this size (a difference below this goes unseen: " \
-                       f"{unseen})"
-        out.append(AddedValue(method=method, answer=answer, sentence=sentence,
-                              min_detectable=mdd, n_runs=n_runs))
+    out = Endpoints()
+    rtcvs = []
+    for tcv in task_cvs:
+        scores = scores_by_task.get(tcv.task, {})
+        rtcv = run_regression(cfg, inp, tcv, combined) if cfg.continuous else None
+        r2: dict[tuple[str, str], np.ndarray] = {}
+        if rtcv is not None:
+            rtcvs.append(rtcv)
+            recs, r2 = regression_records(inp, rtcv)
+            out.records += recs
+            out.comparisons += regression_comparisons(cfg, rtcv, r2)
+        if combined:
+            out.added += added_value_comparisons(cfg, tcv, scores, rtcv, r2)
+        if cfg.calibration:
+            cal, dca = curve_tables(cfg, tcv, scores)
+            for name, t in (("calibration.parquet", cal), ("decision_curves.parquet", dca)):
+                if not t.empty:
+                    prev = out.tables.get(name)
+                    out.tables[name] = t if prev is None else pd.concat([prev, t],
+                                                                         ignore_index=True)
+    if rtcvs:
+        out.tables["egfr_predictions.parquet"] = regression_predictions(inp.members, rtcvs)
+    out.answers = added_value_answers(out.added)
     return out
-
-
-def _said(c: Comparison) -> str:
-    return (f"{c.task} {_WORDS[c.metric]} {_diff(c):+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-            f" (Holm-adjusted within the method)")
-
-
-# --- printed tables ----------------------------------------------------------------------------------
-
-def regression_headline(metrics: Any, level: str = "patient_mean") -> pd.DataFrame:
-    """Methods × ``egfr_yK`` table of "R² [low, high]" (the methods' own records)."""
-    rows = [r for r in metrics.regression if r.level == level and r.run is None]
-    if not rows:
-        return pd.DataFrame()
-    df = pd.DataFrame({"method": [r.method for r in rows], "task": [r.task for r in rows],
-                       "cell": [f"{r.r2:.3f} [{r.r2_ci_low:.3f}, {r.r2_ci_high:.3f}]"
-                                for r in rows]})
-    table = df.pivot(index="method", columns="task", values="cell")
-    order = list(dict.fromkeys(r.method for r in rows))
-    return table.loc[order]
-
-
-def added_value_table(metrics: Any) -> pd.DataFrame:
-    """``clinical+NAME`` minus ``clinical_only``: task, method, Δ [CI], p, minimal detectable."""
-    rows = [{"task": c.task, "model": c.method, "difference": _WORDS[c.metric],
-             "estimate [95% CI]": f"{_diff(c):+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-             "p": round(c.p_value, 4),
-             "detectable": None if c.min_detectable_diff is None
-             else round(c.min_detectable_diff, 3)}
-            for c in metrics.added_value]
-    return pd.DataFrame(rows, columns=["task", "model", "difference", "estimate [95% CI]", "p",
-                                       "detectable"])

@@ -262,6 +262,9 @@ class MetricsFile(_Model):
     comparisons: list[Comparison] = Field(default_factory=list)
     regression: list[RegressionRecord] = Field(
         default_factory=list, description="continuous tasks egfr_yK (ridge probe)")
+    regression_comparisons: list[Comparison] = Field(
+        default_factory=list, description="R² of the reference method minus each other "
+        "method on the continuous tasks (metric 'r2')")
     added_value: list[Comparison] = Field(
         default_factory=list, description="clinical+NAME minus clinical_only, per task and "
         "metric (auc, brier on binary tasks; r2 on continuous ones)")
