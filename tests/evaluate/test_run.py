@@ -170,5 +170,8 @@ def test_parallel_jobs_give_the_same_result(eval_cohort, tmp_path) -> None:
     runs = [evaluate(eval_cohort, emb, tmp_path / str(j),
                      EvalConfig(**cfg, n_jobs=j, survival=False, retrieval=False,
                                 oracle=False)) for j in (1, 2)]
-    a, b = ([(r.task, r.method, r.auc, r.f1) for r in res.metrics.records] for res in runs)
-    assert a == b and len(a) == 2
+    a, b = ([(r.task, r.method, r.auc, r.f1, r.brier) for r in res.metrics.records]
+            for res in runs)
+    assert a == b and len(a) == 3  # medimp, clinical_only, clinical+medimp
+    a, b = ([(r.task, r.method, r.r2, r.mae) for r in res.metrics.regression] for res in runs)
+    assert a == b and len(a) == 3
