@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_write_text
-from medimp.data import Cohort
-from medimp.evaluate.labels import load_cohort
+from medimp.data import Cohort, read_cohort
 from medimp.evaluate.metrics import MetricsFile, read_metrics
 from medimp.report import appendix, figures, prediction, risks
 from medimp.report.answer import CLINICAL, added_value, bottom_line, task_classes
@@ -287,7 +286,7 @@ def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
 def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
     h = metrics.header
     try:
-        cohort: Cohort | None = load_cohort(Path(h.cohort))
+        cohort: Cohort | None = read_cohort(Path(h.cohort))
     except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         cohort = None
     preds = prediction.predictors(cohort)
