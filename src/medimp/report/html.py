@@ -26,8 +26,8 @@ import pandas as pd
 from medimp._io import atomic_write_text
 from medimp.data import Cohort, read_cohort
 from medimp.evaluate.metrics import MetricsFile, read_metrics
-from medimp.report import appendix, figures, prediction, risks
-from medimp.report.answer import CLINICAL, added_value, bottom_line, task_classes
+from medimp.report import appendix, figures, prediction, usefulness
+from medimp.report.answer import added_value, bottom_line, task_classes
 from medimp.report.figures import format_p
 from medimp.report.flow import cohort_flow
 from medimp.report.tripod import checklist
@@ -175,73 +175,6 @@ def _predictions(eval_dir: Path) -> pd.DataFrame | None:
     return pred[(pred["level"] == HEADLINE[0]) & (pred["probe"] == HEADLINE[1])]
 
 
-def _focus_methods(metrics: MetricsFile) -> list[str]:
-    """The clinical table, the best image method (mean headline AUC) and its combined model."""
-    own = [r for r in metrics.records if (r.level, r.probe) == HEADLINE and r.run is None]
-    auc: dict[str, list[float]] = {}
-    for r in own:
-        auc.setdefault(r.method, []).append(r.auc)
-    images = {m: float(np.mean(v)) for m, v in auc.items()
-              if m not in (CLINICAL, "oracle") and not m.startswith("clinical+")}
-    best = max(images, key=images.__getitem__) if images else None
-    picks = [CLINICAL, best, f"clinical+{best}" if best else None]
-    return [m for m in picks if m is not None and m in auc]
-
-
-def _calibration_and_risks(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
-    pred = _predictions(eval_dir)
-    focus = _focus_methods(metrics)
-    if pred is None or pred.empty or not focus:
-        return {"calibration": None, "risks": None, "focus": focus}
-    recs = {(r.task, r.method): r for r in metrics.records
-            if (r.level, r.probe) == HEADLINE and r.run is None}
-    panels, tasks = [], []
-    for task in sorted(pred["task"].unique()):
-        groups, legend, group_rows, thr_rows = {}, {}, [], []
-        for m in focus:
-            pr = risks.patient_risks(pred, task, m)
-            if pr.empty:
-                continue
-            groups[m] = g = risks.risk_groups(pr)
-            rec = recs.get((task, m))
-            slope, icpt = _attr(rec, "calibration_slope"), _attr(rec, "calibration_intercept")
-            legend[m] = m + (f" (slope {slope:.2f}, intercept {icpt:+.2f})"
-                             if slope is not None and icpt is not None else "")
-            group_rows += [{"method": m, "predicted risk": row.group, "patients": row.n,
-                            "mean predicted": f"{row.mean_risk:.0%}",
-                            "observed poor status": f"{row.events}/{row.n} = {row.observed:.0%} "
-                            f"[{row.observed_low:.0%}, {row.observed_high:.0%}]"}
-                           for row in g.itertuples()]
-            thr_rows += [{"method": m, "risk ≥": f"{t.threshold:.0%}",
-                          "called high risk": t.positives, "sensitivity": _pct(t.sensitivity),
-                          "specificity": _pct(t.specificity), "PPV": _pct(t.ppv),
-                          "NPV": _pct(t.npv)} for t in risks.threshold_table(pr).itertuples()]
-        if groups:
-            panels.append({"task": _task_label(metrics, task),
-                           "png": figures.calibration_plot(groups, _task_label(metrics, task),
-                                                           legend)})
-            tasks.append({"task": _task_label(metrics, task),
-                          "groups": _table(pd.DataFrame(group_rows)),
-                          "thresholds": _table(pd.DataFrame(thr_rows))})
-    fields = [("brier", "Brier score"), ("calibration_intercept", "calibration intercept"),
-              ("calibration_slope", "calibration slope")]
-    summary = None
-    if any(_attr(r, "brier") is not None for r in recs.values()):
-        summary = _table(pd.DataFrame([{
-            "task": t, "method": m, **{label: _ci(_attr(r, f), _attr(r, f + "_ci_low"),
-                                                  _attr(r, f + "_ci_high"))
-                                       for f, label in fields}}
-            for (t, m), r in sorted(recs.items())]))
-    return {"calibration": {"panels": panels, "summary": summary} if panels else None,
-            "risks": {"tasks": tasks, "thresholds": [f"{t:.0%}" for t in risks.THRESHOLDS]}
-            if tasks else None,
-            "focus": focus}
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{v:.0%}"
-
-
 def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
     """The Cox models: each method's C-index first, its runs folded away, KM with at-risk."""
     if not metrics.survival:
@@ -277,6 +210,17 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
             "interval": prediction.interval_name(metrics)}
 
 
+def _usefulness(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
+    """Calibration, decision curves and absolute risks, their tables ready for the template."""
+    use = usefulness.sections(eval_dir, metrics, _predictions(eval_dir))
+    cal = use["calibration"]
+    if cal is not None and cal["summary"] is not None:
+        cal["summary"] = _table(cal["summary"])
+    for t in (use["risks"] or {}).get("tasks", []):
+        t["groups"], t["thresholds"] = _table(t["groups"]), _table(t["thresholds"])
+    return use
+
+
 def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
     if cohort is not None:
         return cohort.truth is not None and not cohort.truth.empty
@@ -306,8 +250,7 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         "added": [dict(a.__dict__, words=a.words(), horizon=_task_label(metrics, a.task))
                   for a in added_value(metrics)],
         "results": _results(eval_dir, metrics),
-        **_calibration_and_risks(eval_dir, metrics),
-        "decision": None,
+        **_usefulness(eval_dir, metrics),
         "survival": _survival(eval_dir, metrics),
         "flow": cohort_flow(metrics, cohort),
         "protocol": prediction.protocol_items(metrics),
