@@ -115,8 +115,9 @@ class DynamicSeries:
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    s = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    return (float(s[0]), float(s[1]), float(s[2]))
+    from medimp.data.geometry import voxel_sizes
+
+    return voxel_sizes(affine)
 
 
 def _check_affine(affine: np.ndarray, path: Path) -> np.ndarray:
