@@ -60,6 +60,7 @@ class FitConfig:
     inner_splits: int = 3
     seed: int = 0
     continuous: bool = True
+    survival_event: str = "graft_loss"  # external C-index: graft_loss or poor_status
 
     def probe_options(self) -> dict[str, Any]:
         return {"Cs": list(self.Cs), "inner_splits": self.inner_splits, "seed": self.seed}
@@ -231,14 +232,10 @@ def fit_all(cohort: Cohort, clinical: pd.DataFrame | None,
         cfg: horizons, threshold and grids.
         progress: called with a short text before each fit.
     """
-    import importlib.util
-
-    # TEMPORARY until the regression and clinical+NAME probes are on main
-    have = importlib.util.find_spec("medimp.evaluate.added") is not None
-    kinds: list[TaskKind] = ["binary", "continuous"] if cfg.continuous and have else ["binary"]
+    kinds: list[TaskKind] = ["binary", "continuous"] if cfg.continuous else ["binary"]
     out: list[FittedModel] = []
     combined = {key: combine_tables(clinical, emb) for key, emb in embeddings.items()} \
-        if clinical is not None and have else {}
+        if clinical is not None else {}
     for kind in kinds:
         for h in cfg.horizons:
             task, targets = model_targets(cohort, h, kind, cfg.threshold)
