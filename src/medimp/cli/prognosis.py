@@ -29,6 +29,9 @@ def fit_prognosis_command(
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="eGFR cut-off of poor status; default from study.yaml.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the inner CV.")] = 0,
+    external: Annotated[Path | None, typer.Option(
+        "--external", help="External cohort: the fitted models are tested on it and the "
+        "figures go into the model card.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier model folder (only once the new one is "
         "complete).")] = False,
@@ -40,8 +43,10 @@ def fit_prognosis_command(
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
     cfg = FitConfig(horizons=tuple(horizons or (2, 3, 4)), threshold=threshold, seed=seed)
+    if external is not None and not (external / "study.yaml").is_file():
+        fail(f"--external {external}: not a cohort directory (no study.yaml)")
     path = fit_prognosis(cohort, _methods(runs), out, cfg, overwrite=overwrite,
-                         progress=is_interactive())
+                         progress=is_interactive(), external=external)
     folder = read_model(path)
     console.print(f"model folder: {path} ({len(folder.models)} fitted models, "
                   f"{len(folder.runs)} pretraining run(s), fitted on "

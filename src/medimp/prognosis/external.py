@@ -40,6 +40,9 @@ __all__ = ["ExternalScore", "evaluate_external", "external_notes", "score_extern
 
 Z95 = 1.959963984540054
 N_BOOT = 1000
+_BOUNDS = {"auc": (0.0, 1.0), "brier": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0),
+           "f1": (0.0, 1.0), "r2": (-np.inf, 1.0), "mae": (0.0, np.inf),
+           "spearman": (-1.0, 1.0)}
 
 
 def external_notes(dev: Path, ext: Path, methods: Mapping[str, Any]) -> list[str]:
@@ -118,7 +121,8 @@ def score_external(kind: str, y: np.ndarray, runs: list[np.ndarray],
         else:
             var = float(draws.var(ddof=1)) + float(vals.var(ddof=1)) / len(runs)
             lo, hi = est - Z95 * np.sqrt(var), est + Z95 * np.sqrt(var)
-        out[name] = (est, float(lo), float(hi))
+        lo_b, hi_b = _BOUNDS.get(name, (-np.inf, np.inf))  # normal intervals stay in range
+        out[name] = (est, float(max(lo, lo_b)), float(min(hi, hi_b)))
         out[f"{name}_sd"] = float(vals.std(ddof=1)) if len(runs) > 1 else None
     if kind == "binary":
         from medimp.evaluate.calibration import calibration_summary
@@ -157,7 +161,7 @@ def _c_index(surv: pd.DataFrame, patients: np.ndarray, runs: list[np.ndarray],
     est = float(np.mean(vals))
     if len(runs) > 1:
         half = Z95 * np.sqrt(np.var(draws, ddof=1) + np.var(vals, ddof=1) / len(runs))
-        return est, est - half, est + half
+        return est, max(0.0, est - half), min(1.0, est + half)
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return est, float(lo), float(hi)
 

@@ -147,7 +147,7 @@ def build_folder(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any]
 def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                   out: str | os.PathLike[str], cfg: FitConfig | None = None, *,
                   overwrite: bool = False, progress: bool = False,
-                  external: dict[str, Any] | None = None) -> Path:
+                  external: str | os.PathLike[str] | None = None) -> Path:
     """Fit on all labelled patients of ``cohort_path`` and write the model folder ``out``.
 
     Args:
@@ -158,7 +158,9 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
         cfg: horizons, threshold, inner-CV grids.
         overwrite: replace an earlier model folder.
         progress: print each fit.
-        external: figures of an external validation to put in the model card.
+        external: an external cohort: the fitted models are applied to it and scored
+            (:mod:`medimp.prognosis.external`) and the figures go into the model card and
+            ``model.json`` (``external``). Runs pretrained on it are refused (leakage).
     """
     from medimp._io import output_dir
     from medimp.prognosis.card import model_card
@@ -168,11 +170,37 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
     sources = [s for m in methods.values() for s in (m if isinstance(m, list | tuple) else [m])]
     with output_dir(final, overwrite=overwrite, what="model folder", error=PrognosisError,
                     keep=[cohort_path, *sources], ours=MODEL_FILES) as tmp:
+        if external is not None:
+            from medimp.prognosis.external import external_notes
+
+            external_notes(Path(cohort_path), Path(external), methods)  # refuses leakage
         folder = build_folder(cohort_path, methods, cfg, progress)
-        if external:
-            folder.meta["external"] = external
+        if external is not None:
+            folder.meta["external"] = _external_summary(folder, Path(external), cfg)
         write_model(folder, tmp, model_card(folder))
     return final
+
+
+def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> dict[str, Any]:
+    """The external figures of the folder's models (mean over runs), for the model card."""
+    from medimp.prognosis.external import external_scores
+
+    _, applied = apply_folder(folder, ext)
+    rows = []
+    for s in external_scores(folder, ext, applied, cfg or FitConfig()):
+        if s["run"] is not None:
+            continue
+        rec: dict[str, Any] = {"method": s["model"], "task": s["task"], "n": s["score"]["n"]}
+        for name, key in (("auc", "auc_text"), ("brier", "brier_text"),
+                          ("calibration_intercept", "cal_int_text"),
+                          ("calibration_slope", "cal_slope_text"), ("r2", "r2_text")):
+            if name in s["score"]:
+                est, lo, hi = s["score"][name]
+                rec[name] = [est, lo, hi]
+                rec[key] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+        rows.append(rec)
+    return {"cohort": str(ext.resolve()), "fingerprint": cohort_fingerprint(ext),
+            "n_patients": len(read_cohort(ext).patients), "records": rows}
 
 
 # --- apply -------------------------------------------------------------------------------------
