@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, err_console, fail, is_interactive
+from medimp.cli._common import console, err_console, fail, is_interactive, warn_deprecated
 
 
 def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
@@ -46,9 +46,10 @@ def evaluate_command(
         "--threshold", help="eGFR cut-off of poor status; default from study.yaml.")] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Outer CV folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Outer CV repeats.")] = 5,
-    bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", min=20, help="Patient bootstrap resamples for the CIs.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of splits and bootstrap.")] = 0,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", min=20, help="Deprecated and ignored (the CIs use the corrected "
+        "resampled t, docs/evaluate.md); accepted so that older scripts still run.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the CV splits.")] = 0,
     jobs: Annotated[int, typer.Option(
         "--jobs", help="Cross-validations run in parallel (-1: all cores).")] = 1,
     reference: Annotated[str, typer.Option(
@@ -80,8 +81,10 @@ def evaluate_command(
                for name, paths in {**by_run, **by_file}.items()}
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
+    if bootstrap is not None:
+        warn_deprecated("--bootstrap", "the CIs use the corrected resampled t")
     cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
-                     repeats=repeats, n_bootstrap=bootstrap, seed=seed,
+                     repeats=repeats, n_bootstrap=bootstrap or 1000, seed=seed,
                      reference_method=reference,
                      probes=["logistic"] if no_knn else ["logistic", "knn"],
                      survival=not no_survival, survival_event=survival_event,

@@ -32,7 +32,7 @@ import pandas as pd
 
 from medimp.data import read_cohort
 from medimp.data.fingerprint import cohort_fingerprint
-from medimp.evaluate.bootstrap import auc, balanced_accuracy, f1
+from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.evaluate.replicates import expand_methods
 from medimp.prognosis.fit import FitConfig, FittedModel, PrognosisError, model_targets
 

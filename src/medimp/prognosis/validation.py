@@ -89,7 +89,7 @@ def evaluate_with_external(  # noqa: PLR0917 - the order of medimp.evaluate.eval
         PrognosisError: EXT is DEV, or a run was pretrained on EXT (leakage), before any work.
     """
     from medimp._io import output_dir
-    from medimp.evaluate.run import EVAL_OUTPUTS
+    from medimp.evaluate.result import EVAL_OUTPUTS
 
     cfg = config or EvalConfig()
     dev, ext = Path(cohort_path), Path(external_path)
