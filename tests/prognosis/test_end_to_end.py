@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 import medimp
 from medimp.cli.main import app
-from medimp.evaluate.scoring import auc
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import read_metrics
+from medimp.evaluate.scoring import auc
 from medimp.prognosis import PREDICTION_COLUMNS, PrognosisError
 from medimp.simulate import simulate_cohort
 

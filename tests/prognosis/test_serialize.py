@@ -51,7 +51,7 @@ def test_logistic_pipeline_roundtrips_exactly() -> None:
 
 
 def test_ridge_and_drop_column_roundtrip_exactly() -> None:
-    X, y = data()
+    X, _ = data()
     target = X[:, 4] * 3 + 1
     ct = ColumnTransformer([("clinical", make_pipeline(SimpleImputer(), StandardScaler()),
                              slice(0, 3)), ("image", "drop", slice(3, None))])
@@ -66,7 +66,7 @@ def test_ridge_and_drop_column_roundtrip_exactly() -> None:
 def test_other_components_are_refused_when_saving(bad) -> None:
     X, y = data()
     bad.fit(np.nan_to_num(np.abs(X)), y)
-    with pytest.raises(SerializationError, match="cannot be saved|not one of"):
+    with pytest.raises(SerializationError, match=r"cannot be saved|not one of"):
         dump_estimator(bad, "m")
 
 

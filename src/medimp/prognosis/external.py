@@ -32,8 +32,8 @@ import pandas as pd
 
 from medimp.data import read_cohort
 from medimp.data.fingerprint import cohort_fingerprint
-from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.evaluate.replicates import expand_methods
+from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.prognosis.fit import FitConfig, FittedModel, PrognosisError, model_targets
 
 __all__ = ["ExternalScore", "evaluate_external", "external_notes", "score_external"]
