@@ -115,10 +115,18 @@ def test_absolute_risks_and_calibration(page) -> None:
     assert "from the out-of-fold predictions, in fixed predicted-risk groups" in page
 
 
-def test_survival_first_with_numbers_at_risk(page) -> None:
+def test_survival_first_with_numbers_at_risk(eval_dir, page) -> None:
+    import pandas as pd
+
     surv = _section(page, "survival")
     assert "<th>Harrell&#39;s C [95% CI]</th>" in surv and 'alt="KM curves"' in surv
-    assert "numbers at risk" in surv
+    at_risk = surv[surv.index("Numbers at risk"):]
+    km = pd.read_parquet(eval_dir / "survival.parquet")
+    for method, sub in km.groupby("method"):
+        high = sub[sub["high_risk"] == 1]
+        # at year 0 every patient of the group is at risk; at 1 year those followed past it
+        n1 = int((high["time_days"] >= 365.25).sum())
+        assert f"<td>{method}</td><td>high risk</td><td>{len(high)}</td><td>{n1}</td>" in at_risk
 
 
 def test_cohort_flow_adds_up(eval_dir, page) -> None:

@@ -175,6 +175,21 @@ def _predictions(eval_dir: Path) -> pd.DataFrame | None:
     return pred[(pred["level"] == HEADLINE[0]) & (pred["probe"] == HEADLINE[1])]
 
 
+def _at_risk(km: pd.DataFrame) -> dict[str, list] | None:
+    """Numbers at risk under the Kaplan–Meier curves: patients of each method's risk group
+    still followed and event-free at 0, 1, 2, ... years."""
+    if km.empty:
+        return None
+    years = np.arange(0, int(km["time_days"].max() / 365.25) + 1)
+    rows = []
+    for method, sub in km.groupby("method", sort=False):
+        for grp, label in ((1, "high risk"), (0, "low risk")):
+            t = sub.loc[sub["high_risk"] == grp, "time_days"].to_numpy(float) / 365.25
+            rows.append([method, label, *(int(np.sum(t >= y)) for y in years)])
+    return {"columns": ["method", "group", *(f"{y} y" for y in years)],
+            "rows": [[str(v) for v in r] for r in rows]}
+
+
 def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
     """The Cox models: each method's C-index first, its runs folded away, KM with at-risk."""
     if not metrics.survival:
@@ -190,7 +205,7 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
 
     own = [row(s) for s in metrics.survival if s.run is None]
     per_run = [row(s) for s in metrics.survival if s.run is not None]
-    km_png = None
+    km_png = at_risk = None
     surv_path = eval_dir / "survival.parquet"
     if surv_path.is_file():
         km = pd.read_parquet(surv_path)
@@ -202,11 +217,13 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
         pv = {s.method: s.logrank_p for s in metrics.survival
               if (s.run or "") == first.get(s.method)}
         km_png = figures.km_curves(km, pv)
+        at_risk = _at_risk(km)
     event = {"graft_loss": "graft loss", "poor_status": "graft loss or eGFR below the "
              "threshold at a yearly horizon"}.get(
         str(metrics.header.protocol.get("survival_event", "graft_loss")), "graft loss")
     return {"event": event, "table": _table(pd.DataFrame(own)),
             "runs": _table(pd.DataFrame(per_run)) if per_run else None, "km_png": km_png,
+            "at_risk": at_risk,
             "interval": prediction.interval_name(metrics)}
 
 
