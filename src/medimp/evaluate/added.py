@@ -24,11 +24,11 @@ from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from medimp.evaluate._cohort import EvaluationError
-from medimp.evaluate.bootstrap import auc
 from medimp.evaluate.embeddings import feature_columns
+from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, youden_threshold
+from medimp.evaluate.scoring import auc
 
 __all__ = ["CombinedLogisticProbe", "added_name", "combined_features"]
 

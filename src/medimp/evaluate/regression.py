@@ -27,10 +27,10 @@ import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError, check_no_leak, load_cohort
+from medimp.data import Cohort, assert_no_patient_leak
 from medimp.evaluate.embeddings import level_data
-from medimp.evaluate.labels import make_labels
+from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.labels import load_cohort, make_labels
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits
 
@@ -263,7 +263,7 @@ def cross_validate_regression(features: pd.DataFrame, patients: np.ndarray, y: n
     for split in splits:
         tr = np.isin(data.patient_id, patients[split.train])
         te = np.isin(data.patient_id, patients[split.test])
-        check_no_leak(data.patient_id[tr], data.patient_id[te])
+        assert_no_patient_leak(data.patient_id[tr], data.patient_id[te])
         probe = make_probe()
         probe.fit(data.X[tr], ys[tr], groups=data.patient_id[tr])
         ug, pm = group_mean(probe.predict(data.X[te]), data.patient_id[te])

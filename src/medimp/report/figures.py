@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "calibration_plot",
     "embedding_map",
     "format_p",
     "km_curves",
@@ -198,30 +199,66 @@ def embedding_map(tables: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
 
 
 def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> str:
-    """Kaplan–Meier event-free survival by predicted risk group, one panel per method."""
+    """Kaplan–Meier event-free survival by predicted risk group, one panel per method, with
+    the numbers at risk of each group under the axis (lifelines' ``add_at_risk_counts``)."""
     from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
 
     methods = list(dict.fromkeys(survival["method"]))
     n = max(1, len(methods))
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.9 * rows), squeeze=False)
     for ax, method in zip(axes.ravel(), methods, strict=False):
         sub = survival[survival["method"] == method]
+        fitted = []
         for grp, label, colour in ((1, "high risk", "#c0392b"), (0, "low risk", "#2e86c1")):
             part = sub[sub["high_risk"] == grp]
             if part.empty:
                 continue
             kmf = KaplanMeierFitter().fit(part["time_days"] / 365.25, part["event"], label=label)
             kmf.plot_survival_function(ax=ax, ci_show=False, color=colour)
+            fitted.append(kmf)
         p = pvalues.get(method)
         ax.set_title(f"{method}" + (f" (log-rank p {_p_words(p)})" if p is not None else ""),
                      fontsize=9)
-        ax.set_xlabel("years")
+        ax.set_xlabel("years after transplantation")
         ax.set_ylim(0, 1.05)
+        if fitted:
+            add_at_risk_counts(*fitted, ax=ax, rows_to_show=["At risk"], fig=fig)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
     axes[0][0].set_ylabel("event-free survival")
+    return _png(fig)
+
+
+def calibration_plot(groups: Mapping[str, pd.DataFrame], title: str,
+                     labels: Mapping[str, str] | None = None) -> str:
+    """Observed rate of poor status against mean predicted risk per predicted-risk group
+    (:func:`medimp.report.risks.risk_groups`), with Wilson 95% intervals, one line per
+    method, and the diagonal of perfect calibration.
+
+    Args:
+        groups: method -> its risk-group table.
+        title: the panel title (the task).
+        labels: method -> legend text (e.g. with the calibration slope and intercept).
+    """
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for i, (method, g) in enumerate(groups.items()):
+        if g.empty:
+            continue
+        err = np.vstack([g["observed"] - g["observed_low"], g["observed_high"] - g["observed"]])
+        ax.errorbar(g["mean_risk"] + 0.006 * i, g["observed"], yerr=err, fmt="-o",
+                    markersize=4, capsize=2, color=f"C{i}",
+                    label=(labels or {}).get(method, method))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted risk (mean in group)")
+    ax.set_ylabel("observed rate of poor status")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     return _png(fig)
 
 
