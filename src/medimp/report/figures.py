@@ -219,7 +219,7 @@ def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> st
         p = pvalues.get(method)
         ax.set_title(f"{method}" + (f" (log-rank p {_p_words(p)})" if p is not None else ""),
                      fontsize=9)
-        ax.set_xlabel("years")
+        ax.set_xlabel("years after transplantation")
         ax.set_ylim(0, 1.05)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
