@@ -130,7 +130,7 @@ def test_bf16_skips_a_few_non_finite_steps_then_stops() -> None:
             module.on_before_optimizer_step(None)
         assert all(p.grad is None for p in module.parameters())
     module.training_step(batch, 0).backward()
-    with pytest.raises(TrainError, match="non-finite training loss.*6 steps in a row"):
+    with pytest.raises(TrainError, match=r"non-finite training loss.*6 steps in a row"):
         module.on_before_optimizer_step(None)
 
     module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
@@ -173,7 +173,7 @@ def test_only_non_finite_gradients_stop_the_run() -> None:
     for _ in range(5):
         with pytest.warns(UserWarning, match="non-finite gradient"):
             step_with_bad_gradient()
-    with pytest.raises(TrainError, match="non-finite training gradient.*6 steps in a row"):
+    with pytest.raises(TrainError, match=r"non-finite training gradient.*6 steps in a row"):
         step_with_bad_gradient()
 
 

@@ -90,7 +90,8 @@ def test_resume_refuses_a_changed_configuration(simulated_cohort, tiny_config, t
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["medimp_world"]["world_size"] == 1
     before = (run / "checkpoints" / "last.ckpt").read_bytes()
-    for change, shown in (("epochs=3", "epochs: 2 -> 3"), ("optim.lr=0.5", "optim.lr: 0.001 -> 0.5"),
+    for change, shown in (("epochs=3", "epochs: 2 -> 3"),
+                          ("optim.lr=0.5", "optim.lr: 0.001 -> 0.5"),
                           ("batch_size=2", "batch_size: 4 -> 2")):
         with pytest.raises(TrainError, match=r"--resume with a changed configuration \(" +
                            re.escape(shown)) as err:
