@@ -358,15 +358,6 @@ class Study(_Strict):
             out[col] = known
         return out
 
-    @field_validator("columns")
-    @classmethod
-    def _one_source(cls, v: dict[str, str]) -> dict[str, str]:
-        targets = list(v.values())
-        twice = sorted({t for t in targets if targets.count(t) > 1})
-        if twice:
-            raise ValueError(f"columns: several columns are renamed to {twice}; keep one")
-        return v
-
     @field_validator("exams")
     @classmethod
     def _unique_exams(cls, v: list[ExamSpec]) -> list[ExamSpec]:

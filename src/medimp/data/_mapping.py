@@ -60,7 +60,9 @@ def rename_columns(df: pd.DataFrame, study: Study | None) -> list[str]:
     if study is None or not study.columns:
         return []
     mapping = {src: dst for src, dst in study.columns.items() if src in df.columns}
-    clash = [dst for src, dst in mapping.items() if dst in df.columns and dst != src]
+    targets = list(mapping.values())
+    clash = [dst for src, dst in mapping.items()
+             if (dst in df.columns and dst != src) or targets.count(dst) > 1]
     if not clash:
         df.rename(columns=mapping, inplace=True)
     return clash
