@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, is_interactive
+from medimp.cli._common import console, is_interactive, warn_deprecated
 
 
 def demo_command(
@@ -22,7 +22,8 @@ def demo_command(
     repeats: Annotated[int | None, typer.Option(
         "--repeats", min=1, help="Outer CV repeats of the evaluation (default 3).")] = None,
     bootstrap: Annotated[int | None, typer.Option(
-        "--bootstrap", min=20, help="Bootstrap resamples for the CIs (default 500).")] = None,
+        "--bootstrap", min=20, help="Deprecated and ignored (the CIs use the corrected "
+        "resampled t); accepted so that older scripts still run.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     seeds: Annotated[int | None, typer.Option(
         "--seeds", min=1, help="Pretraining runs (seeds) per method (default 3).")] = None,
@@ -36,6 +37,8 @@ def demo_command(
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
     from medimp.demo import DemoConfig, run_demo
 
+    if bootstrap is not None:
+        warn_deprecated("--bootstrap", "the CIs use the corrected resampled t")
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap, "seeds": seeds, "jobs": jobs}
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns, read_embeddings
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["exam_days", "exams_up_to_day"]
 

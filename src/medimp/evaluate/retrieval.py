@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns
+from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
 
 __all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "recall_chance",
