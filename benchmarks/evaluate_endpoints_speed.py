@@ -25,6 +25,8 @@ from medimp.simulate import simulate_cohort
 def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list]:
     exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
     rng = np.random.default_rng(0)
+    names = ["medimp", "random_init", "image_ssl", "tabular_clip"]
+    names += [f"method{i}" for i in range(len(names), n_methods)]
     out: dict[str, list] = {}
     for m in range(n_methods):
         for _ in range(n_runs):
@@ -32,7 +34,7 @@ def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list
             df["level"] = "exam"
             feats = pd.DataFrame(rng.normal(size=(len(df), dim)),
                                  columns=[f"e{i}" for i in range(dim)])
-            out.setdefault(f"method{m}", []).append(pd.concat([df, feats], axis=1))
+            out.setdefault(names[m], []).append(pd.concat([df, feats], axis=1))
     return out
 
 
