@@ -105,10 +105,14 @@ def evaluate_command(
         console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
     comp = result.comparison_table()
     if not comp.empty:
-        console.print(f"\npaired test (corrected resampled t, seed-aware), "
+        console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), "
                       f"{cfg.reference_method} minus each method:", markup=False)
         console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
                       markup=False)
+        console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
+                      markup=False)
+        for sentence in result.decided():
+            console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
     for note in result.metrics.header.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     for s in result.metrics.skipped:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from medimp._io import atomic_write_text
 from medimp.data import Cohort, read_cohort
+from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
@@ -104,37 +105,37 @@ def _comparison_rows(metrics: MetricsFile) -> list:
 
 
 def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
-    """Per task, which differences of the reference method are significant, and the table."""
+    """Per task, the verdicts of the reference method in words, and the paired table."""
     comps = _comparison_rows(metrics)
     if not comps:
         return None
+    ref = metrics.header.reference_method or ""
     sentences = []
     for task in dict.fromkeys(c.task for c in comps):
         rows = [c for c in comps if c.task == task]
-
-        def names(sel, rows=rows) -> list[str]:
-            return [f"{c.other} ({c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
-                    for c in rows if sel(c)]
-
+        text = verdict_sentence(task, ref, [(c.other, c.verdict or "not decided")
+                                            for c in rows])
         mde = np.median([c.min_detectable_diff for c in rows
                          if c.min_detectable_diff is not None] or [np.nan])
-        sentences.append({
-            "task": task, "n": rows[0].n, "better": names(lambda c: c.ci_low > 0),
-            "worse": names(lambda c: c.ci_high < 0),
-            "open": [c.other for c in rows if c.ci_low <= 0 <= c.ci_high],
-            "mde": float(mde) if np.isfinite(mde) else None})
+        sentences.append({"task": task, "n": rows[0].n,
+                          "text": text.removeprefix(f"{task}: "),
+                          "mde": float(mde) if np.isfinite(mde) else None})
     table = pd.DataFrame([{
         "task": c.task, "vs": c.other,
         "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-        "p": format_p(c.p_value), "runs": f"{c.n_runs} vs {c.other_n_runs}",
+        "p": format_p(c.p_value), "p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm),
+        "runs": f"{c.n_runs} vs {c.other_n_runs}",
         "seed variance in CI": "yes" if c.seed_variance else "no",
         "min. detectable ΔAUC": "–" if c.min_detectable_diff is None
-        else f"{c.min_detectable_diff:.3f}"} for c in comps])
-    caption = ("Paired test on the same folds: corrected resampled t of the per-fold AUC "
-               "differences plus the DeLong variance of the pooled difference and, for methods "
-               "with several pretraining runs, the variance between runs (docs/evaluate.md). "
-               "Significant: the 95% CI excludes 0 (no correction for multiple comparisons). "
-               "The minimal detectable ΔAUC is 2.8 × SE.")
+        else f"{c.min_detectable_diff:.3f}", "verdict": c.verdict or "–"} for c in comps])
+    caption = ("Paired test on the same folds: corrected repeated k-fold t of the per-fold AUC "
+               "differences with, for methods with several pretraining runs, the variance "
+               "between runs (the run × fold interaction counted once; docs/evaluate.md). "
+               "Verdict: 'better'/'worse' when the p-value after Holm's adjustment over this "
+               "table (every task × method) is below 0.05; a pretrained method with a single "
+               "run is not decided, since the variance between seeds cannot be estimated. "
+               "Minimal detectable ΔAUC: 80% power at α = 0.05 (noncentral t with the test's "
+               "degrees of freedom).")
     return {"sentences": sentences, "table": _table(table), "caption": caption}
 
 
