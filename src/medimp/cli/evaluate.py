@@ -65,9 +65,12 @@ def evaluate_command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace --out if it is not empty (only once the new evaluation "
         "is complete).")] = False,
+    external: Annotated[Path | None, typer.Option(
+        "--external", help="External cohort: every model is also fitted on all of --cohort "
+        "and tested once on it (metrics.json 'external' records; docs/prognosis.md).")] = None,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
-    from medimp.evaluate import EvalConfig, evaluate
+    from medimp.evaluate import EvalConfig
 
     runs, embeddings = runs or [], embeddings or []
     by_run, by_file = _pairs(runs, "--runs"), _pairs(embeddings, "--embeddings")
@@ -86,8 +89,7 @@ def evaluate_command(
                      probes=["logistic"] if no_knn else ["logistic", "knn"],
                      survival=not no_survival, survival_event=survival_event,
                      n_jobs=jobs)
-    result = evaluate(cohort, methods, out, cfg, progress=is_interactive(),
-                      overwrite=overwrite)
+    result = _run(cohort, methods, out, cfg, external=external, overwrite=overwrite)
     if not result.metrics.records and not result.metrics.survival:
         for s in result.metrics.skipped:  # the reasons, then one line that says what to do
             where = s.task + (f", {s.method}" if s.method else "")
@@ -95,24 +97,9 @@ def evaluate_command(
                               highlight=False, soft_wrap=True)
         fail(f"nothing could be evaluated: every task was skipped for the "
              f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
-    headline = result.headline()
-    if headline.empty:
-        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
-                      "(see the skipped tasks below)")
-    else:
-        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
-                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
-        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
-    comp = result.comparison_table()
-    if not comp.empty:
-        console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), "
-                      f"{cfg.reference_method} minus each method:", markup=False)
-        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
-                      markup=False)
-        console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
-                      markup=False)
-        for sentence in result.decided():
-            console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
+    _print_tables(result, cfg.reference_method)
+    if result.metrics.external:
+        _print_external(result.metrics)
     for note in result.metrics.header.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     for s in result.metrics.skipped:
@@ -125,6 +112,63 @@ def evaluate_command(
 
         html = write_report(result.out_dir)
         console.print(f"report: {html}", markup=False)
+
+
+def _print_tables(result, reference: str) -> None:
+    """The headline AUCs, the paired tests of ``reference`` and their verdicts in words."""
+    headline = result.headline()
+    if headline.empty:
+        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
+                      "(see the skipped tasks below)")
+    else:
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
+                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
+        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
+    comp = result.comparison_table()
+    if comp.empty:
+        return
+    console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), {reference} minus "
+                  "each method:", markup=False)
+    console.print(comp.to_string(index=False), highlight=False, soft_wrap=True, markup=False)
+    console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
+                  markup=False)
+    for sentence in result.decided():
+        console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _run(cohort: Path, methods: dict, out: Path, cfg, *, external: Path | None,
+         overwrite: bool):
+    """The evaluation, with the external validation when ``--external`` is given."""
+    if external is None:
+        from medimp.evaluate import evaluate
+
+        return evaluate(cohort, methods, out, cfg, progress=is_interactive(),
+                        overwrite=overwrite)
+    from medimp.prognosis.validation import evaluate_with_external
+
+    return evaluate_with_external(cohort, external, methods, out, cfg,
+                                  progress=is_interactive(), overwrite=overwrite)
+
+
+def _print_external(metrics) -> None:
+    """The external records of the methods (mean over runs), one row per method × task."""
+    import pandas as pd
+
+    def cell(est, lo, hi) -> str:
+        return "" if est is None else f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    rows = [{"model": r.method, "task": r.task, "n": r.n,
+             "AUC": cell(r.auc, r.auc_ci_low, r.auc_ci_high),
+             "Brier": cell(r.brier, r.brier_ci_low, r.brier_ci_high),
+             "cal. slope": cell(r.calibration_slope, r.calibration_slope_ci_low,
+                                r.calibration_slope_ci_high),
+             "R2": cell(r.r2, r.r2_ci_low, r.r2_ci_high)}
+            for r in metrics.external if r.run is None]
+    console.print(f"\nexternal validation on {metrics.header.external_cohort} (fitted on all "
+                  "of the development cohort; 95% CI: bootstrap over external patients, plus "
+                  "the between-run variance):", highlight=False, soft_wrap=True, markup=False)
+    console.print(pd.DataFrame(rows).to_string(index=False), highlight=False, soft_wrap=True,
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -65,8 +65,9 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                            "folds (never the test fold)"),
         "metrics": ("patient-level ROC AUC, balanced accuracy, F1 computed on each test fold "
                     f"({cfg.repeats}x{cfg.n_splits} values) and averaged; 95% CI from the "
-                    "corrected repeated k-fold t (Nadeau & Bengio 2003, Bouckaert & Frank "
-                    "2004): variance (1/J + n_test/n_train)·s² of the J fold values; with "
+                    "corrected resampled t (Nadeau & Bengio 2003, for repeated k-fold CV "
+                    "Bouckaert & Frank 2004): variance (1/J + n_test/n_train)·s² of the J "
+                    "fold values; with "
                     "several pretraining runs, the variance of the run means / runs plus the "
                     "corrected fold variance without the run x fold interaction (counted "
                     "once), Welch–Satterthwaite df"),

@@ -1,12 +1,15 @@
-"""One self-contained HTML page from an evaluation folder.
+"""One self-contained HTML page from an evaluation folder, written for a transplant team.
 
 ``write_report(eval_dir)`` reads what :func:`medimp.evaluate.evaluate` wrote (``metrics.json``,
 ``predictions.parquet``, ``survival.parquet``, ``embeddings/``), the cohort named in the header,
-and each run's ``history.csv``, and renders the jinja2 template
-``medimp/report/templates/report.html.j2`` into ``report.html``. Every value is escaped by the
-template (autoescape), every figure is a base64 PNG inside the page and there is no external
-stylesheet, script or image, so the file can be mailed. Sections that lack their input (no runs,
-no images, no prompts stage) say so and move on.
+and each run's ``model.json``/``history.csv``, and renders the jinja2 template
+``medimp/report/templates/report.html.j2`` into ``report.html``: the answer first (question,
+data, time zero, classes, the bottom line against the clinical table), the definition of the
+prediction, added value, discrimination, calibration, absolute risks, survival, cohort flow,
+protocol and limitations; the encoders' own checks in an appendix; a TRIPOD+AI checklist last.
+Every value is escaped by the template (autoescape), every figure is a base64 PNG inside the
+page and there is no external stylesheet, script or image, so the file can be mailed. A section
+whose input is absent (an older ``metrics.json``, no runs, no images) says so and moves on.
 """
 
 from __future__ import annotations
@@ -23,23 +26,16 @@ import pandas as pd
 from medimp._io import atomic_write_text
 from medimp.data import Cohort, read_cohort
 from medimp.evaluate.compare import verdict_sentence
-from medimp.evaluate.embeddings import feature_columns, level_data
-from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile, read_metrics
-from medimp.report import figures
+from medimp.report import appendix, figures, prediction, usefulness
+from medimp.report.answer import added_value, bottom_line, task_classes
 from medimp.report.figures import format_p
+from medimp.report.flow import cohort_flow
+from medimp.report.tripod import checklist
 
 __all__ = ["render_report", "write_report"]
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
-margin-top:1.8em}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
-td,th{border:1px solid #ddd;padding:.25em .55em;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;
-font-size:.9em}.best{font-weight:bold}code{background:#f4f4f4;padding:0 .2em}
-"""
+HEADLINE = ("patient_mean", "logistic")
 
 
 @cache
@@ -59,265 +55,204 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _table(df: pd.DataFrame, index: bool = False) -> dict[str, list]:
+def _table(df: pd.DataFrame) -> dict[str, list]:
     """A DataFrame as the template's table: column names and rows of text cells."""
-    if index:
-        df = df.reset_index()
     return {"columns": [str(c) for c in df.columns],
             "rows": [[_cell(v) for v in row] for row in df.astype(object).itertuples(index=False)]}
 
 
-def _ci(v: float | None, lo: float | None, hi: float | None) -> str:
+def _ci(v: float | None, lo: float | None, hi: float | None, fmt: str = ".3f") -> str:
     if v is None:
         return "–"
     if lo is None or hi is None:
-        return f"{v:.3f}"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+        return f"{v:{fmt}}"
+    return f"{v:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
-def _headline(metrics: MetricsFile, level: str, probe: str, field: str) -> pd.DataFrame:
-    rows = [r for r in metrics.records if r.level == level and r.probe == probe
-            and r.run is None]
-    if not rows:
+def _attr(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
+def _task_label(metrics: MetricsFile, task: str) -> str:
+    t = next((t for t in metrics.header.tasks if t.task == task), None)
+    return task if t is None else f"{t.horizon_years} years (n={t.n_known}, {t.n_pos} poor)"
+
+
+def _method_table(metrics: MetricsFile, records: list, value) -> pd.DataFrame:
+    """Methods (rows, in the order given) × tasks (columns) of ``value(record)`` strings."""
+    if not records:
         return pd.DataFrame()
-    cells = []
-    for r in rows:
-        if field == "auc":
-            cell = _ci(r.auc, r.auc_ci_low, r.auc_ci_high)
-        elif field == "balanced_accuracy":
-            cell = _ci(r.balanced_accuracy, r.balanced_accuracy_ci_low,
-                       r.balanced_accuracy_ci_high)
-        else:
-            cell = _ci(r.f1, r.f1_ci_low, r.f1_ci_high)
-        if field == "auc" and r.n_runs > 1 and r.auc_sd is not None:
-            cell += f" sd {r.auc_sd:.3f} ({r.n_runs} runs)"
-        cells.append({"method": r.method, "task": f"{r.task} (n={r.n}, pos={r.n_pos})",
-                      "cell": cell})
-    table = pd.DataFrame(cells).pivot(index="method", columns="task", values="cell")
-    order = [m for m in metrics.header.methods if m in table.index]  # methods as given
-    table = table.loc[order + [m for m in table.index if m not in order]]
+    df = pd.DataFrame([{"method": r.method if r.run is None else f"{r.method} · {r.run}",
+                        "task": _task_label(metrics, r.task), "cell": value(r)}
+                       for r in records])
+    table = df.pivot(index="method", columns="task", values="cell")
+    order = {m: i for i, m in enumerate(metrics.header.methods)}
+    table = table.loc[sorted(table.index, key=lambda m: (order.get(m.split(" · ")[0], 99), m))]
     table.columns.name = None
-    return table
+    n_runs = {r.method: r.n_runs for r in records if r.run is None}
+    if any(n > 1 for n in n_runs.values()):
+        table.insert(0, "runs", [n_runs.get(m, 1) for m in table.index])
+    return table.reset_index()
 
 
-def _comparison_rows(metrics: MetricsFile) -> list:
-    return [c for c in metrics.comparisons if c.level == "patient_mean" and c.probe == "logistic"]
+def _auc_cell(r) -> str:
+    cell = _ci(r.auc, r.auc_ci_low, r.auc_ci_high)
+    if r.n_runs > 1:
+        cell += f" † sd {r.auc_sd:.3f}" if r.auc_sd is not None else " †"
+    return cell
+
+
+def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
+    """Discrimination: each method first, its runs folded away, then the paired tests."""
+    p = metrics.header.protocol
+    head = [r for r in metrics.records if (r.level, r.probe) == HEADLINE]
+    own = [r for r in head if r.run is None]
+    runs = [r for r in head if r.run is not None]
+    interval = prediction.interval_name(metrics)
+    caption = (f"ROC AUC: the mean over the {p.get('repeats', '?')} × {p.get('n_splits', '?')} "
+               f"test folds of the patient-level AUC, with its 95% CI ({interval}). "
+               "† marks a method with several pretraining runs: its value is the mean over "
+               "runs, its CI includes the variance between runs, and sd is the spread of the "
+               "runs' AUCs; every other CI comes from one run and leaves the seed variance out. "
+               "Features: the mean over each patient's exams; logistic probe.")
+    other = [{"title": title, "table": _table(_method_table(metrics, own, value))}
+             for title, value in (
+                 ("Balanced accuracy at the Youden threshold", lambda r: _ci(
+                     r.balanced_accuracy, r.balanced_accuracy_ci_low,
+                     r.balanced_accuracy_ci_high)),
+                 ("F1 at the Youden threshold", lambda r: _ci(r.f1, r.f1_ci_low, r.f1_ci_high)))
+             ] if own else []
+    regression = [r for r in metrics.records if _attr(r, "r2") is not None and r.run is None]
+    roc_png = None
+    pred = _predictions(eval_dir)
+    if pred is not None and not pred.empty:
+        roc_png = figures.roc_curves(pred, sorted(pred["task"].unique()))
+    return {
+        "caption": caption,
+        "auc": _table(_method_table(metrics, own, _auc_cell)) if own else None,
+        "runs": _table(_method_table(metrics, runs, lambda r: _ci(
+            r.auc, r.auc_ci_low, r.auc_ci_high))) if runs else None,
+        "other": other,
+        "regression": _table(_method_table(metrics, regression, lambda r: (
+            f"R² {_ci(r.r2, _attr(r, 'r2_ci_low'), _attr(r, 'r2_ci_high'))}"
+            + (f"; MAE {_attr(r, 'mae'):.1f}" if _attr(r, "mae") is not None else "")))
+        ) if regression else None,
+        "roc_png": roc_png, "decided": _decided(metrics), "notes": metrics.header.notes,
+    }
 
 
 def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
-    """Per task, the verdicts of the reference method in words, and the paired table."""
-    comps = _comparison_rows(metrics)
+    """The reference method against each other method: what is and is not decided."""
+    comps = [c for c in metrics.comparisons if (c.level, c.probe) == HEADLINE
+             and _attr(c, "auc_diff") is not None and c.method == metrics.header.reference_method]
     if not comps:
         return None
     ref = metrics.header.reference_method or ""
     sentences = []
     for task in dict.fromkeys(c.task for c in comps):
         rows = [c for c in comps if c.task == task]
-        text = verdict_sentence(task, ref, [(c.other, c.verdict or "not decided")
-                                            for c in rows])
-        mde = np.median([c.min_detectable_diff for c in rows
-                         if c.min_detectable_diff is not None] or [np.nan])
-        sentences.append({"task": task, "n": rows[0].n,
+        mde = [c.min_detectable_diff for c in rows if c.min_detectable_diff is not None]
+        text = verdict_sentence(task, ref, [(c.other, _verdict_of(c)) for c in rows])
+        sentences.append({"task": _task_label(metrics, task),
                           "text": text.removeprefix(f"{task}: "),
-                          "mde": float(mde) if np.isfinite(mde) else None})
+                          "mde": float(np.median(mde)) if mde else None})
+    holm = any(_attr(c, "p_holm") is not None for c in comps)
     table = pd.DataFrame([{
         "task": c.task, "vs": c.other,
         "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-        "p": format_p(c.p_value), "p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm),
+        "p": format_p(c.p_value),
+        **({"p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm)} if holm else {}),
         "runs": f"{c.n_runs} vs {c.other_n_runs}",
-        "seed variance in CI": "yes" if c.seed_variance else "no",
-        "min. detectable ΔAUC": "–" if c.min_detectable_diff is None
-        else f"{c.min_detectable_diff:.3f}", "verdict": c.verdict or "–"} for c in comps])
-    caption = ("Paired test on the same folds: corrected repeated k-fold t of the per-fold AUC "
-               "differences with, for methods with several pretraining runs, the variance "
-               "between runs (the run × fold interaction counted once; docs/evaluate.md). "
-               "Verdict: 'better'/'worse' when the p-value after Holm's adjustment over this "
-               "table (every task × method) is below 0.05; a pretrained method with a single "
-               "run is not decided, since the variance between seeds cannot be estimated. "
-               "Minimal detectable ΔAUC: 80% power at α = 0.05 (noncentral t with the test's "
-               "degrees of freedom).")
-    return {"sentences": sentences, "table": _table(table), "caption": caption}
+        "seed variance in CI": "yes" if c.seed_variance else "no (one run each)",
+        "min. detectable ΔAUC": _cell(c.min_detectable_diff),
+        "verdict": _verdict_of(c)} for c in comps])
+    return {"sentences": sentences, "table": _table(table), "holm": holm}
 
 
-def _strip_png(metrics: MetricsFile) -> str | None:
-    rows = [r for r in metrics.records if r.level == "patient_mean" and r.probe == "logistic"]
-    if not any(r.run for r in rows):
+def _verdict_of(c: Any) -> str:
+    """The comparison's verdict; a file written before verdicts existed: from its CI."""
+    given = _attr(c, "verdict")
+    if given:
+        return str(given)
+    return ("better" if c.ci_low > 0 else "worse" if c.ci_high < 0 else
+            "not decided: the 95% CI includes 0")
+
+
+def _predictions(eval_dir: Path) -> pd.DataFrame | None:
+    path = eval_dir / "predictions.parquet"
+    if not path.is_file():
         return None
-    df = pd.DataFrame([r.model_dump() for r in rows])
-    return figures.run_strip_plot(df, list(dict.fromkeys(df["task"])))
+    pred = pd.read_parquet(path)
+    return pred[(pred["level"] == HEADLINE[0]) & (pred["probe"] == HEADLINE[1])]
 
 
-def _protocol_words(metrics: MetricsFile) -> list[dict[str, str]]:
-    h = metrics.header
-    p = h.protocol
-    return [
-        {"title": "Tasks", "text":
-         f"For each horizon K in {h.horizons} years, a patient has poor graft status if the "
-         f"eGFR at K years is below {h.threshold:g} mL/min/1.73 m² or the graft was lost "
-         "before K years. Patients whose status is unknown are left out of that task "
-         "(counts below)."},
-        {"title": "Features", "text":
-         "The encoders are frozen; each method's embeddings are probed as they are. "
-         "clinical_only uses the clinical table at the exam (baseline and the exam's own "
-         "measurements, nothing later); oracle uses the simulator's latent truth and is a "
-         "ceiling, not a competitor."},
-        {"title": "Cross-validation", "text":
-         f"{p.get('cv', '')}. All exams of a patient are always on the same side of every "
-         "split (checked for every fold)."},
-        {"title": "Levels", "text":
-         "patient_mean: one sample per patient, the mean of its exams' embeddings (headline); "
-         f"patient_latest: its latest exam; exam: {p.get('exam_level', '')}."},
-        {"title": "Probes", "text":
-         "Standardisation + logistic regression whose penalty C is chosen by an inner "
-         "patient-grouped CV on the training folds; and a k-NN probe (cosine, k chosen "
-         "likewise)."},
-        {"title": "Decision threshold", "text": f"{p.get('threshold_rule', '')}."},
-        {"title": "Metrics", "text": f"{p.get('metrics', '')}."},
-        {"title": "Paired test", "text": f"{p.get('paired_test', '')}."},
-        {"title": "Survival", "text":
-         "Penalised Cox model (lifelines) on PCA-reduced patient embeddings in the same "
-         "grouped CV; C-index with bootstrap CI; Kaplan–Meier curves of the patients split at "
-         "the median predicted risk, compared by a log-rank test."},
-    ]
-
-
-def _histories(metrics: MetricsFile) -> dict[str, pd.DataFrame]:
-    out = {}
-    for name, src in metrics.header.methods.items():
-        runs = metrics.header.runs.get(name)
-        f = Path(next(iter(runs.values())) if runs else src) / "history.csv"
-        if f.is_file():
-            try:
-                h = pd.read_csv(f)
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-                continue
-            if not h.empty and "epoch" in h.columns:  # random_init runs have no epochs
-                out[name] = h
-    return out
-
-
-def _example_volumes(cohort: Cohort, n_exams: int = 2) -> list[dict[str, str]]:
-    """Middle slices of every phase of the first patient's first exams (read by medimp.data)."""
-    if cohort.manifest.empty:
-        return []
-    out = []
-    pid = sorted(cohort.manifest["patient_id"].unique())[0]
-    for exam in [e for p, e in cohort.exam_keys() if p == pid][:n_exams]:
-        vols = {}
-        for phase in cohort.phases_of(pid, exam):
-            try:
-                vol = cohort.read_volume(pid, exam, phase)
-            except ValueError:  # a broken file must not stop the report
-                continue
-            if vol is not None and vol.array.ndim == 3:
-                vols[phase] = vol.array
-        if vols:
-            out.append({"png": figures.volume_slices(vols, f"patient {pid}, exam {exam}"),
-                        "alt": f"{pid} {exam}"})
-        try:
-            sel = cohort.dynamic_selection(pid, exam)
-        except ValueError:  # its error is in `medimp validate`; the report goes on
-            sel = None
-        if sel is not None:
-            out.append({"png": figures.dynamic_curve(sel.to_dict(),
-                                                     f"patient {pid}, exam {exam}"),
-                        "alt": f"{pid} {exam} dynamic curve"})
-    return out
-
-
-def _example_prompts(cohort: Cohort, n: int = 6) -> pd.DataFrame | None:
-    from medimp.prompts import build_prompts
-
-    try:
-        prompts = build_prompts(cohort)
-    except (ValueError, KeyError):  # cohort whose tables cannot make prompts
+def _at_risk(km: pd.DataFrame) -> dict[str, list] | None:
+    """Numbers at risk under the Kaplan–Meier curves: patients of each method's risk group
+    still followed and event-free at 0, 1, 2, ... years."""
+    if km.empty:
         return None
-    if prompts.empty:
-        return None
-    first = prompts.drop_duplicates(["patient_id", "exam"]).head(n)
-    return first[["patient_id", "exam", "variant", "prompt"]]
-
-
-def _embedding_map(eval_dir: Path, cohort: Cohort | None,
-                   metrics: MetricsFile) -> dict[str, Any]:
-    """The 2D map's PNG, or why there is none."""
-    if cohort is None:
-        return {"map_png": None, "map_horizon": None, "map_missing": "Cohort not found."}
-    emb_dir = eval_dir / "embeddings"
-    if not emb_dir.is_dir() or not metrics.header.horizons:
-        return {"map_png": None, "map_horizon": None, "map_missing": "No embeddings saved."}
-    k = metrics.header.horizons[0]
-    lab = make_labels(cohort, k, metrics.header.threshold).set_index("patient_id")["label"]
-    panels = {}
-    for f in sorted(emb_dir.glob("*.parquet")):
-        if "#" in f.stem:  # a further pretraining run of a method: its first run is mapped
-            continue
-        df = pd.read_parquet(f)
-        df["patient_id"] = df["patient_id"].astype(str)
-        patients = np.array(sorted(set(df["patient_id"]) & set(lab.index)))
-        if len(patients) < 3 or not feature_columns(df):
-            continue
-        try:
-            data = level_data(df, "patient_mean", cohort, patients)
-        except KeyError:
-            continue
-        panels[f.stem] = (data.X, lab.loc[data.patient_id].to_numpy())
-    if not panels:
-        return {"map_png": None, "map_horizon": k, "map_missing": "No embeddings to map."}
-    return {"map_png": figures.embedding_map(panels, f"status at {k} y"), "map_horizon": k,
-            "map_missing": None}
-
-
-def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
-    """Headline tables, the paired comparison, ROC curves and the full table."""
-    head = _headline(metrics, "patient_mean", "logistic", "auc")
-    secondary = []
-    for field, title in (("balanced_accuracy", "Balanced accuracy"), ("f1", "F1")):
-        t = _headline(metrics, "patient_mean", "logistic", field)
-        if not t.empty:
-            secondary.append({"title": title, "table": _table(t, index=True)})
-    roc_png = None
-    pred_path = eval_dir / "predictions.parquet"
-    if pred_path.is_file():
-        pred = pd.read_parquet(pred_path)
-        pred = pred[(pred["level"] == "patient_mean") & (pred["probe"] == "logistic")]
-        task_names = sorted(pred["task"].unique())
-        if task_names:
-            roc_png = figures.roc_curves(pred, task_names)
-    full = pd.DataFrame([r.model_dump() for r in metrics.records])
-    return {
-        "headline_caption": "ROC AUC [95% bootstrap CI], patient-mean embeddings, logistic "
-                            "probe. Other levels and the k-NN probe are in the full table "
-                            "below.",
-        "headline": _table(head, index=True) if not head.empty else None,
-        "secondary": secondary, "notes": metrics.header.notes,
-        "strip_png": _strip_png(metrics), "decided": _decided(metrics),
-        "reference": str(metrics.header.reference_method), "roc_png": roc_png,
-        "full_table": _table(full) if not full.empty else None,
-    }
+    years = np.arange(0, int(km["time_days"].max() / 365.25) + 1)
+    rows = []
+    for method, sub in km.groupby("method", sort=False):
+        for grp, label in ((1, "high risk"), (0, "low risk")):
+            t = sub.loc[sub["high_risk"] == grp, "time_days"].to_numpy(float) / 365.25
+            rows.append([method, label, *(int(np.sum(t >= y)) for y in years)])
+    return {"columns": ["method", "group", *(f"{y} y" for y in years)],
+            "rows": [[str(v) for v in r] for r in rows]}
 
 
 def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
-    """The Cox models with their KM curves."""
+    """The Cox models: each method's C-index first, its runs folded away, KM with at-risk."""
     if not metrics.survival:
         return None
-    events = ", ".join(sorted(
-        {"graft loss" if s.task == "graft_survival" else "graft loss or eGFR below the "
-         "threshold at a yearly horizon" for s in metrics.survival}))
-    surv = pd.DataFrame([s.model_dump() for s in metrics.survival])
-    surv["logrank_p"] = [format_p(p) for p in surv["logrank_p"]]
-    km_png = None
+
+    def row(s) -> dict[str, Any]:
+        c = _ci(s.c_index, s.c_index_ci_low, s.c_index_ci_high)
+        if s.n_runs > 1 and s.c_index_sd is not None:
+            c += f" † sd {s.c_index_sd:.3f}"
+        return {"method": s.method if s.run is None else f"{s.method} · {s.run}",
+                "patients": s.n, "events": s.n_events, "Harrell's C [95% CI]": c,
+                "log-rank p (high vs low risk)": format_p(s.logrank_p)}
+
+    own = [row(s) for s in metrics.survival if s.run is None]
+    per_run = [row(s) for s in metrics.survival if s.run is not None]
+    km_png = at_risk = None
     surv_path = eval_dir / "survival.parquet"
     if surv_path.is_file():
         km = pd.read_parquet(surv_path)
         if "run" not in km.columns:
             km["run"] = ""
+        km["run"] = km["run"].fillna("")
         first = km.groupby("method")["run"].first().to_dict()  # one panel per method
         km = km[km["run"] == km["method"].map(first)]
         pv = {s.method: s.logrank_p for s in metrics.survival
               if (s.run or "") == first.get(s.method)}
         km_png = figures.km_curves(km, pv)
-    return {"events": events, "table": _table(surv), "km_png": km_png}
+        at_risk = _at_risk(km)
+    event = {"graft_loss": "graft loss", "poor_status": "graft loss or eGFR below the "
+             "threshold at a yearly horizon"}.get(
+        str(metrics.header.protocol.get("survival_event", "graft_loss")), "graft loss")
+    return {"event": event, "table": _table(pd.DataFrame(own)),
+            "runs": _table(pd.DataFrame(per_run)) if per_run else None, "km_png": km_png,
+            "at_risk": at_risk,
+            "interval": prediction.interval_name(metrics)}
+
+
+def _usefulness(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
+    """Calibration, decision curves and absolute risks, their tables ready for the template."""
+    use = usefulness.sections(eval_dir, metrics, _predictions(eval_dir))
+    cal = use["calibration"]
+    if cal is not None and cal["summary"] is not None:
+        cal["summary"] = _table(cal["summary"])
+    for t in (use["risks"] or {}).get("tasks", []):
+        t["groups"], t["thresholds"] = _table(t["groups"]), _table(t["thresholds"])
+    return use
+
+
+def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
+    if cohort is not None:
+        return cohort.truth is not None and not cohort.truth.empty
+    return True if "oracle" in metrics.header.methods else None
 
 
 def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
@@ -326,29 +261,64 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         cohort: Cohort | None = read_cohort(Path(h.cohort))
     except (ValueError, OSError):  # cohort moved or changed: report what metrics.json holds
         cohort = None
-    tasks = pd.DataFrame([t.model_dump() for t in h.tasks])
-    hist = _histories(metrics)
-    prompts = _example_prompts(cohort) if cohort is not None else None
-    return {
+    preds = prediction.predictors(cohort)
+    names = (preds["transplant"] + preds["exam"]) if preds else None
+    hist = appendix.histories(metrics)
+    prompts = appendix.example_prompts(cohort) if cohort is not None else None
+    full = pd.DataFrame([r.model_dump() for r in metrics.records])
+    ctx: dict[str, Any] = {
         "css": _CSS, "cohort_name": Path(h.cohort).name, "version": h.medimp_version,
-        "created": h.created, "cohort_path": h.cohort, "n_patients": h.n_patients,
-        "n_exams": h.n_exams, "threshold": f"{h.threshold:g}",
-        "tasks": _table(tasks) if not tasks.empty else None,
-        "task_counts_png": figures.task_counts(tasks) if not tasks.empty else None,
-        **_results(eval_dir, metrics),
+        "created": h.created, "cohort_path": h.cohort, "cohort_found": cohort is not None,
+        "threshold": f"{h.threshold:g}", "horizons": h.horizons,
+        "reference": str(h.reference_method), "simulated": _simulated(metrics, cohort),
+        "classes": task_classes(metrics), "bottom_line": bottom_line(metrics),
+        "exams": prediction.exams_used(cohort), "predictors": preds,
+        "method_sentences": prediction.method_sentences(metrics, names),
+        "overlap": prediction.pretraining_overlap(metrics),
+        "added": [dict(a.__dict__, words=a.words(), horizon=_task_label(metrics, a.task))
+                  for a in added_value(metrics)],
+        "results": _results(eval_dir, metrics),
+        **_usefulness(eval_dir, metrics),
         "survival": _survival(eval_dir, metrics),
+        "flow": cohort_flow(metrics, cohort),
+        "protocol": prediction.protocol_items(metrics),
+        "interval": prediction.interval_name(metrics),
+        "strip_png": appendix.strip_png(metrics),
         "retrieval": _table(pd.DataFrame([r.model_dump() for r in metrics.retrieval]))
         if metrics.retrieval else None,
         "training_png": figures.training_curves(hist) if hist else None,
-        **_embedding_map(eval_dir, cohort, metrics),
+        **appendix.embedding_map(eval_dir, cohort, metrics),
         "prompts": _table(prompts) if prompts is not None else None,
-        "volumes": _example_volumes(cohort) if cohort is not None else [],
-        "skipped": _table(pd.DataFrame([s.model_dump() for s in metrics.skipped]))
-        if metrics.skipped else None,
-        "protocol": _protocol_words(metrics),
+        "volumes": appendix.example_volumes(cohort) if cohort is not None else [],
+        "full_table": _table(full) if not full.empty else None,
+        "full_comparisons": _table(pd.DataFrame([c.model_dump() for c in metrics.comparisons]))
+        if metrics.comparisons else None,
         "methods": _table(pd.DataFrame({"method": list(h.methods),
                                         "source": list(h.methods.values())})),
     }
+    rendered = {"summary", "prediction", "flow", "protocol", "limitations"}
+    rendered |= {key for key, ctx_key in (("added", "added"), ("calibration", "calibration"),
+                                          ("decision", "decision"), ("risks", "risks"))
+                 if ctx[ctx_key]}
+    if ctx["results"]["auc"]:
+        rendered.add("results")
+    ctx["tripod"] = checklist(rendered)
+    return ctx
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:1.8em}table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+td,th{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}
+th{background:#f4f4f4}img{max-width:100%}.note{color:#666;
+font-size:.9em}code{background:#f4f4f4;padding:0 .2em}
+.answer{background:#f6f9fc;border:1px solid #c9d9ea;padding:.6em 1.1em;border-radius:4px}
+.sim{background:#fff4e0;border:1px solid #f0c36d;padding:.3em .6em;border-radius:3px}
+details{margin:.5em 0}summary{cursor:pointer;color:#235}
+td.no{color:#a33}
+"""
 
 
 def render_report(eval_dir: str | os.PathLike[str]) -> str:
