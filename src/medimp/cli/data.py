@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from medimp.cli._common import console, err_console, fail
+from medimp.cli._common import console, err_console, fail, path_option
 
 
 @contextmanager
@@ -42,8 +42,13 @@ def _problem_table(title: str, problems: Sequence[object], style: str) -> Table:
 
 
 def validate(
-    cohort: Annotated[Path, typer.Argument(
-        help="Cohort folder (holds manifest.csv, exams.csv, patients.csv, study.yaml).")],
+    old_cohort: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional COHORT; use --cohort.",
+        show_default=False)] = None,
+    *,
+    cohort_opt: Annotated[Path | None, typer.Option(
+        "--cohort", help="Cohort folder (holds manifest.csv, exams.csv, patients.csv, "
+        "study.yaml).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON instead of tables.")] = False,
     tables_only: Annotated[bool, typer.Option(
@@ -63,6 +68,7 @@ def validate(
     """
     from medimp.data.validate import validate_cohort
 
+    cohort = path_option(cohort_opt, old_cohort, option="--cohort", old_name="COHORT")
     if not cohort.is_dir():
         fail(f"{cohort}: not a folder; give the cohort folder that holds manifest.csv")
     with _progress("reading images", enabled=not json_out) as update:
@@ -183,7 +189,7 @@ def import_medimp(
         f"wrote {report.out}: {report.patients} patients, {report.exams} exams, "
         f"{report.volumes} volumes ({report.fallback_volumes} from the fallback volume)"
         + (f", paraphrases at {report.augs_path}" if report.augs_path else "")
-        + f". Next: medimp validate {report.out}", markup=False)
+        + f". Next: medimp validate --cohort {report.out}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
