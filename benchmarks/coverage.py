@@ -37,7 +37,6 @@ from joblib import Parallel, delayed
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from medimp.evaluate.bootstrap import bootstrap_metrics, paired_auc_difference
 from medimp.evaluate.cv import cross_validate, make_splits
 from medimp.evaluate.intervals import (
     auc_interval,
@@ -47,6 +46,29 @@ from medimp.evaluate.intervals import (
     paired_auc_interval,
 )
 from medimp.evaluate.probes import LogisticProbe
+from medimp.evaluate.scoring import auc
+
+
+def _bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int, seed: int
+                   ) -> tuple[float, tuple[float, float]]:
+    """The interval the evaluation used before: mean-over-repeats AUC of fixed out-of-fold
+    scores ``[R, n]`` and its percentile bootstrap of patients."""
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    point = float(np.nanmean(auc(y[None, :], scores)))
+    boot = np.nanmean(auc(y[idx][None, :, :], scores[:, idx]), axis=0)
+    lo, hi = np.percentile(boot[np.isfinite(boot)], [2.5, 97.5])
+    return point, (float(lo), float(hi))
+
+
+def _paired_bootstrap_p(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int,
+                        seed: int) -> float:
+    """The paired test the evaluation used before: bootstrap of AUC(a) - AUC(b)."""
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    yb = y[idx][None, :, :]
+    d = np.nanmean(auc(yb, a[:, idx]), axis=0) - np.nanmean(auc(yb, b[:, idx]), axis=0)
+    d = d[np.isfinite(d)]
+    p = 2 * min((d <= 0).mean(), (d >= 0).mean())
+    return max(min(float(p), 1.0), 1.0 / (d.size + 1))
 
 
 def _table(X: np.ndarray, pids: np.ndarray) -> pd.DataFrame:
@@ -68,8 +90,6 @@ def one_repetition(n: int, d: float, dims: int, seed: int, folds: int = 5, repea
                    prevalence: float = 0.4, n_boot: int = 500,
                    Cs: tuple[float, ...] = (1.0,)) -> dict[str, float]:
     """One simulated cohort: each interval's verdict on the signal set and the noise pair."""
-    from medimp.evaluate.bootstrap import auc
-
     rng = np.random.default_rng(seed)
     y = _draw_labels(rng, n, folds, prevalence)
     pids = np.array([f"P{i:04d}" for i in range(n)])
@@ -86,23 +106,23 @@ def one_repetition(n: int, d: float, dims: int, seed: int, folds: int = 5, repea
                for X in (signal, noise_a, noise_b)]
     true = float(norm.cdf(d / np.sqrt(2)))
     sig, na, nb = res
-    bs = bootstrap_metrics(y, sig.scores, sig.decisions, n_boot, seed)
+    bs_auc, bs_ci = _bootstrap_auc(y, sig.scores, n_boot, seed)
     ct = auc_interval(y, [sig.scores], tests, ratio)
     ctd = corrected_interval(fold_metric(y, sig.scores, tests, auc), ratio, null=0.5,
                              clip=(0, 1), extra_variance=(delong_variance(y, sig.scores), n - 2))
-    p_boot = paired_auc_difference(y, na.scores, nb.scores, n_boot, seed)[3]
+    p_boot = _paired_bootstrap_p(y, na.scores, nb.scores, n_boot, seed)
     p_t = corrected_interval(fold_metric(y, na.scores, tests, auc)
                              - fold_metric(y, nb.scores, tests, auc), ratio).p_value
     p_td = paired_auc_interval(y, [na.scores], [nb.scores], tests, ratio).p_value
     return {
         "true_auc": true,
-        "cover_bootstrap": float(bs.auc_ci[0] <= true <= bs.auc_ci[1]),
+        "cover_bootstrap": float(bs_ci[0] <= true <= bs_ci[1]),
         "cover_corrected_t": float(ct.low <= true <= ct.high),
         "cover_corrected_t_delong": float(ctd.low <= true <= ctd.high),
-        "width_bootstrap": bs.auc_ci[1] - bs.auc_ci[0],
+        "width_bootstrap": bs_ci[1] - bs_ci[0],
         "width_corrected_t": ct.high - ct.low,
         "width_corrected_t_delong": ctd.high - ctd.low,
-        "auc_pooled": bs.auc,
+        "auc_pooled": bs_auc,
         "auc_fold_mean": ct.estimate,
         "fp_bootstrap": float(p_boot < 0.05),
         "fp_corrected_t": float(p_t < 0.05),

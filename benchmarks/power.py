@@ -35,10 +35,10 @@ from joblib import Parallel, delayed
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
-from medimp.evaluate.bootstrap import auc
 from medimp.evaluate.cv import cross_validate, make_splits
 from medimp.evaluate.intervals import paired_auc_interval
 from medimp.evaluate.probes import LogisticProbe
+from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import poor_status, simulate_clinical
 
 DIMS = 8

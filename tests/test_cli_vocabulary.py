@@ -28,7 +28,7 @@ SYNONYMS = {
 COMPUTING = {("simulate",), ("pretrain",), ("embed",), ("evaluate",), ("demo",)}
 #: The positionals the vocabulary keeps (a source that is neither a cohort nor a run).
 POSITIONALS = {("import-medimp",): ["ROOT"], ("prompts", "check"): ["BANK"],
-               ("prompts", "augment"): ["TEMPLATES"]}
+               ("prompts", "augment"): ["TEMPLATES"], ("predict",): ["MODEL"]}
 
 
 def _help(words: tuple[str, ...]) -> str:

@@ -67,3 +67,51 @@ def test_lock_files_are_removed_on_release(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), output_dir(tmp_path / "results", overwrite=True) as tmp:
         raise RuntimeError  # a failure also releases and removes the lock
     assert [p.name for p in tmp_path.iterdir()] == ["results"]
+
+
+def _recording_fsync(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
+    """Record (inode, size, is-folder) of every ``os.fsync`` the OS is asked for, then sync."""
+    import os
+    import stat
+
+    calls: list[tuple[int, int, bool]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        calls.append((st.st_ino, st.st_size, stat.S_ISDIR(st.st_mode)))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_atomic_writes_flush_the_file_and_its_folder(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from medimp._io import atomic_write_bytes
+
+    calls = _recording_fsync(monkeypatch)
+    target = tmp_path / "sub" / "model.json"
+    atomic_write_bytes(target, b"x" * 1000)
+    # the file was flushed complete (1000 bytes) under the inode that now holds the name, and
+    # the folder after the rename
+    assert (target.stat().st_ino, 1000, False) in calls
+    assert any(ino == target.parent.stat().st_ino and is_dir for ino, _, is_dir in calls)
+    calls.clear()
+    atomic_write_bytes(tmp_path / "stats.json", b"{}", durable=False)
+    assert calls == []
+
+
+def test_atomic_dir_flushes_every_file_before_moving_in(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+
+    calls = _recording_fsync(monkeypatch)
+    out = tmp_path / "run"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").mkdir()
+        (tmp / "a" / "weights.bin").write_bytes(b"w" * 64)  # written without our helpers
+        (tmp / "notes.txt").write_text("hello")
+    for f, size in ((out / "a" / "weights.bin", 64), (out / "notes.txt", 5)):
+        assert (f.stat().st_ino, size, False) in calls
+    dirs = {ino for ino, _, is_dir in calls if is_dir}
+    assert {out.stat().st_ino, (out / "a").stat().st_ino, tmp_path.stat().st_ino} <= dirs

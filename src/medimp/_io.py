@@ -1,7 +1,13 @@
-"""Atomic file writing: nothing that was there before is lost or half-written.
+"""Atomic, durable file writing: nothing that was there before is lost or half-written.
 
 Every stage writes through these helpers: data goes to a temporary file (or folder) beside the
 target, and is renamed over it only once complete. A crash leaves the old file intact.
+
+Durable: before the rename the file's data is flushed to the disk (``os.fsync``), and after it
+the folder's entry (``fsync`` of the directory), so that after a power loss a file that was
+reported written holds its data, not zero bytes (a rename alone can reach the disk before the
+data it names). ``atomic_dir`` flushes every file of the new folder before moving it in.
+``durable=False`` skips the flushes for files that may be lost (counters, caches' statistics).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ __all__ = [
     "atomic_write_text",
     "folder_lock",
     "foreign_entries",
+    "fsync_dir",
+    "fsync_file",
     "is_own_temporary",
     "output_dir",
     "refuse_foreign_entries",
@@ -34,12 +42,46 @@ __all__ = [
 ]
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush the data of the file ``path`` to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush the entries of the folder ``path`` (a rename, a new file) to the disk. A file
+    system that cannot sync a folder (some network and Windows file systems) is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` (the folder itself last)."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            p = Path(folder) / name
+            if not p.is_symlink():
+                fsync_file(p)
+        fsync_dir(folder)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     Use for writers that want a file name (``np.save``, ``nib.save``, ``df.to_parquet``...). The
     temporary name keeps the target's suffixes so that format detection by extension works.
+    ``durable``: flush the file before the rename and the folder after it (module docstring).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +100,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.umask(umask)
         if tmp_path.exists():
             tmp_path.chmod(0o666 & ~umask)
+            if durable:
+                fsync_file(tmp_path)
         tmp_path.replace(path)
+        if durable:
+            fsync_dir(path.parent)
     except Exception as exc:
         full = _disk_full(path.parent)  # before the partial file goes and frees its space
         tmp_path.unlink(missing_ok=True)
@@ -88,15 +134,16 @@ def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
     return st.f_bavail * st.f_frsize < margin
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
+                       durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (and durably unless ``durable=False``)."""
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (and durably unless ``durable=False``)."""
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 @contextlib.contextmanager
@@ -115,6 +162,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _fsync_tree(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,9 +178,11 @@ def replace_dir(new: str | os.PathLike[str], path: str | os.PathLike[str]) -> No
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
         new.rename(path)
+        fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         new.rename(path)
+        fsync_dir(path.parent)
 
 
 class FolderInUseError(FileExistsError):

@@ -59,7 +59,8 @@ class DemoConfig(BaseModel):
         "from scratch at 1e-3. With 1.0, one seed in four stalled at chance (ln batch).")
     folds: int = Field(5, ge=2, description="Outer CV folds of the evaluation.")
     repeats: int = Field(3, ge=1, description="Outer CV repeats.")
-    bootstrap: int = Field(500, ge=20, description="Patient-bootstrap resamples for the CIs.")
+    bootstrap: int = Field(500, ge=20, description="Deprecated and ignored: the CIs use the "
+                           "corrected resampled t (docs/evaluate.md).")
     workers: int | None = Field(None, description="Simulator worker processes (None: CPUs).")
     jobs: int | None = Field(None, ge=1, description="Pretraining runs trained at once, each in "
                              "its own process, and parallel cross-validations of the evaluation "

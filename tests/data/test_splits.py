@@ -9,6 +9,7 @@ from medimp.data.splits import (
     SplitLeakError,
     assert_no_patient_leak,
     holdout_split,
+    patient_folds,
     patient_kfold,
 )
 
@@ -62,6 +63,20 @@ def test_kfold_repeats_differ_and_seed_reproduces() -> None:
     first = {frozenset(groups[te]) for _, te in a[:4]}
     second = {frozenset(groups[te]) for _, te in a[4:]}
     assert first != second
+
+
+def test_folds_carry_their_repeat_and_fold_numbers() -> None:
+    """Rows of several exams per patient: each repeat tests every row once, whatever the
+    fold sizes (the numbers come from the splitter, not from counting test rows)."""
+    groups, y = _rows()
+    folds = list(patient_folds(groups, y, n_splits=4, seed=1, repeats=3))
+    assert [(r, f) for r, f, _, _ in folds] == [(r, f) for r in range(3) for f in range(4)]
+    for r in range(3):
+        tested = np.concatenate([te for rr, _, _, te in folds if rr == r])
+        assert sorted(tested.tolist()) == list(range(len(groups)))
+    plain = list(patient_kfold(groups, y, n_splits=4, seed=1, repeats=3))
+    for (_, _, tr, te), (tr2, te2) in zip(folds, plain, strict=True):
+        assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
 
 
 def test_kfold_rejects_too_few_patients_and_missing_labels() -> None:

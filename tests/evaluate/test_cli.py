@@ -22,6 +22,13 @@ def test_evaluate_command(eval_cohort, tmp_path) -> None:
     m = read_metrics(out / "metrics.json")
     assert {r.method for r in m.records} >= {"medimp", "clinical_only", "oracle"}
     assert (out / "report.html").is_file()
+    # --bootstrap is still accepted, says once that it is ignored, and no longer claims a role
+    warnings = [ln for ln in res.stderr.splitlines() if "--bootstrap" in ln]
+    assert len(warnings) == 1 and "deprecated and ignored" in warnings[0]
+    for command in ("evaluate", "demo"):
+        text = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        assert "--bootstrap" in text and "Deprecated" in text
+        assert "resamples for the CIs" not in text
 
 
 def test_bad_arguments_exit_2(eval_cohort, tmp_path) -> None:

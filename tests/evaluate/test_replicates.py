@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -104,10 +105,11 @@ def test_report_shows_runs_and_what_is_decided(multi) -> None:
     page = write_report(multi.out_dir).read_text(encoding="utf-8")
     assert 'alt="runs"' in page  # the strip plot of per-run AUCs
     assert "What is and is not decided" in page
-    assert "<b>status_y2</b>: medimp is better than random_init" in page
+    assert re.search(r"<b>2 years \(n=\d+, \d+ poor\)</b>: medimp is better than random_init",
+                     page)
     assert "would usually go undetected" in page
     assert "one pretraining run" in page  # the note on random_init
-    assert "sd " in page and "(3 runs)" in page
+    assert "† sd " in page and "<th>runs</th>" in page  # the seed-aware rows and their count
 
 
 def test_a_broken_run_is_skipped_and_the_others_still_count(eval_cohort, tmp_path) -> None:

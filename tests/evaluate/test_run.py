@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medimp.data import assert_no_patient_leak
 from medimp.evaluate import EvalConfig, evaluate, read_metrics
-from medimp.evaluate._cohort import check_no_leak
 from medimp.evaluate.metrics import MetricsFile
 from tests.evaluate.conftest import noise_embeddings, truth_embeddings, write_cohort
 
@@ -57,7 +57,7 @@ def test_no_patient_in_train_and_test_of_any_fold(result) -> None:
         for _, f in by_rep.groupby("fold"):
             train = f.loc[f["side"] == "train", "patient_id"].to_numpy()
             test = f.loc[f["side"] == "test", "patient_id"].to_numpy()
-            check_no_leak(train, test)
+            assert_no_patient_leak(train, test)
             assert not set(train) & set(test)
             tested.extend(test)
         assert len(tested) == len(set(tested))  # each patient tested once per repeat

@@ -75,6 +75,13 @@ def deprecated(old: str, new: str) -> None:
          "(docs/cli.md)")
 
 
+def warn_deprecated(option: str, why: str) -> None:
+    """One line on stderr: ``option`` is still accepted but ignored, and why."""
+    err_console.print(f"[yellow]warning:[/] {escape(option)} is deprecated and ignored ("
+                      f"{escape(why)}); it will be removed in a later release",
+                      highlight=False, soft_wrap=True)
+
+
 def interrupted(message: str = "") -> NoReturn:
     """Report a Ctrl-C in one line and exit 130 (128 + SIGINT, the shell's convention)."""
     err_console.print(f"[bold yellow]{escape(message or 'interrupted')}[/]", highlight=False,

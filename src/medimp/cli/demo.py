@@ -15,6 +15,7 @@ from medimp.cli._common import (
     jobs_value,
     parse_seeds,
     threads_value,
+    warn_deprecated,
 )
 
 
@@ -30,7 +31,8 @@ def demo_command(
     repeats: Annotated[int | None, typer.Option(
         "--repeats", min=1, help="Outer CV repeats of the evaluation (default 3).")] = None,
     bootstrap: Annotated[int | None, typer.Option(
-        "--bootstrap", min=20, help="Bootstrap resamples for the CIs (default 500).")] = None,
+        "--bootstrap", min=20, help="Deprecated and ignored (the CIs use the corrected "
+        "resampled t); accepted so that older scripts still run.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     seeds: Annotated[list[str] | None, typer.Option(
         "--seeds", help="Pretraining seeds of each method, e.g. --seeds 0 1 2 (or 0,1,2) "
@@ -53,6 +55,8 @@ def demo_command(
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
     from medimp.demo import DemoConfig, run_demo
 
+    if bootstrap is not None:
+        warn_deprecated("--bootstrap", "the CIs use the corrected resampled t")
     given = {"n_patients": patients, "shape": shape, "epochs": epochs, "repeats": repeats,
              "bootstrap": bootstrap, "seeds": _seeds(seeds, more_seeds),
              "jobs": jobs_value(jobs), "threads": threads_value(threads)}

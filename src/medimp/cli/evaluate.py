@@ -16,6 +16,7 @@ from medimp.cli._common import (
     fail,
     is_interactive,
     jobs_value,
+    warn_deprecated,
 )
 
 
@@ -54,9 +55,10 @@ def evaluate_command(
         "--threshold", help="eGFR cut-off of poor status; default from study.yaml.")] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Outer CV folds.")] = 5,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Outer CV repeats.")] = 5,
-    bootstrap: Annotated[int, typer.Option(
-        "--bootstrap", min=20, help="Patient bootstrap resamples for the CIs.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of splits and bootstrap.")] = 0,
+    bootstrap: Annotated[int | None, typer.Option(
+        "--bootstrap", min=20, help="Deprecated and ignored (the CIs use the corrected "
+        "resampled t, docs/evaluate.md); accepted so that older scripts still run.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the CV splits.")] = 0,
     jobs: Annotated[int, typer.Option(
         "--jobs", help="Cross-validations run at once, each in its own process; 0: one per "
         "CPU core.")] = 1,
@@ -75,9 +77,12 @@ def evaluate_command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace --out if it is not empty (only once the new evaluation "
         "is complete).")] = False,
+    external: Annotated[Path | None, typer.Option(
+        "--external", help="External cohort: every model is also fitted on all of --cohort "
+        "and tested once on it (metrics.json 'external' records; docs/prognosis.md).")] = None,
 ) -> None:
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
-    from medimp.evaluate import EvalConfig, evaluate
+    from medimp.evaluate import EvalConfig
 
     jobs = jobs_value(jobs) or 1
     apply_threads(threads)
@@ -90,14 +95,15 @@ def evaluate_command(
                for name, paths in {**by_run, **by_file}.items()}
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
+    if bootstrap is not None:
+        warn_deprecated("--bootstrap", "the CIs use the corrected resampled t")
     cfg = EvalConfig(horizons=horizons or [2, 3, 4], threshold=threshold, n_splits=folds,
-                     repeats=repeats, n_bootstrap=bootstrap, seed=seed,
+                     repeats=repeats, n_bootstrap=bootstrap or 1000, seed=seed,
                      reference_method=reference,
                      probes=["logistic"] if no_knn else ["logistic", "knn"],
                      survival=not no_survival, survival_event=survival_event,
                      n_jobs=jobs)
-    result = evaluate(cohort, methods, out, cfg, progress=is_interactive(),
-                      overwrite=overwrite)
+    result = _run(cohort, methods, out, cfg, external=external, overwrite=overwrite)
     if not result.metrics.records and not result.metrics.survival:
         for s in result.metrics.skipped:  # the reasons, then one line that says what to do
             where = s.task + (f", {s.method}" if s.method else "")
@@ -119,6 +125,8 @@ def evaluate_command(
                       f"{cfg.reference_method} minus each method:", markup=False)
         console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
                       markup=False)
+    if result.metrics.external:
+        _print_external(result.metrics)
     for note in result.metrics.header.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     for s in result.metrics.skipped:
@@ -131,6 +139,41 @@ def evaluate_command(
 
         html = write_report(result.out_dir)
         console.print(f"report: {html}", markup=False)
+
+
+def _run(cohort: Path, methods: dict, out: Path, cfg, *, external: Path | None,
+         overwrite: bool):
+    """The evaluation, with the external validation when ``--external`` is given."""
+    if external is None:
+        from medimp.evaluate import evaluate
+
+        return evaluate(cohort, methods, out, cfg, progress=is_interactive(),
+                        overwrite=overwrite)
+    from medimp.prognosis.validation import evaluate_with_external
+
+    return evaluate_with_external(cohort, external, methods, out, cfg,
+                                  progress=is_interactive(), overwrite=overwrite)
+
+
+def _print_external(metrics) -> None:
+    """The external records of the methods (mean over runs), one row per method × task."""
+    import pandas as pd
+
+    def cell(est, lo, hi) -> str:
+        return "" if est is None else f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    rows = [{"model": r.method, "task": r.task, "n": r.n,
+             "AUC": cell(r.auc, r.auc_ci_low, r.auc_ci_high),
+             "Brier": cell(r.brier, r.brier_ci_low, r.brier_ci_high),
+             "cal. slope": cell(r.calibration_slope, r.calibration_slope_ci_low,
+                                r.calibration_slope_ci_high),
+             "R2": cell(r.r2, r.r2_ci_low, r.r2_ci_high)}
+            for r in metrics.external if r.run is None]
+    console.print(f"\nexternal validation on {metrics.header.external_cohort} (fitted on all "
+                  "of the development cohort; 95% CI: bootstrap over external patients, plus "
+                  "the between-run variance):", highlight=False, soft_wrap=True, markup=False)
+    console.print(pd.DataFrame(rows).to_string(index=False), highlight=False, soft_wrap=True,
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

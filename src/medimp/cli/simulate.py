@@ -50,6 +50,10 @@ def simulate(
         "--workers", hidden=True, help="Deprecated: use --jobs.")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", help=THREADS_HELP, show_default=False)] = None,
+    site: Annotated[int, typer.Option(
+        "--site", help="Acquisition profile: 0 is the default scanner; another number is a "
+        "reproducible other site (gain, noise, bias field, field of view, phase timing; the "
+        "patients are the same for the same seed). See docs/simulate.md.")] = 0,
 ) -> None:
     """Simulate a renal-transplant DCE-MRI cohort with known ground truth."""
     from medimp.simulate import simulate_cohort
@@ -63,9 +67,16 @@ def simulate(
     apply_threads(threads)
     root = simulate_cohort(target, patients, shape=shape, seed=seed, fmt=fmt.lower(),
                            overwrite=overwrite, workers=jobs_value(jobs),
-                           progress=is_interactive())
+                           progress=is_interactive(), site=site)
     console.print(f"cohort written to {root} ({patients} patients, {fmt.lower()}, shape "
                   f"{'x'.join(map(str, shape))})", highlight=False, soft_wrap=True, markup=False)
+    if site:
+        from medimp.simulate.site import site_profile
+
+        prof = site_profile(site).describe()
+        console.print("site " + str(site) + ": " + ", ".join(
+            f"{k} {v}" for k, v in prof.items() if k != "site"), highlight=False,
+            soft_wrap=True, markup=False)
     for name in ("montage.png", "enhancement_curves.png"):
         console.print(f"figure: {root / 'figures' / name}", highlight=False, soft_wrap=True,
                       markup=False)

@@ -69,6 +69,7 @@ _PIPELINE_EXPORTS = {
     "SplitLeakError": "medimp.data.splits",
     "assert_no_patient_leak": "medimp.data.splits",
     "holdout_split": "medimp.data.splits",
+    "patient_folds": "medimp.data.splits",
     "patient_kfold": "medimp.data.splits",
     "ExamDataset": "medimp.data.dataset",
 }

@@ -259,7 +259,8 @@ class PreprocessCache:
                     "rebuilt": self.rebuilt,
                     "updated": time.time(),
                 }
-                atomic_write_text(self.root / "stats" / self._stats_name, json.dumps(stats))
+                atomic_write_text(self.root / "stats" / self._stats_name, json.dumps(stats),
+                                  durable=False)
                 self._stats_dirty = False
         self._last_flush = time.monotonic()
 
@@ -354,7 +355,9 @@ class PreprocessCache:
             {"image": image, "phase_mask": np.asarray(mask, dtype=np.uint8)}, metadata=meta
         )
         path = self.entry_path(key)
-        atomic_write_bytes(path, data)
+        # not flushed to disk (fsync): an entry lost or cut by a power loss fails its CRC and is
+        # recomputed, and flushing every entry made filling the cache ~30% slower
+        atomic_write_bytes(path, data, durable=False)
         return path
 
     def get_or_compute(

@@ -1,8 +1,14 @@
-"""Fields of view, preprocessing-window coverage and a preprocessing suggestion for a cohort.
+"""Image geometry in one place: voxel sizes, orientation, fields of view, a preprocessing
+suggestion.
 
-Pure numpy (no torch): ``medimp validate`` uses it to print what each exam's field of view is,
-how much of it the preprocessing window (``spacing x shape``) keeps, and, with
-``--suggest-preprocess``, a spacing and shape that fit the cohort.
+Orientation and voxel sizes come from nibabel (``nibabel.orientations.io_orientation`` and
+``nibabel.affines.voxel_sizes``), the functions MONAI's ``Orientation`` transform uses when
+preprocessing reorients a volume to RAS (docs/data-pipeline.md). So the spacing and field of
+view printed by ``medimp validate``, read by the geometry checks and proposed by
+``--suggest-preprocess`` are those of the volume preprocessing actually resamples, also for
+oblique acquisitions. The readers take their ``Volume.spacing`` from here as well.
+
+Pure numpy + nibabel (no torch).
 """
 
 from __future__ import annotations
@@ -13,26 +19,67 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["field_of_view", "suggest_preprocess", "window_coverage"]
+__all__ = [
+    "field_of_view",
+    "ras_axes",
+    "ras_shape",
+    "suggest_preprocess",
+    "voxel_sizes",
+    "window_coverage",
+    "world_spacing",
+]
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the file's voxel axes I, J, K (``nibabel.affines.voxel_sizes``:
+    the norms of the affine's columns)."""
+    from nibabel.affines import voxel_sizes as _voxel_sizes
+
+    s = _voxel_sizes(np.asarray(affine, dtype=np.float64))
+    return (float(s[0]), float(s[1]), float(s[2]))
+
+
+def ras_axes(affine: np.ndarray) -> np.ndarray:
+    """For each voxel axis, the RAS world axis it becomes after reorientation and its flip:
+    ``nibabel.orientations.io_orientation`` (rows ``[world axis, +1/-1]``), the choice MONAI's
+    ``Orientation`` makes. An oblique axis goes to its nearest world axis, and no two voxel
+    axes ever go to the same one."""
+    from nibabel.orientations import io_orientation
+
+    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
+    if np.isnan(ornt).any():
+        raise ValueError(f"the affine has a zero-length voxel axis: {np.asarray(affine).tolist()}")
+    return ornt.astype(int)
+
+
+def _to_ras(values: Sequence[float], affine: np.ndarray) -> tuple[float, float, float]:
+    out = [0.0, 0.0, 0.0]
+    for (axis, _flip), v in zip(ras_axes(affine), values, strict=True):
+        out[int(axis)] = float(v)
+    return (out[0], out[1], out[2])
+
+
+def world_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the world axes R-L, A-P, S-I after reorientation to RAS (the
+    order of the preprocessing ``spacing``): :func:`voxel_sizes` permuted by :func:`ras_axes`."""
+    return _to_ras(voxel_sizes(affine), affine)
+
+
+def ras_shape(affine: np.ndarray, shape: Sequence[int]) -> tuple[int, int, int]:
+    """The volume's shape after reorientation to RAS (voxel counts permuted by
+    :func:`ras_axes`)."""
+    out = _to_ras([float(n) for n in shape[:3]], affine)
+    return (int(out[0]), int(out[1]), int(out[2]))
 
 
 def field_of_view(affine: np.ndarray, shape: Sequence[int]) -> tuple[float, float, float]:
     """Extent in mm along the world axes R-L, A-P, S-I (RAS order, the order of the
-    preprocessing ``spacing`` and ``shape`` after reorientation to RAS)."""
-    lin = np.abs(np.asarray(affine, dtype=float)[:3, :3])
-    ext = lin @ np.asarray(shape[:3], dtype=float)
-    return (float(ext[0]), float(ext[1]), float(ext[2]))
-
-
-def world_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size along the world axes (RAS order) after reorientation: the column norm of
-    the voxel axis that is closest to each world axis."""
-    lin = np.asarray(affine, dtype=float)[:3, :3]
-    norms = np.sqrt((lin**2).sum(axis=0))
-    out = [0.0, 0.0, 0.0]
-    for i in range(3):
-        out[int(np.argmax(np.abs(lin[:, i])))] = float(norms[i])
-    return (out[0], out[1], out[2])
+    preprocessing ``spacing`` and ``shape``): voxels x voxel size of each voxel axis, placed
+    on the world axis that reorientation gives it (:func:`ras_axes`). For an oblique volume
+    this is the extent of the grid that preprocessing resamples (MONAI keeps the rotation),
+    not the larger box around it in world coordinates."""
+    ext = [float(n) * s for n, s in zip(shape[:3], voxel_sizes(affine), strict=True)]
+    return _to_ras(ext, affine)
 
 
 def window_coverage(fov_mm: Sequence[float], spacing: Sequence[float] | None,

@@ -14,7 +14,8 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from medimp.data._errors import MedimpDataError
 
-__all__ = ["SplitLeakError", "assert_no_patient_leak", "holdout_split", "patient_kfold"]
+__all__ = ["SplitLeakError", "assert_no_patient_leak", "holdout_split", "patient_folds",
+           "patient_kfold"]
 
 
 class SplitLeakError(MedimpDataError):
@@ -57,6 +58,22 @@ def patient_kfold(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(train_idx, test_idx)`` for ``repeats`` × ``n_splits`` patient-grouped folds.
 
+    The folds of :func:`patient_folds` without their repeat and fold numbers.
+    """
+    for _, _, train, test in patient_folds(groups, y, n_splits, seed, repeats):
+        yield train, test
+
+
+def patient_folds(
+    groups: Sequence[object],
+    y: Sequence[object] | None = None,
+    n_splits: int = 5,
+    seed: int = 0,
+    repeats: int = 1,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Yield ``(repeat, fold, train_idx, test_idx)`` for ``repeats`` × ``n_splits``
+    patient-grouped folds.
+
     Uses scikit-learn's ``StratifiedGroupKFold`` (shuffled, a different seed for each repeat),
     so every patient is in exactly one test fold per repeat and the outcome ratio of each fold is
     as close to the whole as grouping allows. Every fold is checked with
@@ -87,9 +104,9 @@ def patient_kfold(
     x = np.zeros((len(g), 1))
     for r in range(repeats):
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(seeds[r]))
-        for train, test in cv.split(x, yy, g):
+        for fold, (train, test) in enumerate(cv.split(x, yy, g)):
             assert_no_patient_leak(g[train], g[test])
-            yield train, test
+            yield r, fold, train, test
 
 
 def holdout_split(

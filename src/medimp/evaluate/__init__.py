@@ -1,11 +1,14 @@
 """medimp.evaluate: frozen embeddings -> probes and baselines -> metrics with CIs.
 
 ``evaluate(cohort, {"medimp": run_dir, ...}, out_dir)`` is the one call; the pieces (labels,
-probes, CV, bootstrap, baselines, survival, retrieval, the ``metrics.json`` schema) are
-importable from their modules.
+probes, CV, scoring, intervals, baselines, survival, retrieval, the ``metrics.json`` schema)
+are importable from their modules: ``config`` (the protocol), ``inputs`` (cohort, labels,
+feature tables), ``run`` (the orchestration), ``result`` (records, tables, files written).
 """
 
-from medimp.evaluate._cohort import EvaluationError
+from medimp.evaluate.config import EvalConfig
+from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.inputs import load_method
 from medimp.evaluate.labels import make_labels, survival_table, task_name
 from medimp.evaluate.metrics import MetricsFile, Record, read_metrics, write_metrics
 from medimp.evaluate.probes import (
@@ -16,7 +19,8 @@ from medimp.evaluate.probes import (
     list_probes,
     register_probe,
 )
-from medimp.evaluate.run import EvalConfig, EvalResult, evaluate
+from medimp.evaluate.result import EvalResult
+from medimp.evaluate.run import evaluate
 
 __all__ = [
     "EvalConfig",
@@ -30,6 +34,7 @@ __all__ = [
     "create_probe",
     "evaluate",
     "list_probes",
+    "load_method",
     "make_labels",
     "read_metrics",
     "register_probe",

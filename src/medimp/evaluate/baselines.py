@@ -18,7 +18,7 @@ import pandas as pd
 
 from medimp.data import Cohort
 from medimp.data.features import ClinicalFeatures
-from medimp.evaluate._cohort import EvaluationError
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["clinical_features", "oracle_features"]
 

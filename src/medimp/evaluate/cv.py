@@ -1,6 +1,7 @@
 """Repeated, stratified, patient-grouped cross-validation of a probe.
 
-The splits are drawn once per task over the patients with a known label, and shared by every
+The splits are drawn once per task over the patients with a known label
+(:func:`medimp.data.patient_folds`, the project's one splitter), and shared by every
 method and level, so that paired comparisons see the same train/test patients. At the exam
 level every exam is a sample labelled with its patient's status; the exams of a test patient
 are scored and their probabilities averaged, so that all metrics are per patient (n = patients)
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError, check_no_leak, patient_splits
+from medimp.data import Cohort, assert_no_patient_leak, patient_folds
 from medimp.evaluate.embeddings import level_data
+from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.probes import group_mean
 
-__all__ = ["CVResult", "Fold", "Split", "cross_validate", "make_splits"]
+__all__ = ["CVResult", "Fold", "Split", "TaskCV", "cross_validate", "make_splits"]
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,9 @@ def make_splits(patients: np.ndarray, y: np.ndarray, n_splits: int, repeats: int
             f"{min(n_pos, n_neg)} patient(s) in the smaller class ({n_pos} positive, {n_neg} "
             f"negative) are fewer than the {n_splits} folds; lower --folds or add patients"
         )
-    splits, fold, last = [], 0, -1
-    for repeat, train, test in patient_splits(patients, y, n_splits, repeats, seed):
-        fold = fold + 1 if repeat == last else 0
-        last = repeat
-        splits.append(Split(repeat=repeat, fold=fold, train=np.sort(train), test=np.sort(test)))
-    return splits
+    return [Split(repeat=repeat, fold=fold, train=np.sort(train), test=np.sort(test))
+            for repeat, fold, train, test in patient_folds(
+                np.asarray(patients), y, n_splits=n_splits, seed=seed, repeats=repeats)]
 
 
 def cross_validate(features: pd.DataFrame, patients: np.ndarray, y: np.ndarray, *,
@@ -109,7 +107,7 @@ def cross_validate(features: pd.DataFrame, patients: np.ndarray, y: np.ndarray, 
         tr_p, te_p = set(patients[split.train]), set(patients[split.test])
         tr = np.isin(data.patient_id, list(tr_p))
         te = np.isin(data.patient_id, list(te_p))
-        check_no_leak(data.patient_id[tr], data.patient_id[te])
+        assert_no_patient_leak(data.patient_id[tr], data.patient_id[te])
         probe = make_probe()
         probe.fit(data.X[tr], ys[tr], groups=data.patient_id[tr])
         prob = probe.predict_proba(data.X[te])[:, 1]
@@ -125,3 +123,31 @@ def cross_validate(features: pd.DataFrame, patients: np.ndarray, y: np.ndarray, 
         raise EvaluationError(f"no out-of-fold prediction for patients {list(missing[:5])}")
     return CVResult(patients=patients, y=y, scores=scores, decisions=decisions, folds=folds,
                     n_samples=len(data.patient_id))
+
+
+@dataclass
+class TaskCV:
+    """Cross-validation output of one task: its splits and each (key, level, probe) result."""
+
+    task: str
+    horizon: int
+    patients: np.ndarray
+    y: np.ndarray
+    splits: list[Split]
+    results: dict[tuple[str, str, str], CVResult] = field(default_factory=dict)
+
+    @property
+    def tests(self) -> list[tuple[int, np.ndarray]]:
+        """``(repeat, test indices)`` of each outer fold."""
+        return [(s.repeat, s.test) for s in self.splits]
+
+    @property
+    def test_train_ratio(self) -> float:
+        """Mean ``n_test / n_train`` of the outer folds."""
+        return float(np.mean([len(s.test) / len(s.train) for s in self.splits]))
+
+    def fold_rows(self) -> list[pd.DataFrame]:
+        """The train/test patients of every fold (rows of ``folds.parquet``)."""
+        return [pd.DataFrame({"task": self.task, "repeat": s.repeat, "fold": s.fold,
+                              "side": side, "patient_id": self.patients[idx]})
+                for s in self.splits for side, idx in (("train", s.train), ("test", s.test))]

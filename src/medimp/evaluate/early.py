@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns, read_embeddings
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["exam_days", "exams_up_to_day"]
 
@@ -29,14 +29,11 @@ def exam_days(exams: pd.DataFrame, nominal: dict[str, int] | None = None
     """(patient_id, exam) -> days after transplant (the exam's nominal day if not recorded)."""
     nominal = nominal or {}
     out: dict[tuple[str, str], float] = {}
-    has = "days_post_transplant" in exams.columns
-    for row in exams.itertuples(index=False):
-        key = (str(row.patient_id), str(row.exam))
-        d = pd.to_numeric(getattr(row, "days_post_transplant", np.nan), errors="coerce") \
-            if has else np.nan
-        if not np.isfinite(d):
-            d = float(nominal.get(key[1], np.nan))
-        out[key] = float(d)
+    days = (pd.to_numeric(exams["days_post_transplant"], errors="coerce").to_numpy(dtype=float)
+            if "days_post_transplant" in exams.columns else np.full(len(exams), np.nan))
+    for pid, exam, d in zip(exams["patient_id"].astype(str), exams["exam"].astype(str), days,
+                            strict=True):
+        out[(pid, exam)] = float(d) if np.isfinite(d) else float(nominal.get(exam, np.nan))
     return out
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["LEVELS", "LevelData", "check_embeddings", "feature_columns", "level_data",
            "read_embeddings"]

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from medimp.evaluate.scoring import auc
+
 __all__ = ["Interval", "corrected_interval", "delong_variance", "fold_metric",
            "minimal_detectable_difference"]
 
@@ -49,7 +51,7 @@ def fold_metric(y: np.ndarray, scores: np.ndarray, tests: Sequence[tuple[int, np
         y: ``[n]`` labels of the task's patients.
         scores: ``[R, n]`` out-of-fold predictions (one row per CV repeat).
         tests: ``(repeat, test indices)`` of each outer fold.
-        fn: a metric of (labels, predictions), e.g. :func:`medimp.evaluate.bootstrap.auc`.
+        fn: a metric of (labels, predictions), e.g. :func:`medimp.evaluate.scoring.auc`.
     """
     scores = np.atleast_2d(scores)
     return np.array([float(fn(y[idx], scores[r, idx])) for r, idx in tests])
@@ -156,12 +158,6 @@ def minimal_detectable_difference(se: float, alpha: float = 0.05, power: float =
     return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se)
 
 
-def _auc(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    from medimp.evaluate.bootstrap import auc
-
-    return auc(y, s)
-
-
 def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],
                  tests: Sequence[tuple[int, np.ndarray]], test_train_ratio: float) -> Interval:
     """AUC of one method (one or several runs): mean fold AUC, corrected resampled t CI.
@@ -172,7 +168,7 @@ def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],
         tests: ``(repeat, test indices)`` of each outer fold.
         test_train_ratio: ``n_test / n_train`` of the outer folds.
     """
-    values = np.stack([fold_metric(y, s, tests, _auc) for s in runs])
+    values = np.stack([fold_metric(y, s, tests, auc) for s in runs])
     return corrected_interval(values, test_train_ratio, null=0.5, clip=(0.0, 1.0))
 
 
@@ -187,8 +183,8 @@ def paired_auc_interval(y: np.ndarray, runs_a: Sequence[np.ndarray],
     difference is added as an independent component (matched runs, cycled when the methods
     have different numbers of runs).
     """
-    va = np.stack([fold_metric(y, s, tests, _auc) for s in runs_a])
-    vb = np.stack([fold_metric(y, s, tests, _auc) for s in runs_b])
+    va = np.stack([fold_metric(y, s, tests, auc) for s in runs_a])
+    vb = np.stack([fold_metric(y, s, tests, auc) for s in runs_b])
     n = max(len(runs_a), len(runs_b))
     dl = float(np.mean([delong_variance(y, runs_a[i % len(runs_a)], runs_b[i % len(runs_b)])
                         for i in range(n)]))

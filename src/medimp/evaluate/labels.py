@@ -8,16 +8,29 @@ not known (no eGFR at K and no graft loss before K) is left out of that task and
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medimp.evaluate._cohort import EvaluationError, load_cohort
+from medimp.data import Cohort, read_cohort
+from medimp.evaluate.errors import EvaluationError
 
-__all__ = ["DAYS_PER_YEAR", "make_labels", "survival_table", "task_name"]
+__all__ = ["DAYS_PER_YEAR", "load_cohort", "make_labels", "survival_table", "task_name"]
 
 DAYS_PER_YEAR = 365.25
+
+
+def load_cohort(cohort: Cohort | str | os.PathLike[str]) -> Cohort:
+    """The cohort at ``cohort`` (a path, read with :func:`medimp.data.read_cohort`), or
+    ``cohort`` itself when it is already a :class:`medimp.data.Cohort`."""
+    if isinstance(cohort, Cohort):
+        return cohort
+    if isinstance(cohort, str | os.PathLike):
+        return read_cohort(Path(cohort))
+    raise EvaluationError(f"expected a cohort path or medimp.data.Cohort, got {cohort!r}")
 
 
 def task_name(horizon_years: int) -> str:

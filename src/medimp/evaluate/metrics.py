@@ -22,6 +22,7 @@ from medimp._io import atomic_write_text
 __all__ = [
     "SCHEMA_VERSION",
     "Comparison",
+    "ExternalRecord",
     "Header",
     "MetricsFile",
     "Record",
@@ -75,9 +76,51 @@ class Record(_Model):
     probe: Literal["logistic", "knn"] = "logistic"
     n_samples: int | None = Field(None, description="training samples (exams at exam level)")
     horizon_years: int | None = None
+    split: Literal["cv"] = Field("cv", description="cross-validated on the cohort; external "
+                                 "validation records are in MetricsFile.external")
 
     _fin = field_validator("balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
                            "f1_ci_low", "f1_ci_high")(_finite)
+
+
+class ExternalRecord(_Model):
+    """A model fitted on all labelled patients of the development cohort, tested once on the
+    external cohort (``evaluate --external``; docs/prognosis.md). ``run`` null: the method's
+    only run or the mean over its runs (CI with the between-run variance). Metric fields are
+    null where they do not apply (AUC for a continuous task, R² for a binary one)."""
+
+    split: Literal["external"] = "external"
+    task: str
+    method: str = Field(description="clinical_only, NAME or clinical+NAME")
+    run: str | None = None
+    n_runs: int = Field(1, ge=1)
+    n: int = Field(ge=1, description="external patients with a known outcome")
+    n_pos: int | None = None
+    level: str = "patient_mean"
+    auc: float | None = None
+    auc_ci_low: float | None = None
+    auc_ci_high: float | None = None
+    auc_sd: float | None = Field(None, description="sd of the AUC between runs")
+    balanced_accuracy: float | None = None
+    f1: float | None = None
+    brier: float | None = None
+    brier_ci_low: float | None = None
+    brier_ci_high: float | None = None
+    calibration_intercept: float | None = None
+    calibration_intercept_ci_low: float | None = None
+    calibration_intercept_ci_high: float | None = None
+    calibration_slope: float | None = None
+    calibration_slope_ci_low: float | None = None
+    calibration_slope_ci_high: float | None = None
+    r2: float | None = None
+    r2_ci_low: float | None = None
+    r2_ci_high: float | None = None
+    mae: float | None = None
+    spearman: float | None = None
+    c_index: float | None = Field(None, description="Harrell's C of the risk against the "
+                                  "external time to event (longest horizon's status task)")
+    c_index_ci_low: float | None = None
+    c_index_ci_high: float | None = None
 
 
 class Skipped(_Model):
@@ -180,6 +223,8 @@ class Header(_Model):
     notes: list[str] = Field(default_factory=list,
                              description="caveats: one-run methods, runs of another cohort")
     cohort_fingerprint: str | None = None
+    external_cohort: str | None = Field(None, description="evaluate --external: the cohort")
+    external_fingerprint: str | None = None
 
 
 class MetricsFile(_Model):
@@ -191,6 +236,8 @@ class MetricsFile(_Model):
     comparisons: list[Comparison] = Field(default_factory=list)
     survival: list[SurvivalRecord] = Field(default_factory=list)
     retrieval: list[RetrievalRecord] = Field(default_factory=list)
+    external: list[ExternalRecord] = Field(
+        default_factory=list, description="external validation (evaluate --external)")
 
 
 def write_metrics(metrics: MetricsFile, path: str | os.PathLike[str]) -> Path:

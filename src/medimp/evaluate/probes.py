@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medimp._registry import Registry
 from medimp.errors import MedimpError
-from medimp.evaluate.bootstrap import auc
+from medimp.evaluate.scoring import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
            "list_probes", "register_probe", "youden_threshold"]

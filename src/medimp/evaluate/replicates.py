@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from medimp.evaluate._cohort import EvaluationError
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["Member", "check_replicates", "cohort_warnings", "expand_methods"]
 

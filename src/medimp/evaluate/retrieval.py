@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.embeddings import feature_columns
+from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
 
 __all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "recall_chance",
@@ -98,11 +98,16 @@ def zero_shot_gfr(images: np.ndarray, exams: pd.DataFrame, study,
     truth, pred = [], []
     # the bin prompts depend on the exam's check-up only: embed each set once, not per exam
     texts: dict[tuple[str, ...], np.ndarray] = {}
-    for i, row in enumerate(exams.itertuples(index=False)):
-        label = _bin_of(float(getattr(row, var.column)), var.bins)
+    if var.column not in exams.columns:
+        raise EvaluationError(f"exams.csv has no column {var.column!r} (the {var.name!r} "
+                              "variable of study.yaml): no zero-shot eGFR classification")
+    # columns are read by name: a clinic's names ("eGFR (mL/min/1.73m2)") are no identifiers
+    values = pd.to_numeric(exams[var.column], errors="coerce").to_numpy(dtype=float)
+    for i, (value, exam) in enumerate(zip(values, exams["exam"].astype(str), strict=True)):
+        label = _bin_of(float(value), var.bins)
         if label is None:
             continue
-        labels, prompts = gfr_bin_prompts(study, str(row.exam))
+        labels, prompts = gfr_bin_prompts(study, exam)
         if tuple(prompts) not in texts:
             texts[tuple(prompts)] = _normalise(_to_numpy(text_tower(prompts)))
         t = texts[tuple(prompts)]

@@ -23,9 +23,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medimp.data import Cohort
-from medimp.evaluate._cohort import EvaluationError
 from medimp.evaluate.cv import Split, make_splits
 from medimp.evaluate.embeddings import level_data
+from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.intervals import corrected_interval
 
 __all__ = ["SurvivalResult", "cox_cross_validate", "harrell_c"]

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "calibration_plot",
+    "decision_curve_plot",
     "embedding_map",
     "format_p",
     "km_curves",
@@ -217,7 +219,7 @@ def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> st
         p = pvalues.get(method)
         ax.set_title(f"{method}" + (f" (log-rank p {_p_words(p)})" if p is not None else ""),
                      fontsize=9)
-        ax.set_xlabel("years")
+        ax.set_xlabel("years after transplantation")
         ax.set_ylim(0, 1.05)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
@@ -265,4 +267,68 @@ def dynamic_curve(selection: Mapping[str, object], title: str) -> str:
     ax.set_ylabel("mean intensity")
     ax.set_title(f"{title} ({selection['method']})", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def calibration_plot(table: pd.DataFrame, tasks: list[str],
+                     fits: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> str:
+    """Observed rate vs predicted risk per risk group, one panel per task, one line per method.
+
+    Args:
+        table: ``calibration.parquet`` rows (``task, method, mean_predicted, observed,
+            observed_low, observed_high``; :func:`medimp.evaluate.calibration.calibration_table`).
+        tasks: the panels, in order.
+        fits: optional ``(task, method) -> (calibration intercept, slope)`` for the legend.
+    """
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.6 * max(1, len(tasks)), 3.5),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        sub = table[table["task"] == task]
+        for i, (method, grp) in enumerate(sub.groupby("method", sort=False)):
+            label = method
+            if fits and (task, method) in fits:
+                a, b = fits[(task, method)]
+                label += f" (int. {a:+.2f}, slope {b:.2f})"
+            x = grp["mean_predicted"].to_numpy(float)
+            y = grp["observed"].to_numpy(float)
+            err = [y - grp["observed_low"].to_numpy(float), grp["observed_high"] - y]
+            ax.errorbar(x + 0.006 * i, y, yerr=err, fmt="-o", ms=4, capsize=2, label=label,
+                        color=f"C{i}")
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="ideal")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_title(task)
+        ax.set_xlabel("predicted risk (group mean)")
+        ax.legend(fontsize=6, frameon=False, loc="upper left")
+    axes[0][0].set_ylabel("observed rate (95% CI)")
+    return _png(fig)
+
+
+def decision_curve_plot(table: pd.DataFrame, tasks: list[str]) -> str:
+    """Net benefit over risk thresholds per method, against treat-all and treat-none.
+
+    Args:
+        table: ``decision_curves.parquet`` rows (``task, method, threshold, net_benefit,
+            treat_all``; :func:`medimp.evaluate.calibration.decision_curve`).
+        tasks: the panels, in order.
+    """
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.8 * max(1, len(tasks)), 3.3),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        sub = table[table["task"] == task]
+        if sub.empty:
+            ax.axis("off")
+            continue
+        first = sub[sub["method"] == sub["method"].iloc[0]]
+        ax.plot(first["threshold"], first["treat_all"], "--", color="0.5", label="treat all")
+        ax.axhline(0, color="0.2", lw=0.8, label="treat none")
+        for i, (method, grp) in enumerate(sub.groupby("method", sort=False)):
+            ax.plot(grp["threshold"], grp["net_benefit"], color=f"C{i}", label=method)
+        top = float(np.nanmax(sub[["net_benefit", "treat_all"]].to_numpy()))
+        ax.set_ylim(-0.05, max(0.05, top * 1.1))
+        ax.set_title(task)
+        ax.set_xlabel("risk threshold")
+        ax.legend(fontsize=6, frameon=False)
+    axes[0][0].set_ylabel("net benefit")
     return _png(fig)

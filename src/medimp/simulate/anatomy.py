@@ -61,9 +61,16 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def draw_patient_geometry(rng: np.random.Generator) -> PatientGeometry:
-    """Draw the per-patient geometry: field of view, pose, shape, pyramids, fibrosis patches."""
-    fov = np.array([rng.uniform(170, 210), rng.uniform(170, 210), rng.uniform(150, 190)])
+def draw_patient_geometry(rng: np.random.Generator,
+                          fov_inplane_mm: tuple[float, float] = (170.0, 210.0),
+                          fov_slice_mm: tuple[float, float] = (150.0, 190.0)) -> PatientGeometry:
+    """Draw the per-patient geometry: field of view, pose, shape, pyramids, fibrosis patches.
+
+    The field of view is drawn from the site's ranges (:mod:`medimp.simulate.site`); the
+    defaults are site 0's. Everything else is anatomy, the same at every site.
+    """
+    fov = np.array([rng.uniform(*fov_inplane_mm), rng.uniform(*fov_inplane_mm),
+                    rng.uniform(*fov_slice_mm)])
     center = rng.normal(0, 8, 3)
     # long axis mostly in the slice plane (axes 0, 1), tilted by up to ~25 degrees
     rot = Rotation.from_euler("zyx", [rng.uniform(0, 360), rng.normal(0, 12),

@@ -24,6 +24,7 @@ from medimp.simulate.anatomy import draw_patient_geometry, exam_anatomy
 from medimp.simulate.clinical import simulate_clinical
 from medimp.simulate.kinetics import exam_kinetics
 from medimp.simulate.signal import phase_volumes
+from medimp.simulate.site import SiteProfile, site_profile
 from medimp.study import default_study, save_study
 
 __all__ = ["MIN_PATIENTS", "SimulationError", "nifti_affine", "simulate_cohort"]
@@ -32,7 +33,6 @@ __all__ = ["MIN_PATIENTS", "SimulationError", "nifti_affine", "simulate_cohort"]
 MIN_PATIENTS = 10
 FORMATS = ("nifti", "dicom")
 _MISSING_PHASE_P = 0.02
-_PHASE_JITTER_S = {"arterial": 4.0, "tubular": 15.0}
 _N_FIGURE_PATIENTS = 3
 
 
@@ -63,6 +63,7 @@ class _PatientTask:
     exams: tuple[_ExamTask, ...]
     uid_root: str
     keep_figures: bool
+    site: SiteProfile
 
 
 @dataclass
@@ -99,18 +100,19 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 def _simulate_patient(task: _PatientTask) -> _PatientResult:
     rng = np.random.default_rng(task.seed)
-    geom = draw_patient_geometry(rng)
+    site = task.site
+    geom = draw_patient_geometry(rng, site.fov_inplane_mm, site.fov_slice_mm)
     res = _PatientResult(index=task.index)
     pid = task.patient_id
     for ex in task.exams:
         anat = exam_anatomy(geom, task.shape, ex.volume_ml, ex.fibrosis, rng)
         times = []
         for name, nominal in zip(task.phases, task.phase_seconds, strict=True):
-            jit = _PHASE_JITTER_S.get(name, 0.05 * nominal)
+            jit = site.phase_jitter_s.get(name, 0.05 * nominal)
             times.append(round(max(nominal + rng.normal(0, jit), 0.0), 1) if nominal > 0 else 0.0)
         kin = exam_kinetics(ex.gfr, ex.volume_ml, ex.extraction, ex.fibrosis, phase_times=times,
                             rng=rng)
-        vols, _ = phase_volumes(anat.fractions, kin.phase_signal, rng)
+        vols, _ = phase_volumes(anat.fractions, kin.phase_signal, rng, site)
         affine = nifti_affine(anat.spacing, task.shape)
         for p, name in enumerate(task.phases):
             if not ex.phases_present[p]:
@@ -146,8 +148,21 @@ COHORT_ENTRIES = frozenset({"manifest.csv", "exams.csv", "patients.csv", "study.
                             "truth", "truth.csv", "figures", ".medimp_cache"})
 
 
+def _site_study(site: SiteProfile):
+    """study.yaml of a site's cohort: the default study, with the site's nominal phase times."""
+    study = default_study()
+    if site.site == 0:
+        return study
+    phases = [p.model_copy(update={"seconds": site.phase_seconds.get(p.name, p.seconds)})
+              for p in study.phases]
+    return study.model_copy(update={"name": f"medimp-simulated-site-{site.site}",
+                                    "phases": phases})
+
+
 def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
-                overwrite: bool, workers: int | None) -> None:
+                overwrite: bool, workers: int | None, site: int = 0) -> None:
+    if int(site) != site or site < 0:
+        raise SimulationError(f"--site must be an integer >= 0 (0: the default site), got {site}")
     if int(n_patients) != n_patients or n_patients < MIN_PATIENTS:
         raise SimulationError(f"--patients must be an integer >= {MIN_PATIENTS} so that both "
                               f"outcome classes occur (got {n_patients})")
@@ -175,13 +190,14 @@ def _check_args(out: Path, n_patients: int, shape: tuple[int, ...], *, fmt: str,
 
 
 def _tasks(root: Path, patients: pd.DataFrame, truth: pd.DataFrame, *,
-           shape: tuple[int, int, int], fmt: str, seed: int) -> list[_PatientTask]:
-    study = default_study()
+           shape: tuple[int, int, int], fmt: str, seed: int,
+           site: SiteProfile) -> list[_PatientTask]:
+    study = _site_study(site)
     phases = tuple(study.phase_names)
     seconds = tuple(float(p.seconds or 0.0) for p in study.phases)
     children = np.random.SeedSequence([seed, 0x1A6E]).spawn(len(patients))
     miss_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9A5E]))
-    uid_root = f"medimp-simulate-seed-{seed}"
+    uid_root = f"medimp-simulate-seed-{seed}" + (f"-site-{site.site}" if site.site else "")
     by_patient = dict(list(truth.groupby("patient_id", sort=False)))
     tasks = []
     for i, pid in enumerate(patients["patient_id"]):
@@ -194,7 +210,7 @@ def _tasks(root: Path, patients: pd.DataFrame, truth: pd.DataFrame, *,
                                    float(row.extraction_fraction), float(row.fibrosis_fraction),
                                    tuple(present)))
         tasks.append(_PatientTask(i, str(pid), children[i], shape, fmt, root, phases, seconds,
-                                  tuple(exams), uid_root, i < _N_FIGURE_PATIENTS))
+                                  tuple(exams), uid_root, i < _N_FIGURE_PATIENTS, site))
     return tasks
 
 
@@ -239,6 +255,8 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    *,
+    site: int = 0,
 ) -> Path:
     """Simulate a renal-transplant DCE-MRI cohort and write it as a cohort directory.
 
@@ -253,6 +271,9 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
             are spawned, so a script that calls this with ``workers > 1`` needs the usual
             ``if __name__ == "__main__":`` guard.
         progress: show a progress bar.
+        site: acquisition profile (:func:`medimp.simulate.site.site_profile`): 0 is the
+            default scanner; another number changes gain, noise, bias field, field of view and
+            phase timing, never the patients (the tables are the same for the same seed).
 
     Returns:
         The cohort folder.
@@ -261,15 +282,18 @@ def simulate_cohort(  # noqa: PLR0917 (positional order fixed by docs/ARCHITECTU
         SimulationError: invalid arguments; nothing is written.
     """
     out = Path(out)
-    _check_args(out, n_patients, tuple(shape), fmt=fmt, overwrite=overwrite, workers=workers)
+    _check_args(out, n_patients, tuple(shape), fmt=fmt, overwrite=overwrite, workers=workers,
+                site=site)
+    profile = site_profile(int(site))
     shape = tuple(int(s) for s in shape)
     if workers is None:
         workers = max(1, min(4, os.cpu_count() or 1, n_patients // 8))
     patients, exams, truth = simulate_clinical(int(n_patients), seed)
-    study = default_study()
+    study = _site_study(profile)
     try:
         with atomic_dir(out, overwrite=overwrite) as root:
-            tasks = _tasks(root, patients, truth, shape=shape, fmt=fmt, seed=seed)
+            tasks = _tasks(root, patients, truth, shape=shape, fmt=fmt, seed=seed,
+                           site=profile)
             results = _run(tasks, workers, progress)
             manifest = pd.DataFrame([row for r in results for row in r.manifest],
                                     columns=["patient_id", "exam", "phase", "path",

@@ -1,0 +1,159 @@
+"""Added value of the images over the clinical table: the ``clinical+NAME`` models.
+
+For every image method NAME the evaluation fits a combined model on the clinical features
+(``clinical_only``'s table) **plus** NAME's embedding reduced to k principal components inside
+each training fold (:func:`medimp.evaluate.models.make_model` ``"combined"``). k is chosen with
+the penalty by the inner CV from a small grid that includes 0, so a combined model whose
+images do not help falls back to the clinical table alone (with k = 0 and the same penalty it
+makes exactly ``clinical_only``'s predictions). Comparing ``clinical+NAME`` with
+``clinical_only`` on the same folds answers "do the images add anything?".
+
+:func:`combined_features` joins the two tables exam by exam (the combined table's first
+``n_clinical`` columns are clinical); :class:`CombinedLogisticProbe` is the binary probe (the
+continuous one is :class:`medimp.evaluate.regression.RidgeProbe` with
+``method_kind="combined"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn import config_context
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from medimp.evaluate.embeddings import feature_columns
+from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.models import make_model, make_preprocessor
+from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, youden_threshold
+from medimp.evaluate.scoring import auc
+
+__all__ = ["CombinedLogisticProbe", "added_name", "combined_features"]
+
+PREFIX = "clinical+"
+
+
+def added_name(method: str) -> str:
+    """The combined model's method name, ``clinical+NAME``."""
+    return f"{PREFIX}{method}"
+
+
+def combined_features(clinical: pd.DataFrame, embedding: pd.DataFrame,
+                      method: str = "embedding") -> tuple[pd.DataFrame, int]:
+    """The clinical table and an embedding side by side, one row per exam.
+
+    Args:
+        clinical: ``clinical_only``'s table (exam rows, named feature columns, NaN allowed).
+        embedding: a method's table (:func:`medimp.evaluate.embeddings.read_embeddings`);
+            its exam rows are used, or its patient rows repeated at every exam when it has
+            no exam rows.
+        method: name for the error message.
+
+    Returns:
+        ``(table, n_clinical)``: ``patient_id``, ``exam``, ``level`` ("exam"), then the
+        clinical columns (``c_<name>``), then the embedding's (``x_<name>``). Exams without
+        an embedding are left out.
+    """
+    ccols, ecols = feature_columns(clinical), feature_columns(embedding)
+    left = clinical[clinical["level"] == "exam"][["patient_id", "exam", *ccols]]
+    left = left.rename(columns={c: f"c_{c}" for c in ccols})
+    exam_rows = embedding[embedding["level"] == "exam"]
+    if len(exam_rows):
+        right, on = exam_rows[["patient_id", "exam", *ecols]], ["patient_id", "exam"]
+    else:
+        right = embedding.drop_duplicates("patient_id")[["patient_id", *ecols]]
+        on = ["patient_id"]
+    right = right.rename(columns={c: f"x_{c}" for c in ecols})
+    out = left.merge(right, on=on, how="inner", validate="one_to_one" if len(on) == 2
+                     else "many_to_one")
+    if out.empty:
+        raise EvaluationError(
+            f"method {method!r}: no exam has both clinical features and an embedding; the "
+            "embeddings' exam names must match exams.csv")
+    out.insert(2, "level", "exam")
+    return out.reset_index(drop=True), len(ccols)
+
+
+class CombinedLogisticProbe(ClassifierMixin, BaseEstimator):
+    """``make_model("binary", "combined")``: clinical columns + k principal components of the
+    image columns → L2 logistic regression; ``C``, ``k`` and the decision threshold from an
+    inner patient-grouped CV on the training data (as :class:`~medimp.evaluate.LogisticProbe`:
+    patient-level AUC; ties go to the fewest components, then the strongest penalty).
+
+    Args:
+        n_clinical: leading clinical columns.
+        ks: image components tried (0 = the clinical table alone; capped at the image
+            columns and the training size).
+        Cs: inverse penalties tried.
+        inner_splits: folds of the inner CV.
+        seed: inner CV shuffling.
+        max_iter: solver iterations.
+    """
+
+    def __init__(self, n_clinical: int = 1, *, ks: Sequence[int] = (0, 2, 4, 8),
+                 Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), inner_splits: int = 3,
+                 seed: int = 0, max_iter: int = 2000) -> None:
+        self.n_clinical = n_clinical
+        self.ks = ks
+        self.Cs = Cs
+        self.inner_splits = inner_splits
+        self.seed = seed
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None):
+        """Choose (k, C) and the threshold by inner CV on (X, y), then refit on all of it."""
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y).astype(int)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        if not np.all(np.isfinite(X[:, self.n_clinical:])):
+            raise ProbeError("image features contain NaN or infinite values")
+        _, pos = group_mean(y.astype(float), groups)
+        n_min = int(min((pos > 0.5).sum(), (pos <= 0.5).sum()))
+        if n_min < 2:
+            raise ProbeError(f"need at least 2 patients of each class to fit a probe, got "
+                             f"{n_min} in the minority class")
+        self.classes_ = np.array([0, 1])
+        n_image = X.shape[1] - self.n_clinical
+        ks = sorted({int(k) for k in self.ks})
+        grid = [(k, float(c)) for k in ks for c in self.Cs]
+        oof = np.full((len(grid), len(y)), np.nan)
+        with config_context(skip_parameter_validation=True):
+            for tr, te in inner_splits(y, groups, min(self.inner_splits, n_min), self.seed):
+                if len(np.unique(y[tr])) < 2:
+                    continue
+                kmax = int(max(0, min(max(ks), n_image, len(tr) - 1)))
+                pre = make_preprocessor("combined", n_clinical=self.n_clinical, k=kmax,
+                                        seed=self.seed)
+                z_tr, z_te = pre.fit_transform(X[tr]), pre.transform(X[te])
+                for g, (k, c) in enumerate(grid):
+                    cols = self.n_clinical + min(k, kmax)
+                    clf = LogisticRegression(C=c, max_iter=self.max_iter)
+                    oof[g, te] = clf.fit(z_tr[:, :cols], y[tr]).predict_proba(
+                        z_te[:, :cols])[:, 1]
+        done = np.all(np.isfinite(oof), axis=0)
+        _, yg = group_mean(y[done].astype(float), groups[done])
+        yg = (yg > 0.5).astype(int)
+        per_patient = np.stack([group_mean(oof[g, done], groups[done])[1]
+                                for g in range(len(grid))])
+        scores = auc(yg[None, :], per_patient)
+        best = int(np.nanargmax(scores)) if np.any(np.isfinite(scores)) else 0
+        k, c = grid[best]
+        self.inner_scores_ = scores
+        self.best_param_ = c
+        self.best_k_ = int(max(0, min(k, n_image, len(y) - 1)))
+        self.threshold_ = youden_threshold(yg, per_patient[best]) \
+            if len(np.unique(yg)) == 2 else 0.5
+        self.model_ = make_model("binary", "combined", C=c, n_clinical=self.n_clinical,
+                                 k=self.best_k_, seed=self.seed,
+                                 max_iter=self.max_iter).fit(X, y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of class 0 and 1."""
+        return self.model_.predict_proba(np.asarray(X, dtype=float))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """1 where the probability reaches the threshold chosen in ``fit``."""
+        return (self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)

@@ -1,0 +1,76 @@
+"""The evaluation protocol: :class:`EvalConfig` and its description in words.
+
+Every option has a default; docs/evaluate.md ("Protocol") explains each choice.
+:func:`protocol_description` is what ``metrics.json`` records in its header (and the report
+renders).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["REFERENCE_METHODS", "EvalConfig", "protocol_description"]
+
+#: Methods the evaluation adds itself (not pretrained, so never "one pretraining run").
+REFERENCE_METHODS = ("clinical_only", "oracle")
+
+
+class EvalConfig(BaseModel):
+    """Evaluation protocol; every option has a default (docs/evaluate.md, "Protocol")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizons: list[int] = Field([2, 3, 4], description="Years after transplant.")
+    threshold: float | None = Field(None, description="eGFR cut-off; None: study.yaml's.")
+    n_splits: int = Field(5, ge=2, description="Outer CV folds.")
+    repeats: int = Field(5, ge=1, description="Outer CV repeats (new shuffles).")
+    n_bootstrap: int = Field(1000, ge=20, description="Deprecated and ignored: the CIs use the "
+                             "corrected resampled t; kept so that older scripts still run.")
+    seed: int = 0
+    levels: list[Literal["exam", "patient_mean", "patient_latest"]] = Field(
+        ["exam", "patient_mean", "patient_latest"], description="Sample levels evaluated.")
+    probes: list[Literal["logistic", "knn"]] = ["logistic", "knn"]
+    Cs: list[float] = Field([0.01, 0.1, 1.0, 10.0], description="Logistic penalties tried.")
+    knn_ks: list[int] = Field([5, 10, 20], description="k-NN neighbour counts tried.")
+    inner_splits: int = Field(3, ge=2, description="Inner CV folds (penalty, threshold).")
+    clinical_only: bool = Field(True, description="Add the clinical-table baseline.")
+    oracle: bool = Field(True, description="Add the latent-truth ceiling if truth.csv exists.")
+    reference_method: str = Field("medimp", description="Method compared with every other.")
+    survival: bool = Field(True, description="Cox model of graft survival.")
+    survival_event: Literal["graft_loss", "poor_status"] = Field(
+        "graft_loss", description="Survival endpoint: graft loss, or the composite of graft "
+        "loss and eGFR below the threshold at a yearly horizon.")
+    survival_pca: int = Field(5, ge=1, description="PCA components for the Cox model.")
+    cox_penalizer: float = Field(0.1, gt=0, description="Cox L2 penalty.")
+    n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
+    retrieval: bool = Field(True, description="Image->text retrieval and zero-shot for runs "
+                                              "with a text tower.")
+
+
+def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
+    """The protocol as recorded in the header (also rendered in words by the report)."""
+    return {
+        **cfg.model_dump(),
+        "label": "eGFR at K years < threshold, or graft loss before K years; unknown left out",
+        "cv": (f"{cfg.repeats}x repeated, {cfg.n_splits}-fold, outcome-stratified, "
+               "patient-grouped; the same splits for every method"),
+        "exam_level": "each exam a training sample; test-exam probabilities averaged per patient",
+        "threshold_rule": ("Youden's J on inner-CV out-of-fold probabilities of the training "
+                           "folds (never the test fold)"),
+        "metrics": ("patient-level ROC AUC, balanced accuracy, F1 computed on each test fold "
+                    f"({cfg.repeats}x{cfg.n_splits} values) and averaged; 95% CI from the "
+                    "corrected resampled t (Nadeau & Bengio 2003: variance of the fold mean "
+                    "(1/J + n_test/n_train)·s², J-1 df), which carries the variability of the "
+                    "training folds; for a method with several pretraining runs the fold "
+                    "values are averaged over runs and the variance of the run means / runs "
+                    "is added (Welch–Satterthwaite df)"),
+        "paired_test": (f"corrected resampled t of AUC({cfg.reference_method}) - AUC(other) on "
+                        "the same folds, plus the DeLong variance of the pooled out-of-fold "
+                        "difference and the seed variance of each method with several runs; "
+                        "two-sided p-value; minimal detectable difference = 2.8 x SE (80% "
+                        "power, alpha 0.05)"),
+        "survival_metric": ("Harrell's C on each test fold (risks of one fitted model, never "
+                            "pooled across folds), averaged; CI as for the AUC"),
+    }

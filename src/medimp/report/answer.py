@@ -1,0 +1,130 @@
+"""The report's opening: the question, the data, and the answer against the clinical table.
+
+Everything here reads ``metrics.json`` (:class:`medimp.evaluate.metrics.MetricsFile`) and words
+it for a transplant team. Fields that newer evaluations add (combined ``clinical+NAME`` models,
+continuous endpoints, verdicts) are read when present; an older file still gives an answer from
+what it holds, and says what it lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from medimp.evaluate.metrics import MetricsFile
+
+__all__ = ["CLINICAL", "AddedValue", "added_value", "bottom_line", "task_classes"]
+
+CLINICAL = "clinical_only"
+HEADLINE = ("patient_mean", "logistic")
+
+
+def _attr(obj: Any, name: str) -> Any:
+    """A field that newer metrics files have and older ones lack (None when absent)."""
+    return getattr(obj, name, None)
+
+
+def task_classes(metrics: MetricsFile) -> list[dict[str, Any]]:
+    """Per task: horizon, patients with a known status, poor/good status, unknown."""
+    return [{"task": t.task, "horizon": t.horizon_years, "known": t.n_known, "poor": t.n_pos,
+             "good": t.n_known - t.n_pos, "unknown": t.n_unknown,
+             "graft_loss": t.n_graft_loss} for t in metrics.header.tasks]
+
+
+@dataclass(frozen=True)
+class AddedValue:
+    """One comparison against the clinical table, oriented as "candidate minus table"."""
+
+    task: str
+    candidate: str  # the method compared with the table (clinical+NAME, or NAME alone)
+    combined: bool  # True: the clinical table plus the images; False: the images alone
+    metric: str  # "AUC", "R²", ...
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    p_holm: float | None
+    min_detectable: float | None
+    verdict: str  # "better", "worse" or "undecided"
+
+    def words(self) -> str:
+        """The verdict for a clinician, with the numbers it rests on."""
+        what = "adding the images" if self.combined else f"{self.candidate} alone"
+        delta = f"Δ{self.metric} {self.diff:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
+        if self.verdict == "better":
+            return f"{what} does better than the clinical table ({delta})."
+        if self.verdict == "worse":
+            return f"{what} does worse than the clinical table ({delta})."
+        missed = ("" if self.min_detectable is None else
+                  f"; a true difference below {self.min_detectable:.2f} in {self.metric} "
+                  "would be missed at this size")
+        return f"cannot tell {what} apart from the clinical table ({delta}){missed}."
+
+
+def _metric_of(c: Any) -> tuple[str, float] | None:
+    for field, name in (("auc_diff", "AUC"), ("r2_diff", "R²"), ("brier_diff", "Brier")):
+        v = _attr(c, field)
+        if v is not None:
+            return name, float(v)
+    return None
+
+
+def _verdict(c: Any, sign: float) -> str:
+    given = _attr(c, "verdict")
+    if isinstance(given, str) and given in ("better", "worse", "undecided"):
+        return {"better": "worse", "worse": "better"}.get(given, given) if sign < 0 else given
+    lo, hi = sign * c.ci_low, sign * c.ci_high
+    lo, hi = min(lo, hi), max(lo, hi)
+    return "better" if lo > 0 else "worse" if hi < 0 else "undecided"
+
+
+def added_value(metrics: MetricsFile) -> list[AddedValue]:
+    """Every headline comparison that involves the clinical table, as "candidate - table".
+
+    Combined models (``clinical+NAME``) come first; comparisons of an image method alone
+    against the table follow. The reference ``oracle`` is not a candidate.
+    """
+    out = []
+    for c in metrics.comparisons:
+        if (c.level, c.probe) != HEADLINE or CLINICAL not in (c.method, c.other):
+            continue
+        sign = 1.0 if c.other == CLINICAL else -1.0
+        candidate = c.method if sign > 0 else c.other
+        metric = _metric_of(c)
+        if candidate == "oracle" or metric is None:
+            continue
+        lo, hi = sorted((sign * c.ci_low, sign * c.ci_high))
+        out.append(AddedValue(
+            task=c.task, candidate=candidate, combined=candidate.startswith("clinical+"),
+            metric=metric[0], diff=sign * metric[1], ci_low=lo, ci_high=hi,
+            p_value=c.p_value, p_holm=_attr(c, "p_holm"),
+            min_detectable=c.min_detectable_diff, verdict=_verdict(c, sign)))
+    return sorted(out, key=lambda a: (not a.combined, a.task))
+
+
+def bottom_line(metrics: MetricsFile) -> list[dict[str, str]]:
+    """One line per task: the answer against the clinical table, in words.
+
+    The combined model of the reference method (``clinical+REF``) answers "do the images
+    add?"; without combined models the reference method alone against the table answers the
+    weaker "do the images replace it?", and the line says so.
+    """
+    ref = metrics.header.reference_method or ""
+    found = added_value(metrics)
+    lines = []
+    for t in metrics.header.tasks:
+        mine = [a for a in found if a.task == t.task]
+        pick = (next((a for a in mine if a.candidate == f"clinical+{ref}"), None)
+                or next((a for a in mine if a.combined), None)
+                or next((a for a in mine if a.candidate == ref), None)
+                or (mine[0] if mine else None))
+        if pick is None:
+            text = ("no comparison with the clinical table was computed for this task "
+                    "(see Cohort flow and Skipped).")
+        else:
+            text = pick.words()
+            if not pick.combined:
+                text += (" This compares the images alone with the table alone; the table "
+                         "plus the images was not evaluated in this run.")
+        lines.append({"task": t.task, "horizon": str(t.horizon_years), "text": text})
+    return lines
