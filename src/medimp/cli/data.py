@@ -207,20 +207,26 @@ def import_medimp(
 
 
 def init(
-    folder: Annotated[Path, typer.Argument(
-        help="Folder of a clinic's export: patients.csv (one row per patient), exams.csv (one "
-             "row per exam) and the image tree, as exported.")],
+    old_folder: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional FOLDER; use --cohort.",
+        show_default=False)] = None,
+    *,
+    cohort: Annotated[Path | None, typer.Option(
+        "--cohort", help="Folder of a clinic's export, the cohort to be: patients.csv (one row "
+        "per patient), exams.csv (one row per exam) and the image tree, as exported.",
+        show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing study.yaml and manifest.csv.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was found as JSON.")
                         ] = False,
 ) -> None:
     """Write a commented study.yaml and a manifest.csv for a clinic's export (each guess is
-    marked '# review'), then run `medimp validate FOLDER`."""
+    marked '# review'), then run `medimp validate --cohort FOLDER`."""
     import json
 
     from medimp.data.init import init_cohort, layout_summary
 
+    folder = path_option(cohort, old_folder, option="--cohort", old_name="FOLDER")
     if not folder.is_dir():
         fail(f"{folder}: not a folder; give the folder that holds the exported tables")
     result = init_cohort(folder, overwrite=overwrite)
@@ -242,7 +248,7 @@ def init(
         if len(layout.unmatched) > 10:
             out(f"  ... and {len(layout.unmatched) - 10} more (--json lists them)", markup=False)
     out(f"wrote {result.study_path} and {result.manifest_path} ({len(layout.rows)} images). "
-        f"Next: medimp validate {folder}", markup=False, highlight=False, soft_wrap=True)
+        f"Next: medimp validate --cohort {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
