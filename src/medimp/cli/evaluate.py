@@ -1,4 +1,4 @@
-"""CLI commands of the evaluate stage: ``medimp evaluate`` (``medimp demo`` is the lead's)."""
+"""CLI commands of the evaluate stage: ``medimp evaluate`` (``medimp demo`` is in cli/demo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, err_console, fail, is_interactive, warn_deprecated
+from medimp.cli._common import (
+    THREADS_HELP,
+    apply_threads,
+    console,
+    err_console,
+    fail,
+    is_interactive,
+    jobs_value,
+    warn_deprecated,
+)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
@@ -51,7 +60,10 @@ def evaluate_command(
         "resampled t, docs/evaluate.md); accepted so that older scripts still run.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the CV splits.")] = 0,
     jobs: Annotated[int, typer.Option(
-        "--jobs", help="Cross-validations run in parallel (-1: all cores).")] = 1,
+        "--jobs", help="Cross-validations run at once, each in its own process; 0: one per "
+        "CPU core.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
     reference: Annotated[str, typer.Option(
         "--reference", help="Method compared with each other method.")] = "medimp",
     no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip the k-NN probe.")] = False,
@@ -72,6 +84,8 @@ def evaluate_command(
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
     from medimp.evaluate import EvalConfig
 
+    jobs = jobs_value(jobs) or 1
+    apply_threads(threads)
     runs, embeddings = runs or [], embeddings or []
     by_run, by_file = _pairs(runs, "--runs"), _pairs(embeddings, "--embeddings")
     if set(by_run) & set(by_file):
