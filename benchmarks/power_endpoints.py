@@ -39,14 +39,20 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from medimp.data import Cohort
-from medimp.evaluate.added import holm
 from medimp.evaluate.calibration import brier
+from medimp.evaluate.compare import holm
 from medimp.evaluate.cv import cross_validate, make_splits
-from medimp.evaluate.endpoints import paired_interval
-from medimp.evaluate.intervals import fold_metric, minimal_detectable_difference
+from medimp.evaluate.endpoints import paired
+from medimp.evaluate.intervals import fold_metric
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.probes import LogisticProbe
-from medimp.evaluate.regression import RidgeProbe, cross_validate_regression, make_targets
+from medimp.evaluate.regression import (
+    RidgeProbe,
+    cross_validate_regression,
+    make_targets,
+    r2,
+)
+from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import simulate_clinical
 from medimp.study import default_study
 
@@ -91,18 +97,15 @@ def _method(tables, ids, y, target, splits, tables_by_run):
 
 
 def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
-    from medimp.evaluate.regression import r2
-    from medimp.evaluate.scoring import auc
-
+    """The evaluation's paired test (``medimp.evaluate.endpoints.paired``) of each metric."""
     out = {}
     for name, fn, which, truth in (("auc", auc, 0, y), ("brier", brier, 0, y),
                                    ("r2", r2, 1, target)):
         va = np.stack([fold_metric(truth, s, tests, fn) for s in a[which]])
         vb = np.stack([fold_metric(truth, s, tests, fn) for s in b[which]])
-        iv = paired_interval(name, va, vb, ratio, y=truth, runs_a=a[which], runs_b=b[which],
-                             tests=tests)
-        out[name] = {"diff": iv.estimate, "p": iv.p_value, "se": iv.se,
-                     "mdd": minimal_detectable_difference(iv.se)}
+        pc = paired(name, va, vb, ratio)
+        out[name] = {"diff": pc.estimate, "p": pc.p_value, "se": pc.se,
+                     "mdd": pc.min_detectable_diff, "df": pc.df}
     return out
 
 
