@@ -9,7 +9,7 @@ from medimp.evaluate import EvalConfig, evaluate
 from tests.evaluate.conftest import noise_embeddings, truth_embeddings, write_cohort
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     cohort = write_cohort(base / "cohort", n_patients=40, seed=0)

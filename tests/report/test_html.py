@@ -109,14 +109,24 @@ def test_absolute_risks_and_calibration(page) -> None:
     assert "Thresholds: 10%, 25%, 50%." in risks
     for col in ("sensitivity", "specificity", "PPV", "NPV", "observed poor status"):
         assert f"<th>{col}</th>" in risks
-    calib = _section(page, "calibration")
-    assert calib.count('alt="calibration ') == 3  # one plot per task
+    assert 'alt="calibration"' in _section(page, "calibration")
+    assert 'alt="decision curves"' in _section(page, "decision")
+    # no calibration.parquet in this evaluation: the page says where its plot comes from
+    assert "from the out-of-fold predictions, in fixed predicted-risk groups" in page
 
 
-def test_survival_first_with_numbers_at_risk(page) -> None:
+def test_survival_first_with_numbers_at_risk(eval_dir, page) -> None:
+    import pandas as pd
+
     surv = _section(page, "survival")
     assert "<th>Harrell&#39;s C [95% CI]</th>" in surv and 'alt="KM curves"' in surv
-    assert "numbers at risk" in surv
+    at_risk = surv[surv.index("Numbers at risk"):]
+    km = pd.read_parquet(eval_dir / "survival.parquet")
+    for method, sub in km.groupby("method"):
+        high = sub[sub["high_risk"] == 1]
+        # at year 0 every patient of the group is at risk; at 1 year those followed past it
+        n1 = int((high["time_days"] >= 365.25).sum())
+        assert f"<td>{method}</td><td>high risk</td><td>{len(high)}</td><td>{n1}</td>" in at_risk
 
 
 def test_cohort_flow_adds_up(eval_dir, page) -> None:
@@ -147,7 +157,7 @@ def test_tripod_checklist_says_where_or_not(page) -> None:
         assert where != "–" or note  # covered somewhere, or says why not
     by_item = {item: where for item, _, where, _ in rows}
     assert by_item["26c"] == "Calibration" and by_item["14"] == "–"
-    assert by_item["26d"] == "–"  # no decision-curve data in this evaluation
+    assert by_item["26d"] == "Decision curves"
 
 
 def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:

@@ -136,7 +136,7 @@ def test_resume_with_overwrite_is_refused(simulated_cohort, tiny_config, tmp_pat
                  progress=False, resume=True, overwrite=True)
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(run), "--resume", "--overwrite", "--epochs", "2"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert res.output.count("\n") == 1 and "only one of them" in res.output
     assert (run / "model.safetensors").read_bytes() == weights
     assert (run / "model.json").read_bytes() == info
@@ -215,10 +215,10 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     assert "resume with --resume" in err, err[-2000:]
     assert not (tmp_path / ".run.medimp-lock.json").exists()
     assert not (tmp_path / ".run.medimp-lock").exists(), "the lock file is removed on release"
-    # the run is whole: it resumes, here for one more epoch
+    # the run is whole: it resumes, here for one more epoch (the same config, stopped early)
     done = int(read_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"]) + 1
-    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}",
-                                                f"epochs={done + 1}"),
+    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=1000",
+                                                f"stop_after_epochs={done + 1}"),
              progress=False, resume=True)
     assert load_run_info(out)["epochs_trained"] == done + 1
 
@@ -234,7 +234,7 @@ def test_cli_second_pretrain_message(simulated_cohort, tmp_path) -> None:
     with folder_lock(out, "run folder"):
         res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                        str(out), "--epochs", "1", "--no-progress"])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "in use by process" in res.output and "Traceback" not in res.output
 
 

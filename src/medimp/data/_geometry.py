@@ -99,10 +99,16 @@ def header_geometry(path: str | Path) -> dict[str, Any] | None:
     """``shape``, ``spacing_ras``, ``fov_mm`` of a NIfTI file or a DICOM series folder from
     its header(s) only, no voxels read; None when the header cannot tell (the image checks
     report why)."""
+    import zlib
+
+    from nibabel.filebasedimages import ImageFileError
+
     path = Path(path)
     try:
         if path.is_dir():
-            return _dicom_geometry(path)
+            from medimp.data.dicom_header import header_geometry as dicom_geometry
+
+            return dicom_geometry(path)
         import nibabel as nib
 
         img = nib.load(str(path))
@@ -110,31 +116,10 @@ def header_geometry(path: str | Path) -> dict[str, Any] | None:
         if len(shape) < 3:
             return None
         return _geometry(np.asarray(img.affine, dtype=float), shape)
-    except Exception:  # a damaged file: the image checks name it
-        return None
+    except (ValueError, OSError, EOFError, zlib.error, ImageFileError):
+        return None  # a damaged file (MedimpDataError is a ValueError): the image checks name it
 
 
 def _geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
     return {"shape": list(shape), "spacing_ras": list(world_spacing(affine)),
             "fov_mm": list(field_of_view(affine, shape))}
-
-
-def _dicom_geometry(folder: Path) -> dict[str, Any] | None:
-    from medimp.data.readers import _read_dicom_headers
-
-    headers = [h for _, h in _read_dicom_headers(folder)]
-    if not headers:
-        return None
-    first = headers[0]
-    iop = np.asarray(getattr(first, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=float)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    ps = [float(x) for x in first.PixelSpacing]
-    pos = sorted(float(np.dot(np.asarray(h.ImagePositionPatient, dtype=float), normal))
-                 for h in headers if getattr(h, "ImagePositionPatient", None) is not None)
-    dz = (pos[-1] - pos[0]) / (len(pos) - 1) if len(pos) > 1 else 1.0
-    dz = abs(dz) if np.isfinite(dz) and dz != 0 else 1.0
-    # LPS (DICOM) to RAS only flips signs; the extents of field_of_view do not care
-    affine = np.eye(4)
-    affine[:3, 0], affine[:3, 1], affine[:3, 2] = row * ps[1], col * ps[0], normal * dz
-    return _geometry(affine, (int(first.Columns), int(first.Rows), len(headers)))

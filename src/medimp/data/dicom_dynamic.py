@@ -16,13 +16,19 @@ convention): ``array[i, j, k]`` = column ``i``, row ``j``, slice ``k``; LPS conv
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medimp.data._errors import CorruptFileError, DicomSeriesError, DynamicSeriesError
+from medimp.data.dicom_header import (
+    DicomSlice,
+    rescale,
+    series_affine,
+    slices_of,
+    unwrap_slice_times,
+)
 
 __all__ = ["read_dynamic_dicom"]
 
@@ -30,125 +36,7 @@ _ORDER_KEYS = ("TemporalPosition", "TriggerTime", "AcquisitionTime")
 _TIME_KEYS = ("TimeOffset", "TriggerTime", "AcquisitionTime")
 _RESPLIT = ("export the dynamic series again, complete and in one geometry; or export each "
             "phase as its own series and list one manifest.csv row per phase")
-
-
-@dataclass
-class _Slice:
-    file: Path
-    frame: int | None
-    position: np.ndarray
-    orientation: np.ndarray
-    size: tuple[int, int]
-    pixel_spacing: np.ndarray
-    slope: float = 1.0
-    intercept: float = 0.0
-    order: dict[str, float] = field(default_factory=dict)
-    time: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def where(self) -> str:
-        return self.file.name + ("" if self.frame is None else f" frame {self.frame + 1}")
-
-
-def _seq_item(ds: Any, name: str) -> Any:
-    seq = getattr(ds, name, None)
-    return seq[0] if seq else None
-
-
-def _clock(value: Any) -> float | None:
-    from medimp.data.readers import _clock_seconds
-
-    if value in (None, ""):
-        return None
-    try:
-        return _clock_seconds(value)
-    except (ValueError, IndexError):
-        return None
-
-
-def _num(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _classic_slice(f: Path, ds: Any) -> _Slice:
-    for attr in ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"):
-        if getattr(ds, attr, None) is None:
-            raise DicomSeriesError(f"slice lacks {attr}", file=f,
-                                   fix="export the series with full geometry headers")
-    s = _Slice(file=f, frame=None,
-               position=np.asarray(ds.ImagePositionPatient, dtype=float),
-               orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
-               size=(int(ds.Rows), int(ds.Columns)),
-               pixel_spacing=np.asarray(getattr(ds, "PixelSpacing", [1.0, 1.0]), dtype=float),
-               slope=_num(getattr(ds, "RescaleSlope", None)) or 1.0,
-               intercept=_num(getattr(ds, "RescaleIntercept", None)) or 0.0)
-    tpi = _num(getattr(ds, "TemporalPositionIdentifier", None))
-    trig = _num(getattr(ds, "TriggerTime", None))
-    acq = _clock(getattr(ds, "AcquisitionTime", None))
-    for key, value in (("TemporalPosition", tpi), ("TriggerTime", trig),
-                       ("AcquisitionTime", acq)):
-        if value is not None:
-            s.order[key] = value
-    if trig is not None:
-        s.time["TriggerTime"] = trig / 1000.0
-    if acq is not None:
-        s.time["AcquisitionTime"] = acq
-    return s
-
-
-def _enhanced_slices(f: Path, ds: Any) -> list[_Slice]:
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
-    shared = _seq_item(ds, "SharedFunctionalGroupsSequence")
-    if per is None or len(per) != n:
-        raise DicomSeriesError(
-            f"multi-frame file of {n} frames without one per-frame functional group per frame",
-            file=f, fix="export an enhanced MR file with its functional groups or classic "
-                        "one-file-per-slice DICOM, or convert it to NIfTI (e.g. `dcm2niix -z y`)")
-
-    def get(group: Any, seq: str, attr: str) -> Any:
-        for g in (group, shared):
-            item = _seq_item(g, seq) if g is not None else None
-            if item is not None and getattr(item, attr, None) is not None:
-                return getattr(item, attr)
-        return None
-
-    out = []
-    for i, g in enumerate(per):
-        pos = get(g, "PlanePositionSequence", "ImagePositionPatient")
-        iop = get(g, "PlaneOrientationSequence", "ImageOrientationPatient")
-        if pos is None or iop is None:
-            raise DicomSeriesError(
-                f"frame {i + 1} lacks its plane position or orientation", file=f,
-                fix="export the enhanced file with PlanePosition/PlaneOrientation groups")
-        s = _Slice(file=f, frame=i, position=np.asarray(pos, dtype=float),
-                   orientation=np.asarray(iop, dtype=float),
-                   size=(int(ds.Rows), int(ds.Columns)),
-                   pixel_spacing=np.asarray(get(g, "PixelMeasuresSequence", "PixelSpacing")
-                                            or [1.0, 1.0], dtype=float),
-                   slope=_num(get(g, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0,
-                   intercept=_num(get(g, "PixelValueTransformationSequence",
-                                      "RescaleIntercept")) or 0.0)
-        tpi = _num(get(g, "FrameContentSequence", "TemporalPositionIndex"))
-        offset = _num(get(g, "TemporalPositionSequence", "TemporalPositionTimeOffset"))
-        trig = _num(get(g, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"))
-        acq = _clock(get(g, "FrameContentSequence", "FrameAcquisitionDateTime"))
-        for key, value in (("TemporalPosition", tpi), ("TriggerTime", trig),
-                           ("AcquisitionTime", acq)):
-            if value is not None:
-                s.order[key] = value
-        for key, value in (("TimeOffset", offset),
-                           ("TriggerTime", None if trig is None else trig / 1000.0),
-                           ("AcquisitionTime", acq)):
-            if value is not None:
-                s.time[key] = value
-        out.append(s)
-    return out
+_Slice = DicomSlice
 
 
 def _check_same_geometry(folder: Path, slices: list[_Slice]) -> None:
@@ -237,6 +125,48 @@ def _check_steps(folder: Path, pos: np.ndarray, columns: list[list[_Slice]],
     return step
 
 
+def _fill(array: np.ndarray, k: int, t: int, s: _Slice, pix: np.ndarray, *,
+          ds: Any = None) -> None:
+    if pix.ndim != 2:
+        raise DicomSeriesError("multi-component (e.g. RGB) DICOM pixels", file=s.file,
+                               fix="export a greyscale series")
+    array[:, :, k, t] = np.asarray(rescale(pix, s, ds)).T.astype(np.float32)
+
+
+def _read_pixels(array: np.ndarray, columns: list[list[_Slice]]) -> None:
+    """Fill ``array[..., k, t]`` holding one slice's (classic) or one frame's (enhanced) pixels
+    at a time: classic files are read time point by time point, an enhanced file frame by frame
+    in one pass (``pydicom.pixels.iter_pixels``)."""
+    import pydicom
+    from pydicom.pixels import iter_pixels
+
+    where: dict[Path, dict[int, tuple[int, int, _Slice]]] = defaultdict(dict)
+    for k, column in enumerate(columns):
+        for t, s in enumerate(column):
+            if s.frame is not None:
+                where[s.file][s.frame] = (k, t, s)
+    current = columns[0][0].file
+    try:
+        for t in range(array.shape[3]):
+            for k, column in enumerate(columns):
+                s = column[t]
+                if s.frame is None:
+                    current = s.file
+                    ds = pydicom.dcmread(s.file)
+                    _fill(array, k, t, s, np.asarray(ds.pixel_array), ds=ds)
+        for f, frames in where.items():
+            current = f
+            for i, pix in enumerate(iter_pixels(f)):
+                if i in frames:
+                    k, t, s = frames[i]
+                    _fill(array, k, t, s, np.asarray(pix))
+    except (DicomSeriesError, MemoryError):
+        raise
+    except Exception as exc:
+        raise CorruptFileError(f"pixel data unreadable ({exc})", file=current,
+                               fix="export the series again") from exc
+
+
 def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.01
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
     """Read a dynamic DICOM series (classic or enhanced) from ``files`` of one series.
@@ -251,21 +181,16 @@ def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.0
     """
     import pydicom
 
-    datasets: dict[Path, Any] = {}
     slices: list[_Slice] = []
-    for f in files:
+    for f in files:  # headers only: the pixels are read one time point at a time below
         try:
-            ds = pydicom.dcmread(f)
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
         except Exception as exc:
             raise CorruptFileError(f"DICOM file unreadable ({exc})", file=f,
                                    fix="export the series again") from exc
-        datasets[f] = ds
-        multi = int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
-        if multi or "PerFrameFunctionalGroupsSequence" in ds:
-            slices.extend(_enhanced_slices(f, ds))
-        else:
-            slices.append(_classic_slice(f, ds))
+        slices.extend(slices_of(f, ds))
     _check_same_geometry(folder, slices)
+    unwrap_slice_times(slices)  # a series across midnight known by its times of day only
     order_key = next((k for k in _ORDER_KEYS if all(k in s.order for s in slices)), None)
     time_key = next((k for k in _TIME_KEYS if all(k in s.time for s in slices)), None)
     iop = slices[0].orientation
@@ -275,27 +200,8 @@ def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.0
     n_t = len(columns[0])
     rows, cols = slices[0].size
     array = np.empty((cols, rows, len(pos), n_t), dtype=np.float32)
-    pixels: dict[Path, np.ndarray] = {}
-    for k, column in enumerate(columns):
-        for t, s in enumerate(column):
-            if s.file not in pixels:
-                try:
-                    pixels[s.file] = np.asarray(datasets[s.file].pixel_array)
-                except Exception as exc:
-                    raise CorruptFileError(f"pixel data unreadable ({exc})", file=s.file,
-                                           fix="export the series again") from exc
-            pix = pixels[s.file] if s.frame is None else pixels[s.file][s.frame]
-            if pix.ndim != 2:
-                raise DicomSeriesError("multi-component (e.g. RGB) DICOM pixels", file=s.file,
-                                       fix="export a greyscale series")
-            array[:, :, k, t] = pix.T.astype(np.float32) * s.slope + s.intercept
-    ps = slices[0].pixel_spacing
-    lps = np.eye(4)
-    lps[:3, 0] = iop[:3] * ps[1]
-    lps[:3, 1] = iop[3:] * ps[0]
-    lps[:3, 2] = normal * step
-    lps[:3, 3] = columns[0][0].position
-    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    _read_pixels(array, columns)
+    ras, _shape = series_affine(slices, step=step, origin=columns[0][0].position)
     times = None
     source = "none (no TemporalPositionTimeOffset, TriggerTime or AcquisitionTime)"
     if time_key is not None:

@@ -41,6 +41,13 @@ from medimp.data._errors import (
     InvalidVolumeError,
     VolumeReadError,
 )
+from medimp.data.dicom_header import (
+    HEADER_TAGS,
+    clock_seconds,
+    is_multiframe,
+    slices_of,
+    unwrap_midnight,
+)
 
 __all__ = [
     "READERS",
@@ -271,23 +278,6 @@ def _check_times(times: np.ndarray, n_frames: int, source: str, path: Path) -> n
     return times - times[0]
 
 
-def _clock_seconds(value: Any) -> float:
-    """Seconds since midnight of a DICOM TM ("HHMMSS.ffffff") or ISO ("HH:MM:SS.ffffff") time,
-    or of a DT ("YYYYMMDDHHMMSS.ffffff": the date becomes days)."""
-    text = str(value).strip().replace(":", "")
-    if "T" in text:  # ISO date-time from a sidecar
-        date, text = text.split("T", 1)
-        text = date.replace("-", "") + text
-    if len(text.split(".")[0]) >= 14:  # DT: date then time
-        import datetime as _dt
-
-        day = _dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8])).toordinal()
-        return day * 86400.0 + _clock_seconds(text[8:])
-    main, _, frac = text.partition(".")
-    main = main.ljust(6, "0")
-    return (int(main[0:2]) * 3600 + int(main[2:4]) * 60 + float(main[4:6] + "." + (frac or "0")))
-
-
 # BIDS / dcm2niix sidecar keys holding one time per frame, in order of preference
 _SIDECAR_TIME_KEYS = ("FrameTimesStart", "VolumeTiming", "AcquisitionTime", "FrameAcquisitionTime")
 
@@ -322,8 +312,9 @@ def _sidecar_times(path: Path) -> tuple[np.ndarray, str] | None:
         try:
             if all(isinstance(v, (int, float)) for v in value):
                 times = np.asarray(value, dtype=np.float64)
-            else:
-                times = np.asarray([_clock_seconds(v) for v in value], dtype=np.float64)
+            else:  # clock times: a series may cross midnight
+                times = unwrap_midnight(np.asarray([clock_seconds(v) for v in value],
+                                                   dtype=np.float64))
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"sidecar {key} is not a list of times ({exc})", file=side,
                                    fix=f"write {key} as seconds (numbers) or HH:MM:SS.ffffff "
@@ -413,10 +404,6 @@ class NiftiReader(ImageReader):
         return self._finish_series(array, img.affine, times, source, path)
 
 
-# the only header fields the checks need: parsing just these is several times faster
-_DICOM_TAGS = ["SeriesInstanceUID", "SeriesDescription", "ImagePositionPatient",
-               "TemporalPositionIdentifier", "NumberOfTemporalPositions",
-               "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing", "NumberOfFrames"]
 
 
 def _dicom_files(folder: Path) -> list[Path]:
@@ -440,7 +427,7 @@ def _read_dicom_headers(folder: Path) -> list[tuple[Path, Any]]:
                 file=f, fix="remove non-DICOM files from the series folder, or convert old "
                             "ACR-NEMA files to DICOM Part 10 (e.g. `gdcmconv` or `dcmconv`)")
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_DICOM_TAGS)
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         except Exception as exc:
             raise CorruptFileError(f"DICOM header unreadable ({exc})", file=f,
                                    fix="export the series again") from exc
@@ -503,11 +490,8 @@ class DicomSeriesReader(ImageReader):
             raise InvalidVolumeError("DICOM series has a single slice; a 3D volume is expected",
                                      file=folder, fix="export the whole series")
         f0, d0 = items[0]
-        for attr in ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"):
-            for f, ds in items:
-                if getattr(ds, attr, None) is None:
-                    raise DicomSeriesError(f"slice lacks {attr}", file=f,
-                                           fix="export the series with full geometry headers")
+        for f, ds in items:  # attributes present, RescaleSlope not 0 (medimp.data.dicom_header)
+            slices_of(f, ds)
         iop0 = np.asarray(d0.ImageOrientationPatient, dtype=float)
         ps0 = np.asarray(getattr(d0, "PixelSpacing", [1.0, 1.0]), dtype=float)
         for f, ds in items[1:]:
@@ -570,7 +554,7 @@ class DicomSeriesReader(ImageReader):
             raise VolumeReadError("DICOM series folder not found", file=folder,
                                   fix="check the path in manifest.csv (relative to the cohort)")
         items = self._select(folder, _read_dicom_headers(folder))
-        if any(int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 for _, ds in items):
+        if any(is_multiframe(ds) for _, ds in items):
             series = self._series_of(folder, items)  # enhanced multi-frame: one time point?
             if series.n_frames > 1:
                 raise InvalidVolumeError(

@@ -38,6 +38,10 @@ class EvalConfig(BaseModel):
     clinical_only: bool = Field(True, description="Add the clinical-table baseline.")
     oracle: bool = Field(True, description="Add the latent-truth ceiling if truth.csv exists.")
     reference_method: str = Field("medimp", description="Method compared with every other.")
+    fixed_methods: list[str] = Field(
+        [], description="Methods whose features involve no training seed (e.g. handcrafted "
+        "radiomics): one table of them is compared without a seed variance. Every other "
+        "method given is taken as pretrained: with one run its comparisons are not decided.")
     survival: bool = Field(True, description="Cox model of graft survival.")
     survival_event: Literal["graft_loss", "poor_status"] = Field(
         "graft_loss", description="Survival endpoint: graft loss, or the composite of graft "
@@ -47,6 +51,20 @@ class EvalConfig(BaseModel):
     n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
     retrieval: bool = Field(True, description="Image->text retrieval and zero-shot for runs "
                                               "with a text tower.")
+    continuous: bool = Field(True, description="eGFR regression tasks egfr_yK (ridge probe, "
+                             "the binary task's folds).")
+    added_value: bool = Field(True, description="clinical+NAME models (clinical table + the "
+                              "image method's embedding, PCA inside each training fold) "
+                              "compared with clinical_only.")
+    calibration: bool = Field(True, description="Brier score and calibration on the binary "
+                              "records; calibration and decision-curve tables.")
+    endpoint_level: Literal["exam", "patient_mean", "patient_latest"] = Field(
+        "patient_mean", description="Level of the clinical+NAME models and of the "
+        "calibration and decision-curve tables.")
+    ridge_alphas: list[float] = Field([0.1, 1.0, 10.0, 100.0, 1000.0],
+                                      description="Ridge penalties tried (eGFR tasks).")
+    pca_ks: list[int] = Field([0, 2, 4, 8], description="Image principal components tried by "
+                              "the clinical+NAME models (0: the clinical table alone).")
 
 
 def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
@@ -61,16 +79,31 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                            "folds (never the test fold)"),
         "metrics": ("patient-level ROC AUC, balanced accuracy, F1 computed on each test fold "
                     f"({cfg.repeats}x{cfg.n_splits} values) and averaged; 95% CI from the "
-                    "corrected resampled t (Nadeau & Bengio 2003: variance of the fold mean "
-                    "(1/J + n_test/n_train)·s², J-1 df), which carries the variability of the "
-                    "training folds; for a method with several pretraining runs the fold "
-                    "values are averaged over runs and the variance of the run means / runs "
-                    "is added (Welch–Satterthwaite df)"),
-        "paired_test": (f"corrected resampled t of AUC({cfg.reference_method}) - AUC(other) on "
-                        "the same folds, plus the DeLong variance of the pooled out-of-fold "
-                        "difference and the seed variance of each method with several runs; "
-                        "two-sided p-value; minimal detectable difference = 2.8 x SE (80% "
-                        "power, alpha 0.05)"),
+                    "corrected resampled t (Nadeau & Bengio 2003, for repeated k-fold CV "
+                    "Bouckaert & Frank 2004): variance (1/J + n_test/n_train)·s² of the J "
+                    "fold values; with "
+                    "several pretraining runs, the variance of the run means / runs plus the "
+                    "corrected fold variance without the run x fold interaction (counted "
+                    "once), Welch–Satterthwaite df"),
+        "paired_test": (f"the same corrected t of AUC({cfg.reference_method}) - AUC(other) on "
+                        "the same folds; two-sided p, Holm-adjusted (p_holm) over each table's "
+                        "family (tasks x other methods at one level and probe); verdict "
+                        "'better'/'worse' when p_holm < 0.05, else 'not decided' with the "
+                        "reason; a pretrained method with one run is not decided (no seed "
+                        "variance); minimal detectable difference for 80% power at alpha 0.05 "
+                        "from the noncentral t with the interval's df"),
+        "continuous": ("eGFR at K years (0 if the graft was lost before K), unknown left "
+                       "out; ridge probe (alpha by inner CV), the binary task's folds; R², "
+                       "MAE, Spearman per test fold with the AUC's intervals"),
+        "added_value": ("clinical+NAME: the clinical table plus NAME's embedding reduced by "
+                        "PCA inside each training fold, k in "
+                        f"{cfg.pca_ks} (0 = table alone) chosen with the penalty by inner CV; "
+                        "minus clinical_only on the same folds (ΔAUC, ΔBrier, ΔR²); answer "
+                        "'yes' when one difference favours the images at Holm-adjusted "
+                        "p < 0.05 within the method"),
+        "calibration": ("Brier per test fold; calibration intercept and slope by logistic "
+                        "recalibration of each repeat's out-of-fold probabilities; net benefit "
+                        "TP/n - FP/n · t/(1-t)"),
         "survival_metric": ("Harrell's C on each test fold (risks of one fitted model, never "
                             "pooled across folds), averaged; CI as for the AUC"),
     }

@@ -20,6 +20,7 @@ import pandas as pd
 
 __all__ = [
     "calibration_plot",
+    "decision_curve_plot",
     "embedding_map",
     "format_p",
     "km_curves",
@@ -199,66 +200,30 @@ def embedding_map(tables: Mapping[str, tuple[np.ndarray, np.ndarray]], title: st
 
 
 def km_curves(survival: pd.DataFrame, pvalues: Mapping[str, float | None]) -> str:
-    """Kaplan–Meier event-free survival by predicted risk group, one panel per method, with
-    the numbers at risk of each group under the axis (lifelines' ``add_at_risk_counts``)."""
+    """Kaplan–Meier event-free survival by predicted risk group, one panel per method."""
     from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
 
     methods = list(dict.fromkeys(survival["method"]))
     n = max(1, len(methods))
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
     for ax, method in zip(axes.ravel(), methods, strict=False):
         sub = survival[survival["method"] == method]
-        fitted = []
         for grp, label, colour in ((1, "high risk", "#c0392b"), (0, "low risk", "#2e86c1")):
             part = sub[sub["high_risk"] == grp]
             if part.empty:
                 continue
             kmf = KaplanMeierFitter().fit(part["time_days"] / 365.25, part["event"], label=label)
             kmf.plot_survival_function(ax=ax, ci_show=False, color=colour)
-            fitted.append(kmf)
         p = pvalues.get(method)
         ax.set_title(f"{method}" + (f" (log-rank p {_p_words(p)})" if p is not None else ""),
                      fontsize=9)
         ax.set_xlabel("years after transplantation")
         ax.set_ylim(0, 1.05)
-        if fitted:
-            add_at_risk_counts(*fitted, ax=ax, rows_to_show=["At risk"], fig=fig)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
     axes[0][0].set_ylabel("event-free survival")
-    return _png(fig)
-
-
-def calibration_plot(groups: Mapping[str, pd.DataFrame], title: str,
-                     labels: Mapping[str, str] | None = None) -> str:
-    """Observed rate of poor status against mean predicted risk per predicted-risk group
-    (:func:`medimp.report.risks.risk_groups`), with Wilson 95% intervals, one line per
-    method, and the diagonal of perfect calibration.
-
-    Args:
-        groups: method -> its risk-group table.
-        title: the panel title (the task).
-        labels: method -> legend text (e.g. with the calibration slope and intercept).
-    """
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    for i, (method, g) in enumerate(groups.items()):
-        if g.empty:
-            continue
-        err = np.vstack([g["observed"] - g["observed_low"], g["observed_high"] - g["observed"]])
-        ax.errorbar(g["mean_risk"] + 0.006 * i, g["observed"], yerr=err, fmt="-o",
-                    markersize=4, capsize=2, color=f"C{i}",
-                    label=(labels or {}).get(method, method))
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted risk (mean in group)")
-    ax.set_ylabel("observed rate of poor status")
-    ax.set_title(title, fontsize=9)
-    ax.set_aspect("equal")
-    ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     return _png(fig)
 
 
@@ -302,4 +267,68 @@ def dynamic_curve(selection: Mapping[str, object], title: str) -> str:
     ax.set_ylabel("mean intensity")
     ax.set_title(f"{title} ({selection['method']})", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def calibration_plot(table: pd.DataFrame, tasks: list[str],
+                     fits: Mapping[tuple[str, str], tuple[float, float]] | None = None) -> str:
+    """Observed rate vs predicted risk per risk group, one panel per task, one line per method.
+
+    Args:
+        table: ``calibration.parquet`` rows (``task, method, mean_predicted, observed,
+            observed_low, observed_high``; :func:`medimp.evaluate.calibration.calibration_table`).
+        tasks: the panels, in order.
+        fits: optional ``(task, method) -> (calibration intercept, slope)`` for the legend.
+    """
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.6 * max(1, len(tasks)), 3.5),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        sub = table[table["task"] == task]
+        for i, (method, grp) in enumerate(sub.groupby("method", sort=False)):
+            label = method
+            if fits and (task, method) in fits:
+                a, b = fits[(task, method)]
+                label += f" (int. {a:+.2f}, slope {b:.2f})"
+            x = grp["mean_predicted"].to_numpy(float)
+            y = grp["observed"].to_numpy(float)
+            err = [y - grp["observed_low"].to_numpy(float), grp["observed_high"] - y]
+            ax.errorbar(x + 0.006 * i, y, yerr=err, fmt="-o", ms=4, capsize=2, label=label,
+                        color=f"C{i}")
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="ideal")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_title(task)
+        ax.set_xlabel("predicted risk (group mean)")
+        ax.legend(fontsize=6, frameon=False, loc="upper left")
+    axes[0][0].set_ylabel("observed rate (95% CI)")
+    return _png(fig)
+
+
+def decision_curve_plot(table: pd.DataFrame, tasks: list[str]) -> str:
+    """Net benefit over risk thresholds per method, against treat-all and treat-none.
+
+    Args:
+        table: ``decision_curves.parquet`` rows (``task, method, threshold, net_benefit,
+            treat_all``; :func:`medimp.evaluate.calibration.decision_curve`).
+        tasks: the panels, in order.
+    """
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(3.8 * max(1, len(tasks)), 3.3),
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=False):
+        sub = table[table["task"] == task]
+        if sub.empty:
+            ax.axis("off")
+            continue
+        first = sub[sub["method"] == sub["method"].iloc[0]]
+        ax.plot(first["threshold"], first["treat_all"], "--", color="0.5", label="treat all")
+        ax.axhline(0, color="0.2", lw=0.8, label="treat none")
+        for i, (method, grp) in enumerate(sub.groupby("method", sort=False)):
+            ax.plot(grp["threshold"], grp["net_benefit"], color=f"C{i}", label=method)
+        top = float(np.nanmax(sub[["net_benefit", "treat_all"]].to_numpy()))
+        ax.set_ylim(-0.05, max(0.05, top * 1.1))
+        ax.set_title(task)
+        ax.set_xlabel("risk threshold")
+        ax.legend(fontsize=6, frameon=False)
+    axes[0][0].set_ylabel("net benefit")
     return _png(fig)

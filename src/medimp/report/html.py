@@ -25,9 +25,10 @@ import pandas as pd
 
 from medimp._io import atomic_write_text
 from medimp.data import Cohort, read_cohort
+from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.metrics import MetricsFile, read_metrics
-from medimp.report import appendix, figures, prediction, risks
-from medimp.report.answer import CLINICAL, added_value, bottom_line, task_classes
+from medimp.report import appendix, figures, prediction, usefulness
+from medimp.report.answer import added_value, bottom_line, task_classes
 from medimp.report.figures import format_p
 from medimp.report.flow import cohort_flow
 from medimp.report.tripod import checklist
@@ -146,25 +147,35 @@ def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
              and _attr(c, "auc_diff") is not None and c.method == metrics.header.reference_method]
     if not comps:
         return None
+    ref = metrics.header.reference_method or ""
     sentences = []
     for task in dict.fromkeys(c.task for c in comps):
         rows = [c for c in comps if c.task == task]
         mde = [c.min_detectable_diff for c in rows if c.min_detectable_diff is not None]
-        sentences.append({
-            "task": _task_label(metrics, task),
-            "better": [c.other for c in rows if c.ci_low > 0],
-            "worse": [c.other for c in rows if c.ci_high < 0],
-            "open": [c.other for c in rows if c.ci_low <= 0 <= c.ci_high],
-            "mde": float(np.median(mde)) if mde else None})
+        text = verdict_sentence(task, ref, [(c.other, _verdict_of(c)) for c in rows])
+        sentences.append({"task": _task_label(metrics, task),
+                          "text": text.removeprefix(f"{task}: "),
+                          "mde": float(np.median(mde)) if mde else None})
     holm = any(_attr(c, "p_holm") is not None for c in comps)
     table = pd.DataFrame([{
         "task": c.task, "vs": c.other,
         "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-        "p": format_p(c.p_value), **({"p (Holm)": format_p(_attr(c, "p_holm"))} if holm else {}),
+        "p": format_p(c.p_value),
+        **({"p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm)} if holm else {}),
         "runs": f"{c.n_runs} vs {c.other_n_runs}",
         "seed variance in CI": "yes" if c.seed_variance else "no (one run each)",
-        "min. detectable ΔAUC": _cell(c.min_detectable_diff)} for c in comps])
+        "min. detectable ΔAUC": _cell(c.min_detectable_diff),
+        "verdict": _verdict_of(c)} for c in comps])
     return {"sentences": sentences, "table": _table(table), "holm": holm}
+
+
+def _verdict_of(c: Any) -> str:
+    """The comparison's verdict; a file written before verdicts existed: from its CI."""
+    given = _attr(c, "verdict")
+    if given:
+        return str(given)
+    return ("better" if c.ci_low > 0 else "worse" if c.ci_high < 0 else
+            "not decided: the 95% CI includes 0")
 
 
 def _predictions(eval_dir: Path) -> pd.DataFrame | None:
@@ -175,71 +186,19 @@ def _predictions(eval_dir: Path) -> pd.DataFrame | None:
     return pred[(pred["level"] == HEADLINE[0]) & (pred["probe"] == HEADLINE[1])]
 
 
-def _focus_methods(metrics: MetricsFile) -> list[str]:
-    """The clinical table, the best image method (mean headline AUC) and its combined model."""
-    own = [r for r in metrics.records if (r.level, r.probe) == HEADLINE and r.run is None]
-    auc: dict[str, list[float]] = {}
-    for r in own:
-        auc.setdefault(r.method, []).append(r.auc)
-    images = {m: float(np.mean(v)) for m, v in auc.items()
-              if m not in (CLINICAL, "oracle") and not m.startswith("clinical+")}
-    best = max(images, key=images.__getitem__) if images else None
-    picks = [CLINICAL, best, f"clinical+{best}" if best else None]
-    return [m for m in picks if m is not None and m in auc]
-
-
-def _calibration_and_risks(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
-    pred = _predictions(eval_dir)
-    focus = _focus_methods(metrics)
-    if pred is None or pred.empty or not focus:
-        return {"calibration": None, "risks": None, "focus": focus}
-    recs = {(r.task, r.method): r for r in metrics.records
-            if (r.level, r.probe) == HEADLINE and r.run is None}
-    panels, tasks = [], []
-    for task in sorted(pred["task"].unique()):
-        groups, legend, group_rows, thr_rows = {}, {}, [], []
-        for m in focus:
-            pr = risks.patient_risks(pred, task, m)
-            if pr.empty:
-                continue
-            groups[m] = g = risks.risk_groups(pr)
-            rec = recs.get((task, m))
-            slope, icpt = _attr(rec, "calibration_slope"), _attr(rec, "calibration_intercept")
-            legend[m] = m + (f" (slope {slope:.2f}, intercept {icpt:+.2f})"
-                             if slope is not None and icpt is not None else "")
-            group_rows += [{"method": m, "predicted risk": row.group, "patients": row.n,
-                            "mean predicted": f"{row.mean_risk:.0%}",
-                            "observed poor status": f"{row.events}/{row.n} = {row.observed:.0%} "
-                            f"[{row.observed_low:.0%}, {row.observed_high:.0%}]"}
-                           for row in g.itertuples()]
-            thr_rows += [{"method": m, "risk ≥": f"{t.threshold:.0%}",
-                          "called high risk": t.positives, "sensitivity": _pct(t.sensitivity),
-                          "specificity": _pct(t.specificity), "PPV": _pct(t.ppv),
-                          "NPV": _pct(t.npv)} for t in risks.threshold_table(pr).itertuples()]
-        if groups:
-            panels.append({"task": _task_label(metrics, task),
-                           "png": figures.calibration_plot(groups, _task_label(metrics, task),
-                                                           legend)})
-            tasks.append({"task": _task_label(metrics, task),
-                          "groups": _table(pd.DataFrame(group_rows)),
-                          "thresholds": _table(pd.DataFrame(thr_rows))})
-    fields = [("brier", "Brier score"), ("calibration_intercept", "calibration intercept"),
-              ("calibration_slope", "calibration slope")]
-    summary = None
-    if any(_attr(r, "brier") is not None for r in recs.values()):
-        summary = _table(pd.DataFrame([{
-            "task": t, "method": m, **{label: _ci(_attr(r, f), _attr(r, f + "_ci_low"),
-                                                  _attr(r, f + "_ci_high"))
-                                       for f, label in fields}}
-            for (t, m), r in sorted(recs.items())]))
-    return {"calibration": {"panels": panels, "summary": summary} if panels else None,
-            "risks": {"tasks": tasks, "thresholds": [f"{t:.0%}" for t in risks.THRESHOLDS]}
-            if tasks else None,
-            "focus": focus}
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{v:.0%}"
+def _at_risk(km: pd.DataFrame) -> dict[str, list] | None:
+    """Numbers at risk under the Kaplan–Meier curves: patients of each method's risk group
+    still followed and event-free at 0, 1, 2, ... years."""
+    if km.empty:
+        return None
+    years = np.arange(0, int(km["time_days"].max() / 365.25) + 1)
+    rows = []
+    for method, sub in km.groupby("method", sort=False):
+        for grp, label in ((1, "high risk"), (0, "low risk")):
+            t = sub.loc[sub["high_risk"] == grp, "time_days"].to_numpy(float) / 365.25
+            rows.append([method, label, *(int(np.sum(t >= y)) for y in years)])
+    return {"columns": ["method", "group", *(f"{y} y" for y in years)],
+            "rows": [[str(v) for v in r] for r in rows]}
 
 
 def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
@@ -257,7 +216,7 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
 
     own = [row(s) for s in metrics.survival if s.run is None]
     per_run = [row(s) for s in metrics.survival if s.run is not None]
-    km_png = None
+    km_png = at_risk = None
     surv_path = eval_dir / "survival.parquet"
     if surv_path.is_file():
         km = pd.read_parquet(surv_path)
@@ -269,12 +228,25 @@ def _survival(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
         pv = {s.method: s.logrank_p for s in metrics.survival
               if (s.run or "") == first.get(s.method)}
         km_png = figures.km_curves(km, pv)
+        at_risk = _at_risk(km)
     event = {"graft_loss": "graft loss", "poor_status": "graft loss or eGFR below the "
              "threshold at a yearly horizon"}.get(
         str(metrics.header.protocol.get("survival_event", "graft_loss")), "graft loss")
     return {"event": event, "table": _table(pd.DataFrame(own)),
             "runs": _table(pd.DataFrame(per_run)) if per_run else None, "km_png": km_png,
+            "at_risk": at_risk,
             "interval": prediction.interval_name(metrics)}
+
+
+def _usefulness(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
+    """Calibration, decision curves and absolute risks, their tables ready for the template."""
+    use = usefulness.sections(eval_dir, metrics, _predictions(eval_dir))
+    cal = use["calibration"]
+    if cal is not None and cal["summary"] is not None:
+        cal["summary"] = _table(cal["summary"])
+    for t in (use["risks"] or {}).get("tasks", []):
+        t["groups"], t["thresholds"] = _table(t["groups"]), _table(t["thresholds"])
+    return use
 
 
 def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
@@ -306,8 +278,7 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         "added": [dict(a.__dict__, words=a.words(), horizon=_task_label(metrics, a.task))
                   for a in added_value(metrics)],
         "results": _results(eval_dir, metrics),
-        **_calibration_and_risks(eval_dir, metrics),
-        "decision": None,
+        **_usefulness(eval_dir, metrics),
         "survival": _survival(eval_dir, metrics),
         "flow": cohort_flow(metrics, cohort),
         "protocol": prediction.protocol_items(metrics),
