@@ -187,3 +187,16 @@ def test_evaluate_external_refuses_leakage(world, tmp_path) -> None:
     res = cli("evaluate", "--cohort", world["dev"], "--external", world["dev"], "--runs",
               f"ssl={world['runs']}", "--out", tmp_path / "eval", "--no-report")
     assert res.exit_code != 0 and "same patients" in res.output
+
+
+def test_report_shows_the_external_validation(world) -> None:
+    from medimp.report import write_report
+
+    page = write_report(world["eval"], world["root"] / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="external">'):page.index('<section id="flow">')]
+    m = read_metrics(world["eval"] / "metrics.json")
+    assert m.header.external_cohort in section
+    for r in m.external:
+        if r.run is None and r.auc is not None:  # each model's external AUC, as recorded
+            assert f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]" in section
+    assert "Internal validation only" not in page

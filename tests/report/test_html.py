@@ -10,7 +10,7 @@ from medimp.evaluate import read_metrics
 from medimp.report import write_report
 
 SECTIONS = ("summary", "prediction", "added", "results", "calibration", "decision", "risks",
-            "survival", "flow", "protocol", "limitations", "appendix", "tripod")
+            "survival", "external", "flow", "protocol", "limitations", "appendix", "tripod")
 
 
 @pytest.fixture(scope="module")
