@@ -161,6 +161,10 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        # mkdtemp makes an owner-only folder; the result gets the user's usual mode (umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         yield tmp
         _fsync_tree(tmp)
         replace_dir(tmp, path)

@@ -86,6 +86,9 @@ class DemoResult:
     report: Path
     headline: Any
     comparisons: Any = None
+    regression: Any = None  # eGFR R² table (methods × egfr_yK)
+    added_value: Any = None  # clinical+NAME minus clinical_only
+    added_value_answers: list = field(default_factory=list)  # "do the images add anything?"
     timings: dict[str, float] = field(default_factory=dict)
     """Wall seconds of each stage (they add up to the demo's time)."""
     run_seconds: dict[str, float] = field(default_factory=dict)
@@ -197,6 +200,9 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     return DemoResult(out_dir=out, cohort=cohort_dir, runs=runs, eval_dir=eval_dir,
                       report=report, headline=result.headline(),
                       comparisons=result.comparison_table(), timings=timings,
+                      regression=result.regression_table(),
+                      added_value=result.added_value_table(),
+                      added_value_answers=list(result.metrics.added_value_answers),
                       run_seconds=run_seconds)
 
 

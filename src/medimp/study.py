@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
+from medimp._units import normalise_unit
 from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "GFR_BINNINGS",
     "KDIGO_GFR_BINS",
     "Bin",
+    "DateColumns",
     "DynamicSpec",
     "ExamSpec",
     "Outcomes",
@@ -260,6 +262,32 @@ DEFAULT_RANGES: dict[str, Range] = {
 }
 
 
+class DateColumns(_Strict):
+    """Date columns of a clinic's export, turned into the day counts medimp reads.
+
+    Every count is in days from the patient's transplant date (``transplant``, a patients.csv
+    column): ``exam`` (exams.csv) gives ``days_post_transplant``; ``graft_loss`` and
+    ``followup`` (patients.csv, the date of graft loss and of the last follow-up) give the
+    outcome columns ``outcomes.graft_loss_days`` and ``outcomes.followup_days``.
+    """
+
+    format: str = Field("%d/%m/%Y", description="strptime format of every date column, e.g. "
+                        "'%d/%m/%Y' (31/01/2021) or '%Y-%m-%d' (2021-01-31).")
+    transplant: str = Field(description="patients.csv column: the date of transplant.")
+    exam: str | None = Field(None, description="exams.csv column: the date of the exam.")
+    graft_loss: str | None = Field(None, description="patients.csv column: the date of graft "
+                                   "loss (empty when the graft is not lost).")
+    followup: str | None = Field(None, description="patients.csv column: the date of the last "
+                                 "follow-up.")
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if not all(f"%{c}" in v for c in "dm") or not ("%Y" in v or "%y" in v):
+            raise ValueError(f"dates.format {v!r} needs %d, %m and %Y (e.g. '%d/%m/%Y')")
+        return v
+
+
 class Study(_Strict):
     """Everything ``study.yaml`` says about a cohort."""
 
@@ -299,6 +327,36 @@ class Study(_Strict):
         description="How the phases of dynamic (4D) series are chosen (manifest phase "
         "'dynamic').",
     )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="A file's column -> the medimp column it is (any table), e.g. "
+        "{'Patient ID': patient_id, 'Visit': exam}; renamed when the tables are read.")
+    values: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Column -> {word as written: number}, e.g. {'Graft loss': {Yes: 1, No: 0}}"
+        " (case-insensitive); applied when the tables are read.")
+    units: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column -> the unit its values are written in (e.g. µmol/L, mg/dL, "
+        "months); converted on read to the unit of its quantity (medimp._units).")
+    dates: DateColumns | None = Field(
+        None, description="Date columns that give days_post_transplant, graft_loss_days and "
+        "followup_days (days from the transplant date).")
+
+    @field_validator("units")
+    @classmethod
+    def _known_units(cls, v: dict[str, str]) -> dict[str, str]:
+        from medimp._units import QUANTITIES
+
+        out = {}
+        for col, unit in v.items():
+            known = normalise_unit(unit)
+            if known is None:
+                units = sorted({u for q in QUANTITIES.values() for u in q.factors})
+                raise ValueError(f"units: unknown unit {unit!r} of column {col!r}; known: "
+                                 f"{units}")
+            out[col] = known
+        return out
 
     @field_validator("exams")
     @classmethod
@@ -477,8 +535,13 @@ def load_study(path: str | os.PathLike[str]) -> Study:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raise StudyError(f"{path}: study.yaml is empty; `medimp init {path.parent}` writes one "
+                         "from the cohort's tables and images (see docs/data.md)")
     if not isinstance(raw, dict):
-        raise StudyError(f"{path}: expected a mapping at the top level")
+        raise StudyError(f"{path}: expected a mapping at the top level (exams:, phases:, "
+                         f"variables:, ...); `medimp init {path.parent}` writes one from the "
+                         "cohort's tables and images (see docs/data.md)")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:  # one line per problem, without pydantic's URLs

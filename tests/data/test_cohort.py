@@ -177,6 +177,9 @@ def test_absent_outcome_columns_are_a_warning(tiny_cohort: Path) -> None:
     assert c.patients["egfr_y4"].isna().all()
     (w,) = c.warnings
     assert w.severity == "warning" and "egfr_y4" in w.problem
+    # it counts what is known: the other outcomes are there (2 patients each)
+    assert "every outcome is unknown" not in w.problem
+    assert "egfr_y2 known for 2 of 2 patients" in w.problem
 
 
 def test_not_a_folder(tmp_path: Path) -> None:
@@ -221,7 +224,23 @@ def test_ragged_and_semicolon_csv(tiny_cohort: Path) -> None:
     e.write_text(e.read_text().replace(",", ";"))
     problems = {p.file: p for p in _problems(tiny_cohort)}
     assert "line(s) [3] have a different number of fields" in problems["manifest.csv"].problem
-    assert "semicolon-separated" in problems["exams.csv"].fix
+    assert "comma inside a value needs quotes" in problems["manifest.csv"].fix
+    # a semicolon-separated file is read as such (a spreadsheet's European CSV), not refused
+    assert not [p for p in problems if p.startswith("exams.csv")]
+
+
+def test_semicolon_csv_with_decimal_commas_is_read(tiny_cohort: Path) -> None:
+    e = tiny_cohort / "exams.csv"
+    df = pd.read_csv(e, dtype=str, keep_default_na=False)
+    df["egfr"] = ["49,3", *df["egfr"][1:]]
+    e.write_text(df.to_csv(index=False, sep=";"))
+    assert ";" in e.read_text().splitlines()[0]
+    c = read_cohort(tiny_cohort)
+    assert c.exams["egfr"].iloc[0] == pytest.approx(49.3)
+    ragged = e.read_text().replace("\nP001;D15;", "\nP001;D15;x;", 1)
+    e.write_text(ragged)
+    problems = {p.file: p for p in _problems(tiny_cohort)}
+    assert "a semicolon inside a value needs quotes" in problems["exams.csv"].fix
 
 
 def test_windows_separators_in_manifest_paths(tiny_cohort: Path) -> None:

@@ -86,11 +86,14 @@ def test_implausible_values_are_errors(tiny_cohort, table, column, value) -> Non
 def test_ranges_are_configurable_and_can_warn(tiny_cohort) -> None:
     _edit(tiny_cohort, "patients.csv", lambda d: d.assign(donor_age=["-5", "120"]))
     _study(tiny_cohort, out_of_range="warning")
-    with pytest.warns(CohortWarning, match=r"patients.csv:2: patient P001: column 'donor_age'"):
+    # both rows in one finding: the file, the column, the count and the rows
+    with pytest.warns(CohortWarning, match=r"patients.csv: column 'donor_age': 2 values are "
+                      r"outside the plausible range \[0, 100\] years: line 2 \(P001: '-5'\), "
+                      r"line 3 \(P002: '120'\)"):
         c = read_cohort(tiny_cohort)
-    assert len([w for w in c.warnings if "plausible range" in w.problem]) == 2
+    assert len([w for w in c.warnings if "plausible range" in w.problem]) == 1
     report = validate_cohort(tiny_cohort, read_images=False)
-    assert report.ok and sum("plausible range" in w.problem for w in report.warnings) == 2
+    assert report.ok and sum("plausible range" in w.problem for w in report.warnings) == 1
     # a study's own range replaces the default; null turns a default off
     _study(tiny_cohort, out_of_range="error", ranges={"donor_age": None})
     read_cohort(tiny_cohort)

@@ -106,3 +106,19 @@ def test_informative_images_are_used(eval_cohort, setup):
     alone, _ = r2_of(clin, lambda: RidgeProbe(method_kind="clinical"))
     assert sum(k > 0 for _, k in res.params) >= 2
     assert both > alone + 0.03
+
+
+def test_probes_refit_the_factory_pipelines(setup):
+    """The fitted models of the probes are make_model's pipelines (exportable without
+    pickles): the same steps, and the predictions of a fresh make_model fit."""
+    tables, patients, y, _ = setup
+    clin = clinical_features(tables)
+    from medimp.evaluate.embeddings import level_data
+
+    data = level_data(clin, "patient_mean", tables, patients)
+    probe = LogisticProbe(impute=True).fit(data.X, y)
+    ref = make_model("binary", "clinical", C=probe.C_).fit(data.X, y)
+    assert [n for n, _ in probe.model_.steps] == [n for n, _ in ref.steps]
+    assert probe.predict_proba(data.X) == pytest.approx(ref.predict_proba(data.X))
+    ridge = RidgeProbe(method_kind="clinical").fit(data.X, y.astype(float))
+    assert [n for n, _ in ridge.model_.steps] == ["features", "model"]

@@ -33,8 +33,11 @@ def test_metrics_json_validates(result) -> None:
     for t in m.header.tasks:
         assert t.n_known + t.n_unknown == m.header.n_patients
     keys = {(r.task, r.method, r.level, r.probe) for r in m.records}
-    assert len(keys) == len(m.records) == 3 * 4 * 2  # tasks × methods × levels
-    assert {r.method for r in m.records} == {"medimp", "random_init", "clinical_only", "oracle"}
+    # tasks × methods × levels, and the clinical+NAME models of the 2 image methods at the
+    # endpoint level
+    assert len(keys) == len(m.records) == 3 * 4 * 2 + 3 * 2
+    assert {r.method for r in m.records} == {"medimp", "random_init", "clinical_only", "oracle",
+                                             "clinical+medimp", "clinical+random_init"}
     assert m.header.protocol["n_splits"] == 3
 
 
@@ -45,8 +48,11 @@ def test_every_ci_contains_its_point(result) -> None:
         assert r.f1_ci_low <= r.f1 <= r.f1_ci_high
     for s in result.metrics.survival:
         assert s.c_index_ci_low <= s.c_index <= s.c_index_ci_high
-    for c in result.metrics.comparisons:
-        assert c.ci_low <= c.auc_diff <= c.ci_high
+    for c in (result.metrics.comparisons + result.metrics.regression_comparisons
+              + result.metrics.added_value):
+        assert c.ci_low <= getattr(c, f"{c.metric}_diff") <= c.ci_high
+    for g in result.metrics.regression:
+        assert g.r2_ci_low <= g.r2 <= g.r2_ci_high
 
 
 def test_no_patient_in_train_and_test_of_any_fold(result) -> None:
@@ -164,5 +170,8 @@ def test_parallel_jobs_give_the_same_result(eval_cohort, tmp_path) -> None:
     runs = [evaluate(eval_cohort, emb, tmp_path / str(j),
                      EvalConfig(**cfg, n_jobs=j, survival=False, retrieval=False,
                                 oracle=False)) for j in (1, 2)]
-    a, b = ([(r.task, r.method, r.auc, r.f1) for r in res.metrics.records] for res in runs)
-    assert a == b and len(a) == 2
+    a, b = ([(r.task, r.method, r.auc, r.f1, r.brier) for r in res.metrics.records]
+            for res in runs)
+    assert a == b and len(a) == 3  # medimp, clinical_only, clinical+medimp
+    a, b = ([(r.task, r.method, r.r2, r.mae) for r in res.metrics.regression] for res in runs)
+    assert a == b and len(a) == 3

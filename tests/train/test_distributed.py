@@ -85,6 +85,18 @@ def test_lightning_ddp_spawn_fit(simulated_cohort, tiny_config, tmp_path) -> Non
     run = pretrain(simulated_cohort, tmp_path / "ddp", cfg, progress=False)
     assert load_run_info(run)["epochs_trained"] == 1
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    # the checkpoint records the world; a resume in one process is refused, before training
+    from medimp.train import TrainError
+    from medimp.train.checkpoint import read_checkpoint
+
+    world = read_checkpoint(run / "checkpoints" / "last.ckpt")["medimp_world"]
+    assert world == {"world_size": 2, "batch_size": 2, "accumulate_grad_batches": 1,
+                     "global_batch": 4}
+    one = tiny_config("method=image_ssl", "augment={}", "epochs=2", "accelerator=cpu",
+                      "devices=1", "batch_size=2")
+    with pytest.raises(TrainError, match=r"trained on 2 process\(es\) \(global batch 4\) and "
+                       r"this resume runs 1 \(global batch 2\)"):
+        pretrain(simulated_cohort, run, one, resume=True, progress=False)
 
 
 def test_non_finite_loss_stops_with_advice() -> None:
@@ -98,18 +110,28 @@ def test_non_finite_loss_stops_with_advice() -> None:
 
 
 def test_bf16_skips_a_few_non_finite_steps_then_stops() -> None:
-    """Under bf16 a non-finite loss or gradient drops the step (weights unchanged); five in a
-    row are an error; in fp32 a non-finite gradient is an error at once, naming the weight."""
+    """Under bf16 a non-finite loss or gradient drops the step (weights unchanged); five
+    optimizer steps in a row are an error; in fp32 a non-finite gradient is an error at once,
+    naming the weight."""
     from medimp.train import TrainError
 
     module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
     batch = _batch()
     batch["image"][0] = float("nan")
     for _ in range(5):
+        loss = module.training_step(batch, 0)
+        # a zero loss still connected to the weights: every process of a DDP run can join
+        # the gradient all-reduce of its backward (None would leave the others waiting)
+        assert loss.item() == 0.0 and loss.requires_grad
+        loss.backward()
+        assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in module.parameters()
+                   if p.grad is not None)
         with pytest.warns(UserWarning, match="the step is skipped"):
-            assert module.training_step(batch, 0) is None
-    with pytest.raises(TrainError, match="non-finite training loss"):
-        module.training_step(batch, 0)
+            module.on_before_optimizer_step(None)
+        assert all(p.grad is None for p in module.parameters())
+    module.training_step(batch, 0).backward()
+    with pytest.raises(TrainError, match=r"non-finite training loss.*6 steps in a row"):
+        module.on_before_optimizer_step(None)
 
     module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
     module.compute_loss(_batch()).backward()
@@ -123,8 +145,102 @@ def test_bf16_skips_a_few_non_finite_steps_then_stops() -> None:
     module.compute_loss(_batch()).backward()
     name, param = next((n, p) for n, p in module.named_parameters() if p.grad is not None)
     param.grad[0] = float("nan")
-    with pytest.raises(TrainError, match=f"non-finite gradient.*{name}"):
+    with pytest.raises(TrainError, match=f"non-finite training gradient.*{name}"):
         module.on_before_optimizer_step(None)
+
+
+def test_only_non_finite_gradients_stop_the_run() -> None:
+    """Finite losses with non-finite gradients, step after step: skipped five times, then an
+    error (the count is of optimizer steps in a row; a finite loss does not reset it, a step
+    taken does)."""
+    from medimp.train import TrainError
+
+    module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
+
+    def step_with_bad_gradient() -> None:
+        module.zero_grad(set_to_none=True)
+        module.training_step(_batch(), 0).backward()
+        next(p for p in module.parameters() if p.grad is not None).grad[0] = float("inf")
+        module.on_before_optimizer_step(None)
+
+    for _ in range(4):
+        with pytest.warns(UserWarning, match="non-finite gradient"):
+            step_with_bad_gradient()
+    module.zero_grad(set_to_none=True)
+    module.training_step(_batch(), 0).backward()
+    module.on_before_optimizer_step(None)  # a good step: the count starts again
+    assert module._skipped_in_a_row == 0
+    for _ in range(5):
+        with pytest.warns(UserWarning, match="non-finite gradient"):
+            step_with_bad_gradient()
+    with pytest.raises(TrainError, match=r"non-finite training gradient.*6 steps in a row"):
+        step_with_bad_gradient()
+
+
+class _StepModel(torch.nn.Module):
+    """What Lightning's DDP wrapper does: the forward of the wrapped module is its
+    training_step, so DDP's gradient all-reduce follows the returned loss's backward."""
+
+    def __init__(self, module: PretrainModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module.training_step(batch, 0)
+
+
+def _skip_worker(rank: int, world: int, port: int, folder: str) -> None:
+    import datetime
+    import warnings
+
+    from medimp.train import TrainError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world,
+                                         timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        module = PretrainModule({**CFG, "precision": "bf16-mixed"}, in_channels=3)
+        ddp = torch.nn.parallel.DistributedDataParallel(_StepModel(module))
+        per = N // world
+        part = {k: v[rank * per:(rank + 1) * per] for k, v in _batch().items()}
+        if rank == 0:
+            part["image"][0] = float("nan")  # only rank 0's loss is non-finite
+        before = {k: v.detach().clone() for k, v in module.named_parameters()}
+        opt = torch.optim.AdamW(module.parameters(), lr=0.1)
+        outcome = []
+        for _ in range(7):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ddp(part).backward()  # both processes: a None on rank 0 would hang rank 1
+                try:
+                    module.on_before_optimizer_step(opt)
+                except TrainError as exc:
+                    outcome.append(str(exc))
+                    break
+            outcome.append("skipped" if all(p.grad is None for p in module.parameters())
+                           else "stepped")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        same = all(torch.equal(before[k], v) for k, v in module.named_parameters())
+        torch.save({"outcome": outcome, "unchanged": same}, Path(folder) / f"skip{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # ~30 s on the shared machine: two processes import torch
+def test_ddp_non_finite_loss_on_one_process_is_skipped_by_all(tmp_path) -> None:
+    """Two gloo processes under DistributedDataParallel, a non-finite bf16 loss on rank 0 only:
+    both run backward, both skip the step (the weights unchanged), and after five in a row
+    both stop with the same error (none waits for the other)."""
+    torch.multiprocessing.spawn(_skip_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
+                                join=True)
+    got = [torch.load(tmp_path / f"skip{r}.pt", weights_only=True) for r in range(2)]
+    for g in got:
+        assert g["outcome"][:5] == ["skipped"] * 5, g["outcome"]
+        assert len(g["outcome"]) == 6 and "6 steps in a row" in g["outcome"][5]
+        assert g["unchanged"]
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medimp.errors import MedimpError
@@ -74,6 +76,41 @@ def test_resume_checks(simulated_cohort, tiny_config, tmp_path) -> None:
 
     assert load_run_info(run)["method"] == "image_ssl"
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 0
+
+
+def test_resume_refuses_a_changed_configuration(simulated_cohort, tiny_config, tmp_path
+                                                ) -> None:
+    """--resume continues the run it was started as: another number of epochs, learning rate
+    or batch is refused in one line naming the change; run-time options may change; another
+    number of processes is refused before training (the global batch and the schedule)."""
+    from medimp.train.checkpoint import read_checkpoint
+
+    run = pretrain(simulated_cohort, tmp_path / "run",
+                   tiny_config("method=tabular_clip", "stop_after_epochs=1"), progress=False)
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["medimp_world"]["world_size"] == 1
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    for change, shown in (("epochs=3", "epochs: 2 -> 3"),
+                          ("optim.lr=0.5", "optim.lr: 0.001 -> 0.5"),
+                          ("batch_size=2", "batch_size: 4 -> 2")):
+        with pytest.raises(TrainError, match=r"--resume with a changed configuration \(" +
+                           re.escape(shown)) as err:
+            pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", change),
+                     resume=True, progress=False)
+        assert "\n" not in str(err.value)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before  # nothing trained
+    with pytest.raises(TrainError, match=r"trained on 1 process\(es\).*this resume runs 2"):
+        pretrain(simulated_cohort, run, tiny_config(
+            "method=tabular_clip", "strategy=ddp_spawn", "accelerator=cpu", "devices=2"),
+            resume=True, progress=False)
+    # run-time options may change (stop_after_epochs, num_workers, log interval)
+    pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", "num_workers=1",
+                                                "log_every_n_steps=5"),
+             resume=True, progress=False)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
+    log = (run / "logs" / "run.log").read_text()
+    assert "precision 32" in log or "precision bf16-mixed" in log
+    assert "global batch 4" in log
 
 
 def test_exported_weights_of_another_architecture(simulated_cohort, tiny_config, tmp_path

@@ -119,7 +119,8 @@ def test_registering_needs_a_free_name() -> None:
 
 def test_toy_objective_trains_through_the_public_api(simulated_cohort, tiny_config,
                                                      tmp_path) -> None:
-    cfg = tiny_config("method=toy_exam_clip", "epochs=1", "method_options.init_std=0.1")
+    cfg = tiny_config("method=toy_exam_clip", "epochs=2", "method_options.init_std=0.1",
+                      "stop_after_epochs=1")
     run = pretrain(simulated_cohort, tmp_path / "toy", cfg, progress=False)
     info = load_run_info(run)
     assert info["method"] == "toy_exam_clip"
@@ -133,7 +134,7 @@ def test_toy_objective_trains_through_the_public_api(simulated_cohort, tiny_conf
     # the resume checkpoint names the objective's architecture, and the run embeds
     resumed = pretrain(simulated_cohort, run, tiny_config("method=toy_exam_clip", "epochs=2",
                                                           "method_options.init_std=0.1"),
-                       resume=True, progress=False)
+                       resume=True, progress=False)  # stop_after_epochs is a run-time option
     assert load_run_info(resumed)["epochs_trained"] == 2
     assert (embed(run, simulated_cohort)["level"] == "exam").any()
     with pytest.raises(ValueError, match="no text tower"):

@@ -35,3 +35,31 @@ def test_auto_on_cpu_is_bf16_only_with_native_support() -> None:
     assert resolve_precision("auto", "cpu") == want
     if not torch.cuda.is_available():
         assert resolve_precision("auto", "auto") == want
+
+
+@pytest.mark.parametrize(("env", "value"), [("ONEDNN_MAX_CPU_ISA", "AVX2"),
+                                            ("DNNL_MAX_CPU_ISA", "avx512_core"),
+                                            ("ATEN_CPU_CAPABILITY", "avx2")])
+def test_auto_is_fp32_when_the_kernels_are_kept_off_bf16(monkeypatch, env, value) -> None:
+    """The AVX2-only emulation of docs/performance.md: bf16 would be emulated, so fp32; the
+    reason names the variable (or the missing flags on a CPU without them)."""
+    from medimp.train.precision import explain_precision
+
+    monkeypatch.setenv(env, value)
+    chosen, why = explain_precision("auto", "cpu")
+    assert chosen == "32" and not cpu_supports_bf16()
+    assert (f"{env}={value}" in why) if cpu_bf16_flags() else ("no bf16 instructions" in why)
+
+
+def test_auto_says_why(monkeypatch) -> None:
+    from medimp.train.precision import explain_precision
+
+    for env in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # allows bf16
+    chosen, why = explain_precision("auto", "cpu")
+    if cpu_bf16_flags():
+        assert chosen == "bf16-mixed" and "natively" in why and cpu_bf16_flags()[0] in why
+    else:
+        assert chosen == "32" and "no bf16 instructions" in why
+    assert explain_precision("32", "cpu") == ("32", "precision '32' as configured")

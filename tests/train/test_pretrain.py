@@ -213,3 +213,20 @@ def test_tabular_features_obey_the_prompts_leakage_guard(simulated_cohort, tmp_p
     assert np.all(x[:, feat.columns_.index("late_age:missing")] == 1.0)
     # the guard does not blank the legitimate variables
     assert np.any(x[:, feat.columns_.index("gfr")] != 0.0)
+
+
+@pytest.mark.slow  # two 2-epoch runs, one with 2 loader processes: ~30 s on 2 shared cores
+def test_persistent_workers_and_memory_layer_change_nothing(simulated_cohort, tiny_config,
+                                                            tmp_path) -> None:
+    """Loader workers that outlive the epoch still augment epoch 2 as epoch 2 (the epoch
+    reaches them through shared memory), and the in-memory layer serves the same exams: the
+    weights are bitwise those of one process reading the disk cache every time."""
+    over = ("method=image_ssl", "augment={}", "precision=32")
+    a = pretrain(simulated_cohort, tmp_path / "a", tiny_config(*over, "in_memory=false"),
+                 progress=False)
+    b = pretrain(simulated_cohort, tmp_path / "b",
+                 tiny_config(*over, "num_workers=2", "in_memory=true"), progress=False)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = pd.read_csv(a / "history.csv"), pd.read_csv(b / "history.csv")
+    assert list(ha["train_loss"]) == list(hb["train_loss"])

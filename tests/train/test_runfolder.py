@@ -215,10 +215,10 @@ def test_second_process_on_the_same_out_fails_at_once(simulated_cohort, tiny_con
     assert "resume with --resume" in err, err[-2000:]
     assert not (tmp_path / ".run.medimp-lock.json").exists()
     assert not (tmp_path / ".run.medimp-lock").exists(), "the lock file is removed on release"
-    # the run is whole: it resumes, here for one more epoch
+    # the run is whole: it resumes, here for one more epoch (the same config, stopped early)
     done = int(read_checkpoint(out / "checkpoints" / "last.ckpt")["epoch"]) + 1
-    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}",
-                                                f"epochs={done + 1}"),
+    pretrain(simulated_cohort, out, tiny_config("method=image_ssl", "augment={}", "epochs=1000",
+                                                f"stop_after_epochs={done + 1}"),
              progress=False, resume=True)
     assert load_run_info(out)["epochs_trained"] == done + 1
 

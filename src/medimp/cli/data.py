@@ -30,15 +30,34 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] 
         yield update
 
 
-def _problem_table(title: str, problems: Sequence[object], style: str) -> Table:
-    table = Table(title=title, title_style=style, show_lines=False, expand=False)
-    for col in ("severity", "file", "patient", "exam", "phase", "problem", "fix"):
+def _show(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+          style: str = "", header: bool = True) -> None:
+    """A table on a terminal; plain lines (one per row, never wrapped) when the output is
+    piped or redirected, so that a log or ``grep`` gets whole findings."""
+    if not console.is_terminal:
+        console.print(title, markup=False, highlight=False, soft_wrap=True)
+        for row in rows:
+            cells = [c for c in row if c]
+            if header and columns and columns[-1] == "fix" and row[-1]:
+                cells[-1] = f"| fix: {row[-1]}"
+            console.print("  " + "  ".join(cells), markup=False, highlight=False,
+                          soft_wrap=True)
+        return
+    table = Table(title=title, title_style=style, show_lines=False, expand=False,
+                  show_header=header)
+    for col in columns:
         table.add_column(col, overflow="fold")
-    for p in problems:
-        d = p.to_dict()  # type: ignore[attr-defined]
-        table.add_row(*[escape(str(d[c] or "")) for c in ("severity", "file", "patient", "exam",
-                                                   "phase", "problem", "fix")])
-    return table
+    for row in rows:
+        table.add_row(*[escape(c) for c in row])
+    console.print(table)
+
+
+_PROBLEM_COLUMNS = ("severity", "file", "patient", "exam", "phase", "problem", "fix")
+
+
+def _problem_rows(problems: Sequence[object]) -> list[list[str]]:
+    return [[str(p.to_dict()[c] or "") for c in _PROBLEM_COLUMNS]  # type: ignore[attr-defined]
+            for p in problems]
 
 
 def validate(
@@ -72,29 +91,26 @@ def validate(
         typer.echo(report.to_json())
     else:
         if report.errors:
-            console.print(_problem_table(f"{len(report.errors)} error(s)", report.errors,
-                                         "bold red"))
+            _show(f"{len(report.errors)} error(s)", _PROBLEM_COLUMNS,
+                  _problem_rows(report.errors), "bold red")
         if report.warnings:
-            console.print(_problem_table(f"{len(report.warnings)} warning(s)",
-                                         report.warnings, "bold yellow"))
+            _show(f"{len(report.warnings)} warning(s)", _PROBLEM_COLUMNS,
+                  _problem_rows(report.warnings), "bold yellow")
         s = report.summary
         if s:
-            summary = Table(title="summary", show_header=False)
-            summary.add_column("what")
-            summary.add_column("value", overflow="fold")
-            for key in ("patients", "patients_with_images", "exams", "exam_rows", "volumes",
-                        "dynamic_series", "files"):
-                summary.add_row(key, escape(str(s.get(key, ""))))
-            summary.add_row("exams per label", escape(", ".join(
-                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items())))
-            summary.add_row("volumes per phase", escape(", ".join(
-                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items())))
-            summary.add_row("exams by number of phases", escape(", ".join(
-                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items())))
+            rows = [[f"{key}:", str(s.get(key, ""))] for key in (
+                "patients", "patients_with_images", "exams", "exam_rows", "volumes",
+                "dynamic_series", "files")]
+            rows.append(["exams per label:", ", ".join(
+                f"{k}: {v}" for k, v in s.get("exams_per_label", {}).items())])
+            rows.append(["volumes per phase:", ", ".join(
+                f"{k}: {v}" for k, v in s.get("volumes_per_phase", {}).items())])
+            rows.append(["exams by number of phases:", ", ".join(
+                f"{k} phases: {v}" for k, v in s.get("phases_per_exam", {}).items())])
             for col, counts in s.get("outcomes", {}).items():
-                summary.add_row(escape(f"outcome {col}"), escape(", ".join(
-                    f"{k} {v}" for k, v in counts.items())))
-            console.print(summary)
+                rows.append([f"outcome {col}:", ", ".join(f"{k} {v}"
+                                                         for k, v in counts.items())])
+            _show("summary", ("what", "value"), rows, header=False)
             _print_dynamic(s.get("dynamic", {}))
             _print_geometry(s.get("geometry", {}), suggest_preprocess)
         verdict = ("[bold green]OK[/]" if report.ok
@@ -107,16 +123,15 @@ def validate(
 def _print_dynamic(dynamic: dict[str, dict]) -> None:
     if not dynamic:
         return
-    table = Table(title="dynamic series: frames chosen per phase")
-    for col in ("exam", "file", "method", "frames", "arrival", "phase: frame @ time"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for key, d in dynamic.items():
         arrival = "" if d["arrival_s"] is None else f"{d['arrival_s']:g} s"
         chosen = ", ".join(
             f"{ph}: {f}" + ("" if d["times"][ph] is None else f" @ {d['times'][ph]:g} s")
             for ph, f in d["frames"].items())
-        table.add_row(key, d["file"], d["method"], str(d["n_frames"]), arrival, chosen)
-    console.print(table)
+        rows.append([key, d["file"], d["method"], f"{d['n_frames']} frames", arrival, chosen])
+    _show("dynamic series: frames chosen per phase",
+          ("exam", "file", "method", "frames", "arrival", "phase: frame @ time"), rows)
 
 
 def _print_geometry(geometry: dict[str, dict], suggest: bool) -> None:
@@ -128,17 +143,16 @@ def _print_geometry(geometry: dict[str, dict], suggest: bool) -> None:
     cfg = PreprocessConfig()
     spacing = cfg.spacing
     window = "file spacing" if spacing is None else "x".join(f"{s:g}" for s in spacing) + " mm"
-    table = Table(title=f"field of view and the default preprocessing window ({window}, shape "
-                        f"{'x'.join(map(str, cfg.shape))}): share of the FOV kept per axis")
-    for col in ("exam", "voxels", "spacing (mm, RAS)", "FOV (mm, RAS)", "window keeps"):
-        table.add_column(col, overflow="fold")
+    rows = []
     for key, g in geometry.items():
         cov = window_coverage(g["fov_mm"], spacing, cfg.shape, g["spacing_ras"])
-        table.add_row(key, "x".join(map(str, g["shape"])),
-                      " x ".join(f"{v:g}" for v in g["spacing_ras"]),
-                      " x ".join(f"{v:g}" for v in g["fov_mm"]),
-                      ", ".join(f"{100 * c:.0f}%" for c in cov))
-    console.print(table)
+        rows.append([key, "x".join(map(str, g["shape"])),
+                     " x ".join(f"{v:g}" for v in g["spacing_ras"]) + " mm",
+                     " x ".join(f"{v:g}" for v in g["fov_mm"]) + " mm FOV",
+                     "window keeps " + ", ".join(f"{100 * c:.0f}%" for c in cov)])
+    _show(f"field of view and the default preprocessing window ({window}, shape "
+          f"{'x'.join(map(str, cfg.shape))}): share of the FOV kept per axis",
+          ("exam", "voxels", "spacing (mm, RAS)", "FOV (mm, RAS)", "window keeps"), rows)
     if suggest:
         for side, where in ((32, "CPU"), (96, "GPU")):
             sug = suggest_preprocess(geometry.values(), max_side=side)
@@ -178,7 +192,7 @@ def import_medimp(
         typer.echo(report.to_json())
         return
     if report.notes:
-        console.print(_problem_table("import notes", report.notes, "bold"))
+        _show("import notes", _PROBLEM_COLUMNS, _problem_rows(report.notes), "bold")
     console.print(
         f"wrote {report.out}: {report.patients} patients, {report.exams} exams, "
         f"{report.volumes} volumes ({report.fallback_volumes} from the fallback volume)"
@@ -186,7 +200,47 @@ def import_medimp(
         + f". Next: medimp validate {report.out}", markup=False)
 
 
+def init(
+    folder: Annotated[Path, typer.Argument(
+        help="Folder of a clinic's export: patients.csv (one row per patient), exams.csv (one "
+             "row per exam) and the image tree, as exported.")],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing study.yaml and manifest.csv.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was found as JSON.")
+                        ] = False,
+) -> None:
+    """Write a commented study.yaml and a manifest.csv for a clinic's export (each guess is
+    marked '# review'), then run `medimp validate FOLDER`."""
+    import json
+
+    from medimp.data.init import init_cohort, layout_summary
+
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder; give the folder that holds the exported tables")
+    result = init_cohort(folder, overwrite=overwrite)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    out = console.print
+    out("guesses (each marked '# review' in study.yaml):", markup=False)
+    for line in result.guesses:
+        out(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    layout = result.layout
+    out(f"images: {len(layout.rows)} found, by path pattern (confirm them):", markup=False)
+    for line in layout_summary(layout):
+        out(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if layout.unmatched:
+        out(f"not in the manifest ({len(layout.unmatched)}):", markup=False)
+        for path, why in layout.unmatched[:10]:
+            out(f"  {path}: {why}", markup=False, highlight=False, soft_wrap=True)
+        if len(layout.unmatched) > 10:
+            out(f"  ... and {len(layout.unmatched) - 10} more (--json lists them)", markup=False)
+    out(f"wrote {result.study_path} and {result.manifest_path} ({len(layout.rows)} images). "
+        f"Next: medimp validate {folder}", markup=False, highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.command("init")(init)
     app.command("validate")(validate)
     app.command("import-medimp")(import_medimp)

@@ -35,6 +35,7 @@ def demo_command(
         "refused).")] = False,
 ) -> None:
     """Simulate a cohort, build prompts, pretrain medimp and its baselines, evaluate, report."""
+    from medimp.cli.evaluate import print_added_value_answer, print_endpoints
     from medimp.demo import DemoConfig, run_demo
 
     if bootstrap is not None:
@@ -44,12 +45,16 @@ def demo_command(
     cfg = DemoConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
     result = run_demo(out, cfg, overwrite=overwrite, progress=is_interactive(),
                       log=lambda m: console.print(m, highlight=False, markup=False))
-    console.print(f"\nAUC [95% CI] of a logistic probe on patient-mean embeddings (poor graft "
+    console.print("")
+    print_added_value_answer(result.added_value_answers)
+    console.print(f"AUC [95% CI] of a logistic probe on patient-mean embeddings (poor graft "
                   "status = eGFR < threshold or graft loss); pretrained methods: mean over "
                   f"{cfg.seeds} pretraining seeds, CI with the seed variance, sd between seeds:",
                   markup=False)
     console.print(result.headline.to_string(), highlight=False, markup=False,
                   soft_wrap=True)  # a table: never wrapped at 80 columns in a log
+    if result.regression is not None and result.added_value is not None:
+        print_endpoints(result.regression, result.added_value)
     if result.comparisons is not None and not result.comparisons.empty:
         console.print("\nmedimp minus each method, ΔAUC [95% CI] (seed-aware paired test):",
                       markup=False)

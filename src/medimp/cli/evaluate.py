@@ -97,6 +97,7 @@ def evaluate_command(
                               highlight=False, soft_wrap=True)
         fail(f"nothing could be evaluated: every task was skipped for the "
              f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
+    print_added_value_answer(result.metrics.added_value_answers)
     headline = result.headline()
     if headline.empty:
         console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
@@ -105,6 +106,7 @@ def evaluate_command(
         console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
                       "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
         console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
+    print_endpoints(result.regression_table(), result.added_value_table())
     comp = result.comparison_table()
     if not comp.empty:
         console.print(f"\npaired test (corrected resampled t, seed-aware), "
@@ -127,6 +129,29 @@ def evaluate_command(
         console.print(f"report: {html}", markup=False)
 
 
+def print_added_value_answer(answers: list) -> None:
+    """The headline: "do the images add anything to the clinical table?", one line each."""
+    if not answers:
+        return
+    console.print("Do the images add anything to the clinical table? (clinical+NAME vs "
+                  "clinical_only, seed-aware, Holm within each method)", markup=False)
+    for a in answers:
+        console.print(f"  {a.method}: {a.sentence}", highlight=False, soft_wrap=True,
+                      markup=False)
+    console.print("")
+
+
+def print_endpoints(regression, added) -> None:
+    """The eGFR R² table and the added-value comparisons (pandas tables; empty: nothing)."""
+    if not regression.empty:
+        console.print("\neGFR at K years (0 if the graft was lost), ridge probe on patient-mean "
+                      "features: R² [95% CI]:", markup=False)
+        console.print(regression.to_string(), highlight=False, soft_wrap=True, markup=False)
+    if not added.empty:
+        console.print("\nadded value, clinical+NAME minus clinical_only (ΔBrier < 0 is "
+                      "better; 'detectable': 80% power at alpha 0.05):", markup=False)
+        console.print(added.to_string(index=False), highlight=False, soft_wrap=True,
+                      markup=False)
 def _run(cohort: Path, methods: dict, out: Path, cfg, *, external: Path | None,
          overwrite: bool):
     """The evaluation, with the external validation when ``--external`` is given."""

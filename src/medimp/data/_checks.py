@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medimp.data._findings import RowFindings
 from medimp.data._tables import Collector, check_duplicates, where_of
 from medimp.study import DYNAMIC_PHASE, Study
 
@@ -98,28 +99,48 @@ def check_study_columns(study: Study, exams: pd.DataFrame | None,
                       f"{v.table}.csv", f"add {v.column!r} to {v.table}.csv or change the "
                       f"variable's column in study.yaml", file=f"{v.table}.csv")
         elif v.kind == "categorical" and v.categories:
+            findings = RowFindings()
+            cats = sorted(v.categories)
             for i, value in enumerate(df[v.column]):
                 if isinstance(value, str) and value and value not in v.categories:
-                    col.error(f"column {v.column!r}: {value!r} is not a category of "
-                              f"{v.name!r} ({sorted(v.categories)})",
-                              "correct the value or add it to the categories in study.yaml",
-                              **where_of(df, i, f"{v.table}.csv"))
+                    findings.add(
+                        (v.table, v.column, "category"), where_of(df, i, f"{v.table}.csv"),
+                        value, severity="error",
+                        one=f"column {v.column!r}: {value!r} is not a category of {v.name!r} "
+                            f"({cats})",
+                        many=lambda n, rows, v=v, cats=cats: (
+                            f"column {v.column!r}: {n} values are not categories of "
+                            f"{v.name!r} ({cats}): {rows}"),
+                        fix="correct the value or add it to the categories in study.yaml")
+            findings.emit(col.report)
     if patients is not None:
         absent = [c for c in study.outcomes.columns() if c not in patients.columns]
         for c in absent:
             patients[c] = float("nan")
         if absent:
-            col.warning(f"outcome column(s) {absent} absent: every outcome is unknown",
+            n = len(patients)
+            known = [f"{c} known for {int(patients[c].replace('', float('nan')).notna().sum())}"
+                     f" of {n} patients" for c in study.outcomes.columns() if c not in absent]
+            col.warning(f"outcome column(s) {absent} absent: those outcomes are unknown" +
+                        (f" ({'; '.join(known)})" if known else
+                         " (every outcome is unknown)"),
                         "add the outcome columns when known (evaluation needs them)",
                         file="patients.csv")
         gl = study.outcomes.graft_loss
         if gl in patients.columns:
             values = pd.to_numeric(patients[gl], errors="coerce")
+            findings = RowFindings()
             for i, v in enumerate(values):
                 if not math.isnan(v) and v not in (0.0, 1.0):
-                    col.error(f"column {gl!r}: {float(v):g} is not 0 or 1",
-                              "write 1 (lost), 0 (not lost) or leave empty when unknown",
-                              **where_of(patients, i, "patients.csv"))
+                    findings.add(
+                        ("patients", gl, "binary"), where_of(patients, i, "patients.csv"),
+                        f"{float(v):g}", severity="error",
+                        one=f"column {gl!r}: {float(v):g} is not 0 or 1",
+                        many=lambda n, rows: f"column {gl!r}: {n} values are not 0 or 1: {rows}",
+                        fix="write 1 (lost), 0 (not lost) or leave empty when unknown (words "
+                            f"such as Yes/No: values: {{{gl!r}: {{Yes: 1, No: 0}}}} in "
+                            "study.yaml)")
+            findings.emit(col.report)
 
 
 def check_references(manifest: pd.DataFrame | None, exams: pd.DataFrame | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,9 @@ import pandas as pd
 from pydantic import AfterValidator, BeforeValidator, ValidationError, create_model
 
 from medimp.data._errors import Problem
-from medimp.data._values import apply_missing_values, read_raw_csv
+from medimp.data._findings import RowFindings
+from medimp.data._mapping import apply_values, delimiter_of, read_decimal_commas, rename_columns
+from medimp.data._values import ID_COLUMNS, apply_missing_values, read_raw_csv
 from medimp.study import Study
 
 MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")
@@ -83,13 +86,14 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector,
                   file=name)
         return None
     try:
-        ragged = ragged_lines(path)
+        sep = delimiter_of(path)
+        ragged = ragged_lines(path, sep)
         if ragged:
             col.error(f"line(s) {ragged[:10]} have a different number of fields than the "
-                      "header", "remove the extra/missing separators (a comma inside a value "
-                      "needs quotes)", file=name)
+                      "header", "remove the extra/missing separators (a "
+                      f"{_SEP_NAMES[sep]} inside a value needs quotes)", file=name)
             return None
-        df = read_raw_csv(path)  # no NA parsing: study.yaml's missing_values, below
+        df = read_raw_csv(path, sep)  # no NA parsing: study.yaml's missing_values, below
     except pd.errors.EmptyDataError:
         col.error("file is empty (no header row)", f"write the header: {', '.join(required)}",
                   file=name)
@@ -104,18 +108,30 @@ def read_table(path: Path, required: tuple[str, ...], col: Collector,
                   file=name)
         return None
     df.columns = [str(c).strip() for c in df.columns]
+    clash = rename_columns(df, study)
+    if clash:
+        col.error(f"study.yaml's columns: renames a column to {clash}, which {name} already "
+                  "has", "remove one of the two columns or the renaming", file=name)
+        return None
     missing = [c for c in required if c not in df.columns]
     if missing:
         fix = f"add the column(s) {missing} to {name}"
-        if len(df.columns) == 1 and ";" in df.columns[0]:
-            fix = "the file looks semicolon-separated: save it comma-separated"
+        if study is not None and not study.columns:
+            fix += " (or name the file's own column under columns: in study.yaml, e.g. " \
+                   f"columns: {{'Patient ID': {missing[0]}}}; `medimp init` proposes it)"
         col.error(f"required column(s) {missing} absent (found {list(df.columns)})", fix,
                   file=name)
         return None
     for c in df.columns:
         df[c] = df[c].str.strip()
+    if sep != ",":
+        read_decimal_commas(df, ID_COLUMNS)
     apply_missing_values(df, study)
+    apply_values(df, study)
     return df
+
+
+_SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
 def not_utf8(path: Path) -> tuple[int, str, str | None]:
@@ -140,11 +156,11 @@ def not_utf8(path: Path) -> tuple[int, str, str | None]:
                   f"{text[:60]!r}; the file looks Latin-1 / Windows-1252 encoded)"), patient
 
 
-def ragged_lines(path: Path) -> list[int]:
+def ragged_lines(path: Path, sep: str = ",") -> list[int]:
     """Line numbers of CSV records whose field count differs from the header's (pandas would
     otherwise silently turn extra leading fields into an index, or fill missing ones)."""
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(fh, delimiter=sep)
         header = next(reader, None)
         if header is None:
             return []
@@ -168,22 +184,67 @@ def where_of(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:
 
 def check_rows(df: pd.DataFrame, file: str, str_cols: list[str], num_cols: list[str],
                 col: Collector) -> None:
-    """pydantic row validation: ids present, numeric columns numeric and finite."""
+    """pydantic row validation: ids present, numeric columns numeric and finite (cells that
+    are not numbers: one finding per column and kind, with a hint)."""
     model = _row_model(f"{file}_row", str_cols, num_cols)
     cols = [c for c in str_cols + num_cols if c in df.columns]
+    findings = RowFindings()
     for i, rec in enumerate(df[cols].to_dict("records")):
         try:
             model.model_validate(rec)
         except ValidationError as exc:
             for err in exc.errors():
                 c = str(err["loc"][0]) if err["loc"] else "?"
-                value = rec.get(c)
-                col.error(f"column {c!r}: {value!r} is not a number ({err['msg']})",
-                          f"write a number (or leave the cell empty when unknown) in {c!r}",
-                          **where_of(df, i, file))
+                not_a_number(findings, file, c, rec.get(c), where=where_of(df, i, file),
+                             detail=f" ({err['msg']})")
         for c in str_cols:
             if not isinstance(rec.get(c), str) or not rec[c]:
                 col.error(f"column {c!r} is empty", f"fill in {c!r}", **where_of(df, i, file))
+    findings.emit(col.report)
+
+
+_DATE = re.compile(r"^\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2})?)?$")
+_WORDS = {"yes", "no", "y", "n", "oui", "non", "true", "false", "vrai", "faux", "ja", "nein",
+          "si", "positive", "negative", "pos", "neg"}
+_NA = {"na", "n/a", "nan", "none", "null", "-", "--", ".", "?", "nd", "n.d.", "unknown",
+       "missing", "#n/a", "not available", "inconnu", "nr", "nk"}
+_WITH_UNIT = re.compile(r"^[+-]?\d+([.,]\d+)?\s*[^\d\s].*$")
+
+
+def number_hint(c: str, value: object) -> tuple[str, str, str]:
+    """(kind, what it looks like, fix) of a cell that should be a number and is not."""
+    v = str(value).strip()
+    low = v.lower()
+    if _DATE.match(v):
+        return ("date", " (it looks like a date)",
+                f"declare the column under dates: in study.yaml (dates are turned into days "
+                f"from the transplant date; `medimp init` proposes it), or write a number in "
+                f"{c!r}")
+    if low in _WORDS:
+        return ("words", " (a word)", f"map the words to numbers: values: {{{c!r}: {{Yes: 1, "
+                "No: 0}} in study.yaml, or write numbers")
+    if re.match(r"^[+-]?\d+,\d+$", v):
+        return ("decimal", " (a decimal comma)",
+                f"write a decimal point ({v.replace(',', '.')}), or save the file "
+                "semicolon-separated: a comma is then read as the decimal mark")
+    if low in _NA:
+        return ("missing", " (a spelling of 'unknown'?)",
+                f"declare it missing: missing_values: ['', {v!r}] in study.yaml")
+    if _WITH_UNIT.match(v):
+        return ("unit", " (a number with a unit)", "write the number alone; declare the "
+                f"column's unit under units: in study.yaml ({c!r}: mg/dL ...)")
+    return ("number", "", f"write a number (or leave the cell empty when unknown) in {c!r}")
+
+
+def not_a_number(findings: RowFindings, file: str, c: str, value: object, *,
+                 where: dict[str, Any], detail: str = "", note: str = "") -> None:
+    """Add a cell that should hold a number to ``findings`` (grouped by column and hint)."""
+    kind, looks, fix = number_hint(c, value)
+    findings.add((file, c, kind), where, value, severity="error",
+                 one=f"column {c!r}: {value!r} is not a number{note}{looks or detail}",
+                 many=lambda n, rows, c=c, looks=looks, note=note: (
+                     f"column {c!r}: {n} values are not numbers{note}{looks}: {rows}"),
+                 fix=fix)
 
 
 def check_duplicates(df: pd.DataFrame, keys: list[str], file: str, col: Collector) -> None:
@@ -224,10 +285,12 @@ def coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
         if not bad.any():
             df[c] = pd.to_numeric(df[c], errors="coerce")
         elif bad.sum() < len(filled) / 2:
+            findings = RowFindings()
             for i in filled.index[bad.to_numpy()]:
-                col.error(f"column {c!r}: {df.at[i, c]!r} is not a number (the column is "
-                          "otherwise numeric)", f"write a number or leave {c!r} empty",
-                          **where_of(df, df.index.get_loc(i), file))
+                not_a_number(findings, file, c, df.at[i, c],
+                             where=where_of(df, df.index.get_loc(i), file),
+                             note=" (the column is otherwise numeric)")
+            findings.emit(col.report)
 
 
 def type_table(df: pd.DataFrame, name: str, study: Study | None, col: Collector) -> None:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from medimp.data._errors import Problem
+from medimp.data._findings import RowFindings
 from medimp.study import Study
 
-__all__ = ["CohortWarning", "apply_missing_values", "check_paths_inside", "check_ranges",
-           "emit_warnings", "read_raw_csv"]
+__all__ = ["CohortWarning", "apply_missing_values", "check_paths_inside", "emit_warnings",
+           "read_raw_csv"]
 
 #: Columns that are names, never values: never read as missing.
 ID_COLUMNS = ("patient_id", "exam", "phase", "path", "series_uid")
@@ -35,10 +35,10 @@ class CohortWarning(UserWarning):
     """A cohort is usable but holds something worth checking (shown by ``read_cohort``)."""
 
 
-def read_raw_csv(path: Path) -> pd.DataFrame:
+def read_raw_csv(path: Path, sep: str = ",") -> pd.DataFrame:
     """Every cell as written (a string; no NA parsing), header included."""
     return pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig",
-                       index_col=False, keep_default_na=False, na_filter=False)
+                       index_col=False, keep_default_na=False, na_filter=False, sep=sep)
 
 
 def apply_missing_values(df: pd.DataFrame, study: Study | None) -> None:
@@ -52,35 +52,13 @@ def apply_missing_values(df: pd.DataFrame, study: Study | None) -> None:
         df[c] = df[c].where(~df[c].isin(missing), np.nan)
 
 
-def check_ranges(study: Study, tables: dict[str, pd.DataFrame | None],
-                 report: Callable[..., None],
-                 where: Callable[[pd.DataFrame, int, str], dict[str, Any]]) -> None:
-    """Report each value outside its column's plausible range (``report(severity, problem,
-    fix, **where)``)."""
-    ranges = study.column_ranges()
-    for name in ("exams", "patients"):
-        df = tables.get(name)
-        if df is None:
-            continue
-        for c, rng in ranges.items():
-            if c not in df.columns:
-                continue
-            values = pd.to_numeric(df[c], errors="coerce")
-            for i, v in enumerate(values):
-                if v is None or not math.isfinite(v) or v in rng:
-                    continue  # unknown, or not a finite number (an error of its own)
-                report(study.out_of_range,
-                       f"column {c!r}: {float(v):g} is outside the plausible range {rng}",
-                       f"correct the value (a typo, or another unit?), leave it empty when "
-                       f"unknown, or set ranges: {{{c}: {{min: .., max: ..}}}} in study.yaml",
-                       **where(df, i, f"{name}.csv"))
-
-
 def check_paths_inside(root: Path, manifest: pd.DataFrame, strict: bool,
                        report: Callable[..., None],
                        where: Callable[[pd.DataFrame, int, str], dict[str, Any]]) -> None:
-    """Report manifest paths that lead outside ``root`` (after following symlinks)."""
+    """Report manifest paths that lead outside ``root`` (after following symlinks); the
+    paths behind one symlink (a linked ``images/`` folder) are one finding."""
     base = root.resolve()
+    findings = RowFindings()
     for i, p in enumerate(manifest["path"]):
         if not isinstance(p, str) or not p:
             continue
@@ -90,24 +68,33 @@ def check_paths_inside(root: Path, manifest: pd.DataFrame, strict: bool,
         target = full.resolve()
         if target == base or base in target.parents:
             continue
-        how = "a symlink" if _through_symlink(root, p) else "the path"
-        report("error" if strict else "warning",
-               f"image path {p!r} leads outside the cohort folder ({how} points to {target})",
-               "copy the image into the cohort folder (a cohort must hold its images to be "
-               "moved or shared)" + ("" if strict else "; `--strict-paths` or strict_paths: "
-                                     "true in study.yaml refuses such paths"),
-               **where(manifest, i, "manifest.csv"))
+        link = _through_symlink(root, p)
+        how = "a symlink" if link else "the path"
+        into = f" {link!r} -> {(root / link).resolve()}" if link else ""
+        findings.add(
+            ("manifest.csv", link or "", "outside"), where(manifest, i, "manifest.csv"), None,
+            severity="error" if strict else "warning",
+            one=f"image path {p!r} leads outside the cohort folder ({how} points to {target})",
+            many=lambda n, rows, into=into: (
+                f"{n} image paths lead outside the cohort folder"
+                + (f" through the symlink{into}" if into else "") + f": {rows}"),
+            fix="copy the image(s) into the cohort folder (a cohort must hold its images to be "
+                "moved or shared)" + ("" if strict else "; `--strict-paths` or strict_paths: "
+                                      "true in study.yaml refuses such paths"))
+    findings.emit(report)
 
 
-def _through_symlink(root: Path, rel: str) -> bool:
+def _through_symlink(root: Path, rel: str) -> str | None:
+    """The first component of ``rel`` that is a symlink (None: none, or not a plain relative
+    path)."""
     if Path(rel).is_absolute() or ".." in Path(rel).parts:
-        return False
+        return None
     cur = root
     for part in Path(rel).parts:
         cur = cur / part
         if cur.is_symlink():
-            return True
-    return False
+            return cur.relative_to(root).as_posix()
+    return None
 
 
 def emit_warnings(problems: list[Problem]) -> None:

@@ -186,14 +186,21 @@ class PreprocessCache:
     Args:
         root: the cache folder (created on first write).
         verify: check every entry's CRC-32 on read (cheap; detects bit rot and truncation).
+        remember_keys: compute each exam's key once for the life of this object (one run),
+            not at every read: a DICOM series folder is then walked and ``stat``-ed once per
+            run instead of once per item per epoch. Still content-sensitive from one run (one
+            object) to the next; a file edited while a run reads it is seen by the next run.
 
     The object is picklable and safe to share with DataLoader workers: counters are kept per
     process and written to ``stats/`` at most every 2 s, on :meth:`flush` and at exit.
     """
 
-    def __init__(self, root: str | os.PathLike[str], verify: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str], verify: bool = True,
+                 remember_keys: bool = False) -> None:
         self.root = Path(root)
         self.verify = verify
+        self.remember_keys = remember_keys
+        self._keys: dict[str, str] = {}
         self._reset_process_state()
 
     # -- process-local state (counters, hash index) -------------------------------------
@@ -210,11 +217,14 @@ class PreprocessCache:
         self._finalizer: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "verify": self.verify}
+        return {"root": self.root, "verify": self.verify, "remember_keys": self.remember_keys,
+                "keys": dict(self._keys)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.root = state["root"]
         self.verify = state["verify"]
+        self.remember_keys = state.get("remember_keys", False)
+        self._keys = dict(state.get("keys", {}))
         self._reset_process_state()
 
     def _check_process(self) -> None:
@@ -283,6 +293,12 @@ class PreprocessCache:
         DICOM series UID read from that folder) enters the key as given.
         """
         self._check_process()
+        memo = ""
+        if self.remember_keys:
+            memo = json.dumps([[str(x) for x in s] for s in sources]) + params_json
+            hit = self._keys.get(memo)
+            if hit is not None:
+                return hit
         index = self._hash_index()
         before = len(index)
         hashes = [
@@ -292,7 +308,10 @@ class PreprocessCache:
         if len(index) != before:
             self._index_dirty = True
         doc = {"format": CACHE_FORMAT, "params": json.loads(params_json), "sources": hashes}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        if self.remember_keys:
+            self._keys[memo] = key
+        return key
 
     def entry_path(self, key: str) -> Path:
         return self.root / "entries" / key[:2] / f"{key}.safetensors"

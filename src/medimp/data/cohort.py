@@ -35,6 +35,8 @@ from medimp.data._checks import (
     check_study_columns,
 )
 from medimp.data._errors import CohortError, MedimpDataError, Problem
+from medimp.data._mapping import apply_dates
+from medimp.data._roles import check_ranges, convert_units
 from medimp.data._tables import (
     REQUIRED,
     Collector,
@@ -43,7 +45,7 @@ from medimp.data._tables import (
     type_table,
     where_of,
 )
-from medimp.data._values import check_paths_inside, check_ranges, emit_warnings
+from medimp.data._values import check_paths_inside, emit_warnings
 from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
 from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
@@ -395,6 +397,7 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
     study = _read_study(root, col)
     tables = {name: read_table(root / f"{name}.csv", REQUIRED[name], col, study)
               for name in ("manifest", "exams", "patients")}
+    apply_dates(study, tables, col, where_of)
     for name, df in tables.items():
         if df is not None:
             type_table(df, name, study, col)
@@ -409,6 +412,7 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
         check_labels(study, manifest, exams, col)
         check_study_columns(study, exams, patients, col)
         check_ranges(study, {"exams": exams, "patients": patients}, col.report, where_of)
+        convert_units(study, {"exams": exams, "patients": patients})
         if manifest is not None:
             strict = study.strict_paths if strict_paths is None else strict_paths
             check_paths_inside(root, manifest, strict, col.report, where_of)

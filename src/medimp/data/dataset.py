@@ -47,6 +47,12 @@ class ExamDataset(Dataset):
         seed: base seed of the augmentations.
         keys: the (patient_id, exam) pairs to use, e.g. one side of a split; default all exams
             with at least one image (``cohort.exam_keys()``).
+        memory: a dict used as an in-memory layer above the disk cache: each exam read once
+            is kept there (preprocessed, un-augmented), and datasets given the same dict share
+            it (e.g. a run's two augmented views). ``None``: every read goes to the cache.
+
+    The cache keys of the exams are computed once per dataset (``PreprocessCache``'s
+    ``remember_keys``): a DICOM folder is walked once per run, not at every read.
 
     Items: ``image`` float32 ``[C, D, H, W]``, ``phase_mask`` bool ``[C]``, ``patient_id`` str,
     ``exam`` str, ``index`` int, and in "single" mode ``phase`` str. The default collate of a
@@ -61,6 +67,7 @@ class ExamDataset(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         keys: Sequence[tuple[str, str]] | None = None,
+        memory: dict[Any, Any] | None = None,
     ) -> None:
         if isinstance(cohort, str | os.PathLike):
             from medimp.data.cohort import read_cohort
@@ -95,7 +102,8 @@ class ExamDataset(Dataset):
             self.cache: PreprocessCache | None = None
         else:
             root = default_cache_dir(cohort.root) if cache_dir is None else Path(cache_dir)
-            self.cache = PreprocessCache(root)
+            self.cache = PreprocessCache(root, remember_keys=True)
+        self.memory = memory
         self.augment = augment
         self._augment = build_augment(augment) if augment is not None else None
         self.seed = int(seed)
@@ -123,7 +131,14 @@ class ExamDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The preprocessed, un-augmented ``(image, phase_mask)`` of item ``index``."""
         pid, exam, phase = self.items[index]
-        image, mask = load_exam_volume(self.cohort, pid, exam, self.preprocess, cache=self.cache)
+        hit = None if self.memory is None else self.memory.get((pid, exam))
+        if hit is None:
+            hit = load_exam_volume(self.cohort, pid, exam, self.preprocess, cache=self.cache)
+            if self.memory is not None:
+                image, mask = hit
+                image.setflags(write=False)  # shared by every later read: never changed
+                self.memory[(pid, exam)] = hit
+        image, mask = hit
         if phase is not None:
             c = self.phases.index(phase)
             image, mask = image[c : c + 1], np.ones(1, dtype=bool)

@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
+from medimp.data._findings import collapse
 from medimp.data.cohort import Cohort, _load
 from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.init import count_reviews
 from medimp.data.readers import read_series, read_volume
 from medimp.errors import describe_os_error
 from medimp.study import DYNAMIC_PHASE
@@ -265,6 +267,14 @@ def validate_cohort(
     dynamic: dict[str, Any] = {}
     if read_images:
         geometry, dynamic = _check_images(cohort, files, report, progress, preprocess)
+        report.errors, report.warnings = collapse(report.errors), collapse(report.warnings)
+    reviews = count_reviews(root / "study.yaml")
+    if reviews:
+        report.warnings.append(Problem(
+            "warning", "study.yaml", problem=f"{reviews} guess(es) of `medimp init` still "
+            "marked '# review'", fix="check each marked line of study.yaml (columns, values, "
+            "units, dates, exams, variables, outcomes), correct it if needed and delete its "
+            "'# review' mark"))
     try:
         if not partial:  # on broken tables these warnings would be noise
             report.warnings.extend(_structure_warnings(cohort))

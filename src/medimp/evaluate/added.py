@@ -17,6 +17,7 @@ continuous one is :class:`medimp.evaluate.regression.RidgeProbe` with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,13 @@ from sklearn.linear_model import LogisticRegression
 
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.metrics import AddedValue, Comparison
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, youden_threshold
 from medimp.evaluate.scoring import auc
 
-__all__ = ["CombinedLogisticProbe", "added_name", "combined_features"]
+__all__ = ["CombinedLogisticProbe", "added_name", "added_value_answers", "added_value_table",
+           "combined_features", "holm", "regression_headline"]
 
 PREFIX = "clinical+"
 
@@ -157,3 +160,109 @@ class CombinedLogisticProbe(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """1 where the probability reaches the threshold chosen in ``fit``."""
         return (self.predict_proba(X)[:, 1] >= self.threshold_).astype(int)
+
+
+# --- "do the images add anything?" ----------------------------------------------------------
+
+_WORDS = {"auc": "ΔAUC", "r2": "ΔR²", "brier": "ΔBrier"}
+
+
+def _diff(c: Comparison) -> float:
+    return float(getattr(c, f"{c.metric}_diff"))
+
+
+def _improves(c: Comparison) -> bool:
+    """The images help: AUC or R² higher, Brier lower (its whole CI on that side)."""
+    return c.ci_high < 0 if c.metric == "brier" else c.ci_low > 0
+
+
+def _harms(c: Comparison) -> bool:
+    return c.ci_low > 0 if c.metric == "brier" else c.ci_high < 0
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
+    out = np.empty_like(adj)
+    out[order] = adj
+    return out
+
+
+def added_value_answers(comparisons: Sequence[Comparison], alpha: float = 0.05) -> list:
+    """One answer per image method: "yes", "no" or "not decided" (with the differences that
+    would go unseen), from its ``clinical+NAME`` vs ``clinical_only`` comparisons.
+
+    The family of one method (every task and metric) is Holm-adjusted: "yes" needs one
+    comparison in favour of the images with adjusted p < ``alpha``; "no" one against them and
+    none in favour; otherwise "not decided", naming per metric the smallest minimal detectable
+    difference over the tasks. A method with a single pretraining run is never decided: its
+    interval leaves out the seed variance.
+    """
+    by_method: dict[str, list[Comparison]] = {}
+    for c in comparisons:
+        by_method.setdefault(c.method.removeprefix(PREFIX), []).append(c)
+    out = []
+    for method, comps in by_method.items():
+        adj = holm([c.p_value for c in comps])
+        sig = [(c, p) for c, p in zip(comps, adj, strict=True) if p < alpha]
+        better = [c for c, _ in sig if _improves(c)]
+        worse = [c for c, _ in sig if _harms(c)]
+        mdd: dict[str, float] = {}
+        for c in comps:  # identical predictions (k = 0 everywhere) detect nothing: skipped
+            if c.min_detectable_diff is not None and c.min_detectable_diff > 0:
+                mdd[c.metric] = min(mdd.get(c.metric, np.inf), c.min_detectable_diff)
+        unseen = ", ".join(f"{_WORDS[m]} {v:.3f}" for m, v in sorted(mdd.items()))
+        n_runs = max(c.n_runs for c in comps)
+        if n_runs < 2:
+            answer, sentence = "not decided", (
+                f"not decided: one pretraining run of {method} (its intervals leave out the "
+                "variance between pretraining seeds; pass several runs)")
+        elif better:
+            answer = "yes"
+            sentence = "yes: " + "; ".join(_said(c) for c in better)
+        elif worse:
+            answer = "no"
+            sentence = "no, the images made the clinical model worse: " + "; ".join(
+                _said(c) for c in worse)
+        else:
+            answer = "not decided"
+            sentence = (f"not decided at this size (a difference below {unseen} goes unseen)"
+                        if unseen else "not decided: the combined model kept the clinical "
+                        "table alone (no image component) in every fold")
+        out.append(AddedValue(method=method, answer=answer, sentence=sentence,
+                              min_detectable=mdd, n_runs=n_runs))
+    return out
+
+
+def _said(c: Comparison) -> str:
+    return (f"{c.task} {_WORDS[c.metric]} {_diff(c):+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+            f" (Holm-adjusted within the method)")
+
+
+# --- printed tables ------------------------------------------------------------------------
+
+def regression_headline(metrics: Any, level: str = "patient_mean") -> pd.DataFrame:
+    """Methods × ``egfr_yK`` table of "R² [low, high]" (the methods' own records)."""
+    rows = [r for r in metrics.regression if r.level == level and r.run is None]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame({"method": [r.method for r in rows], "task": [r.task for r in rows],
+                       "cell": [f"{r.r2:.3f} [{r.r2_ci_low:.3f}, {r.r2_ci_high:.3f}]"
+                                for r in rows]})
+    table = df.pivot(index="method", columns="task", values="cell")
+    given = [m for m in metrics.header.methods if m in table.index]
+    return table.loc[given + [m for m in table.index if m not in given]]
+
+
+def added_value_table(metrics: Any) -> pd.DataFrame:
+    """``clinical+NAME`` minus ``clinical_only``: task, method, Δ [CI], p, minimal detectable."""
+    rows = [{"task": c.task, "model": c.method, "difference": _WORDS[c.metric],
+             "estimate [95% CI]": f"{_diff(c):+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+             "p": round(c.p_value, 4),
+             "detectable": None if c.min_detectable_diff is None
+             else round(c.min_detectable_diff, 3)}
+            for c in metrics.added_value]
+    return pd.DataFrame(rows, columns=["task", "model", "difference", "estimate [95% CI]", "p",
+                                       "detectable"])

@@ -47,6 +47,20 @@ class EvalConfig(BaseModel):
     n_jobs: int = Field(1, description="Parallel cross-validations (joblib; -1: all cores).")
     retrieval: bool = Field(True, description="Image->text retrieval and zero-shot for runs "
                                               "with a text tower.")
+    continuous: bool = Field(True, description="eGFR regression tasks egfr_yK (ridge probe, "
+                             "the binary task's folds).")
+    added_value: bool = Field(True, description="clinical+NAME models (clinical table + the "
+                              "image method's embedding, PCA inside each training fold) "
+                              "compared with clinical_only.")
+    calibration: bool = Field(True, description="Brier score and calibration on the binary "
+                              "records; calibration and decision-curve tables.")
+    endpoint_level: Literal["exam", "patient_mean", "patient_latest"] = Field(
+        "patient_mean", description="Level of the clinical+NAME models and of the "
+        "calibration and decision-curve tables.")
+    ridge_alphas: list[float] = Field([0.1, 1.0, 10.0, 100.0, 1000.0],
+                                      description="Ridge penalties tried (eGFR tasks).")
+    pca_ks: list[int] = Field([0, 2, 4, 8], description="Image principal components tried by "
+                              "the clinical+NAME models (0: the clinical table alone).")
 
 
 def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
@@ -71,6 +85,18 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                         "difference and the seed variance of each method with several runs; "
                         "two-sided p-value; minimal detectable difference = 2.8 x SE (80% "
                         "power, alpha 0.05)"),
+        "continuous": ("eGFR at K years (0 if the graft was lost before K), unknown left "
+                       "out; ridge probe (alpha by inner CV), the binary task's folds; R², "
+                       "MAE, Spearman per test fold with the AUC's intervals"),
+        "added_value": ("clinical+NAME: the clinical table plus NAME's embedding reduced by "
+                        "PCA inside each training fold, k in "
+                        f"{cfg.pca_ks} (0 = table alone) chosen with the penalty by inner CV; "
+                        "minus clinical_only on the same folds (ΔAUC, ΔBrier, ΔR²); answer "
+                        "'yes' when one difference favours the images at Holm-adjusted "
+                        "p < 0.05 within the method"),
+        "calibration": ("Brier per test fold; calibration intercept and slope by logistic "
+                        "recalibration of each repeat's out-of-fold probabilities; net benefit "
+                        "TP/n - FP/n · t/(1-t)"),
         "survival_metric": ("Harrell's C on each test fold (risks of one fitted model, never "
                             "pooled across folds), averaged; CI as for the AUC"),
     }

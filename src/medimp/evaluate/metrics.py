@@ -21,11 +21,13 @@ from medimp._io import atomic_write_text
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AddedValue",
     "Comparison",
     "ExternalRecord",
     "Header",
     "MetricsFile",
     "Record",
+    "RegressionRecord",
     "RetrievalRecord",
     "Skipped",
     "SurvivalRecord",
@@ -76,11 +78,58 @@ class Record(_Model):
     probe: Literal["logistic", "knn"] = "logistic"
     n_samples: int | None = Field(None, description="training samples (exams at exam level)")
     horizon_years: int | None = None
+    brier: float | None = Field(None, ge=0, le=1, description="Brier score per test fold, "
+                                "averaged (lower is better)")
+    brier_ci_low: float | None = None
+    brier_ci_high: float | None = None
+    calibration_intercept: float | None = Field(
+        None, description="logit P(y) = a + logit(p): a (0 ideal; > 0: risks too low)")
+    calibration_intercept_ci_low: float | None = None
+    calibration_intercept_ci_high: float | None = None
+    calibration_slope: float | None = Field(
+        None, description="logit P(y) = a + b logit(p): b (1 ideal; < 1: risks too extreme)")
+    calibration_slope_ci_low: float | None = None
+    calibration_slope_ci_high: float | None = None
     split: Literal["cv"] = Field("cv", description="cross-validated on the cohort; external "
                                  "validation records are in MetricsFile.external")
 
     _fin = field_validator("balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
-                           "f1_ci_low", "f1_ci_high")(_finite)
+                           "f1_ci_low", "f1_ci_high", "brier", "brier_ci_low", "brier_ci_high",
+                           "calibration_intercept", "calibration_intercept_ci_low",
+                           "calibration_intercept_ci_high", "calibration_slope",
+                           "calibration_slope_ci_low", "calibration_slope_ci_high")(_finite)
+
+
+class RegressionRecord(_Model):
+    """One continuous task (eGFR at K years) × method (× run) × level: ridge probe, metrics per
+    test fold with 95% CIs (corrected resampled t, seed-aware as the AUC's)."""
+
+    task: str = Field(description="e.g. 'egfr_y2': eGFR at 2 years (0 if the graft was lost)")
+    method: str
+    run: str | None = Field(None, description="run label; null: the method")
+    n_runs: int = Field(1, ge=1)
+    n: int = Field(ge=1, description="patients evaluated (known eGFR or graft lost)")
+    n_graft_loss: int = Field(0, ge=0, description="patients whose target is 0 (graft lost "
+                              "before the horizon)")
+    r2: float
+    r2_ci_low: float
+    r2_ci_high: float
+    r2_se: float | None = None
+    r2_sd: float | None = Field(None, description="sd of R² between runs (n_runs > 1)")
+    mae: float = Field(ge=0, description="mean absolute error, mL/min/1.73 m²")
+    mae_ci_low: float | None = None
+    mae_ci_high: float | None = None
+    spearman: float | None = Field(None, description="Spearman's rho per test fold, averaged")
+    spearman_ci_low: float | None = None
+    spearman_ci_high: float | None = None
+    level: Literal["exam", "patient_mean", "patient_latest"] = "patient_mean"
+    probe: Literal["ridge"] = "ridge"
+    n_samples: int | None = None
+    horizon_years: int | None = None
+
+    _fin = field_validator("r2", "r2_ci_low", "r2_ci_high", "mae", "mae_ci_low",
+                           "mae_ci_high", "spearman", "spearman_ci_low",
+                           "spearman_ci_high")(_finite)
 
 
 class ExternalRecord(_Model):
@@ -133,7 +182,12 @@ class Skipped(_Model):
 
 
 class Comparison(_Model):
-    """AUC(method) - AUC(other) on the same folds: corrected resampled t, seed-aware."""
+    """metric(method) - metric(other) on the same folds: corrected resampled t, seed-aware.
+
+    ``metric`` says which difference is set: ``auc_diff`` (binary tasks), ``r2_diff``
+    (continuous tasks) or ``brier_diff`` (binary tasks; negative is better); ``ci_low``,
+    ``ci_high``, ``p_value``, ``se`` and ``min_detectable_diff`` are of that difference.
+    """
 
     task: str
     method: str
@@ -141,7 +195,10 @@ class Comparison(_Model):
     level: str
     probe: str
     n: int
-    auc_diff: float
+    metric: Literal["auc", "r2", "brier"] = "auc"
+    auc_diff: float | None = None
+    r2_diff: float | None = None
+    brier_diff: float | None = None
     ci_low: float
     ci_high: float
     p_value: float = Field(ge=0, le=1)
@@ -151,6 +208,20 @@ class Comparison(_Model):
     seed_variance: bool = Field(False, description="the CI includes the seed variance")
     min_detectable_diff: float | None = Field(
         None, description="true ΔAUC detected with 80% power at alpha 0.05, given the SE")
+
+
+class AddedValue(_Model):
+    """"Do the images add anything?": ``clinical+NAME`` against ``clinical_only``, answered
+    from the method's added-value comparisons (Holm-adjusted within the method)."""
+
+    method: str = Field(description="the image method NAME")
+    answer: Literal["yes", "no", "not decided"]
+    sentence: str = Field(description="the answer in words, with the deciding comparisons or "
+                          "the differences that would go unseen")
+    min_detectable: dict[str, float] = Field(
+        default_factory=dict, description="metric -> smallest minimal detectable difference "
+        "over the tasks (80% power, alpha 0.05)")
+    n_runs: int = 1
 
 
 class SurvivalRecord(_Model):
@@ -234,6 +305,15 @@ class MetricsFile(_Model):
     records: list[Record]
     skipped: list[Skipped] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
+    regression: list[RegressionRecord] = Field(
+        default_factory=list, description="continuous tasks egfr_yK (ridge probe)")
+    regression_comparisons: list[Comparison] = Field(
+        default_factory=list, description="R² of the reference method minus each other "
+        "method on the continuous tasks (metric 'r2')")
+    added_value: list[Comparison] = Field(
+        default_factory=list, description="clinical+NAME minus clinical_only, per task and "
+        "metric (auc, brier on binary tasks; r2 on continuous ones)")
+    added_value_answers: list[AddedValue] = Field(default_factory=list)
     survival: list[SurvivalRecord] = Field(default_factory=list)
     retrieval: list[RetrievalRecord] = Field(default_factory=list)
     external: list[ExternalRecord] = Field(

@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medimp._registry import Registry
 from medimp.errors import MedimpError
+from medimp.evaluate.models import make_model
 from medimp.evaluate.scoring import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
@@ -240,6 +241,11 @@ class LogisticProbe(_InnerCVProbe):
 
     def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
         return LogisticRegression(C=float(value), max_iter=self.max_iter)
+
+    def _make(self, value: float | int, n_train: int) -> Pipeline:
+        """The refitted model: :func:`medimp.evaluate.models.make_model` (exportable)."""
+        return make_model("binary", "clinical" if self.impute else "embedding", C=float(value),
+                          max_iter=self.max_iter)
 
     @property
     def C_(self) -> float:  # noqa: N802 - scikit-learn's name (LogisticRegressionCV.C_)

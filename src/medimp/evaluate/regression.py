@@ -34,8 +34,9 @@ from medimp.evaluate.labels import load_cohort, make_labels
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits
 
-__all__ = ["RegressionCVResult", "RidgeProbe", "cross_validate_regression", "fold_scores",
-           "mae", "make_targets", "r2", "regression_task_name", "ridge_path", "spearman"]
+__all__ = ["RegressionCVResult", "RegressionTaskCV", "RidgeProbe", "cross_validate_regression",
+           "fold_scores", "mae", "make_targets", "r2", "regression_predictions",
+           "regression_task_name", "ridge_path", "spearman"]
 
 REGRESSION_METRICS = ("r2", "mae", "spearman")
 
@@ -274,3 +275,48 @@ def cross_validate_regression(features: pd.DataFrame, patients: np.ndarray, y: n
         raise EvaluationError(f"no out-of-fold prediction for patients {list(missing[:5])}")
     return RegressionCVResult(patients=patients, y=y, predictions=preds, params=params,
                               n_samples=len(data.patient_id))
+
+
+@dataclass
+class RegressionTaskCV:
+    """Cross-validation output of one continuous task (the binary task's folds)."""
+
+    task: str
+    horizon: int
+    patients: np.ndarray
+    y: np.ndarray
+    splits: list
+    n_graft_loss: int
+    results: dict[tuple[str, str], RegressionCVResult] = field(default_factory=dict)
+
+    @property
+    def tests(self) -> list[tuple[int, np.ndarray]]:
+        """``(repeat, test indices)`` of each outer fold."""
+        return [(s.repeat, s.test) for s in self.splits]
+
+    @property
+    def test_train_ratio(self) -> float:
+        """Mean ``n_test / n_train`` of the outer folds."""
+        return float(np.mean([len(s.test) / len(s.train) for s in self.splits]))
+
+
+def regression_predictions(members: Any, rtcvs: list[RegressionTaskCV]) -> pd.DataFrame:
+    """Out-of-fold eGFR predictions per task, method, run, level, repeat and patient.
+
+    Args:
+        members: key -> :class:`medimp.evaluate.replicates.Member` of every result's key.
+        rtcvs: the continuous tasks' cross-validations.
+    """
+    parts = []
+    for rtcv in rtcvs:
+        for (key, level), res in rtcv.results.items():
+            m = members[key]
+            n_rep, n = res.predictions.shape
+            parts.append(pd.DataFrame({
+                "task": rtcv.task, "method": m.method, "run": m.run or "", "level": level,
+                "probe": "ridge", "repeat": np.repeat(np.arange(n_rep), n),
+                "patient_id": np.tile(res.patients, n_rep), "target": np.tile(res.y, n_rep),
+                "prediction": res.predictions.ravel()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["task", "method", "run", "level", "probe", "repeat", "patient_id", "target",
+                 "prediction"])

@@ -33,7 +33,8 @@ __all__ = ["EVAL_OUTPUTS", "EvalResult", "header", "predictions_table", "task_re
 
 # what evaluate (and the report written after it) puts in --out: --overwrite replaces nothing else
 EVAL_OUTPUTS = ("metrics.json", "predictions.parquet", "folds.parquet", "survival.parquet",
-                "embeddings", "report.html")
+                "embeddings", "report.html", "egfr_predictions.parquet", "calibration.parquet",
+                "decision_curves.parquet")
 
 
 @dataclass
@@ -73,8 +74,25 @@ class EvalResult:
         rows = [{"task": c.task, "vs": c.other,
                  "delta_auc": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
                  "p": round(c.p_value, 4), "runs": f"{c.n_runs} vs {c.other_n_runs}"}
-                for c in self.metrics.comparisons if c.level == level and c.probe == probe]
+                for c in self.metrics.comparisons
+                if c.level == level and c.probe == probe and c.metric == "auc"]
         return pd.DataFrame(rows, columns=["task", "vs", "delta_auc", "p", "runs"])
+
+    def regression_table(self, level: str = "patient_mean") -> pd.DataFrame:
+        """Methods × ``egfr_yK`` table of "R² [low, high]" (the per-method records)."""
+        from medimp.evaluate.added import regression_headline
+
+        return regression_headline(self.metrics, level)
+
+    def added_value_table(self) -> pd.DataFrame:
+        """``clinical+NAME`` minus ``clinical_only`` per task and metric, with CIs."""
+        from medimp.evaluate.added import added_value_table
+
+        return added_value_table(self.metrics)
+
+    def added_value_answers(self) -> list[str]:
+        """"Do the images add anything?", one line per image method."""
+        return [f"{a.method}: {a.sentence}" for a in self.metrics.added_value_answers]
 
 
 def _cell(r: Record) -> str:

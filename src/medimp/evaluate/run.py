@@ -38,6 +38,13 @@ from threadpoolctl import threadpool_limits
 from medimp._io import output_dir
 from medimp.evaluate.config import EvalConfig
 from medimp.evaluate.cv import CVResult, TaskCV, cross_validate, make_splits
+from medimp.evaluate.endpoints import (
+    add_calibration,
+    combined_members,
+    run_added_binary,
+    run_endpoints,
+    without_combined,
+)
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.inputs import Inputs, load_inputs, load_method, save_embeddings
 from medimp.evaluate.intervals import (
@@ -110,18 +117,29 @@ def _evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
                     * len(cfg.probes), "evaluating")
     task_cvs = [t for k in cfg.horizons if (t := _run_task(cfg, inp, k, bar)) is not None]
     bar.close()
+    combined = combined_members(inp) if cfg.added_value else {}
+    for tcv in task_cvs:  # clinical+NAME on the binary tasks, before their records
+        run_added_binary(cfg, inp, tcv, combined)
     records: list[Record] = []
     comparisons: list[Comparison] = []
+    scores_by_task = {}
     for tcv in task_cvs:
         recs, stacked = task_records(inp, tcv)
-        records += recs
-        comparisons += _compare(cfg, tcv, stacked)
+        records += add_calibration(inp, tcv, recs, stacked) if cfg.calibration else recs
+        scores_by_task[tcv.task] = stacked
+        comparisons += _compare(cfg, tcv, without_combined(stacked))
+    ends = run_endpoints(cfg, inp, task_cvs, scores_by_task, combined)
     survival_records, surv_rows = (_run_survival(cfg, inp) if cfg.survival else ([], []))
     retrieval_records = _retrieval(cfg, inp) if cfg.retrieval else []
     metrics = MetricsFile(header=header(cfg, cohort_path, inp), records=records,
                           skipped=inp.skipped, comparisons=comparisons,
+                          regression=ends.records, regression_comparisons=ends.comparisons,
+                          added_value=ends.added,
+                          added_value_answers=ends.answers,
                           survival=survival_records, retrieval=retrieval_records)
-    return write_tables(out_dir, metrics, task_cvs, inp.members, surv_rows)
+    result = write_tables(out_dir, metrics, task_cvs, inp.members, surv_rows)
+    ends.write(out_dir)
+    return result
 
 
 def _run_task(cfg: EvalConfig, inp: Inputs, k: int, bar: _Progress) -> TaskCV | None:

@@ -29,6 +29,8 @@ __all__ = [
     "FORMAT",
     "AtomicCheckpointIO",
     "check_checkpoint",
+    "check_resume_config",
+    "check_world",
     "export_model",
     "load_image_encoder",
     "load_image_tower",
@@ -82,6 +84,40 @@ def check_checkpoint(ckpt: dict[str, Any], config: PretrainConfig, path: Path) -
                             for k in diff)
         raise TrainError(f"{path}: checkpoint is from another architecture ({details}); "
                          "resume with the run's own config or start a new run folder")
+
+
+def check_resume_config(ckpt: dict[str, Any], config: PretrainConfig, path: Path) -> None:
+    """Refuse to resume with a configuration that changes what the run computes (epochs,
+    learning rate, batch, data...): only the options of ``RUNTIME_OPTIONS`` may change."""
+    from medimp.train.config import config_changes
+
+    saved = (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(saved, dict):
+        return  # a checkpoint without its config: the architecture check is all there is
+    saved = config_from_dict(saved, str(path)).model_dump(mode="json")  # today's defaults
+    changes = config_changes(saved, config.model_dump(mode="json"))
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4
+                                           else "")
+        raise TrainError(f"{path.parent.parent}: --resume with a changed configuration ({shown}); "
+                         "resume with the run's own config.yaml (only run-time options such as "
+                         "stop_after_epochs, num_workers or devices may change: docs/train.md) "
+                         "or start a new run with --overwrite or another --out")
+
+
+def check_world(ckpt: dict[str, Any], world_size: int, path: Path) -> None:
+    """Refuse to resume on another number of processes: the global batch (the contrastive
+    negatives) and the learning-rate schedule (steps per epoch) would both change."""
+    saved = ckpt.get("medimp_world")
+    if not isinstance(saved, dict) or int(saved.get("world_size", world_size)) == world_size:
+        return
+    per = int(saved.get("batch_size", 0)) * int(saved.get("accumulate_grad_batches", 1))
+    raise TrainError(
+        f"{path}: the run was trained on {saved['world_size']} process(es) (global batch "
+        f"{saved.get('global_batch')}) and this resume runs {world_size} (global batch "
+        f"{per * world_size}): the contrastive batch and the learning-rate schedule would "
+        "change; resume with the same number of processes (devices x num_nodes) or start a "
+        "new run")
 
 
 def export_model(module: nn.Module, run_dir: Path, extra: dict[str, Any]) -> Path:

@@ -27,6 +27,7 @@ from medimp._io import atomic_write_text
 from medimp.errors import MedimpError
 
 __all__ = [
+    "RUNTIME_OPTIONS",
     "ConfigError",
     "ImageEncoderConfig",
     "LossConfig",
@@ -38,6 +39,7 @@ __all__ = [
     "TrainError",
     "TrainingInterrupted",
     "apply_overrides",
+    "config_changes",
     "config_from_dict",
     "load_config",
     "save_config",
@@ -122,6 +124,9 @@ class OptimConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length in epochs "
                                  "(MEDIMP: 40 of 200).")
     grad_clip: float | None = Field(1.0, description="Clip the gradient norm to this (None: off).")
+    fused: bool | None = Field(None, description="torch's fused Adam/AdamW kernel (one kernel "
+                               "for every weight; CUDA, and CPU since torch 2.4); None: torch's "
+                               "default (the multi-tensor one).")
     text_lr_scale: float = Field(1.0, gt=0, description="Learning rate of the trainable layers "
                                  "of the pretrained text encoder, relative to lr (e.g. 0.1 to "
                                  "fine-tune it gently while the image tower learns from "
@@ -193,7 +198,23 @@ class PretrainConfig(_Strict):
         "medimp.train.precision); '32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss "
         "scaling).")
     channels_last: bool = Field(False, description="Use the channels-last 3D memory format.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    compile: bool = Field(False, description="torch.compile the image encoder (pays back on "
+                          "long runs and GPUs; the first steps compile; docs/performance.md).")
+    cudnn_benchmark: bool = Field(False, description="Let cuDNN time its convolution algorithms "
+                                  "on the first steps (GPU; faster when the shapes are fixed, "
+                                  "not bitwise reproducible).")
+    sync_batchnorm: bool = Field(False, description="Under DDP, batch-norm statistics over "
+                                 "every process's batch (torch's SyncBatchNorm) instead of each "
+                                 "process's own.")
+    dist_timeout_minutes: float = Field(30.0, gt=0, description="How long a process of a "
+                                        "distributed run waits for the others (start-up, "
+                                        "collectives) before failing.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (kept from one "
+                             "epoch to the next; results are the same with any number).")
+    in_memory: bool | None = Field(None, description="Keep the preprocessed exams in memory "
+                                   "after their first read (above the disk cache); None: when "
+                                   "the cohort's exams fit in a quarter of the available "
+                                   "memory.")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="Share of patients held out for "
                                 "the validation loss (patient-grouped; 0: no validation).")
     cache_dir: str | None = Field(None, description="Folder for the preprocessed-volume cache "
@@ -273,6 +294,30 @@ class PretrainConfig(_Strict):
         if self.phase_mask != "zero":  # the encoder's input channels
             arch["phase_mask"] = self.phase_mask
         return arch
+
+
+# options that say how a run is executed, not what it computes: a resumed run may change them
+RUNTIME_OPTIONS = ("stop_after_epochs", "num_workers", "in_memory", "log_every_n_steps", "mlflow",
+                   "cache_dir", "accelerator", "devices", "strategy", "num_nodes", "compile",
+                   "cudnn_benchmark", "dist_timeout_minutes", "optim.fused")
+
+
+def config_changes(saved: dict[str, Any], new: dict[str, Any], prefix: str = "",
+                   ignore: tuple[str, ...] = RUNTIME_OPTIONS) -> list[str]:
+    """``"name: before -> after"`` for every option that differs between two config mappings
+    (``model_dump(mode="json")``), but the ``ignore``d ones."""
+    out = []
+    for key in sorted(set(saved) | set(new)):
+        name = prefix + key
+        a, b = saved.get(key), new.get(key)
+        if name in ignore or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and name not in (
+                "method_options", "preprocess", "augment", "image_encoder.kwargs"):
+            out += config_changes(a, b, f"{name}.", ignore)
+        else:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
 
 
 def option_names(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:

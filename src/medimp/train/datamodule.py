@@ -180,6 +180,9 @@ class _Items(Dataset):
         self.fields = fields
         self.phase_mask, self.phase_dropout, self.seed = phase_mask, phase_dropout, seed
         self.epoch = 0
+        # the epoch as the main process set it, read by DataLoader workers that outlive an
+        # epoch (persistent workers): shared memory, so their augmentation follows the epoch
+        self._shared_epoch = torch.zeros(1, dtype=torch.long).share_memory_()
 
     def __len__(self) -> int:
         return len(self.base)
@@ -192,7 +195,11 @@ class _Items(Dataset):
         return [str(k[0]) for k in self.base.keys]
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._shared_epoch[0] = int(epoch)
+        self._apply_epoch(int(epoch))
+
+    def _apply_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if hasattr(self.base, "set_epoch"):
             self.base.set_epoch(epoch)
         self.fields.set_epoch(epoch)
@@ -210,6 +217,8 @@ class _Items(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         from medimp.data.phases import encoder_input
 
+        if int(self._shared_epoch[0]) != self.epoch:  # a persistent worker, at a new epoch
+            self._apply_epoch(int(self._shared_epoch[0]))
         item = self.base[i]
         pid, exam = str(item["patient_id"]), str(item["exam"])
         out: dict[str, Any] = {"image": torch.as_tensor(item["image"]),
@@ -238,6 +247,27 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = vals
     return out
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), else 0."""
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _fits_in_memory(n_exams: int, n_phases: int, preprocess: Any, config: PretrainConfig
+                    ) -> bool:
+    """``config.in_memory``, or (None) whether the preprocessed exams, one copy per loader
+    process, fit in a quarter of the available memory."""
+    if config.in_memory is not None:
+        return bool(config.in_memory)
+    size = n_exams * n_phases * int(np.prod(preprocess.shape)) * 4
+    return size * (1 + config.num_workers) < _available_memory() // 4
 
 
 class PretrainDataModule(LightningDataModule):
@@ -292,10 +322,12 @@ class PretrainDataModule(LightningDataModule):
         if why and self.augment is None:
             raise ConfigError(f"{config.method} needs augmentation ({why}); "
                               "set augment to a mapping, e.g. augment: {}")
+        self.in_memory = _fits_in_memory(len(keys), len(self.cohort.study.phases),
+                                         self.preprocess, config)
         self.data = PretrainData(cohort=self.cohort, cohort_path=self.cohort_path, keys=keys,
                                  train_keys=self.train_keys, preprocess=self.preprocess,
                                  augment=self.augment, cache_dir=self.cache_dir,
-                                 seed=config.seed)
+                                 seed=config.seed, memory={} if self.in_memory else None)
         self.objective.prepare(self.data)
         from medimp.data.phases import encoder_channels
 
@@ -337,7 +369,9 @@ class PretrainDataModule(LightningDataModule):
         return DataLoader(ds, batch_size=bs, sampler=sampler,
                           shuffle=(sampler is None and train), collate_fn=collate,
                           num_workers=self.cfg.num_workers, drop_last=train and len(ds) > bs,
-                          persistent_workers=False,
+                          # workers outlive the epoch (no start-up per epoch); the epoch reaches
+                          # them through _Items' shared memory
+                          persistent_workers=self.cfg.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:

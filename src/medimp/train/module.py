@@ -139,44 +139,63 @@ class PretrainModule(LightningModule):
 
         return resolve_precision(self.cfg.precision, self.cfg.accelerator)
 
-    def _skip_step(self, what: str) -> bool:
-        """Under bf16/fp16 autocast, drop a step whose loss or gradient is not finite (the
-        weights and optimizer state stay as they were), at most ``_MAX_SKIPPED`` in a row;
-        True if the step is skipped. In fp32 a non-finite value is an error, never skipped."""
-        if self._precision() in ("32", "32-true", "64", "64-true"):
-            return False
-        self._skipped_in_a_row = getattr(self, "_skipped_in_a_row", 0) + 1
-        if self._skipped_in_a_row > _MAX_SKIPPED:
-            return False
-        self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
-        for p in self.parameters():
-            p.grad = None
-        warnings.warn(f"non-finite {what} at epoch {self.current_epoch + 1}, step "
-                      f"{self.global_step} under precision {self._precision()!r}: the step is "
-                      f"skipped, weights unchanged ({self.skipped_steps} skipped so far)",
-                      stacklevel=2)
-        return True
+    def _fp32(self) -> bool:
+        return self._precision() in ("32", "32-true", "64", "64-true")
+
+    def _zero_loss(self) -> torch.Tensor:
+        """A zero loss connected to every trainable weight: backward gives exact zero
+        gradients, and under DDP every process still joins the gradient all-reduce (a ``None``
+        from one process would leave the others waiting)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([(p.reshape(-1)[:1] * 0).sum() for p in params]).sum()
+
+    def _step_is_bad(self, local_bad: bool) -> bool:
+        """True when any process found a non-finite loss or gradient in this step; every
+        process takes the same decision (the gradients are all-reduced already, a loss is
+        not)."""
+        if not is_distributed():
+            return local_bad
+        flag = torch.tensor([1.0 if local_bad else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        """A non-finite gradient never reaches the weights: skipped under bf16/fp16 (see
-        :meth:`_skip_step`), an error otherwise (the last good epoch stays in last.ckpt)."""
+        """A non-finite loss or gradient never reaches the weights. Under bf16/fp16 the step is
+        skipped (gradients dropped: the weights and optimizer state stay as they were), at most
+        ``_MAX_SKIPPED`` optimizer steps in a row, counted across finite losses too (a run whose
+        gradients are all non-finite stops); in fp32, and beyond that count, it is an error
+        (the last good epoch stays in last.ckpt). Every process decides alike under DDP."""
+        bad_loss = bool(getattr(self, "_bad_loss", False))
+        self._bad_loss = False
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads:
+        bad_grad = bool(grads) and not bool(
+            torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())  # inf/NaN propagate
+        if not self._step_is_bad(bad_loss or bad_grad):
+            self._skipped_in_a_row = 0
             return
-        norms = torch._foreach_norm(grads)  # one norm per tensor; inf/NaN propagate
-        if bool(torch.isfinite(torch.stack(norms)).all()):
-            return
-        if self._skip_step("gradient"):
+        what = "loss" if bad_loss or not bad_grad else "gradient"
+        self._skipped_in_a_row = getattr(self, "_skipped_in_a_row", 0) + 1
+        if not self._fp32() and self._skipped_in_a_row <= _MAX_SKIPPED:
+            self.skipped_steps = getattr(self, "skipped_steps", 0) + 1
+            for p in self.parameters():
+                p.grad = None
+            warnings.warn(f"non-finite {what} at epoch {self.current_epoch + 1}, step "
+                          f"{self.global_step} under precision {self._precision()!r}: the step "
+                          f"is skipped, weights unchanged ({self.skipped_steps} skipped so far)",
+                          stacklevel=2)
             return
         from medimp.train.config import TrainError
 
         bad = [n for n, p in self.named_parameters()
                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        where = (f" in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+                 if what == "gradient" and bad else "")
+        in_a_row = "" if self._fp32() else f", {self._skipped_in_a_row} steps in a row"
         raise TrainError(
-            f"non-finite gradient at epoch {self.current_epoch + 1}, step {self.global_step} "
-            f"(precision {self._precision()!r}) in {', '.join(bad[:3])}"
-            f"{' ...' if len(bad) > 3 else ''}; checkpoints/last.ckpt holds the last good epoch: "
-            "lower optim.lr, or use precision '32', and --resume")
+            f"non-finite training {what} at epoch {self.current_epoch + 1}, step "
+            f"{self.global_step} (precision {self._precision()!r}{in_a_row}, channels_last "
+            f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}){where}; checkpoints/last.ckpt "
+            "holds the last good epoch: lower optim.lr, or use precision '32', and --resume")
 
     def cached_loss(self, batch: dict[str, Any], micro_batch_size: int, *,
                     defer_last: bool = False, grad_scale: float = 1.0) -> Any:
@@ -208,16 +227,19 @@ class PretrainModule(LightningModule):
         else:
             loss = self.compute_loss(batch, "train")
         if not torch.isfinite(loss):
-            if self._skip_step("loss"):
-                return None  # Lightning skips the backward and the optimizer step
-            from medimp.train.config import TrainError
+            if self._fp32() and not is_distributed():
+                from medimp.train.config import TrainError
 
-            raise TrainError(
-                f"non-finite training loss at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step} (precision {self._precision()!r}, channels_last "
-                f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt holds "
-                "the last good epoch: lower optim.lr, or use precision '32', and --resume")
-        self._skipped_in_a_row = 0
+                raise TrainError(
+                    f"non-finite training loss at epoch {self.current_epoch + 1}, step "
+                    f"{self.global_step} (precision {self._precision()!r}, channels_last "
+                    f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt "
+                    "holds the last good epoch: lower optim.lr, or use precision '32', and "
+                    "--resume")
+            # skipped (or refused, under fp32 in several processes) in on_before_optimizer_step,
+            # by every process alike; the backward of a zero loss keeps them in step
+            self._bad_loss = True
+            return self._zero_loss()
         bs = int(batch["image"].shape[0])
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs,
                  sync_dist=is_distributed())
@@ -240,7 +262,7 @@ class PretrainModule(LightningModule):
         o = self.cfg.optim
         groups = param_groups(self, o)
         opt_cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        opt = opt_cls(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        opt = opt_cls(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=o.fused)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(total // max(self.cfg.epochs, 1), 1)
         warmup = round(o.warmup_epochs * per_epoch)
@@ -259,6 +281,17 @@ class PretrainModule(LightningModule):
                       "cached": float(np_state[4])},
             "python": [py_state[0], list(py_state[1]), py_state[2]],
         }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["medimp_rng"]["cuda"] = list(torch.cuda.get_rng_state_all())
+        # what a resume must match: the learning-rate schedule and the contrastive batch
+        # depend on the number of processes (medimp.train.checkpoint.check_world)
+        trainer = getattr(self, "_trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        accumulate = int(trainer.accumulate_grad_batches) if trainer is not None else 1
+        checkpoint["medimp_world"] = {
+            "world_size": world, "batch_size": int(self.cfg.batch_size),
+            "accumulate_grad_batches": accumulate,
+            "global_batch": world * int(self.cfg.batch_size) * accumulate}
         checkpoint["medimp_architecture"] = self.cfg.architecture()
         # weights the objective does not store (e.g. a frozen pretrained text encoder, 90 MB
         # per checkpoint for MiniLM, written every epoch); on_load_checkpoint puts them back
@@ -282,6 +315,9 @@ class PretrainModule(LightningModule):
         np.random.set_state(state)  # noqa: NPY002 - restores the global stream
         py = rng["python"]
         random.setstate((py[0], tuple(py[1]), py[2]))
+        cuda = rng.get("cuda")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
     # ---------------------------------------------------------------------------------- export
     def export_state(self) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -29,6 +30,8 @@ from medimp.train.callbacks import (
 from medimp.train.checkpoint import (
     AtomicCheckpointIO,
     check_checkpoint,
+    check_resume_config,
+    check_world,
     export_model,
     read_checkpoint,
 )
@@ -64,15 +67,29 @@ def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[s
     return load_config(config)
 
 
-def _check_precision(config: PretrainConfig) -> str:
-    """The precision the run uses (``auto`` resolved for this machine), after the checks."""
-    from medimp.train.precision import resolve_precision
+def _check_precision(config: PretrainConfig) -> tuple[str, str]:
+    """The precision the run uses (``auto`` resolved for this machine) and why, after the
+    checks."""
+    from medimp.train.precision import explain_precision
 
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
     if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"accelerator {config.accelerator!r} asked for, but no CUDA GPU found")
-    return resolve_precision(config.precision, config.accelerator)
+    return explain_precision(config.precision, config.accelerator)
+
+
+def _run_log(run_dir: Path, message: str, echo: bool) -> None:
+    """Append a line to the run's ``logs/run.log`` (rank 0), and show it when ``echo``."""
+    if not is_global_zero():
+        return
+    line = f"{_now()} {message}"
+    path = run_dir / "logs" / "run.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    if echo:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _loggers(run_dir: Path, config: PretrainConfig) -> list[Any]:
@@ -140,12 +157,15 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
     cfg = resolve_config(config, run_dir, resume)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    ckpt = None
     if resume:
         if not last.is_file():
             raise TrainError(f"{run_dir}: nothing to resume ({last} not found); start without "
                              "--resume")
-        check_checkpoint(read_checkpoint(last), cfg, last)
-    precision = _check_precision(cfg)
+        ckpt = read_checkpoint(last)
+        check_checkpoint(ckpt, cfg, last)
+        check_resume_config(ckpt, cfg, last)
+    precision, why = _check_precision(cfg)
     objective = create_objective(cfg.method, cfg)
     objective.check()
     _quiet()
@@ -158,11 +178,14 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
                                 tower_args=objective.tower_args())
     except (OSError, KeyError) as exc:
         raise ConfigError(f"cannot build the model of this config: {exc}") from None
-    if objective.trains:
+    if objective.trains and _local_zero():
+        # one process per node reads and preprocesses every exam; the others wait for it at
+        # the process group's start (in trainer.fit), then read the filled cache
         _preflight(dm, cache_dir, progress)
     folder.create()  # every check passed: only now is anything written
     if is_global_zero():
         save_config(cfg, run_dir / "config.yaml")
+    _run_log(run_dir, f"precision {precision}: {why}", echo=progress)
 
     extra: dict[str, Any] = {
         "method": cfg.method, "config": cfg.model_dump(mode="json"),
@@ -173,7 +196,7 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         "train_patients": dm.train_patients, "val_patients": dm.val_patients,
         # which cohort trained it: evaluate warns when it scores a run on another cohort
         "cohort_fingerprint": cohort_fingerprint(cohort_path),
-        "precision": precision,
+        "precision": precision, "precision_reason": why,
         **objective.metadata(),
     }
 
@@ -188,6 +211,15 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
     callbacks = _callbacks(cfg, objective, run_dir, has_val=bool(dm.val_keys),
                            progress=progress)
     trainer = _trainer(cfg, run_dir, callbacks, progress, precision)
+    if ckpt is not None:
+        check_world(ckpt, int(trainer.world_size), last)
+    if cfg.compile:
+        module.image_encoder.compile()  # in place: the weights keep their names
+    _run_log(run_dir, f"{trainer.world_size} process(es) x batch {cfg.batch_size} x "
+             f"{cfg.accumulate_grad_batches} accumulated = global batch "
+             f"{trainer.world_size * cfg.batch_size * cfg.accumulate_grad_batches}; "
+             f"{torch.get_num_threads()} torch thread(s), {cfg.num_workers} loader worker(s)"
+             f"{', compiled encoder' if cfg.compile else ''}", echo=False)
     _fit(trainer, module, dm, last, resume)
     if trainer.is_global_zero:
         _export_trained(module, run_dir, extra, callbacks, last)
@@ -241,13 +273,33 @@ def _trainer(cfg: PretrainConfig, run_dir: Path, callbacks: list[Any], progress:
     on_cpu = cfg.accelerator == "cpu" or not torch.cuda.is_available()
     return Trainer(
         default_root_dir=run_dir, max_epochs=cfg.epochs, precision=precision,
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.devices, strategy=_strategy(cfg),
         num_nodes=cfg.num_nodes, accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip, deterministic=True if on_cpu else None,
         logger=_loggers(run_dir, cfg), callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
-        log_every_n_steps=cfg.log_every_n_steps, benchmark=False,
+        log_every_n_steps=cfg.log_every_n_steps, benchmark=cfg.cudnn_benchmark and not on_cpu,
+        sync_batchnorm=cfg.sync_batchnorm,
     )
+
+
+def _strategy(cfg: PretrainConfig) -> Any:
+    """The Lightning strategy; the DDP ones with the configured timeout."""
+    starts = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork"}
+    if cfg.strategy not in starts:
+        return cfg.strategy
+    import datetime
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(start_method=starts[cfg.strategy],
+                       timeout=datetime.timedelta(minutes=cfg.dist_timeout_minutes))
+
+
+def _local_zero() -> bool:
+    """True in the first process of this node (every process when not distributed)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) == 0 and \
+        int(os.environ.get("SLURM_LOCALID", "0") or 0) == 0
 
 
 def _export_trained(module: Any, run_dir: Path, extra: dict[str, Any], callbacks: list[Any],

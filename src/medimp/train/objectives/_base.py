@@ -70,6 +70,8 @@ class PretrainData:
         augment: the data stage's ``AugmentConfig`` (None: no augmentation).
         cache_dir: preprocessed-volume cache folder (None: the data stage's default).
         seed: the run's seed.
+        memory: the run's in-memory layer of preprocessed exams (shared by its datasets), or
+            None (medimp.data.ExamDataset's ``memory``).
     """
 
     cohort: Any
@@ -80,13 +82,15 @@ class PretrainData:
     augment: Any
     cache_dir: Path | None
     seed: int
+    memory: dict[Any, Any] | None = None
 
     def exam_dataset(self, keys: Sequence[Key], *, augment: bool, seed: int) -> Any:
         """A ``medimp.data.ExamDataset`` of ``keys`` (e.g. a second augmented view)."""
         from medimp.data import ExamDataset
 
         return ExamDataset(self.cohort, self.preprocess, cache_dir=self.cache_dir,
-                           augment=self.augment if augment else None, seed=seed, keys=list(keys))
+                           augment=self.augment if augment else None, seed=seed, keys=list(keys),
+                           memory=self.memory)
 
 
 class ItemFields:

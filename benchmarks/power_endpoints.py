@@ -1,0 +1,184 @@
+"""Which endpoint sees a difference between two methods: the 2-year AUC or the 2-year eGFR R²?
+And do the paired tests (ΔAUC, ΔR², ΔBrier) keep their 5% level when methods have seed variance?
+
+The simulator's default cohort (``medimp.simulate.simulate_clinical``: the patients, their
+latent kidney state, the 2-year eGFR and poor status, unknown outcomes left out) at n = 80, 200
+and 400 patients. Pretraining inside a loop is out of reach on a CPU, so a method's
+"embedding" is a noisy copy of the latent truth: per patient the mean over its exams of
+``gfr_true``, ``fibrosis_fraction``, ``decline_rate`` and ``nephron_mass`` (standardised),
+mapped by a random 4 x 8 matrix and plus Gaussian noise of sd σ. Each **pretraining run** of a
+method draws its own matrix, its own noise and its own σ = σ_method · exp(s·N(0, 1)) (s =
+``--seed-spread``): the between-run spread of a pretrained encoder.
+
+Per repetition and size, with the evaluation's own pieces (the logistic and ridge probes with
+their inner CV, the outer patient-grouped CV shared by both endpoints, the seed-aware paired
+tests that ``medimp evaluate`` prints):
+
+* **null**: methods A and A' are two sets of 3 runs of one process (σ = ``--sigma``); the share
+  of p < 0.05 of each paired test (ΔAUC of status_y2, ΔR² of egfr_y2, ΔBrier of status_y2) is
+  its false-positive rate (target 0.02-0.05);
+* **alternative**: A against B (σ_B = ``--sigma-b``): the mean difference, the minimal
+  detectable difference (80% power, α 0.05, from the test's SE) and the share detected, for
+  the AUC and the R² of the same pair.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/power_endpoints.py --reps 100 --jobs 2
+
+Writes benchmarks/results/power_endpoints.json and prints the table of docs/evaluate.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from medimp.data import Cohort
+from medimp.evaluate.calibration import brier
+from medimp.evaluate.cv import cross_validate, make_splits
+from medimp.evaluate.endpoints import paired_interval
+from medimp.evaluate.intervals import fold_metric, minimal_detectable_difference
+from medimp.evaluate.labels import make_labels
+from medimp.evaluate.probes import LogisticProbe
+from medimp.evaluate.regression import RidgeProbe, cross_validate_regression, make_targets
+from medimp.simulate.clinical import simulate_clinical
+from medimp.study import default_study
+
+LATENT = ("gfr_true", "fibrosis_fraction", "decline_rate", "nephron_mass")
+DIMS = 8
+
+
+def _cohort(n: int, seed: int):
+    patients, exams, truth = simulate_clinical(n, seed=seed)
+    tables = Cohort.from_tables(default_study(), exams, patients)
+    lab = make_labels(tables, 2)
+    tg = make_targets(tables, 2)
+    keep = lab["known"].to_numpy()
+    ids = lab.loc[keep, "patient_id"].to_numpy(str)
+    z = truth.groupby("patient_id")[list(LATENT)].mean().loc[ids].to_numpy(float)
+    z = (z - z.mean(0)) / z.std(0)
+    return (tables, ids, lab.loc[keep, "label"].to_numpy(int),
+            tg.loc[keep, "target"].to_numpy(float), z)
+
+
+def _run_table(z: np.ndarray, ids: np.ndarray, sigma: float, spread: float,
+               rng: np.random.Generator) -> pd.DataFrame:
+    s = sigma * float(np.exp(spread * rng.normal()))
+    x = z @ rng.normal(size=(z.shape[1], DIMS)) + s * rng.normal(size=(len(z), DIMS))
+    df = pd.DataFrame(x, columns=[f"e{i}" for i in range(DIMS)])
+    df.insert(0, "level", "patient")
+    df.insert(0, "exam", None)
+    df.insert(0, "patient_id", ids)
+    return df
+
+
+def _method(tables, ids, y, target, splits, tables_by_run):
+    """Per run: out-of-fold probabilities [R, n] and eGFR predictions [R, n]."""
+    probs, preds = [], []
+    for df in tables_by_run:
+        probs.append(cross_validate(df, ids, y, level="patient_mean", tables=tables,
+                                    splits=splits, make_probe=LogisticProbe).scores)
+        preds.append(cross_validate_regression(df, ids, target, level="patient_mean",
+                                               tables=tables, splits=splits,
+                                               make_probe=RidgeProbe).predictions)
+    return probs, preds
+
+
+def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
+    from medimp.evaluate.regression import r2
+    from medimp.evaluate.scoring import auc
+
+    out = {}
+    for name, fn, which, truth in (("auc", auc, 0, y), ("brier", brier, 0, y),
+                                   ("r2", r2, 1, target)):
+        va = np.stack([fold_metric(truth, s, tests, fn) for s in a[which]])
+        vb = np.stack([fold_metric(truth, s, tests, fn) for s in b[which]])
+        iv = paired_interval(name, va, vb, ratio, y=truth, runs_a=a[which], runs_b=b[which],
+                             tests=tests)
+        out[name] = {"diff": iv.estimate, "p": iv.p_value, "se": iv.se,
+                     "mdd": minimal_detectable_difference(iv.se)}
+    return out
+
+
+def one_rep(n: int, rep: int, args) -> dict:
+    with threadpool_limits(1, user_api="blas"):
+        tables, ids, y, target, z = _cohort(n, seed=1000 * n + rep)
+        rng = np.random.default_rng([n, rep])
+        splits = make_splits(ids, y, 5, args.repeats, rep)
+        tests = [(s.repeat, s.test) for s in splits]
+        ratio = float(np.mean([len(s.test) / len(s.train) for s in splits]))
+        runs = {name: [_run_table(z, ids, sigma, args.seed_spread, rng) for _ in range(3)]
+                for name, sigma in (("a", args.sigma), ("a2", args.sigma),
+                                    ("b", args.sigma_b))}
+        fitted = {k: _method(tables, ids, y, target, splits, v) for k, v in runs.items()}
+        return {"n": n, "rep": rep, "n_known": len(y), "n_pos": int(y.sum()),
+                "null": _compare(y, target, tests, ratio, fitted["a"], fitted["a2"]),
+                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"])}
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return c - h, c + h
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for n in sorted({r["n"] for r in rows}):
+        sub = [r for r in rows if r["n"] == n]
+        row: dict = {"n": n, "reps": len(sub), "n_pos": float(np.mean([r["n_pos"] for r in sub])),
+                     "n_known": float(np.mean([r["n_known"] for r in sub]))}
+        for m in ("auc", "r2", "brier"):
+            k = sum(r["null"][m]["p"] < 0.05 for r in sub)
+            row[f"fpr_{m}"] = k / len(sub)
+            row[f"fpr_{m}_ci"] = _wilson(k, len(sub))
+            row[f"diff_{m}"] = float(np.mean([r["alt"][m]["diff"] for r in sub]))
+            row[f"mdd_{m}"] = float(np.mean([r["alt"][m]["mdd"] for r in sub]))
+            row[f"power_{m}"] = float(np.mean([r["alt"][m]["p"] < 0.05 for r in sub]))
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[80, 200, 400])
+    ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="outer CV repeats (5-fold)")
+    ap.add_argument("--sigma", type=float, default=1.5, help="noise sd of methods A, A'")
+    ap.add_argument("--sigma-b", type=float, default=3.0, help="noise sd of method B")
+    ap.add_argument("--seed-spread", type=float, default=0.3,
+                    help="sd of log(noise sd) between runs of one method")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/power_endpoints.json"))
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    rows = Parallel(n_jobs=args.jobs)(delayed(one_rep)(n, rep, args)
+                                      for n in args.sizes for rep in range(args.reps))
+    table = summarise(rows)
+    minutes = (time.perf_counter() - t0) / 60
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
+                                             for k, v in vars(args).items()},
+                                    "minutes": minutes, "summary": table, "reps": rows},
+                                   indent=1))
+    print(f"{minutes:.1f} min; 5x{args.repeats} CV, 3 runs per method, sigma {args.sigma} vs "
+          f"{args.sigma_b}, seed spread {args.seed_spread}")
+    print("| n | positives | FPR ΔAUC | FPR ΔR² | FPR ΔBrier | ΔAUC (MDD, power) | "
+          "ΔR² (MDD, power) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in table:
+        fpr = " | ".join(f"{r[f'fpr_{m}']:.3f} [{r[f'fpr_{m}_ci'][0]:.3f}, "
+                         f"{r[f'fpr_{m}_ci'][1]:.3f}]" for m in ("auc", "r2", "brier"))
+        print(f"| {r['n']} | {r['n_pos']:.0f} of {r['n_known']:.0f} | {fpr} | "
+              f"{r['diff_auc']:+.3f} ({r['mdd_auc']:.3f}, {r['power_auc']:.2f}) | "
+              f"{r['diff_r2']:+.3f} ({r['mdd_r2']:.3f}, {r['power_r2']:.2f}) |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""The clinic's questions inside the evaluation (docs/evaluate.md, "Continuous endpoints",
+"Added value over the clinical table", "Calibration and decision curves").
+
+* ``egfr_yK`` regression tasks (:mod:`medimp.evaluate.regression`) for every method, on the
+  outer folds of the binary task of the same horizon;
+* ``clinical+NAME`` models (:mod:`medimp.evaluate.added`) for every image method, at
+  ``EvalConfig.endpoint_level``, binary and continuous;
+* Brier score and calibration on every binary record, calibration and decision-curve tables
+  (:mod:`medimp.evaluate.calibration`);
+* the paired comparisons ``clinical+NAME`` vs ``clinical_only`` (ΔAUC, ΔBrier, ΔR²) and the
+  answer to "do the images add anything?".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from medimp.evaluate.added import (
+    PREFIX,
+    CombinedLogisticProbe,
+    added_name,
+    added_value_answers,
+    combined_features,
+)
+from medimp.evaluate.calibration import (
+    brier,
+    calibration_summary,
+    calibration_table,
+    decision_curve,
+)
+from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
+from medimp.evaluate.cv import TaskCV, cross_validate
+from medimp.evaluate.errors import EvaluationError
+from medimp.evaluate.inputs import Inputs
+from medimp.evaluate.intervals import (
+    Interval,
+    corrected_interval,
+    fold_metric,
+    minimal_detectable_difference,
+    paired_auc_interval,
+)
+from medimp.evaluate.metrics import Comparison, RegressionRecord, Skipped
+from medimp.evaluate.probes import ProbeError
+from medimp.evaluate.regression import (
+    RegressionCVResult,
+    RegressionTaskCV,
+    RidgeProbe,
+    cross_validate_regression,
+    fold_scores,
+    make_targets,
+    regression_predictions,
+    regression_task_name,
+)
+from medimp.evaluate.replicates import Member
+
+__all__ = ["Combined", "RegressionTaskCV", "add_calibration", "combined_members",
+           "curve_tables", "paired_interval", "regression_records", "run_added_binary",
+           "run_regression"]
+
+
+def paired_interval(metric: str, values_a: np.ndarray, values_b: np.ndarray,
+                    test_train_ratio: float, *, y: np.ndarray | None = None,
+                    runs_a: Sequence[np.ndarray] | None = None,
+                    runs_b: Sequence[np.ndarray] | None = None,
+                    tests: Sequence[tuple[int, np.ndarray]] | None = None) -> Interval:
+    """Metric(a) - metric(b) on the same folds, seed-aware: the test every paired comparison
+    of the evaluation uses (AUC, R², Brier).
+
+    Args:
+        metric: "auc" (the AUC test, which also needs ``y``, ``runs_a``, ``runs_b`` and
+            ``tests``), or any fold metric ("r2", "brier", ...).
+        values_a: ``[runs, J]`` fold values of method a.
+        values_b: ``[runs, J]`` fold values of method b (the same folds).
+        test_train_ratio: ``n_test / n_train`` of the outer folds.
+    """
+    if metric == "auc" and y is not None and runs_a is not None and runs_b is not None \
+            and tests is not None:
+        return paired_auc_interval(y, runs_a, runs_b, tests, test_train_ratio)
+    return corrected_interval(values_a, test_train_ratio, other=values_b)
+
+
+# --- clinical+NAME members -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Combined:
+    """One ``clinical+NAME`` feature table (one per run of NAME)."""
+
+    member: Member
+    table: pd.DataFrame
+    n_clinical: int
+
+
+def combined_members(inp: Inputs) -> dict[str, Combined]:
+    """``clinical+NAME`` tables for every image method's runs (none without clinical_only)."""
+    clinical = inp.features.get("clinical_only")
+    if clinical is None:
+        return {}
+    out: dict[str, Combined] = {}
+    for key, m in list(inp.members.items()):
+        if m.method in REFERENCE_METHODS or m.method.startswith(PREFIX):
+            continue
+        try:
+            table, n_clin = combined_features(clinical, inp.features[key], m.key)
+        except EvaluationError as exc:
+            inp.skipped.append(Skipped(task="*", method=added_name(m.method), run=m.run,
+                                       reason=str(exc)))
+            continue
+        member = Member(added_name(m.method), m.run, f"clinical table + {m.key}")
+        out[member.key] = Combined(member, table, n_clin)
+    return out
+
+
+def _binary_job(c: Combined, tcv: TaskCV, cfg: EvalConfig, tables: Any):
+    def probe() -> CombinedLogisticProbe:
+        return CombinedLogisticProbe(c.n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
+                                     inner_splits=cfg.inner_splits, seed=cfg.seed)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            return cross_validate(c.table, tcv.patients, tcv.y, level=cfg.endpoint_level,
+                                  tables=tables, splits=tcv.splits, make_probe=probe)
+    except (EvaluationError, ProbeError, KeyError) as exc:
+        return str(exc)
+
+
+def run_added_binary(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
+                     combined: dict[str, Combined]) -> None:
+    """Cross-validate every ``clinical+NAME`` model on a binary task (into ``tcv.results``,
+    probe "logistic", level ``cfg.endpoint_level``; the members join ``inp.members``)."""
+    keys = list(combined)
+    outcomes = Parallel(n_jobs=cfg.n_jobs)(
+        delayed(_binary_job)(combined[k], tcv, cfg, inp.tables) for k in keys)
+    for key, res in zip(keys, outcomes, strict=True):
+        m = combined[key].member
+        if isinstance(res, str):
+            inp.skipped.append(Skipped(task=tcv.task, method=m.method, run=m.run,
+                                       reason=f"{tcv.task} {key}: {res}"))
+            continue
+        inp.members[key] = m
+        tcv.results[(key, cfg.endpoint_level, "logistic")] = res
+
+
+# --- continuous tasks ----------------------------------------------------------------------
+
+def _regression_job(table: pd.DataFrame, rtcv: RegressionTaskCV, level: str, tables: Any,
+                    probe: dict[str, Any]) -> RegressionCVResult | str:
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            return cross_validate_regression(table, rtcv.patients, rtcv.y, level=level,
+                                             tables=tables, splits=rtcv.splits,
+                                             make_probe=lambda: RidgeProbe(**probe))
+    except (EvaluationError, ProbeError, KeyError) as exc:
+        return str(exc)
+
+
+def run_regression(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
+                   combined: dict[str, Combined]) -> RegressionTaskCV | None:
+    """The ``egfr_yK`` task of a binary task ``status_yK``: every method at every level, each
+    ``clinical+NAME`` at ``cfg.endpoint_level``, on the binary task's folds."""
+    task = regression_task_name(tcv.horizon)
+    try:
+        tg = make_targets(inp.tables, tcv.horizon, inp.threshold).set_index("patient_id")
+    except EvaluationError as exc:
+        inp.skipped.append(Skipped(task=task, reason=f"task {task}: {exc}"))
+        return None
+    rows = tg.loc[tcv.patients]
+    rtcv = RegressionTaskCV(task=task, horizon=tcv.horizon, patients=tcv.patients,
+                            y=rows["target"].to_numpy(float), splits=tcv.splits,
+                            n_graft_loss=int(rows["reason"].str.startswith("graft_loss").sum()))
+    common = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
+              "seed": cfg.seed}
+    jobs = [(key, level, inp.features[key],
+             {**common, "method_kind": "clinical" if inp.impute[key] else "embedding"})
+            for key in inp.features for level in cfg.levels]
+    jobs += [(key, cfg.endpoint_level, c.table,
+              {**common, "method_kind": "combined", "n_clinical": c.n_clinical,
+               "ks": tuple(cfg.pca_ks)}) for key, c in combined.items()]
+    outcomes = Parallel(n_jobs=cfg.n_jobs)(
+        delayed(_regression_job)(table, rtcv, level, inp.tables, probe)
+        for _, level, table, probe in jobs)
+    for (key, level, _, _), res in zip(jobs, outcomes, strict=True):
+        if isinstance(res, str):
+            m = combined[key].member if key in combined else inp.members[key]
+            inp.skipped.append(Skipped(task=task, method=m.method, run=m.run,
+                                       reason=f"{task} {key} level={level}: {res}"))
+            continue
+        if key in combined:
+            inp.members[key] = combined[key].member
+        rtcv.results[(key, level)] = res
+    return rtcv
+
+
+def _fin(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _regression_record(rtcv: RegressionTaskCV, values: dict[str, np.ndarray], *,
+                       method: str, run: str | None, level: str,
+                       n_samples: int) -> RegressionRecord | None:
+    ratio = rtcv.test_train_ratio
+    r2 = corrected_interval(values["r2"], ratio, clip=(-np.inf, 1.0))
+    mae = corrected_interval(values["mae"], ratio, clip=(0.0, np.inf))
+    rho = corrected_interval(values["spearman"], ratio, clip=(-1, 1))
+    if not np.isfinite([r2.estimate, r2.low, r2.high, mae.estimate]).all():
+        return None
+    return RegressionRecord(
+        task=rtcv.task, method=method, run=run, n_runs=r2.n_runs, n=len(rtcv.y),
+        n_graft_loss=rtcv.n_graft_loss, r2=r2.estimate, r2_ci_low=r2.low, r2_ci_high=r2.high,
+        r2_se=r2.se, r2_sd=r2.seed_sd, mae=mae.estimate, mae_ci_low=_fin(mae.low),
+        mae_ci_high=_fin(mae.high), spearman=_fin(rho.estimate),
+        spearman_ci_low=_fin(rho.low), spearman_ci_high=_fin(rho.high), level=level,
+        n_samples=n_samples, horizon_years=rtcv.horizon)
+
+
+def regression_records(inp: Inputs, rtcv: RegressionTaskCV
+                       ) -> tuple[list[RegressionRecord], dict[tuple[str, str], np.ndarray]]:
+    """Per-run records, per-method aggregates, and ``(method, level) -> [runs, J]`` R²."""
+    records: list[RegressionRecord] = []
+    grouped: dict[tuple[str, str], list[tuple[dict, RegressionCVResult]]] = {}
+    for (key, level), res in rtcv.results.items():
+        m = inp.members[key]
+        vals = fold_scores(rtcv.y, res.predictions, rtcv.tests)
+        rec = _regression_record(rtcv, vals, method=m.method, run=m.run, level=level,
+                                 n_samples=res.n_samples)
+        if rec is None:
+            inp.skipped.append(Skipped(task=rtcv.task, method=m.method, run=m.run, reason=(
+                f"{rtcv.task} {key} level={level}: R² undefined (constant target?)")))
+            continue
+        records.append(rec)
+        grouped.setdefault((m.method, level), []).append((vals, res))
+    r2: dict[tuple[str, str], np.ndarray] = {}
+    for (method, level), runs in grouped.items():
+        stacked = {name: np.stack([v[name] for v, _ in runs]) for name in runs[0][0]}
+        r2[(method, level)] = stacked["r2"]
+        if len(runs) > 1:
+            agg = _regression_record(rtcv, stacked, method=method, run=None, level=level,
+                                     n_samples=runs[0][1].n_samples)
+            if agg is not None:
+                records.append(agg)
+        elif records and (rec := next((r for r in records if r.method == method
+                                       and r.level == level), None)) and rec.run is not None:
+            records.append(rec.model_copy(update={"run": None}))
+    return records, r2
+
+
+def _comparison(where: tuple[str, str, str, int], pair: tuple[str, str], metric: str,
+                iv: Interval, runs: tuple[int, int]) -> Comparison | None:
+    """A :class:`Comparison` of ``pair`` (a minus b) at ``where`` = (task, level, probe, n)."""
+    if not np.isfinite([iv.estimate, iv.low, iv.high, iv.p_value]).all():
+        return None
+    (task, level, probe, n), (a, b) = where, pair
+    return Comparison(task=task, method=a, other=b, level=level, probe=probe, n=n,
+                      metric=metric, **{f"{metric}_diff": iv.estimate},  # type: ignore[arg-type]
+                      ci_low=iv.low, ci_high=iv.high, p_value=iv.p_value, se=iv.se,
+                      n_runs=runs[0], other_n_runs=runs[1],
+                      seed_variance=runs[0] > 1 or runs[1] > 1,
+                      min_detectable_diff=minimal_detectable_difference(iv.se))
+
+
+def regression_comparisons(cfg: EvalConfig, rtcv: RegressionTaskCV,
+                           r2: dict[tuple[str, str], np.ndarray]) -> list[Comparison]:
+    """R²(reference method) - R²(each other method), same task and level (seed-aware)."""
+    out = []
+    for (name, level), vals in r2.items():
+        mine = r2.get((cfg.reference_method, level))
+        if name == cfg.reference_method or name.startswith(PREFIX) or mine is None:
+            continue
+        iv = paired_interval("r2", mine, vals, rtcv.test_train_ratio)
+        c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
+                        (cfg.reference_method, name), "r2", iv, (len(mine), len(vals)))
+        if c is not None:
+            out.append(c)
+    return out
+
+
+# --- added value ---------------------------------------------------------------------------------
+
+def added_value_comparisons(cfg: EvalConfig, tcv: TaskCV | None,
+                            scores: dict[tuple[str, str, str], list[np.ndarray]],
+                            rtcv: RegressionTaskCV | None,
+                            r2: dict[tuple[str, str], np.ndarray]) -> list[Comparison]:
+    """``clinical+NAME`` minus ``clinical_only`` at the endpoint level: ΔAUC and ΔBrier on the
+    binary task, ΔR² on the continuous one."""
+    level, out = cfg.endpoint_level, []
+    if tcv is not None and (base := scores.get(("clinical_only", level, "logistic"))):
+        for (name, lv, probe), runs in scores.items():
+            if not name.startswith(PREFIX) or lv != level or probe != "logistic":
+                continue
+            for metric, fn in (("auc", None), ("brier", brier)):
+                if metric == "auc":
+                    iv = paired_interval("auc", np.empty(0), np.empty(0),
+                                         tcv.test_train_ratio, y=tcv.y, runs_a=runs,
+                                         runs_b=base, tests=tcv.tests)
+                else:
+                    va = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in runs])
+                    vb = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in base])
+                    iv = paired_interval("brier", va, vb, tcv.test_train_ratio)
+                c = _comparison((tcv.task, level, "logistic", len(tcv.y)),
+                                (name, "clinical_only"), metric, iv, (len(runs), len(base)))
+                out += [c] if c is not None else []
+    if rtcv is not None and (base_r2 := r2.get(("clinical_only", level))) is not None:
+        for (name, lv), vals in r2.items():
+            if name.startswith(PREFIX) and lv == level:
+                iv = paired_interval("r2", vals, base_r2, rtcv.test_train_ratio)
+                c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
+                                (name, "clinical_only"), "r2", iv, (len(vals), len(base_r2)))
+                out += [c] if c is not None else []
+    return out
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+def _run_scores(inp: Inputs, tcv: TaskCV) -> dict[tuple[str, str | None, str, str], np.ndarray]:
+    return {(inp.members[key].method, inp.members[key].run, level, probe): res.scores
+            for (key, level, probe), res in tcv.results.items()}
+
+
+def add_calibration(inp: Inputs, tcv: TaskCV, records: list,
+                    scores: dict[tuple[str, str, str], list[np.ndarray]]) -> list:
+    """Each binary record of ``tcv`` with its Brier score and calibration (with CIs)."""
+    per_run = _run_scores(inp, tcv)
+    out = []
+    for rec in records:
+        if rec.task != tcv.task:
+            out.append(rec)
+            continue
+        runs = scores.get((rec.method, rec.level, rec.probe), []) if rec.run is None else []
+        if rec.run is not None or len(runs) <= 1:
+            one = per_run.get((rec.method, rec.run, rec.level, rec.probe))
+            runs = [one] if one is not None else runs[:1]
+        if not runs:
+            out.append(rec)
+            continue
+        vals = np.stack([fold_metric(tcv.y, s, tcv.tests, brier) for s in runs])
+        b = corrected_interval(vals, tcv.test_train_ratio, clip=(0, 1))
+        cal = calibration_summary(tcv.y, runs)
+        out.append(rec.model_copy(update={
+            "brier": _fin(b.estimate), "brier_ci_low": _fin(b.low),
+            "brier_ci_high": _fin(b.high),
+            "calibration_intercept": _fin(cal.intercept),
+            "calibration_intercept_ci_low": _fin(cal.intercept_low),
+            "calibration_intercept_ci_high": _fin(cal.intercept_high),
+            "calibration_slope": _fin(cal.slope),
+            "calibration_slope_ci_low": _fin(cal.slope_low),
+            "calibration_slope_ci_high": _fin(cal.slope_high)}))
+    return out
+
+
+def curve_tables(cfg: EvalConfig, tcv: TaskCV,
+                 scores: dict[tuple[str, str, str], list[np.ndarray]]
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibration groups and decision curves of every method at the endpoint level
+    (logistic probe; runs of a method averaged)."""
+    cal, dca = [], []
+    for (method, level, probe), runs in scores.items():
+        if level != cfg.endpoint_level or probe != "logistic":
+            continue
+        cal.append(calibration_table(tcv.y, runs).assign(task=tcv.task, method=method))
+        dca.append(decision_curve(tcv.y, runs).assign(task=tcv.task, method=method))
+    empty = pd.DataFrame()
+    return (pd.concat(cal, ignore_index=True) if cal else empty,
+            pd.concat(dca, ignore_index=True) if dca else empty)
+
+
+# --- everything above, for evaluate() ------------------------------------------------------------
+
+@dataclass
+class Endpoints:
+    """What the clinic's endpoints add to an evaluation."""
+
+    records: list[RegressionRecord] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)  # R², reference method
+    added: list[Comparison] = field(default_factory=list)
+    answers: list = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # file name -> table
+
+    def write(self, out_dir: Any) -> None:
+        """The parquet tables into ``out_dir`` (each atomically)."""
+        from medimp._io import atomic_path
+
+        for name, table in self.tables.items():
+            with atomic_path(out_dir / name) as tmp:
+                table.to_parquet(tmp, index=False)
+
+
+def without_combined(scores: dict) -> dict:
+    """``scores`` without the ``clinical+NAME`` entries (they are compared with
+    ``clinical_only`` only, not with the reference method)."""
+    return {k: v for k, v in scores.items() if not k[0].startswith(PREFIX)}
+
+
+def run_endpoints(cfg: EvalConfig, inp: Inputs, task_cvs: Sequence[TaskCV],
+                  scores_by_task: dict[str, dict], combined: dict[str, Combined]) -> Endpoints:
+    """Regression tasks, added-value comparisons and answers, calibration and curve tables.
+
+    ``scores_by_task``: task -> ``(method, level, probe) -> [runs' scores]`` of the binary
+    tasks (:func:`medimp.evaluate.result.task_records`), ``clinical+NAME`` models included.
+    """
+    out = Endpoints()
+    rtcvs = []
+    for tcv in task_cvs:
+        scores = scores_by_task.get(tcv.task, {})
+        rtcv = run_regression(cfg, inp, tcv, combined) if cfg.continuous else None
+        r2: dict[tuple[str, str], np.ndarray] = {}
+        if rtcv is not None:
+            rtcvs.append(rtcv)
+            recs, r2 = regression_records(inp, rtcv)
+            out.records += recs
+            out.comparisons += regression_comparisons(cfg, rtcv, r2)
+        if combined:
+            out.added += added_value_comparisons(cfg, tcv, scores, rtcv, r2)
+        if cfg.calibration:
+            cal, dca = curve_tables(cfg, tcv, scores)
+            for name, t in (("calibration.parquet", cal), ("decision_curves.parquet", dca)):
+                if not t.empty:
+                    prev = out.tables.get(name)
+                    out.tables[name] = t if prev is None else pd.concat([prev, t],
+                                                                         ignore_index=True)
+    if rtcvs:
+        out.tables["egfr_predictions.parquet"] = regression_predictions(inp.members, rtcvs)
+    out.answers = added_value_answers(out.added)
+    return out
