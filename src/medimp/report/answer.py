@@ -47,6 +47,14 @@ class AddedValue:
     min_detectable: float | None
     verdict: str  # "better", "worse" or "undecided"
 
+    def short(self) -> str:
+        """The verdict in a few words (the table's last column)."""
+        if self.verdict in ("better", "worse"):
+            return f"{self.verdict} than the table"
+        if self.min_detectable is None:
+            return "cannot tell apart"
+        return f"cannot tell apart (a difference below {self.min_detectable:.2f} is missed)"
+
     def words(self) -> str:
         """The verdict for a clinician, with the numbers it rests on."""
         what = "adding the images" if self.combined else f"{self.candidate} alone"
@@ -117,7 +125,8 @@ def added_value(metrics: MetricsFile) -> list[AddedValue]:
             p_value=c.p_value, p_holm=_attr(c, "p_holm"),
             min_detectable=c.min_detectable_diff, verdict=_verdict(c, sign, metric[0])))
     order = [name for _, name in _METRICS]
-    return sorted(out, key=lambda a: (not a.combined, a.task, order.index(a.metric)))
+    return sorted(out, key=lambda a: (not a.combined, a.task.startswith("egfr_"),
+                                      a.task, order.index(a.metric)))
 
 
 def answers(metrics: MetricsFile) -> list[dict[str, str]]:
@@ -147,7 +156,7 @@ def bottom_line(metrics: MetricsFile) -> list[dict[str, str]]:
     """
     ref = metrics.header.reference_method or ""
     found = added_value(metrics)
-    tasks = [(t.task, f"{t.horizon_years} years") for t in metrics.header.tasks]
+    tasks = [(t.task, f"At {t.horizon_years} years") for t in metrics.header.tasks]
     tasks += [(task, f"eGFR at {task.removeprefix('egfr_y')} years")
               for task in dict.fromkeys(a.task for a in found) if task.startswith("egfr_y")]
     lines = []

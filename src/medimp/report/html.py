@@ -268,11 +268,25 @@ def _usefulness(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
     """Calibration, decision curves and absolute risks, their tables ready for the template."""
     use = usefulness.sections(eval_dir, metrics, _predictions(eval_dir))
     cal = use["calibration"]
-    if cal is not None and cal["summary"] is not None:
-        cal["summary"] = _table(cal["summary"])
+    if cal is not None:
+        for key in ("summary", "more"):
+            cal[key] = _table(cal[key]) if cal[key] is not None else None
     for t in (use["risks"] or {}).get("tasks", []):
         t["groups"], t["thresholds"] = _table(t["groups"]), _table(t["thresholds"])
     return use
+
+
+def _added(metrics: MetricsFile) -> dict[str, list[dict[str, Any]]]:
+    """The added-value rows: the reference method's (its clinical+ model, else itself) first,
+    every other candidate folded away."""
+    ref = str(metrics.header.reference_method)
+    found = added_value(metrics)
+    main_name = (f"clinical+{ref}" if any(a.candidate == f"clinical+{ref}" for a in found)
+                 else ref)
+    rows = [dict(a.__dict__, short=a.short(), horizon=_task_label(metrics, a.task).split(" (")[0])
+            for a in found]
+    return {"added": [r for r in rows if r["candidate"] == main_name],
+            "added_more": [r for r in rows if r["candidate"] != main_name]}
 
 
 def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
@@ -302,8 +316,7 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         "exams": prediction.exams_used(cohort), "predictors": preds,
         "method_sentences": prediction.method_sentences(metrics, names),
         "overlap": prediction.pretraining_overlap(metrics),
-        "added": [dict(a.__dict__, words=a.words(), horizon=_task_label(metrics, a.task))
-                  for a in added_value(metrics)],
+        **_added(metrics),
         "results": _results(eval_dir, metrics),
         **_usefulness(eval_dir, metrics),
         "survival": _survival(eval_dir, metrics),
