@@ -91,10 +91,10 @@ def test_profiles_reproducible_and_within_documented_ranges(site: int) -> None:
     assert p.fov_inplane_mm[0] < p.fov_inplane_mm[1]
 
 
-@pytest.mark.parametrize("site", ["-1", "x"])
-def test_bad_site_one_line_exit_2(tmp_path: Path, site: str) -> None:
-    res = CliRunner().invoke(app, ["simulate", str(tmp_path / "c"), "--patients", "10",
+@pytest.mark.parametrize(("site", "code"), [("-1", 1), ("x", 2)])
+def test_bad_site_one_line(tmp_path: Path, site: str, code: int) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "c"), "--patients", "10",
                                    "--shape", "12", "12", "12", "--site", site])
-    assert res.exit_code == 2
+    assert res.exit_code == code
     assert "error" in res.output.lower() and "site" in res.output.lower()
     assert not (tmp_path / "c").exists()

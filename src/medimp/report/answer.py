@@ -84,7 +84,14 @@ def _metric_of(c: Any) -> tuple[str, float] | None:
 
 def _verdict(c: Any, sign: float, metric: str) -> str:
     """"better", "worse" or "undecided" for "candidate minus table" (sign -1: the comparison
-    was the table minus the candidate); a Brier difference is better below 0."""
+    was the table minus the candidate). The comparison's own verdict when it has one (Holm,
+    one-run rule); a file written before verdicts: from the CI (a Brier difference is better
+    below 0)."""
+    given = _attr(c, "verdict")
+    if isinstance(given, str) and given.startswith("not decided"):
+        return "undecided"  # e.g. "not decided: one pretraining run", whatever the CI says
+    if given in ("better", "worse"):
+        return given if sign > 0 else {"better": "worse", "worse": "better"}[given]
     lo, hi = sorted((sign * c.ci_low, sign * c.ci_high))
     if metric in LOWER_IS_BETTER:
         lo, hi = -hi, -lo
