@@ -139,7 +139,7 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return c - h, c + h
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
