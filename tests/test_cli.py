@@ -8,9 +8,28 @@ from medimp.cli.main import app
 
 
 def test_help_lists_commands() -> None:
-    result = CliRunner().invoke(app, ["--help"])
+    """The top-level help lists every registered command and group with its one-line help,
+    and each group's help lists its subcommands."""
+    import typer
+
+    result = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    assert "medimp" in result.output.lower()
+    assert result.output.lstrip().startswith("Usage: medimp [OPTIONS] COMMAND")
+    root = typer.main.get_command(app)
+    names = sorted(root.commands)
+    assert {"simulate", "validate", "prompts", "cache", "pretrain", "embed", "evaluate",
+            "demo"} <= set(names)
+    listed = {line.split()[1] for line in result.output.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 1}
+    for name in names:
+        assert name in listed, f"{name} missing from medimp --help"
+        summary = (root.commands[name].get_short_help_str(limit=40) or "").split()[0]
+        assert summary and summary in result.output, name
+        if hasattr(root.commands[name], "commands"):
+            sub = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+            assert sub.exit_code == 0
+            for child in root.commands[name].commands:
+                assert f"│ {child} " in sub.output, f"{name} {child} missing from its help"
 
 
 def test_console_script_version() -> None:
@@ -28,8 +47,8 @@ def test_demo_overwrite_refuses_a_folder_of_the_users_files(tmp_path) -> None:
     (out / "cohort").mkdir()
     (out / "cohort" / "mydata.csv").write_text("precious")
     res = CliRunner().invoke(app, ["demo", "--out", str(out), "--overwrite", "--patients", "10",
-                                   "--shape", "8", "8", "8", "--epochs", "1", "--seeds", "1"])
-    assert res.exit_code == 2, res.output
+                                   "--shape", "8", "8", "8", "--epochs", "1", "--seeds", "0"])
+    assert res.exit_code == 1, res.output
     assert "holds .git" in res.output and "demo folder" in res.output
     assert "[simulate]" not in res.output and "Traceback" not in res.output
     assert sorted(p.name for p in out.rglob("*")) == [".git", "HEAD", "cohort", "mydata.csv"]

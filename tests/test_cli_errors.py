@@ -52,18 +52,38 @@ def _value(kind: object, required: bool, bad: Path) -> str | None:
     return "P001"
 
 
+#: Options that a command needs although their parameter has a default (its deprecated
+#: positional spelling is the other way to give it; docs/cli.md).
+_INPUTS = ("--cohort", "--run")
+
+
+def _decls(info: object) -> list[str]:
+    """The option's names (typer keeps the first one of ``Option("--name")`` as its default)."""
+    decls = list(getattr(info, "param_decls", None) or ())
+    first = getattr(info, "default", None)
+    if isinstance(first, str) and first.startswith("--"):
+        decls.insert(0, first)
+    return [d for d in decls if d.startswith("--")]
+
+
+def _required(param: inspect.Parameter, info: object) -> bool:
+    return param.default is inspect.Parameter.empty or any(d in _INPUTS for d in _decls(info))
+
+
 def _args(callback, bad: Path) -> list[str]:
     """Command-line words giving ``bad`` to every required path parameter (or, when there is
-    none, to the first optional one) and a plain value to every other required parameter."""
+    none, to the first optional one) and a plain value to every other required parameter.
+    Hidden parameters (deprecated spellings) are left out."""
     args: list[str] = []
     hints = typing.get_type_hints(callback, include_extras=True)
-    params = inspect.signature(callback).parameters.items()
-    required_path = any(p.default is inspect.Parameter.empty and _value(
+    params = [(n, p) for n, p in inspect.signature(callback).parameters.items()
+              if not getattr(typing.get_args(hints[n])[1], "hidden", False)]
+    required_path = any(_required(p, typing.get_args(hints[n])[1]) and _value(
         typing.get_args(hints[n])[0], False, bad) for n, p in params)
     given_path = False
     for name, param in params:
         kind, info = typing.get_args(hints[name])[:2]
-        required = param.default is inspect.Parameter.empty
+        required = _required(param, info)
         value = _value(kind, required, bad)
         if value == str(bad) and not required:
             if required_path or given_path:
@@ -72,7 +92,7 @@ def _args(callback, bad: Path) -> list[str]:
         if value is None:
             continue
         if isinstance(info, OptionInfo):
-            decls = [d for d in (info.param_decls or ()) if d.startswith("--")]
+            decls = _decls(info)
             args += [decls[0] if decls else "--" + name.replace("_", "-"), value]
         else:
             args.append(value)
@@ -107,7 +127,7 @@ def test_markup_in_a_cohort_path_is_printed_verbatim(simulated_cohort: Path,
 
     cohort = tmp_path / _MARKUP_NAME
     shutil.copytree(simulated_cohort, cohort)
-    result = CliRunner().invoke(app, ["validate", str(cohort), "--tables-only"])
+    result = CliRunner().invoke(app, ["validate", "--cohort", str(cohort), "--tables-only"])
     assert result.exit_code == 0, result.output
     assert f"{cohort}: OK" in result.output
 
@@ -141,23 +161,23 @@ def test_permission_denied_names_the_file(simulated_cohort: Path) -> None:
         for p in [cohort, *cohort.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         (cohort / "patients.csv").chmod(0)
-        res = run_cli_unprivileged(["prompts", "build", str(cohort), "--out",
+        res = run_cli_unprivileged(["prompts", "build", "--cohort", str(cohort), "--out",
                                     str(base / "prompts.parquet")], home=base)
-        assert res.returncode == 2, res.stderr
+        assert res.returncode == 1, res.stderr
         assert "Traceback" not in res.stderr
         (line,) = res.stderr.strip().splitlines()
         assert line.startswith(f"error: {cohort / 'patients.csv'}: permission denied")
         assert "permission problem" in line
-        res = run_cli_unprivileged(["validate", str(cohort), "--tables-only", "--json"],
+        res = run_cli_unprivileged(["validate", "--cohort", str(cohort), "--tables-only", "--json"],
                                    home=base)
         assert res.returncode == 1, res.stderr
         (problem,) = json.loads(res.stdout)["errors"]
         assert problem["file"] == "patients.csv" and "permission denied" in problem["problem"]
         (cohort / "patients.csv").chmod(0o644)
         cohort.chmod(0o555)  # a folder the user may not write into
-        res = run_cli_unprivileged(["prompts", "build", str(cohort), "--out",
+        res = run_cli_unprivileged(["prompts", "build", "--cohort", str(cohort), "--out",
                                     str(cohort / "prompts.parquet")], home=base)
-        assert res.returncode == 2, res.stderr
+        assert res.returncode == 1, res.stderr
         (line,) = res.stderr.strip().splitlines()
         assert str(cohort / "prompts.parquet") in line and "permission denied" in line
     finally:
@@ -167,11 +187,11 @@ def test_permission_denied_names_the_file(simulated_cohort: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["pretrain", "--out", "x"], "Missing option '--cohort'; see 'medimp pretrain --help'"),
+    (["pretrain", "--out", "x"], "Missing option '--cohort' (see 'medimp pretrain --help')"),
     (["evaluate", "--bogus"], "No such option: --bogus"),
-    (["simulate"], "Missing argument 'out'; see 'medimp simulate --help'"),
-    (["simulate", "x", "--patients", "many"], "Invalid value for '--patients'"),
-    (["no-such-command"], "No such command 'no-such-command'; see 'medimp --help'"),
+    (["simulate"], "Missing option '--out' (see 'medimp simulate --help')"),
+    (["simulate", "--out", "x", "--patients", "many"], "Invalid value for '--patients'"),
+    (["no-such-command"], "No such command 'no-such-command' (see 'medimp --help')"),
 ])
 def test_usage_errors_are_one_line(args: list[str], says: str) -> None:
     """A missing or unknown option (typer's usage errors) is one line naming what to do, exit
@@ -193,7 +213,7 @@ def test_usage_error_from_the_console_script(tmp_path: Path) -> None:
                          check=False, cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "error: No such option: --bogus; see 'medimp cache info --help'"], res.stderr
+        "error: No such option: --bogus (see 'medimp cache info --help')"], res.stderr
     ok = subprocess.run([medimp, "cache", "--help"], capture_output=True, text=True,
                         check=False, cwd=tmp_path)
     assert ok.returncode == 0 and "info" in ok.stdout

@@ -8,16 +8,17 @@ methods × tasks table compares representations, not budgets.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medimp.train.config import TrainingInterrupted
+from medimp.train.replicates import RunJob, method_seed_runs, train_runs
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -36,9 +37,11 @@ class DemoConfig(BaseModel):
     shape: tuple[int, int, int] = Field((32, 32, 32), description="Volume shape (D, H, W).")
     seed: int = Field(0, description="Seed of the simulator and the evaluation, and the "
                       "first pretraining seed.")
-    seeds: int = Field(3, ge=1, description="Pretraining runs per method (seeds seed, seed+1, "
-                       "...): the evaluation treats them as replicates, so every CI and paired "
-                       "test carries the variance between pretraining seeds.")
+    seeds: int | list[int] = Field(
+        3, description="Pretraining seeds of each method: a list (e.g. [0, 1, 2]), or a count "
+        "N (seeds seed, seed+1, ..., seed+N-1). The evaluation treats a method's runs as "
+        "replicates, so every CI and paired test carries the variance between pretraining "
+        "seeds.")
     methods: tuple[str, ...] = Field(METHODS, description="Pretraining methods compared.")
     encoder: str = Field("resnet10_3d", description="Image encoder (same for every method).")
     encoder_kwargs: dict[str, Any] = Field(
@@ -73,6 +76,21 @@ class DemoConfig(BaseModel):
         default_factory=lambda: {"survival_event": "poor_status"},
         description="Further medimp.evaluate.EvalConfig fields (the simulated cohort has few "
         "graft losses, so survival uses poor status as its event).")
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("give at least one pretraining seed")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("give at least one pretraining seed, each once")
+        return v
+
+    def seed_list(self) -> list[int]:
+        """The pretraining seeds of each method."""
+        if isinstance(self.seeds, int):
+            return list(range(self.seed, self.seed + self.seeds))
+        return list(self.seeds)
 
 
 @dataclass
@@ -169,21 +187,20 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
 
     step("prompts", _prompts)
 
-    runs = {m: [out / "runs" / m / f"seed{s}" for s in range(cfg.seed, cfg.seed + cfg.seeds)]
-            for m in cfg.methods}
-    todo = [(m, s, run) for m in cfg.methods for s, run in
-            zip(range(cfg.seed, cfg.seed + cfg.seeds), runs[m], strict=True)]
-    run_seconds: dict[str, float] = {}
+    runs = method_seed_runs(out / "runs", cfg.methods, cfg.seed_list())
+    todo = [RunJob(_run_name(m, seed), cohort_dir, run, _pretrain_config(cfg, m, seed),
+                   overwrite=True)
+            for m in cfg.methods for seed, run in zip(cfg.seed_list(), runs[m], strict=True)]
     jobs = demo_jobs(cfg)
     t0 = time.perf_counter()
-    if jobs == 1:
-        for method, seed, run_dir in todo:
-            _pretrain_here(cfg, cohort_dir, method, seed, run_dir, progress=progress, log=log,
-                           run_seconds=run_seconds)
-    else:
-        # never more worker processes (each holds torch and a model) than runs
-        _pretrain_parallel(cfg, cohort_dir, todo, jobs=min(jobs, len(todo)), log=log,
-                           run_seconds=run_seconds)
+    try:
+        # in processes, costlier methods first, so that the last run to finish is a short one
+        # (stable: the seeds of a method stay in order)
+        done = train_runs(todo if jobs == 1 else sorted(todo, key=_cost), jobs=jobs,
+                          threads=cfg.threads, progress=progress, log=log)
+    except TrainingInterrupted as exc:
+        raise TrainingInterrupted(f"{exc}; nothing was evaluated") from None
+    run_seconds = {o.job.name: o.seconds or 0.0 for o in done}
     timings["pretrain"] = time.perf_counter() - t0
     if jobs > 1:
         log(f"[pretrain] done in {timings['pretrain']:.0f} s")
@@ -217,114 +234,13 @@ def demo_jobs(cfg: DemoConfig) -> int:
     return max(1, min(4, cpus))
 
 
-# costlier methods first, so that the last run to finish is a short one (runs of a method
-# take about the same time; 'random_init' exports an untrained encoder)
+# runs of a method take about the same time; 'random_init' exports an untrained encoder
 _COST = {"random_init": 0, "tabular_clip": 1}
+
+
+def _cost(job: RunJob) -> int:
+    return -_COST.get(job.config["method"], 2)
 
 
 def _run_name(method: str, seed: int) -> str:
     return f"{method} seed {seed}"
-
-
-def _pretrain_here(cfg: DemoConfig, cohort_dir: Path, method: str, seed: int, run_dir: Path,
-                   *, progress: bool, log: Callable[[str], None],
-                   run_seconds: dict[str, float]) -> None:
-    """One run in this process (``jobs == 1``), with ``cfg.threads`` torch threads."""
-    import torch
-
-    from medimp.train import pretrain
-
-    name = _run_name(method, seed)
-    log(f"[pretrain {name}] ...")
-    before = torch.get_num_threads()
-    t0 = time.perf_counter()
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        pretrain(cohort_dir, run_dir, _pretrain_config(cfg, method, seed), progress=progress,
-                 overwrite=True)
-    finally:
-        torch.set_num_threads(before)
-    run_seconds[name] = time.perf_counter() - t0
-    log(f"[pretrain {name}] done in {run_seconds[name]:.0f} s")
-
-
-def _pretrain_parallel(cfg: DemoConfig, cohort_dir: Path, todo: list[tuple[str, int, Path]],
-                       *, jobs: int, log: Callable[[str], None],
-                       run_seconds: dict[str, float]) -> None:
-    """Train ``todo`` in ``jobs`` worker processes; a line per finished run.
-
-    Ctrl-C (or any failed run) stops every worker: each running run is interrupted as
-    ``pretrain`` is on Ctrl-C (an overwritten run keeps its previous version), runs not yet
-    started are not started, and the demo stops before the evaluation.
-    """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from medimp.train.config import TrainingInterrupted
-
-    order = sorted(todo, key=lambda t: -_COST.get(t[0], 2))  # stable: seeds stay in order
-    threads = f"{cfg.threads} torch thread(s)" if cfg.threads else "torch's default threads"
-    log(f"[pretrain] {len(order)} runs, {jobs} at a time, {threads} each ...")
-    others = set(mp.active_children())  # a caller's own child processes are left alone
-    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
-                               initializer=_worker_init, initargs=(cfg.threads,))
-    futures = {pool.submit(_worker_pretrain, str(cohort_dir), str(run_dir),
-                           _pretrain_config(cfg, method, seed)): _run_name(method, seed)
-               for method, seed, run_dir in order}
-    try:
-        for fut in as_completed(futures):
-            name = futures[fut]
-            run_seconds[name] = fut.result()
-            log(f"[pretrain {name}] done in {run_seconds[name]:.0f} s "
-                f"({len(run_seconds)}/{len(order)})")
-    except BaseException as exc:
-        for fut in futures:
-            fut.cancel()
-        for child in mp.active_children():  # the pool's workers: stop their runs now
-            if child not in others and child.pid is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(child.pid, signal.SIGINT)
-        pool.shutdown(wait=True, cancel_futures=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise TrainingInterrupted(
-                f"interrupted during pretraining ({len(run_seconds)} of {len(order)} runs "
-                "had finished); nothing was evaluated") from None
-        raise
-    pool.shutdown(wait=True)
-
-
-# Worker side. A Ctrl-C in a terminal reaches every process of the group, and the demo also
-# forwards it to its workers: the first SIGINT interrupts the run in progress (or stops the
-# worker from starting one), later ones are ignored.
-_WORKER = {"running": False, "stopping": False}
-
-
-def _worker_init(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, _on_sigint)
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    first = not _WORKER["stopping"]
-    _WORKER["stopping"] = True
-    if first and _WORKER["running"]:
-        raise KeyboardInterrupt
-
-
-def _worker_pretrain(cohort_dir: str, run_dir: str, config: dict[str, Any]) -> float:
-    """One run in a worker process; its seconds."""
-    _WORKER["running"] = True
-    try:
-        if _WORKER["stopping"]:
-            raise KeyboardInterrupt
-        from medimp.train import pretrain
-
-        t0 = time.perf_counter()
-        pretrain(cohort_dir, run_dir, config, progress=False, overwrite=True)
-        return time.perf_counter() - t0
-    finally:
-        _WORKER["running"] = False

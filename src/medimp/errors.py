@@ -2,7 +2,8 @@
 
 Every stage's errors inherit :class:`MedimpError` (a :class:`ValueError`, so callers that only
 know "bad input" still catch them). The command line catches it once, in ``medimp.cli.main``,
-and prints its message as one line with exit code 2; a traceback means a bug in medimp.
+and prints its message as one line with exit code 1 (docs/cli.md); a traceback means a bug in
+medimp.
 
 This module imports no stage, so every stage may import it.
 """

@@ -195,13 +195,13 @@ def test_cli_info_and_clear(tmp_path, exam_files) -> None:
     res = runner.invoke(app, ["cache", "info", "--cache", str(root)])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert str(root) in res.output and "no such cache folder" in res.output
-    res = runner.invoke(app, ["cache", "info", str(tmp_path), "--json"])
+    res = runner.invoke(app, ["cache", "info", "--cohort", str(tmp_path), "--json"])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert "no preprocessing cache yet" in res.output and "{" not in res.output
     # COHORT argument: the default cache folder inside it
     Counter(exam_files, PreprocessConfig(shape=(16, 16, 16))).get(
         PreprocessCache(tmp_path / ".medimp_cache"))
-    res = runner.invoke(app, ["cache", "info", str(tmp_path), "--json"])
+    res = runner.invoke(app, ["cache", "info", "--cohort", str(tmp_path), "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["path"].endswith(".medimp_cache")
 
 

@@ -228,7 +228,7 @@ def test_cli_validate_prints_frames_fov_and_a_preprocessing_suggestion(nifti4d: 
 
     from medimp.cli.main import app
 
-    res = CliRunner().invoke(app, ["validate", str(nifti4d), "--suggest-preprocess"],
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(nifti4d), "--suggest-preprocess"],
                              env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "dynamic series: frames chosen per phase" in res.output

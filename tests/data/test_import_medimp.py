@@ -195,16 +195,16 @@ def test_cli_import_then_validate(orig, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "10 patients, 40 exams, 90 volumes" in " ".join(res.output.split())
     res = CliRunner().invoke(app, args)  # out exists now
-    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert res.exit_code == 1 and "--overwrite" in res.output
     res = CliRunner().invoke(app, [*args, "--overwrite", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["fallback_volumes"] == 90
-    assert CliRunner().invoke(app, ["validate", str(out)]).exit_code == 0
+    assert CliRunner().invoke(app, ["validate", "--cohort", str(out)]).exit_code == 0
 
 
-def test_cli_import_without_images_exit_2(orig, tmp_path: Path) -> None:
+def test_cli_import_without_images_exit_1(orig, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["import-medimp", str(orig["root"]), "--clinical",
                                    str(orig["csv"]), "--out", str(tmp_path / "c")])
-    assert res.exit_code == 2 and "--fallback-volume" in res.output
+    assert res.exit_code == 1 and "--fallback-volume" in res.output
 
 
 def test_imported_original_feeds_preprocessing_without_nan(orig, tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_latin1_clinical_csv_names_the_line(orig, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["import-medimp", str(orig["root"]), "--clinical",
                                    str(latin), "--out", str(tmp_path / "c"),
                                    "--fallback-volume", str(orig["dummy"])])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     (line,) = res.stderr.strip().splitlines()
     assert f"{latin}:4" in line and "line 4 is not UTF-8" in line and "Latin-1" in line
     assert not (tmp_path / "c").exists()

@@ -150,17 +150,17 @@ def test_missing_folder_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 def test_cli_ok_exit_0(tiny_cohort: Path) -> None:
-    res = CliRunner().invoke(app, ["validate", str(tiny_cohort)])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(tiny_cohort)])
     assert res.exit_code == 0, res.output
     assert "OK, 0 warning(s)" in res.output and "patients" in res.output
 
 
 def test_cli_errors_exit_1_and_json(tiny_cohort: Path) -> None:
     (tiny_cohort / IMG).unlink()
-    res = CliRunner().invoke(app, ["validate", str(tiny_cohort)])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(tiny_cohort)])
     assert res.exit_code == 1
     assert "1 error(s), 0 warning(s)" in " ".join(res.output.split())
-    res = CliRunner().invoke(app, ["validate", str(tiny_cohort), "--json"])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(tiny_cohort), "--json"])
     assert res.exit_code == 1
     data = json.loads(res.output)
     assert data["ok"] is False and data["errors"][0]["phase"] == "arterial"
@@ -168,7 +168,7 @@ def test_cli_errors_exit_1_and_json(tiny_cohort: Path) -> None:
 
 
 def test_cli_not_a_folder_exit_2(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["validate", str(tmp_path / "missing")])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "not a folder" in res.output
 
 

@@ -158,8 +158,8 @@ def test_cli_validate_strict_paths(tmp_path, tiny_cohort) -> None:
     _edit(tiny_cohort, "manifest.csv", lambda d: d.assign(
         path=d["path"].replace({"images/P001/D15/pre.nii.gz": "../elsewhere/pre.nii.gz"})))
     runner = CliRunner()
-    assert runner.invoke(app, ["validate", str(tiny_cohort)]).exit_code == 0
-    res = runner.invoke(app, ["validate", str(tiny_cohort), "--strict-paths"])
+    assert runner.invoke(app, ["validate", "--cohort", str(tiny_cohort)]).exit_code == 0
+    res = runner.invoke(app, ["validate", "--cohort", str(tiny_cohort), "--strict-paths"])
     assert res.exit_code == 1 and "outside" in res.output
 
 

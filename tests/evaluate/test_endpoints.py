@@ -63,8 +63,12 @@ def test_added_value_comparisons_and_answer(result):
         assert c.other == "clinical_only"
         assert getattr(c, f"{c.metric}_diff") is not None
         assert c.ci_low <= getattr(c, f"{c.metric}_diff") <= c.ci_high
-    medimp = next(c for c in m.added_value if c.method == "clinical+medimp")
-    assert medimp.seed_variance and medimp.n_runs == 3
+    medimp = [c for c in m.added_value if c.method == "clinical+medimp"]
+    assert all(c.n_runs == 3 and c.other_n_runs == 1 for c in medimp)
+    assert any(c.seed_variance for c in medimp)  # unless k = 0 in every fold of every run
+    assert all(c.verdict and c.p_holm is not None for c in medimp)
+    noise = [c for c in m.added_value if c.method == "clinical+noise"]
+    assert all(c.verdict == "not decided: one pretraining run" for c in noise)
     answers = {a.method: a for a in m.added_value_answers}
     assert set(answers) == set(IMAGE)
     assert answers["noise"].answer == "not decided"

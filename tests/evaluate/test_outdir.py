@@ -30,7 +30,7 @@ def test_non_empty_out_needs_overwrite(eval_cohort, tmp_path) -> None:
     (out / "embeddings" / "medimp.parquet").write_bytes(b"mine")
     runner = CliRunner()
     res = runner.invoke(app, _args(eval_cohort, emb, out))
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert str(out) in res.output and "--overwrite" in res.output
     assert (out / "metrics.json").read_text() == "my earlier results"
     assert (out / "embeddings" / "medimp.parquet").read_bytes() == b"mine"
@@ -99,7 +99,7 @@ def test_overwrite_refuses_a_folder_with_the_users_files(eval_cohort, tmp_path) 
     (out / "thesis.tex").write_text("precious")
     (out / "sub" / "data.csv").write_text("p")
     res = CliRunner().invoke(app, _args(eval_cohort, emb, out, "--overwrite"))
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert "thesis.tex" in res.output and "Traceback" not in res.output
     assert (out / "thesis.tex").read_text() == "precious"
     assert (out / "sub" / "data.csv").read_text() == "p"

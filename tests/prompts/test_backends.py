@@ -284,7 +284,7 @@ def test_cli_openai_needs_cohort_or_no_cohort_and_reads_the_environment(
     monkeypatch.setenv("OPENAI_MODEL", "model-from-env")
     out = tmp_path / "bank.yaml"
     res = CliRunner().invoke(app, _augment_args(study_yaml, out))
-    assert res.exit_code == 2 and "--no-cohort" in res.stderr and len(
+    assert res.exit_code == 1 and "--no-cohort" in res.stderr and len(
         res.stderr.strip().splitlines()) == 1
     assert llm.requests == [] and not out.exists()
     res = CliRunner().invoke(app, _augment_args(study_yaml, out, "--cohort",
@@ -377,7 +377,7 @@ def test_bad_replies_end_in_one_line(study_yaml: Path, tmp_path: Path) -> None:
             study_yaml, out, "--no-cohort", "--base-url", server.url, "--retries", "1"))
     finally:
         server.close()
-    assert (res.exit_code == 2 and res.exception is None) or isinstance(res.exception, SystemExit)
+    assert (res.exit_code == 1 and res.exception is None) or isinstance(res.exception, SystemExit)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "giving up after 2 attempts" in lines[0], res.stderr
     assert "cut short" in lines[0] and "Traceback" not in res.output and not out.exists()

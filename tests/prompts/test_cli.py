@@ -35,7 +35,7 @@ def test_check_reports_rejections_and_bad_files(gpt_augs: Path, tmp_path: Path) 
     broken = tmp_path / "broken.txt"
     broken.write_text(lines[0] + "\n The donor was {age}.; Creatinine {adj}.\n")
     res = runner.invoke(app, ["prompts", "check", str(broken)])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "broken.txt:2: expected 3 sentences" in flat(res)
 
 
@@ -51,8 +51,8 @@ def test_augment_rules_writes_bank(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["prompts", "augment", str(tmp_path / "missing.yaml"),
                               "--out", str(tmp_path / "x.yaml")])
-    assert res.exit_code == 2 and "not found" in flat(res)
+    assert res.exit_code == 1 and "not found" in flat(res)
     res = runner.invoke(app, ["prompts", "augment", "--backend", "transformers",
                               "--out", str(tmp_path / "x.yaml")])
-    assert res.exit_code == 2 and "--model-path" in flat(res)
+    assert res.exit_code == 1 and "--model-path" in flat(res)
     assert not (tmp_path / "x.yaml").exists()

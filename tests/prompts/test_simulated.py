@@ -69,22 +69,25 @@ def test_cohort_dir_build_and_cli(simulated_cohort: Path, tmp_path: Path) -> Non
     assert set(zip(df.patient_id, df.exam, strict=True)) == set(cohort.exam_keys())
     runner = CliRunner()
     out = tmp_path / "p.parquet"
-    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out)])
+    res = runner.invoke(app, ["prompts", "build", "--cohort", str(simulated_cohort), "--out",
+                              str(out)])
     assert res.exit_code == 0, res.output
     again = pd.read_parquet(out)
     pd.testing.assert_frame_equal(again, df)
     pid, exam = cohort.exam_keys()[0]
-    res = runner.invoke(app, ["prompts", "show", str(simulated_cohort), "--patient", pid,
+    res = runner.invoke(app, ["prompts", "show", "--cohort", str(simulated_cohort), "--patient",
+                              pid,
                               "--exam", exam])
     assert res.exit_code == 0, res.output
     assert f"patient {pid} exam {exam}" in res.output and "exams.csv:egfr" in res.output
     first = df[(df.patient_id == pid) & (df.exam == exam)].prompt.iloc[0]
     assert first[:30] in " ".join(res.output.split())
-    res = runner.invoke(app, ["prompts", "show", str(simulated_cohort), "--patient", "NOPE"])
+    res = runner.invoke(app, ["prompts", "show", "--cohort", str(simulated_cohort), "--patient",
+                              "NOPE"])
     assert res.exit_code == 2 and "NOPE" in res.output
-    res = runner.invoke(app, ["prompts", "build", str(tmp_path / "missing"), "--out",
+    res = runner.invoke(app, ["prompts", "build", "--cohort", str(tmp_path / "missing"), "--out",
                               str(tmp_path / "x.parquet")])
-    assert res.exit_code == 2 and not (tmp_path / "x.parquet").exists()
+    assert res.exit_code == 1 and not (tmp_path / "x.parquet").exists()
 
 
 def test_privacy_values_of_a_simulated_cohort(simulated_cohort: Path) -> None:

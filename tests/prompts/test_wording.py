@@ -88,15 +88,18 @@ def test_cli_build_with_clinician_wording(simulated_cohort, tmp_path, medimp_ori
 
     runner = CliRunner()
     out = tmp_path / "p.parquet"
-    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+    res = runner.invoke(app, ["prompts", "build", "--cohort", str(simulated_cohort), "--out",
+                              str(out),
                               "--wording", "clinician_fine"])
     assert res.exit_code == 0, res.output
     prompts = pd.read_parquet(out)["prompt"]
     assert prompts.str.contains("mL/min/1.73 m²").any()
     gpt = medimp_original / "dummy_dataframes" / "gpt_augs.txt"
-    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+    res = runner.invoke(app, ["prompts", "build", "--cohort", str(simulated_cohort), "--out",
+                              str(out),
                               "--wording", "clinician", "--bank", str(gpt)])
     assert res.exit_code == 2 and "one or the other" in res.output
-    res = runner.invoke(app, ["prompts", "build", str(simulated_cohort), "--out", str(out),
+    res = runner.invoke(app, ["prompts", "build", "--cohort", str(simulated_cohort), "--out",
+                              str(out),
                               "--wording", "poetic"])
     assert res.exit_code == 2 and "choose one of" in res.output

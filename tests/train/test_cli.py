@@ -31,7 +31,8 @@ def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) ->
     saved = (run / "config.yaml").read_text()
     assert "tabular_clip" in saved and "0.001" in saved
     out = tmp_path / "emb.parquet"
-    res = CliRunner().invoke(app, ["embed", str(run), str(simulated_cohort), "--out", str(out)])
+    res = CliRunner().invoke(app, ["embed", "--run", str(run), "--cohort", str(simulated_cohort),
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(out)
     assert set(df["level"]) == {"exam", "patient", "patient_latest"}
@@ -39,18 +40,19 @@ def test_pretrain_and_embed_commands(simulated_cohort, train_cache, tmp_path) ->
     before = (run / "model.safetensors").read_bytes()
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(run), "--config", str(cfg), "--no-progress"])
-    assert res.exit_code == 2 and "already holds a run" in res.output
+    assert res.exit_code == 1 and "already holds a run" in res.output
     assert (run / "model.safetensors").read_bytes() == before
 
 
-def test_bad_override_is_one_line_exit_2(simulated_cohort, tmp_path) -> None:
+def test_bad_override_is_one_line_exit_1(simulated_cohort, tmp_path) -> None:
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(tmp_path / "r"), "--set", "optim.lr_max=1"])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "optim.lr_max" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(app, ["embed", str(tmp_path / "nothing"), str(simulated_cohort),
+    res = CliRunner().invoke(app, ["embed", "--run", str(tmp_path / "nothing"), "--cohort",
+                                   str(simulated_cohort),
                                    "--out", str(tmp_path / "e.parquet")])
-    assert res.exit_code == 2 and "model.json" in res.output
+    assert res.exit_code == 1 and "model.json" in res.output
 
 
 def test_resume_from_the_command_line(simulated_cohort, train_cache, tmp_path) -> None:

@@ -143,7 +143,7 @@ def _cli_one_line(args: list[str]) -> str:
     from medimp.cli.main import app
 
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
@@ -193,7 +193,7 @@ def test_damaged_model_safetensors(simulated_cohort, tiny_config, tmp_path) -> N
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(TrainError, match="damaged model file"):
         embed(run, simulated_cohort)
-    line = _cli_one_line(["embed", str(run), str(simulated_cohort), "--out",
+    line = _cli_one_line(["embed", "--run", str(run), "--cohort", str(simulated_cohort), "--out",
                           str(tmp_path / "e.parquet")])
     assert str(weights) in line and "copy the run folder again" in line
     assert not (tmp_path / "e.parquet").exists()
@@ -210,14 +210,15 @@ def test_read_only_cohort_with_its_default_cache(simulated_cohort, tiny_config,
     run = pretrain(simulated_cohort, tmp_path / "run", tiny_config("method=random_init"),
                    progress=False)
     with read_only_view(src, tmp_path / "ro") as ro:
-        line = _cli_one_line(["embed", str(run), str(ro), "--out", str(tmp_path / "e.parquet")])
+        line = _cli_one_line(["embed", "--run", str(run), "--cohort", str(ro), "--out",
+                              str(tmp_path / "e.parquet")])
         assert str(ro / ".medimp_cache") in line and "read-only file system" in line
         assert "--cache DIR" in line and "cache_dir=DIR" in line
         from typer.testing import CliRunner
 
         from medimp.cli.main import app
 
-        res = CliRunner().invoke(app, ["embed", str(run), str(ro), "--out",
+        res = CliRunner().invoke(app, ["embed", "--run", str(run), "--cohort", str(ro), "--out",
                                        str(tmp_path / "e.parquet"), "--cache",
                                        str(tmp_path / "cache")])  # the fix it names works
         assert res.exit_code == 0, res.output

@@ -136,7 +136,7 @@ def test_resume_with_overwrite_is_refused(simulated_cohort, tiny_config, tmp_pat
                  progress=False, resume=True, overwrite=True)
     res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                    str(run), "--resume", "--overwrite", "--epochs", "2"])
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 1, res.output
     assert res.output.count("\n") == 1 and "only one of them" in res.output
     assert (run / "model.safetensors").read_bytes() == weights
     assert (run / "model.json").read_bytes() == info
@@ -234,7 +234,7 @@ def test_cli_second_pretrain_message(simulated_cohort, tmp_path) -> None:
     with folder_lock(out, "run folder"):
         res = CliRunner().invoke(app, ["pretrain", "--cohort", str(simulated_cohort), "--out",
                                        str(out), "--epochs", "1", "--no-progress"])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "in use by process" in res.output and "Traceback" not in res.output
 
 

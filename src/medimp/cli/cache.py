@@ -8,19 +8,21 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, fail
+from medimp.cli._common import console, fail, path_option
 
 _COHORT_HELP = "Cohort folder whose default cache (<COHORT>/.medimp_cache) to use."
 _CACHE_HELP = "Cache folder to use instead of the cohort's default one."
+_OLD_HELP = "Deprecated: the positional COHORT; use --cohort."
 
 
-def _resolve(cohort: Path | None, cache: Path | None) -> Path:
+def _resolve(cohort: Path | None, old: Path | None, cache: Path | None) -> Path:
     from medimp.data.cache import default_cache_dir
 
+    cohort = path_option(cohort, old, option="--cohort", old_name="COHORT", required=False)
     if cache is not None:
         return cache
     if cohort is None:
-        fail("give a COHORT folder or --cache DIR")
+        fail("give --cohort COHORT or --cache DIR")
     if not cohort.is_dir():
         fail(f"{cohort} is not a folder; give a cohort folder or --cache DIR")
     return default_cache_dir(cohort)
@@ -35,8 +37,12 @@ def _human(n: float) -> str:
 
 
 def info(
+    old_cohort: Annotated[
+        Path | None, typer.Argument(hidden=True, help=_OLD_HELP, show_default=False)
+    ] = None,
+    *,
     cohort: Annotated[
-        Path | None, typer.Argument(help=_COHORT_HELP, show_default=False)
+        Path | None, typer.Option("--cohort", help=_COHORT_HELP, show_default=False)
     ] = None,
     cache: Annotated[
         Path | None, typer.Option("--cache", help=_CACHE_HELP, show_default=False)
@@ -46,12 +52,13 @@ def info(
     """Show how many preprocessed exams a cache holds, its size and its hit counts."""
     from medimp.data.cache import PreprocessCache
 
-    root = _resolve(cohort, cache)
+    root = _resolve(cohort, old_cohort, cache)
     store = PreprocessCache(root)
     if not root.exists():
         if cache is not None:
             fail(f"{root}: no such cache folder; check the path given to --cache")
-        fail(f"{cohort} has no preprocessing cache yet ({root} does not exist): pretrain or "
+        fail(f"{cohort or old_cohort} has no preprocessing cache yet ({root} does not exist): "
+             "pretrain or "
              "embed creates it; give --cache DIR for a cache kept elsewhere")
     if not store.is_cache_dir():
         fail(f"{root} is not a medimp cache folder")
@@ -79,8 +86,12 @@ def info(
 
 
 def clear(
+    old_cohort: Annotated[
+        Path | None, typer.Argument(hidden=True, help=_OLD_HELP, show_default=False)
+    ] = None,
+    *,
     cohort: Annotated[
-        Path | None, typer.Argument(help=_COHORT_HELP, show_default=False)
+        Path | None, typer.Option("--cohort", help=_COHORT_HELP, show_default=False)
     ] = None,
     cache: Annotated[
         Path | None, typer.Option("--cache", help=_CACHE_HELP, show_default=False)
@@ -90,7 +101,7 @@ def clear(
     """Delete a cache folder (preprocessed exams are recomputed on next use)."""
     from medimp.data.cache import PreprocessCache
 
-    root = _resolve(cohort, cache)
+    root = _resolve(cohort, old_cohort, cache)
     store = PreprocessCache(root)
     if not root.exists():
         console.print(f"nothing to clear: {root} does not exist", markup=False)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from medimp.cli._common import console, err_console, fail
+from medimp.cli._common import console, err_console, fail, path_option
 
 
 @contextmanager
@@ -61,8 +61,13 @@ def _problem_rows(problems: Sequence[object]) -> list[list[str]]:
 
 
 def validate(
-    cohort: Annotated[Path, typer.Argument(
-        help="Cohort folder (holds manifest.csv, exams.csv, patients.csv, study.yaml).")],
+    old_cohort: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional COHORT; use --cohort.",
+        show_default=False)] = None,
+    *,
+    cohort_opt: Annotated[Path | None, typer.Option(
+        "--cohort", help="Cohort folder (holds manifest.csv, exams.csv, patients.csv, "
+        "study.yaml).", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON instead of tables.")] = False,
     tables_only: Annotated[bool, typer.Option(
@@ -82,6 +87,7 @@ def validate(
     """
     from medimp.data.validate import validate_cohort
 
+    cohort = path_option(cohort_opt, old_cohort, option="--cohort", old_name="COHORT")
     if not cohort.is_dir():
         fail(f"{cohort}: not a folder; give the cohort folder that holds manifest.csv")
     with _progress("reading images", enabled=not json_out) as update:
@@ -197,24 +203,30 @@ def import_medimp(
         f"wrote {report.out}: {report.patients} patients, {report.exams} exams, "
         f"{report.volumes} volumes ({report.fallback_volumes} from the fallback volume)"
         + (f", paraphrases at {report.augs_path}" if report.augs_path else "")
-        + f". Next: medimp validate {report.out}", markup=False)
+        + f". Next: medimp validate --cohort {report.out}", markup=False)
 
 
 def init(
-    folder: Annotated[Path, typer.Argument(
-        help="Folder of a clinic's export: patients.csv (one row per patient), exams.csv (one "
-             "row per exam) and the image tree, as exported.")],
+    old_folder: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional FOLDER; use --cohort.",
+        show_default=False)] = None,
+    *,
+    cohort: Annotated[Path | None, typer.Option(
+        "--cohort", help="Folder of a clinic's export, the cohort to be: patients.csv (one row "
+        "per patient), exams.csv (one row per exam) and the image tree, as exported.",
+        show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing study.yaml and manifest.csv.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print what was found as JSON.")
                         ] = False,
 ) -> None:
     """Write a commented study.yaml and a manifest.csv for a clinic's export (each guess is
-    marked '# review'), then run `medimp validate FOLDER`."""
+    marked '# review'), then run `medimp validate --cohort FOLDER`."""
     import json
 
     from medimp.data.init import init_cohort, layout_summary
 
+    folder = path_option(cohort, old_folder, option="--cohort", old_name="FOLDER")
     if not folder.is_dir():
         fail(f"{folder}: not a folder; give the folder that holds the exported tables")
     result = init_cohort(folder, overwrite=overwrite)
@@ -236,7 +248,7 @@ def init(
         if len(layout.unmatched) > 10:
             out(f"  ... and {len(layout.unmatched) - 10} more (--json lists them)", markup=False)
     out(f"wrote {result.study_path} and {result.manifest_path} ({len(layout.rows)} images). "
-        f"Next: medimp validate {folder}", markup=False, highlight=False, soft_wrap=True)
+        f"Next: medimp validate --cohort {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

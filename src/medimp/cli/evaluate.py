@@ -1,4 +1,4 @@
-"""CLI commands of the evaluate stage: ``medimp evaluate`` (``medimp demo`` is the lead's)."""
+"""CLI commands of the evaluate stage: ``medimp evaluate`` (``medimp demo`` is in cli/demo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, err_console, fail, is_interactive, warn_deprecated
+from medimp.cli._common import (
+    THREADS_HELP,
+    apply_threads,
+    console,
+    err_console,
+    fail,
+    is_interactive,
+    jobs_value,
+    warn_deprecated,
+)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
@@ -51,7 +60,10 @@ def evaluate_command(
         "resampled t, docs/evaluate.md); accepted so that older scripts still run.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the CV splits.")] = 0,
     jobs: Annotated[int, typer.Option(
-        "--jobs", help="Cross-validations run in parallel (-1: all cores).")] = 1,
+        "--jobs", help="Cross-validations run at once, each in its own process; 0: one per "
+        "CPU core.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
     reference: Annotated[str, typer.Option(
         "--reference", help="Method compared with each other method.")] = "medimp",
     no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip the k-NN probe.")] = False,
@@ -72,6 +84,8 @@ def evaluate_command(
     """Evaluate frozen embeddings on the cohort's 2/3/4-year outcomes and write a report."""
     from medimp.evaluate import EvalConfig
 
+    jobs = jobs_value(jobs) or 1
+    apply_threads(threads)
     runs, embeddings = runs or [], embeddings or []
     by_run, by_file = _pairs(runs, "--runs"), _pairs(embeddings, "--embeddings")
     if set(by_run) & set(by_file):
@@ -98,21 +112,7 @@ def evaluate_command(
         fail(f"nothing could be evaluated: every task was skipped for the "
              f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
     print_added_value_answer(result.metrics.added_value_answers)
-    headline = result.headline()
-    if headline.empty:
-        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
-                      "(see the skipped tasks below)")
-    else:
-        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
-                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
-        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
-    print_endpoints(result.regression_table(), result.added_value_table())
-    comp = result.comparison_table()
-    if not comp.empty:
-        console.print(f"\npaired test (corrected resampled t, seed-aware), "
-                      f"{cfg.reference_method} minus each method:", markup=False)
-        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
-                      markup=False)
+    _print_tables(result, cfg.reference_method)
     if result.metrics.external:
         _print_external(result.metrics)
     for note in result.metrics.header.notes:
@@ -127,6 +127,29 @@ def evaluate_command(
 
         html = write_report(result.out_dir)
         console.print(f"report: {html}", markup=False)
+
+
+def _print_tables(result, reference: str) -> None:
+    """The headline AUCs, the paired tests of ``reference`` and their verdicts in words."""
+    headline = result.headline()
+    if headline.empty:
+        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
+                      "(see the skipped tasks below)")
+    else:
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
+                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
+        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
+    print_endpoints(result.regression_table(), result.added_value_table())
+    comp = result.comparison_table()
+    if comp.empty:
+        return
+    console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), {reference} minus "
+                  "each method:", markup=False)
+    console.print(comp.to_string(index=False), highlight=False, soft_wrap=True, markup=False)
+    console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
+                  markup=False)
+    for sentence in result.decided():
+        console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
 
 
 def print_added_value_answer(answers: list) -> None:

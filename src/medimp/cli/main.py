@@ -2,9 +2,10 @@
 
 Each command group lives in its own module with a ``register(app)`` function, so that stages
 can add commands without touching each other. Errors are handled here, once, for every command:
-a :class:`~medimp.errors.MedimpError` (bad input) or an ``OSError`` (permission, full disk,
-missing file) prints one line and exits 2; Ctrl-C exits 130. Anything else is a bug in medimp
-and keeps its traceback.
+a usage error (a missing or unknown option, a bad value) prints one line ending with
+``(see 'medimp CMD --help')`` and exits 2; a :class:`~medimp.errors.MedimpError` (bad input
+found by medimp) or an ``OSError`` (permission, full disk, missing file) prints one line and exits
+1; Ctrl-C exits 130. Anything else is a bug in medimp and keeps its traceback (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from medimp import __version__
-from medimp.cli._common import err_console, fail, interrupted, offline_env
+from medimp.cli._common import err_console, error_line, interrupted, offline_env
 from medimp.errors import MedimpError, describe_os_error, validation_problems
 
 
@@ -30,6 +31,7 @@ class _MedimpGroup(TyperGroup):
              **extra: Any) -> Any:
         """Typer's ``main``, with a usage error (a missing option, an unknown option or
         command, a bad value) printed as one line instead of typer's multi-line box."""
+        self._argv = list(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -46,9 +48,9 @@ class _MedimpGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MedimpError as exc:
-            fail(str(exc))
+            self._error(ctx, str(exc), 1)
         except OSError as exc:
-            fail(describe_os_error(exc) + _cache_hint(exc))
+            self._error(ctx, describe_os_error(exc) + _cache_hint(exc), 1)
         except KeyboardInterrupt as exc:
             interrupted(str(exc))
         except ValueError as exc:
@@ -57,11 +59,32 @@ class _MedimpGroup(TyperGroup):
             if not isinstance(exc, ValidationError):  # a bug: keep the traceback
                 raise
             # an option out of range in a config built from command-line options
-            fail("; ".join(validation_problems(exc.errors())))
+            self._error(ctx, "; ".join(validation_problems(exc.errors())), 2)
+
+    def _error(self, ctx: typer.Context, message: str, code: int) -> NoReturn:
+        """``error: <message> (see 'medimp CMD --help')`` for the command that raised."""
+        err_console.print(f"[bold red]error:[/] {escape(error_line(message, self._path(ctx)))}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(code)
+
+    def _path(self, ctx: typer.Context) -> str:
+        """``medimp CMD [SUB]`` of the command that failed (its context is gone by now)."""
+        name = ctx.invoked_subcommand
+        cmd = self.get_command(ctx, name) if name else None
+        if cmd is None:
+            return ctx.command_path
+        words = [ctx.command_path, name]
+        argv = getattr(self, "_argv", [])
+        if hasattr(cmd, "get_command") and name in argv:  # a group: find its subcommand
+            for word in argv[argv.index(name) + 1:]:
+                if not word.startswith("-") and cmd.get_command(ctx, word) is not None:
+                    words.append(word)
+                    break
+        return " ".join(words)
 
 
 def _usage_error(exc: typer.TyperException) -> NoReturn:
-    """``error: <what>; see 'medimp CMD --help'`` on stderr, exit with the error's code (2)."""
+    """``error: <what> (see 'medimp CMD --help')`` on stderr, exit with the error's code (2)."""
     code = int(getattr(exc, "exit_code", 2))
     if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed already
         sys.exit(code)
@@ -69,7 +92,7 @@ def _usage_error(exc: typer.TyperException) -> NoReturn:
     message = " ".join((fmt() if callable(fmt) else str(exc)).split())
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
-        message = message.rstrip(".") + f"; see '{ctx.command_path} --help'"
+        message = error_line(message, ctx.command_path)
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
@@ -92,8 +115,8 @@ app = typer.Typer(
 )
 
 # Modules under medimp.cli that define register(app); one per pipeline stage.
-_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "evaluate", "prognosis",
-                    "demo")
+_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "export", "evaluate",
+                    "prognosis", "demo")
 
 
 def _version(value: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import console, fail, is_interactive, path_option
 
 prompts_app = typer.Typer(
     name="prompts",
@@ -24,6 +24,9 @@ def _cohort(path: Path):
     return read_cohort(path)
 
 
+_OLD_COHORT = "Deprecated: the positional COHORT; use --cohort."
+
+
 def _study(path: Path | None):
     if path is None:
         return None
@@ -34,8 +37,12 @@ def _study(path: Path | None):
 
 @prompts_app.command("build")
 def build_cmd(
-    cohort: Annotated[Path, typer.Argument(help="Cohort directory (study.yaml, exams.csv, ...).")],
+    old_cohort: Annotated[Path | None, typer.Argument(
+        hidden=True, help=_OLD_COHORT, show_default=False)] = None,
     *,
+    cohort_opt: Annotated[Path | None, typer.Option(
+        "--cohort", help="Cohort directory (study.yaml, exams.csv, ...).", show_default=False)
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write (atomically).")],
     bank: Annotated[
         Path | None,
@@ -51,6 +58,7 @@ def build_cmd(
     from medimp.prompts.build import write_prompts
     from medimp.prompts.wording import WORDINGS, study_for
 
+    cohort = path_option(cohort_opt, old_cohort, option="--cohort", old_name="COHORT")
     if wording not in WORDINGS:
         fail(f"--wording {wording!r}: choose one of {', '.join(WORDINGS)}")
     if wording != "original" and bank is not None:
@@ -73,8 +81,11 @@ def build_cmd(
 
 @prompts_app.command("show")
 def show_cmd(
-    cohort: Annotated[Path, typer.Argument(help="Cohort directory.")],
+    old_cohort: Annotated[Path | None, typer.Argument(
+        hidden=True, help=_OLD_COHORT, show_default=False)] = None,
     *,
+    cohort_opt: Annotated[Path | None, typer.Option(
+        "--cohort", help="Cohort directory.", show_default=False)] = None,
     patient: Annotated[str, typer.Option("--patient", "-p", help="Patient id.")],
     exam: Annotated[
         str | None, typer.Option("--exam", "-e", help="One exam (default: all).")
@@ -89,6 +100,7 @@ def show_cmd(
 
     from medimp.prompts.build import explain_exam
 
+    cohort = path_option(cohort_opt, old_cohort, option="--cohort", old_name="COHORT")
     c = _cohort(cohort)
     exams = c.exams[c.exams["patient_id"].astype(str) == patient]["exam"].astype(str)
     keys = [e for e in dict.fromkeys(exams) if exam is None or e == exam]
@@ -149,13 +161,13 @@ def augment_cmd(
         "--no-cohort", help="Say that the templates protect no cohort (openai refuses to send "
         "without --cohort or this).")] = False,
     base_url: Annotated[str | None, typer.Option(
-        help="openai: OpenAI-compatible endpoint base URL [default: $OPENAI_BASE_URL, else "
-        "http://localhost:8000/v1].", show_default=False)] = None,
+        help="openai: OpenAI-compatible endpoint base URL (default: $OPENAI_BASE_URL, else "
+        "http://localhost:8000/v1).", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
-        help="openai: model name [default: $OPENAI_MODEL, else gpt-4o-mini].",
+        help="openai: model name (default: $OPENAI_MODEL, else gpt-4o-mini).",
         show_default=False)] = None,
     api_key_env: Annotated[str | None, typer.Option(
-        help="openai: environment variable holding the API key [default: OPENAI_API_KEY].",
+        help="openai: environment variable holding the API key (default: OPENAI_API_KEY).",
         show_default=False)] = None,
     model_path: Annotated[
         Path | None, typer.Option(help="transformers: local causal LM folder.")
@@ -165,10 +177,10 @@ def augment_cmd(
     ] = 0.6,
     max_rounds: Annotated[int, typer.Option(help="LLM requests at most in this run.")] = 5,
     retries: Annotated[int | None, typer.Option(
-        help="openai: retries on 429/5xx/timeouts/bad replies [default: 5].",
+        help="openai: retries on 429/5xx/timeouts/bad replies (default: 5).",
         show_default=False)] = None,
     timeout: Annotated[float | None, typer.Option(
-        help="openai: seconds per request [default: 60].", show_default=False)] = None,
+        help="openai: seconds per request (default: 60).", show_default=False)] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write the validation report (JSON) here.")
     ] = None,

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, is_interactive
+from medimp.cli._common import (
+    THREADS_HELP,
+    apply_threads,
+    console,
+    deprecated,
+    fail,
+    is_interactive,
+    jobs_value,
+    path_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,8 +25,12 @@ def register(app: typer.Typer) -> None:
 
 
 def simulate(
-    out: Annotated[Path, typer.Argument(help="Cohort folder to create (absent or empty).")],
+    old_out: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional OUT; use --out.", show_default=False)
+    ] = None,
     *,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Cohort folder to create (absent or empty).", show_default=False)] = None,
     patients: Annotated[int, typer.Option(
         "--patients", "-n", help="Number of patients (>= 10).")] = 40,
     shape: Annotated[tuple[int, int, int], typer.Option(
@@ -30,8 +43,13 @@ def simulate(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace OUT if it is not empty (only once the new one is done).")
     ] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", help="Processes writing patients at once; 0: one per CPU core (default: up "
+        "to 4, by CPU count).", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", help="Worker processes (default: up to 4, by CPU count).")] = None,
+        "--workers", hidden=True, help="Deprecated: use --jobs.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
     site: Annotated[int, typer.Option(
         "--site", help="Acquisition profile: 0 is the default scanner; another number is a "
         "reproducible other site (gain, noise, bias field, field of view, phase timing; the "
@@ -40,9 +58,16 @@ def simulate(
     """Simulate a renal-transplant DCE-MRI cohort with known ground truth."""
     from medimp.simulate import simulate_cohort
 
-    root = simulate_cohort(out, patients, shape=shape, seed=seed, fmt=fmt.lower(),
-                           overwrite=overwrite, workers=workers, progress=is_interactive(),
-                           site=site)
+    target = path_option(out, old_out, option="--out", old_name="OUT")
+    if workers is not None:
+        if jobs is not None:
+            fail("give --jobs only (--workers is its deprecated spelling)")
+        deprecated("--workers", f"--jobs {workers}")
+        jobs = workers
+    apply_threads(threads)
+    root = simulate_cohort(target, patients, shape=shape, seed=seed, fmt=fmt.lower(),
+                           overwrite=overwrite, workers=jobs_value(jobs),
+                           progress=is_interactive(), site=site)
     console.print(f"cohort written to {root} ({patients} patients, {fmt.lower()}, shape "
                   f"{'x'.join(map(str, shape))})", highlight=False, soft_wrap=True, markup=False)
     if site:

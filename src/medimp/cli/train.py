@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import (
+    THREADS_HELP,
+    apply_threads,
+    console,
+    fail,
+    is_interactive,
+    jobs_value,
+    parse_seeds,
+    path_option,
+    threads_value,
+)
 
 
 def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
@@ -39,13 +49,28 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
     seeds: Annotated[list[str] | None, typer.Option(
         "--seeds", help="Pretraining replicates: one run per seed in OUT/seed<S>, e.g. "
         "--seeds 0 1 2 (or 0,1,2); evaluate them together with --runs NAME=OUT.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", help="With --seeds: runs trained at once, each in its own process; 0: one "
+        "per CPU core (default: 1, one after the other in this process).", show_default=False)
+    ] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
     more_seeds: Annotated[list[str] | None, typer.Argument(
         hidden=True, help="The further seeds of --seeds 0 1 2.")] = None,
 ) -> None:
     """Pretrain a 3D image encoder (MEDIMP or a baseline) and export it into a run folder."""
-    from medimp.train import load_config, pretrain
+    from medimp.train import load_config
+    from medimp.train.replicates import RunJob, seed_runs, train_runs
 
-    seed_list = _seed_list(seeds, more_seeds, seed)
+    seed_list = parse_seeds(seeds, more_seeds)
+    if seed_list is not None and seed is not None:
+        fail("give either --seed or --seeds, not both")
+    n_jobs = jobs_value(jobs) or 1
+    if n_jobs > 1 and seed_list is None:
+        fail("--jobs trains several --seeds at once; give --seeds too (one run: drop --jobs)")
+    n_threads = threads_value(threads)
+    if n_jobs == 1:
+        apply_threads(n_threads)
 
     overrides = list(set_ or [])
     for key, value in (("method", method), ("image_encoder.name", encoder), ("epochs", epochs),
@@ -53,8 +78,9 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
                        ("precision", precision)):
         if value is not None:
             overrides.append(f"{key}={value}" if key != "precision" else f"{key}='{value}'")
-    for s, run_out in [(None, out)] if seed_list is None else [
-            (s, out / f"seed{s}") for s in seed_list]:
+    runs: list[RunJob] = []
+    for s, run_out in ([(None, out)] if seed_list is None else
+                       zip(seed_list, seed_runs(out, seed_list), strict=True)):
         extra = [] if s is None else [f"seed={s}"]
         if config is None and resume and not overrides and (run_out / "config.yaml").is_file():
             cfg = load_config(run_out / "config.yaml", extra or None)
@@ -62,39 +88,29 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
             cfg = load_config(run_out / "config.yaml", overrides + extra)
         else:
             cfg = load_config(config, overrides + extra)
-        run = pretrain(cohort, run_out, cfg, resume=resume,
-                       progress=progress and is_interactive(), overwrite=overwrite)
-        console.print(f"run written to [bold]{escape(str(run))}[/] (model.safetensors, "
+        runs.append(RunJob(str(run_out) if s is None else f"seed {s}", cohort, run_out, cfg,
+                           resume=resume, overwrite=overwrite))
+    train_runs(runs, jobs=n_jobs, threads=n_threads if n_jobs > 1 else None,
+               progress=progress and is_interactive(),
+               log=(lambda m: None) if seed_list is None else
+               (lambda m: console.print(m, highlight=False, markup=False)))
+    for job in runs:
+        console.print(f"run written to [bold]{escape(str(job.out))}[/] (model.safetensors, "
                       "model.json, history.csv)")
 
 
-def _seed_list(seeds: list[str] | None, more: list[str] | None,
-               seed: int | None) -> list[int] | None:
-    """The seeds of ``--seeds 0 1 2`` / ``--seeds 0,1,2``; None without ``--seeds``."""
-    if not seeds:
-        if more:
-            fail(f"unexpected argument(s) {' '.join(more)!r}: options take the form --name "
-                 "value (several seeds: --seeds 0 1 2)")
-        return None
-    if seed is not None:
-        fail("give either --seed or --seeds, not both")
-    out: list[int] = []
-    for token in [*seeds, *(more or [])]:
-        for part in filter(None, token.replace(",", " ").split()):
-            try:
-                value = int(part)
-            except ValueError:
-                fail(f"--seeds: {part!r} is not an integer seed (e.g. --seeds 0 1 2)")
-            if value in out:
-                fail(f"--seeds: seed {value} given twice")
-            out.append(value)
-    return out
-
-
 def _embed(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `medimp pretrain`.")],
-    cohort: Annotated[Path, typer.Argument(help="Cohort folder to embed.")],
+    old_run: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional RUN; use --run.", show_default=False)
+    ] = None,
+    old_cohort: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: the positional COHORT; use --cohort.",
+        show_default=False)] = None,
     *,
+    run: Annotated[Path | None, typer.Option(
+        "--run", help="Run folder written by `medimp pretrain`.", show_default=False)] = None,
+    cohort: Annotated[Path | None, typer.Option(
+        "--cohort", help="Cohort folder to embed.", show_default=False)] = None,
     out: Annotated[Path, typer.Option(
         "--out", help="Parquet file to write (exam and patient rows).")],
     batch_size: Annotated[int, typer.Option("--batch-size", help="Exams per forward pass.")] = 8,
@@ -104,17 +120,29 @@ def _embed(
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="Preprocessed-volume cache folder (default: <COHORT>/.medimp_cache; "
         "give one for a read-only cohort).", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Also write the embeddings, labelled by patient, exam and level, "
+        "to this new folder for TensorBoard's projector (tensorboard --logdir DIR).",
+        show_default=False)] = None,
 ) -> None:
     """Write per-exam and per-patient embeddings of a cohort with a pretrained encoder."""
     from medimp.train import embed
 
-    df = embed(run, cohort, out=out, batch_size=batch_size, projected=projected,
-               cache_dir=cache, progress=is_interactive())
+    run_dir = path_option(run, old_run, option="--run", old_name="RUN")
+    cohort_dir = path_option(cohort, old_cohort, option="--cohort", old_name="COHORT")
+    apply_threads(threads)
+    df = embed(run_dir, cohort_dir, out=out, batch_size=batch_size, projected=projected,
+               cache_dir=cache, progress=is_interactive(), tensorboard=tensorboard)
     n_exam = int((df["level"] == "exam").sum())
     n_pat = int((df["level"] == "patient").sum())
     dim = sum(c.startswith("e") and c[1:].isdigit() for c in df.columns)
     console.print(f"{n_exam} exams, {n_pat} patients, {dim}-d embeddings -> "
                   f"[bold]{escape(str(out))}[/]")
+    if tensorboard is not None:
+        console.print(f"TensorBoard projector: tensorboard --logdir {escape(str(tensorboard))}",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

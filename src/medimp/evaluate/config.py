@@ -38,6 +38,10 @@ class EvalConfig(BaseModel):
     clinical_only: bool = Field(True, description="Add the clinical-table baseline.")
     oracle: bool = Field(True, description="Add the latent-truth ceiling if truth.csv exists.")
     reference_method: str = Field("medimp", description="Method compared with every other.")
+    fixed_methods: list[str] = Field(
+        [], description="Methods whose features involve no training seed (e.g. handcrafted "
+        "radiomics): one table of them is compared without a seed variance. Every other "
+        "method given is taken as pretrained: with one run its comparisons are not decided.")
     survival: bool = Field(True, description="Cox model of graft survival.")
     survival_event: Literal["graft_loss", "poor_status"] = Field(
         "graft_loss", description="Survival endpoint: graft loss, or the composite of graft "
@@ -75,16 +79,19 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                            "folds (never the test fold)"),
         "metrics": ("patient-level ROC AUC, balanced accuracy, F1 computed on each test fold "
                     f"({cfg.repeats}x{cfg.n_splits} values) and averaged; 95% CI from the "
-                    "corrected resampled t (Nadeau & Bengio 2003: variance of the fold mean "
-                    "(1/J + n_test/n_train)·s², J-1 df), which carries the variability of the "
-                    "training folds; for a method with several pretraining runs the fold "
-                    "values are averaged over runs and the variance of the run means / runs "
-                    "is added (Welch–Satterthwaite df)"),
-        "paired_test": (f"corrected resampled t of AUC({cfg.reference_method}) - AUC(other) on "
-                        "the same folds, plus the DeLong variance of the pooled out-of-fold "
-                        "difference and the seed variance of each method with several runs; "
-                        "two-sided p-value; minimal detectable difference = 2.8 x SE (80% "
-                        "power, alpha 0.05)"),
+                    "corrected resampled t (Nadeau & Bengio 2003, for repeated k-fold CV "
+                    "Bouckaert & Frank 2004): variance (1/J + n_test/n_train)·s² of the J "
+                    "fold values; with "
+                    "several pretraining runs, the variance of the run means / runs plus the "
+                    "corrected fold variance without the run x fold interaction (counted "
+                    "once), Welch–Satterthwaite df"),
+        "paired_test": (f"the same corrected t of AUC({cfg.reference_method}) - AUC(other) on "
+                        "the same folds; two-sided p, Holm-adjusted (p_holm) over each table's "
+                        "family (tasks x other methods at one level and probe); verdict "
+                        "'better'/'worse' when p_holm < 0.05, else 'not decided' with the "
+                        "reason; a pretrained method with one run is not decided (no seed "
+                        "variance); minimal detectable difference for 80% power at alpha 0.05 "
+                        "from the noncentral t with the interval's df"),
         "continuous": ("eGFR at K years (0 if the graft was lost before K), unknown left "
                        "out; ridge probe (alpha by inner CV), the binary task's folds; R², "
                        "MAE, Spearman per test fold with the AUC's intervals"),

@@ -71,6 +71,8 @@ def _metric_of(c: Any) -> tuple[str, float] | None:
 
 def _verdict(c: Any, sign: float) -> str:
     given = _attr(c, "verdict")
+    if isinstance(given, str) and given.startswith("not decided"):
+        return "undecided"  # e.g. "not decided: one pretraining run", whatever the CI says
     if isinstance(given, str) and given in ("better", "worse", "undecided"):
         return {"better": "worse", "worse": "better"}.get(given, given) if sign < 0 else given
     lo, hi = sign * c.ci_low, sign * c.ci_high

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medimp._io import atomic_write_text
 from medimp.data import Cohort, read_cohort
+from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.metrics import MetricsFile, read_metrics
 from medimp.report import appendix, figures, prediction, usefulness
 from medimp.report.answer import added_value, bottom_line, task_classes
@@ -146,25 +147,35 @@ def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
              and _attr(c, "auc_diff") is not None and c.method == metrics.header.reference_method]
     if not comps:
         return None
+    ref = metrics.header.reference_method or ""
     sentences = []
     for task in dict.fromkeys(c.task for c in comps):
         rows = [c for c in comps if c.task == task]
         mde = [c.min_detectable_diff for c in rows if c.min_detectable_diff is not None]
-        sentences.append({
-            "task": _task_label(metrics, task),
-            "better": [c.other for c in rows if c.ci_low > 0],
-            "worse": [c.other for c in rows if c.ci_high < 0],
-            "open": [c.other for c in rows if c.ci_low <= 0 <= c.ci_high],
-            "mde": float(np.median(mde)) if mde else None})
+        text = verdict_sentence(task, ref, [(c.other, _verdict_of(c)) for c in rows])
+        sentences.append({"task": _task_label(metrics, task),
+                          "text": text.removeprefix(f"{task}: "),
+                          "mde": float(np.median(mde)) if mde else None})
     holm = any(_attr(c, "p_holm") is not None for c in comps)
     table = pd.DataFrame([{
         "task": c.task, "vs": c.other,
         "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-        "p": format_p(c.p_value), **({"p (Holm)": format_p(_attr(c, "p_holm"))} if holm else {}),
+        "p": format_p(c.p_value),
+        **({"p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm)} if holm else {}),
         "runs": f"{c.n_runs} vs {c.other_n_runs}",
         "seed variance in CI": "yes" if c.seed_variance else "no (one run each)",
-        "min. detectable ΔAUC": _cell(c.min_detectable_diff)} for c in comps])
+        "min. detectable ΔAUC": _cell(c.min_detectable_diff),
+        "verdict": _verdict_of(c)} for c in comps])
     return {"sentences": sentences, "table": _table(table), "holm": holm}
+
+
+def _verdict_of(c: Any) -> str:
+    """The comparison's verdict; a file written before verdicts existed: from its CI."""
+    given = _attr(c, "verdict")
+    if given:
+        return str(given)
+    return ("better" if c.ci_low > 0 else "worse" if c.ci_high < 0 else
+            "not decided: the 95% CI includes 0")
 
 
 def _predictions(eval_dir: Path) -> pd.DataFrame | None:
