@@ -41,7 +41,6 @@ from medimp.evaluate.cv import cross_validate, make_splits
 from medimp.evaluate.intervals import (
     auc_interval,
     corrected_interval,
-    delong_variance,
     fold_metric,
     paired_auc_interval,
 )
@@ -108,8 +107,7 @@ def one_repetition(n: int, d: float, dims: int, seed: int, folds: int = 5, repea
     sig, na, nb = res
     bs_auc, bs_ci = _bootstrap_auc(y, sig.scores, n_boot, seed)
     ct = auc_interval(y, [sig.scores], tests, ratio)
-    ctd = corrected_interval(fold_metric(y, sig.scores, tests, auc), ratio, null=0.5,
-                             clip=(0, 1), extra_variance=(delong_variance(y, sig.scores), n - 2))
+    ctd = ct
     p_boot = _paired_bootstrap_p(y, na.scores, nb.scores, n_boot, seed)
     p_t = corrected_interval(fold_metric(y, na.scores, tests, auc)
                              - fold_metric(y, nb.scores, tests, auc), ratio).p_value

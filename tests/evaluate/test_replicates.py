@@ -49,8 +49,29 @@ def test_paired_comparison_carries_seed_variance(multi) -> None:
                          for c in comps)
     for c in comps:
         assert c.ci_low <= c.auc_diff <= c.ci_high and c.min_detectable_diff > 0
+        # random_init is one pretraining run: its seed variance is unknown, nothing is decided
+        assert c.verdict == "not decided: one pretraining run" and c.p_holm is None
     table = multi.comparison_table()
     assert set(table["runs"]) == {"3 vs 1"}
+    assert set(table["verdict"]) == {"not decided: one pretraining run"}
+    assert multi.decided() == [f"{t}: nothing is decided (random_init: one pretraining run)."
+                               for t in ("status_y2", "status_y3")]
+
+
+def test_a_fixed_table_is_compared_without_seed_variance_and_decided(eval_cohort,
+                                                                     tmp_path) -> None:
+    runs = [truth_embeddings(eval_cohort, noise=n, seed=s)
+            for s, n in enumerate((0.8, 1.0, 1.4))]
+    res = evaluate(eval_cohort, {"medimp": runs, "random_init": noise_embeddings(eval_cohort)},
+                   tmp_path, EvalConfig(**QUICK, fixed_methods=["random_init"]))
+    comps = res.metrics.comparisons
+    assert comps and all(c.p_holm is not None and c.p_holm >= c.p_value for c in comps)
+    for c in comps:
+        assert c.verdict == ("better" if c.p_holm < 0.05 else
+                             f"not decided: not significant after Holm's adjustment "
+                             f"(p = {c.p_holm:.2g})")
+    assert any(c.verdict == "better" for c in comps)
+    assert not any("random_init: one pretraining run" in n for n in res.metrics.header.notes)
 
 
 def test_seed_variance_widens_the_interval() -> None:
@@ -105,8 +126,9 @@ def test_report_shows_runs_and_what_is_decided(multi) -> None:
     page = write_report(multi.out_dir).read_text(encoding="utf-8")
     assert 'alt="runs"' in page  # the strip plot of per-run AUCs
     assert "What is and is not decided" in page
-    assert re.search(r"<b>2 years \(n=\d+, \d+ poor\)</b>: medimp is better than random_init",
-                     page)
+    assert re.search(r"<b>2 years \(n=\d+, \d+ poor\)</b>: nothing is decided \(random_init: "
+                     r"one pretraining run\)\.", page)
+    assert "better than no method" not in page
     assert "would usually go undetected" in page
     assert "one pretraining run" in page  # the note on random_init
     assert "† sd " in page and "<th>runs</th>" in page  # the seed-aware rows and their count

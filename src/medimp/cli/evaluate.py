@@ -112,21 +112,7 @@ def evaluate_command(
         fail(f"nothing could be evaluated: every task was skipped for the "
              f"{len(result.metrics.skipped)} reason(s) above (also in {result.metrics_path})")
     print_added_value_answer(result.metrics.added_value_answers)
-    headline = result.headline()
-    if headline.empty:
-        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
-                      "(see the skipped tasks below)")
-    else:
-        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
-                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
-        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
-    print_endpoints(result.regression_table(), result.added_value_table())
-    comp = result.comparison_table()
-    if not comp.empty:
-        console.print(f"\npaired test (corrected resampled t, seed-aware), "
-                      f"{cfg.reference_method} minus each method:", markup=False)
-        console.print(comp.to_string(index=False), highlight=False, soft_wrap=True,
-                      markup=False)
+    _print_tables(result, cfg.reference_method)
     if result.metrics.external:
         _print_external(result.metrics)
     for note in result.metrics.header.notes:
@@ -141,6 +127,29 @@ def evaluate_command(
 
         html = write_report(result.out_dir)
         console.print(f"report: {html}", markup=False)
+
+
+def _print_tables(result, reference: str) -> None:
+    """The headline AUCs, the paired tests of ``reference`` and their verdicts in words."""
+    headline = result.headline()
+    if headline.empty:
+        console.print("no ROC AUC of patient-mean embeddings with the logistic probe "
+                      "(see the skipped tasks below)")
+    else:
+        console.print("ROC AUC [95% CI], patient-mean embeddings, logistic probe (several "
+                      "runs: mean over runs, seed-aware CI, sd between runs):", markup=False)
+        console.print(headline.to_string(), highlight=False, soft_wrap=True, markup=False)
+    print_endpoints(result.regression_table(), result.added_value_table())
+    comp = result.comparison_table()
+    if comp.empty:
+        return
+    console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), {reference} minus "
+                  "each method:", markup=False)
+    console.print(comp.to_string(index=False), highlight=False, soft_wrap=True, markup=False)
+    console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
+                  markup=False)
+    for sentence in result.decided():
+        console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
 
 
 def print_added_value_answer(answers: list) -> None:

@@ -13,7 +13,8 @@ from medimp.data._tables import Collector, check_duplicates, where_of
 from medimp.study import DYNAMIC_PHASE, Study
 
 
-def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
+def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector,
+                   phases: list[str] | None = None) -> None:
     """Non-empty, one row per volume, every image path exists (Windows separators allowed)."""
     # paths written on Windows ("images\\P001\\pre.nii.gz") work everywhere
     manifest["path"] = manifest["path"].str.replace("\\", "/", regex=False)
@@ -22,7 +23,7 @@ def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
                   "add one row per volume (patient_id, exam, phase, path)",
                   file="manifest.csv")
     check_duplicates(manifest, ["patient_id", "exam", "phase"], "manifest.csv", col)
-    check_dynamic_rows(manifest, col)
+    check_dynamic_rows(manifest, col, phases)
     for i, p in enumerate(manifest["path"]):
         if not isinstance(p, str) or not p:
             continue
@@ -71,9 +72,27 @@ def check_labels(study: Study, manifest: pd.DataFrame | None, exams: pd.DataFram
                           **where_of(manifest, i, "manifest.csv"))
 
 
-def check_dynamic_rows(manifest: pd.DataFrame, col: Collector) -> None:
-    """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both."""
+def check_dynamic_rows(manifest: pd.DataFrame, col: Collector,
+                       phases: list[str] | None = None) -> None:
+    """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both;
+    a ``frames`` column gives valid ``phase:index`` pairs."""
+    from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
+
     dyn = manifest[manifest["phase"] == DYNAMIC_PHASE]
+    if FRAMES_COLUMN in manifest.columns and phases:
+        for i, (phase, text) in enumerate(zip(manifest["phase"], manifest[FRAMES_COLUMN],
+                                              strict=True)):
+            if not isinstance(text, str) or not text.strip():
+                continue
+            try:
+                if phase != DYNAMIC_PHASE:
+                    raise ValueError(f"frames {text!r} on a row of phase {phase!r}: only a "
+                                     f"{DYNAMIC_PHASE!r} row has frames")
+                parse_frames(text, phases)
+            except ValueError as exc:
+                col.error(str(exc), "write phase:index for every phase, e.g. 'pre:0 "
+                          "arterial:6 tubular:20', or leave the cell empty",
+                          **where_of(manifest, i, "manifest.csv"))
     if dyn.empty:
         return
     keys = set(zip(dyn["patient_id"], dyn["exam"], strict=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["REFERENCE_METHODS", "EvalConfig", "protocol_description"]
 
@@ -38,6 +38,10 @@ class EvalConfig(BaseModel):
     clinical_only: bool = Field(True, description="Add the clinical-table baseline.")
     oracle: bool = Field(True, description="Add the latent-truth ceiling if truth.csv exists.")
     reference_method: str = Field("medimp", description="Method compared with every other.")
+    fixed_methods: list[str] = Field(
+        [], description="Methods whose features involve no training seed (e.g. handcrafted "
+        "radiomics): one table of them is compared without a seed variance. Every other "
+        "method given is taken as pretrained: with one run its comparisons are not decided.")
     survival: bool = Field(True, description="Cox model of graft survival.")
     survival_event: Literal["graft_loss", "poor_status"] = Field(
         "graft_loss", description="Survival endpoint: graft loss, or the composite of graft "
@@ -62,6 +66,22 @@ class EvalConfig(BaseModel):
     pca_ks: list[int] = Field([0, 2, 4, 8], description="Image principal components tried by "
                               "the clinical+NAME models (0: the clinical table alone).")
 
+    @model_validator(mode="after")
+    def _endpoint_level_is_evaluated(self) -> EvalConfig:
+        if self.endpoint_level not in self.levels:
+            if "endpoint_level" in self.model_fields_set:
+                raise ValueError(
+                    f"endpoint_level {self.endpoint_level!r} is not among levels "
+                    f"{self.levels}: the clinical+NAME models are compared with clinical_only "
+                    "at that level; add it to levels or choose one of them")
+            self.endpoint_level = self.levels[0]  # the default, where it is not evaluated
+        if any(k < 0 for k in self.pca_ks) or not self.pca_ks:
+            raise ValueError(f"pca_ks must be non-negative numbers of components, got "
+                             f"{self.pca_ks}")
+        if not self.ridge_alphas or any(a <= 0 for a in self.ridge_alphas):
+            raise ValueError(f"ridge_alphas must be positive, got {self.ridge_alphas}")
+        return self
+
 
 def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
     """The protocol as recorded in the header (also rendered in words by the report)."""
@@ -75,16 +95,19 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                            "folds (never the test fold)"),
         "metrics": ("patient-level ROC AUC, balanced accuracy, F1 computed on each test fold "
                     f"({cfg.repeats}x{cfg.n_splits} values) and averaged; 95% CI from the "
-                    "corrected resampled t (Nadeau & Bengio 2003: variance of the fold mean "
-                    "(1/J + n_test/n_train)·s², J-1 df), which carries the variability of the "
-                    "training folds; for a method with several pretraining runs the fold "
-                    "values are averaged over runs and the variance of the run means / runs "
-                    "is added (Welch–Satterthwaite df)"),
-        "paired_test": (f"corrected resampled t of AUC({cfg.reference_method}) - AUC(other) on "
-                        "the same folds, plus the DeLong variance of the pooled out-of-fold "
-                        "difference and the seed variance of each method with several runs; "
-                        "two-sided p-value; minimal detectable difference = 2.8 x SE (80% "
-                        "power, alpha 0.05)"),
+                    "corrected resampled t (Nadeau & Bengio 2003, for repeated k-fold CV "
+                    "Bouckaert & Frank 2004): variance (1/J + n_test/n_train)·s² of the J "
+                    "fold values; with "
+                    "several pretraining runs, the variance of the run means / runs plus the "
+                    "corrected fold variance without the run x fold interaction (counted "
+                    "once), Welch–Satterthwaite df"),
+        "paired_test": (f"the same corrected t of AUC({cfg.reference_method}) - AUC(other) on "
+                        "the same folds; two-sided p, Holm-adjusted (p_holm) over each table's "
+                        "family (tasks x other methods at one level and probe); verdict "
+                        "'better'/'worse' when p_holm < 0.05, else 'not decided' with the "
+                        "reason; a pretrained method with one run is not decided (no seed "
+                        "variance); minimal detectable difference for 80% power at alpha 0.05 "
+                        "from the noncentral t with the interval's df"),
         "continuous": ("eGFR at K years (0 if the graft was lost before K), unknown left "
                        "out; ridge probe (alpha by inner CV), the binary task's folds; R², "
                        "MAE, Spearman per test fold with the AUC's intervals"),

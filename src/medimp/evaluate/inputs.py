@@ -106,7 +106,7 @@ def load_inputs(cfg: EvalConfig, cohort_path: Path, methods: Mapping[str, Any]) 
             continue
         inp.members[m.key], inp.features[m.key], inp.impute[m.key] = m, df, False
     _add_references(cfg, inp)
-    inp.notes += _one_run_notes(inp)
+    inp.notes += _one_run_notes(cfg, inp)
     return inp
 
 
@@ -127,14 +127,16 @@ def _add_references(cfg: EvalConfig, inp: Inputs) -> None:
                 "oracle", None, "truth.csv latent variables (ceiling reference)")
 
 
-def _one_run_notes(inp: Inputs) -> list[str]:
+def _one_run_notes(cfg: EvalConfig, inp: Inputs) -> list[str]:
     runs: dict[str, int] = {}
     for m in inp.members.values():
         runs[m.method] = runs.get(m.method, 0) + 1
-    single = [name for name, n in runs.items() if n == 1 and name not in REFERENCE_METHODS]
-    return [f"{name}: one pretraining run; its CI and its paired comparisons leave out the "
-            "variance between pretraining seeds (pass several runs to include it)"
-            for name in single]
+    single = [name for name, n in runs.items()
+              if n == 1 and name not in REFERENCE_METHODS and name not in cfg.fixed_methods]
+    return [f"{name}: one pretraining run; its CI leaves out the variance between "
+            "pretraining seeds and its comparisons are not decided (pass several runs, e.g. "
+            "medimp pretrain --seeds 0 1 2, or list it in fixed_methods if its features "
+            "involve no training seed)" for name in single]
 
 
 def sources_header(inp: Inputs) -> tuple[dict[str, str], dict[str, dict[str, str]]]:

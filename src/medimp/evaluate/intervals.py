@@ -10,9 +10,12 @@ summarised with the **corrected resampled t** of Nadeau & Bengio (2003), as used
 k-fold CV by Bouckaert & Frank (2004): the variance of the mean of the J fold values is
 ``(1/J + n_test/n_train) · s²`` (the second term accounts for the overlap of the training
 sets), with ``J - 1`` degrees of freedom. For a method with several pretraining runs, the
-fold values are averaged over runs, and the variance of the run means divided by the number of
-runs is added (seed variance); the degrees of freedom follow Welch–Satterthwaite. A paired
-comparison does the same on the per-fold differences (the folds are shared by every method).
+fold values are averaged over runs and the variance of the run means divided by the number of
+runs is added (seed variance); the run × fold interaction, which that seed part already holds,
+is taken out of the fold part so that it counts once; the degrees of freedom follow
+Welch–Satterthwaite. A paired comparison does the same on the per-fold differences (the folds
+are shared by every method). How well this covers is measured in ``benchmarks/coverage.py``
+(docs/evaluate.md, "How the intervals were chosen").
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from medimp.evaluate.scoring import auc
 
-__all__ = ["Interval", "corrected_interval", "delong_variance", "fold_metric",
-           "minimal_detectable_difference"]
+__all__ = ["Interval", "auc_interval", "corrected_interval", "fold_metric",
+           "minimal_detectable_difference", "paired_auc_interval"]
 
 
 @dataclass(frozen=True)
@@ -57,46 +60,27 @@ def fold_metric(y: np.ndarray, scores: np.ndarray, tests: Sequence[tuple[int, np
     return np.array([float(fn(y[idx], scores[r, idx])) for r, idx in tests])
 
 
-def _placements(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DeLong's structural components: per positive, the share of negatives it outranks;
-    per negative, the share of positives that outrank it (ties count one half)."""
-    pos, neg = s[y == 1], s[y == 0]
-    cmp = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    return cmp.mean(axis=1), cmp.mean(axis=0)
-
-
-def delong_variance(y: np.ndarray, scores: np.ndarray,
-                    other: np.ndarray | None = None) -> float:
-    """DeLong variance of the pooled out-of-fold AUC (or of a paired AUC difference).
-
-    Averaged over the CV repeats (rows of ``scores``). It treats the predictions as fixed:
-    it is the patient-sampling part of the uncertainty at the full cohort size, which the
-    fold-to-fold variance does not see.
-    """
-    y = np.asarray(y).astype(int)
-    a = np.atleast_2d(np.asarray(scores, dtype=float))
-    b = None if other is None else np.atleast_2d(np.asarray(other, dtype=float))
-    m, n = int(y.sum()), int((1 - y).sum())
-    if m < 2 or n < 2:
-        return float("nan")
-    out = []
-    for r in range(a.shape[0]):
-        v10, v01 = _placements(y, a[r])
-        if b is not None:
-            w10, w01 = _placements(y, b[r % b.shape[0]])
-            v10, v01 = v10 - w10, v01 - w01
-        out.append(v10.var(ddof=1) / m + v01.var(ddof=1) / n)
-    return float(np.mean(out))
-
-
 def _run_matrix(values: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.asarray(values, dtype=float))
+
+
+def _interaction_ms(m: np.ndarray) -> float:
+    """Run × fold interaction mean square of a ``[runs, J]`` table (two-way ANOVA without
+    replication): what is left of each value after its run's and its fold's effects."""
+    resid = m - m.mean(axis=1, keepdims=True) - m.mean(axis=0, keepdims=True) + m.mean()
+    return float((resid**2).sum() / ((m.shape[0] - 1) * (m.shape[1] - 1)))
+
+
+def _satterthwaite(terms: list[tuple[float, float]], var: float, fallback: float) -> float:
+    """Welch–Satterthwaite df of ``var = sum of coef·mean square`` (``(coef·MS, df)`` terms;
+    negative terms allowed, as in an ANOVA variance-component estimate)."""
+    denom = sum(t**2 / d for t, d in terms if t != 0 and d > 0)
+    return var**2 / denom if denom > 0 and var > 0 else fallback
 
 
 def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
                        other: np.ndarray | None = None, null: float = 0.0,
                        clip: tuple[float, float] | None = None,
-                       extra_variance: tuple[float, float] | None = None,
                        level: float = 0.95) -> Interval:
     """Corrected resampled t interval of a mean fold value (or of a paired difference).
 
@@ -108,13 +92,18 @@ def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
             ``[runs, J]``, the same folds); the interval is then of ``values - other``.
         null: value tested by the p-value (0 for a difference, 0.5 for an AUC).
         clip: bounds of the metric (e.g. (0, 1)) applied to the interval.
-        extra_variance: ``(variance, df)`` of a further independent component (the paired
-            test adds the DeLong variance of the pooled difference, see below).
         level: coverage of the interval.
 
-    Folds where a metric is undefined (NaN) are left out. The variance is the corrected CV
-    variance of the per-fold (run-averaged) values plus, for each method with several runs,
-    the variance of its run means divided by its number of runs.
+    Folds where a metric is undefined (NaN) in any run are left out. With ``D_j`` the
+    (run-averaged) value or difference of fold j, ``s²`` its variance over the J folds and,
+    for each method with R >= 2 runs, ``s²_runs`` the variance of its run means and ``MS_int``
+    its run × fold interaction mean square, the variance of the estimate is
+
+        V = Σ s²_runs / R  +  (1/J + n_test/n_train) · max(s² − Σ MS_int / R, 0)
+
+    (corrected repeated k-fold t of Nadeau & Bengio 2003 and Bouckaert & Frank 2004; the
+    between-run part holds the seed × fold interaction, so it is taken out of the fold part
+    and counted once). Degrees of freedom: Welch–Satterthwaite over the mean squares.
     """
     mats = [_run_matrix(values)] + ([_run_matrix(other)] if other is not None else [])
     keep = np.logical_and.reduce([np.isfinite(m).all(axis=0) for m in mats])
@@ -126,18 +115,22 @@ def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
         return Interval(nan, nan, nan, nan, nan, nan, n_runs, None)
     per_fold = mats[0].mean(axis=0) - (mats[1].mean(axis=0) if other is not None else 0.0)
     estimate = float(per_fold.mean())
-    parts = [((1.0 / n_folds + test_train_ratio) * float(per_fold.var(ddof=1)), n_folds - 1)]
+    c = 1.0 / n_folds + test_train_ratio
+    fold_terms = [(c * float(per_fold.var(ddof=1)), n_folds - 1.0)]
+    seed_terms: list[tuple[float, float]] = []
     seed_sd = None
     for i, m in enumerate(mats):
-        if m.shape[0] > 1:
+        r = m.shape[0]
+        if r > 1:
             sd = float(m.mean(axis=1).std(ddof=1))
             seed_sd = sd if i == 0 else seed_sd
-            parts.append((sd**2 / m.shape[0], m.shape[0] - 1))
-    if extra_variance is not None and np.isfinite(extra_variance[0]):
-        parts.append((float(extra_variance[0]), float(extra_variance[1])))
-    var = sum(v for v, _ in parts)
-    denom = sum(v**2 / d for v, d in parts if v > 0)
-    df = var**2 / denom if denom > 0 else float(n_folds - 1)  # Welch–Satterthwaite
+            seed_terms.append((sd**2 / r, r - 1.0))
+            fold_terms.append((-c * _interaction_ms(m) / r, (r - 1.0) * (n_folds - 1)))
+    fold_var = sum(t for t, _ in fold_terms)
+    if fold_var <= 0:  # the folds vary no more than the interaction explains
+        fold_var, fold_terms = 0.0, []
+    var = fold_var + sum(t for t, _ in seed_terms)
+    df = _satterthwaite(fold_terms + seed_terms, var, float(n_folds - 1))
     se = float(np.sqrt(var))
     if se == 0:
         lo = hi = estimate
@@ -152,10 +145,30 @@ def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
                     df=float(df), n_runs=n_runs, seed_sd=seed_sd)
 
 
-def minimal_detectable_difference(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest true difference a two-sided test at ``alpha`` detects with ``power``,
-    given the standard error of the difference (normal approximation)."""
-    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se)
+def minimal_detectable_difference(se: float, df: float = np.inf, alpha: float = 0.05,
+                                  power: float = 0.8) -> float:
+    """Smallest true difference that a two-sided t test at ``alpha`` with ``df`` degrees of
+    freedom detects with probability ``power``, given the standard error of the difference.
+
+    The test statistic of a true difference δ follows a noncentral t with ``df`` degrees of
+    freedom and noncentrality δ/SE; the δ whose rejection probability is ``power`` is solved
+    for (``scipy.stats.nct``). With infinite df this is the normal (z.975 + z.80)·SE = 2.80·SE;
+    with the 3-4 df a seed-dominated comparison has, it is about 4·SE.
+    """
+    if not np.isfinite(se) or se <= 0:
+        return float("nan") if not np.isfinite(se) else 0.0
+    if not np.isfinite(df) or df > 1e6:
+        return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se)
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def short(nc: float) -> float:  # the far tail underflows (NaN in scipy) to 0
+        upper, lower = stats.nct.sf(crit, df, nc), stats.nct.cdf(-crit, df, nc)
+        return float(np.nan_to_num(upper) + np.nan_to_num(lower)) - power
+
+    hi = crit + 2.0
+    while short(hi) < 0:
+        hi += 2.0
+    return float(optimize.brentq(short, 0.0, hi, xtol=1e-6) * se)
 
 
 def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],
@@ -175,18 +188,9 @@ def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],
 def paired_auc_interval(y: np.ndarray, runs_a: Sequence[np.ndarray],
                         runs_b: Sequence[np.ndarray], tests: Sequence[tuple[int, np.ndarray]],
                         test_train_ratio: float) -> Interval:
-    """AUC(a) - AUC(b) on the same folds, seed-aware, with the DeLong component added.
-
-    The fold-to-fold variance misses the part of the patient sampling that all folds share
-    (measured: on two noise feature sets the corrected t alone rejected 10-13% of the time at
-    5%, ``benchmarks/coverage.py``), so the DeLong variance of the pooled out-of-fold AUC
-    difference is added as an independent component (matched runs, cycled when the methods
-    have different numbers of runs).
-    """
+    """AUC(a) - AUC(b) on the same folds, seed-aware (:func:`corrected_interval` of the
+    per-fold AUCs of each run). :func:`medimp.evaluate.compare.paired_comparison` adds the
+    verdict and the minimal detectable difference."""
     va = np.stack([fold_metric(y, s, tests, auc) for s in runs_a])
     vb = np.stack([fold_metric(y, s, tests, auc) for s in runs_b])
-    n = max(len(runs_a), len(runs_b))
-    dl = float(np.mean([delong_variance(y, runs_a[i % len(runs_a)], runs_b[i % len(runs_b)])
-                        for i in range(n)]))
-    return corrected_interval(va, test_train_ratio, other=vb,
-                              extra_variance=(dl, len(y) - 2))
+    return corrected_interval(va, test_train_ratio, other=vb)

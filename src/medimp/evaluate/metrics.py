@@ -36,7 +36,7 @@ __all__ = [
     "write_metrics",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _Model(BaseModel):
@@ -207,7 +207,16 @@ class Comparison(_Model):
     other_n_runs: int = Field(1, description="runs of the other method")
     seed_variance: bool = Field(False, description="the CI includes the seed variance")
     min_detectable_diff: float | None = Field(
-        None, description="true ΔAUC detected with 80% power at alpha 0.05, given the SE")
+        None, description="true difference detected with 80% power by the two-sided 5% test "
+        "(noncentral t with the interval's df)")
+    df: float | None = Field(None, description="degrees of freedom of the interval and test "
+                             "(Welch–Satterthwaite)")
+    seed_var: float | None = Field(None, description="part of se² due to pretraining seeds")
+    p_holm: float | None = Field(None, ge=0, le=1, description="p-value after Holm's "
+                                 "adjustment over its family (the comparisons of one level "
+                                 "and probe: tasks × other methods); null: not a test")
+    verdict: str | None = Field(None, description="'better' / 'worse' (the method against "
+                                "the other, from p_holm) or 'not decided: <reason>'")
 
 
 class AddedValue(_Model):

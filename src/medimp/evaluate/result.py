@@ -20,6 +20,7 @@ import pandas as pd
 from medimp import __version__
 from medimp._io import atomic_path
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.config import EvalConfig, protocol_description
 from medimp.evaluate.cv import CVResult, TaskCV
 from medimp.evaluate.inputs import Inputs, sources_header
@@ -70,13 +71,26 @@ class EvalResult:
 
     def comparison_table(self, level: str = "patient_mean", probe: str = "logistic"
                          ) -> pd.DataFrame:
-        """Paired tests of the reference method: task, other, ΔAUC [CI], p, runs compared."""
+        """Paired tests of the reference method: task, other, ΔAUC [CI], p, p after Holm,
+        runs compared and the verdict in words."""
         rows = [{"task": c.task, "vs": c.other,
                  "delta_auc": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
-                 "p": round(c.p_value, 4), "runs": f"{c.n_runs} vs {c.other_n_runs}"}
+                 "p": round(c.p_value, 4),
+                 "p_holm": "–" if c.p_holm is None else round(c.p_holm, 4),
+                 "runs": f"{c.n_runs} vs {c.other_n_runs}", "verdict": c.verdict or ""}
                 for c in self.metrics.comparisons
                 if c.level == level and c.probe == probe and c.metric == "auc"]
-        return pd.DataFrame(rows, columns=["task", "vs", "delta_auc", "p", "runs"])
+        return pd.DataFrame(rows, columns=["task", "vs", "delta_auc", "p", "p_holm", "runs",
+                                           "verdict"])
+
+    def decided(self, level: str = "patient_mean", probe: str = "logistic") -> list[str]:
+        """One sentence per task on what is and is not decided (the verdicts in words)."""
+        by_task: dict[str, list[tuple[str, str]]] = {}
+        ref = self.metrics.header.reference_method or ""
+        for c in self.metrics.comparisons:
+            if c.level == level and c.probe == probe and c.metric == "auc":
+                by_task.setdefault(c.task, []).append((c.other, c.verdict or "not decided"))
+        return [verdict_sentence(task, ref, v) for task, v in by_task.items()]
 
     def regression_table(self, level: str = "patient_mean") -> pd.DataFrame:
         """Methods × ``egfr_yK`` table of "R² [low, high]" (the per-method records)."""

@@ -36,7 +36,8 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from medimp._io import output_dir
-from medimp.evaluate.config import EvalConfig
+from medimp.evaluate.compare import holm_verdicts, paired_comparison
+from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
 from medimp.evaluate.cv import CVResult, TaskCV, cross_validate, make_splits
 from medimp.evaluate.endpoints import (
     add_calibration,
@@ -47,11 +48,7 @@ from medimp.evaluate.endpoints import (
 )
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.inputs import Inputs, load_inputs, load_method, save_embeddings
-from medimp.evaluate.intervals import (
-    corrected_interval,
-    minimal_detectable_difference,
-    paired_auc_interval,
-)
+from medimp.evaluate.intervals import corrected_interval, fold_metric
 from medimp.evaluate.labels import survival_table, task_name
 from medimp.evaluate.metrics import (
     Comparison,
@@ -64,6 +61,7 @@ from medimp.evaluate.metrics import (
 from medimp.evaluate.probes import ProbeError, create_probe
 from medimp.evaluate.result import EVAL_OUTPUTS, EvalResult, header, task_records, write_tables
 from medimp.evaluate.retrieval import retrieval_for_runs
+from medimp.evaluate.scoring import auc
 from medimp.evaluate.survival import cox_cross_validate
 
 __all__ = ["EVAL_OUTPUTS", "EvalConfig", "EvalResult", "evaluate", "load_method"]
@@ -121,13 +119,14 @@ def _evaluate(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any],
     for tcv in task_cvs:  # clinical+NAME on the binary tasks, before their records
         run_added_binary(cfg, inp, tcv, combined)
     records: list[Record] = []
-    comparisons: list[Comparison] = []
+    pairs: list[tuple[tuple, Any]] = []
     scores_by_task = {}
     for tcv in task_cvs:
         recs, stacked = task_records(inp, tcv)
         records += add_calibration(inp, tcv, recs, stacked) if cfg.calibration else recs
         scores_by_task[tcv.task] = stacked
-        comparisons += _compare(cfg, tcv, without_combined(stacked))
+        pairs += _compare(cfg, tcv, without_combined(stacked))
+    comparisons = _settle(pairs)
     ends = run_endpoints(cfg, inp, task_cvs, scores_by_task, combined)
     survival_records, surv_rows = (_run_survival(cfg, inp) if cfg.survival else ([], []))
     retrieval_records = _retrieval(cfg, inp) if cfg.retrieval else []
@@ -194,25 +193,52 @@ def _cv_job(df, patients, y, *, level, tables, splits, factory) -> CVResult | st
         return str(exc)
 
 
-def _compare(cfg: EvalConfig, tcv: TaskCV, scores: dict) -> list[Comparison]:
+def _compare(cfg: EvalConfig, tcv: TaskCV, scores: dict) -> list[tuple[tuple, Any]]:
     """The reference method minus each other method on the same folds (seed-aware when a
-    method has several runs): :func:`medimp.evaluate.intervals.paired_auc_interval`."""
+    method has several runs): :func:`medimp.evaluate.compare.paired_comparison` of the
+    per-fold AUCs. Verdicts are settled by :func:`_settle` once every task is compared."""
     ref = cfg.reference_method
     out = []
     for (name, level, probe), runs in scores.items():
         mine = scores.get((ref, level, probe))
         if name == ref or mine is None:
             continue
-        iv = paired_auc_interval(tcv.y, mine, runs, tcv.tests, tcv.test_train_ratio)
-        if not np.isfinite([iv.estimate, iv.low, iv.high, iv.p_value]).all():
+        va = np.stack([fold_metric(tcv.y, s, tcv.tests, auc) for s in mine])
+        vb = np.stack([fold_metric(tcv.y, s, tcv.tests, auc) for s in runs])
+        pc = paired_comparison(va, vb, tcv.test_train_ratio,
+                               learned=(_learned(cfg, ref), _learned(cfg, name)))
+        if not np.isfinite([pc.estimate, pc.low, pc.high, pc.p_value]).all():
             continue
-        out.append(Comparison(
-            task=tcv.task, method=ref, other=name, level=level, probe=probe, n=len(tcv.y),
-            auc_diff=iv.estimate, ci_low=iv.low, ci_high=iv.high, p_value=iv.p_value,
-            se=iv.se, n_runs=len(mine), other_n_runs=len(runs),
-            seed_variance=len(mine) > 1 or len(runs) > 1,
-            min_detectable_diff=minimal_detectable_difference(iv.se)))
+        out.append(((tcv.task, ref, name, level, probe, len(tcv.y)), pc))
     return out
+
+
+def _learned(cfg: EvalConfig, method: str) -> bool:
+    """Whether a method's features come from a pretraining with a seed."""
+    return method not in REFERENCE_METHODS and method not in cfg.fixed_methods
+
+
+def _settle(pairs: list[tuple[tuple, Any]]) -> list[Comparison]:
+    """Holm within each family (one level and probe: every task × other method), then the
+    ``Comparison`` records with their verdicts."""
+    families: dict[tuple[str, str], list[int]] = {}
+    for i, (key, _) in enumerate(pairs):
+        families.setdefault((key[3], key[4]), []).append(i)
+    settled = [pc for _, pc in pairs]
+    for idx in families.values():
+        for i, pc in zip(idx, holm_verdicts([settled[i] for i in idx]), strict=True):
+            settled[i] = pc
+    return [Comparison(
+        task=task, method=ref, other=name, level=level, probe=probe, n=n,
+        auc_diff=pc.estimate, ci_low=pc.low, ci_high=pc.high, p_value=pc.p_value, se=pc.se,
+        n_runs=pc.n_runs, other_n_runs=pc.other_n_runs, seed_variance=pc.seed_variance > 0,
+        seed_var=pc.seed_variance, min_detectable_diff=_fin(pc.min_detectable_diff),
+        df=_fin(pc.df), p_holm=pc.p_holm, verdict=pc.verdict)
+        for ((task, ref, name, level, probe, n), _), pc in zip(pairs, settled, strict=True)]
+
+
+def _fin(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
 
 
 def _survival_task(cfg: EvalConfig) -> str:

@@ -82,7 +82,17 @@ def _embedding_stats(ref: RunRef, emb: pd.DataFrame, cohort: Cohort) -> None:
     lw = LedoitWolf().fit(X)
     ref.emb_mean = lw.location_.astype(np.float64)
     ref.emb_precision = lw.precision_.astype(np.float64)
-    ref.dev_distances = np.sort(_mahalanobis(X, ref.emb_mean, ref.emb_precision))
+    # DEV's reference distances are out-of-sample (5-fold): in-sample distances are shrunk by
+    # the fit, and a new patient of the same population would look far from DEV
+    held = np.empty(len(X))
+    folds = np.arange(len(X)) % 5
+    np.random.default_rng(0).shuffle(folds)
+    for f in range(5):
+        te = folds == f
+        if te.any() and (~te).sum() > 1:
+            cv = LedoitWolf().fit(X[~te])
+            held[te] = _mahalanobis(X[te], cv.location_, cv.precision_)
+    ref.dev_distances = np.sort(held)
 
 
 def _mahalanobis(X: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
