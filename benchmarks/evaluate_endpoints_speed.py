@@ -25,6 +25,8 @@ from medimp.simulate import simulate_cohort
 def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list]:
     exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
     rng = np.random.default_rng(0)
+    names = ["medimp", "random_init", "image_ssl", "tabular_clip"]
+    names += [f"method{i}" for i in range(len(names), n_methods)]
     out: dict[str, list] = {}
     for m in range(n_methods):
         for _ in range(n_runs):
@@ -32,7 +34,7 @@ def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list
             df["level"] = "exam"
             feats = pd.DataFrame(rng.normal(size=(len(df), dim)),
                                  columns=[f"e{i}" for i in range(dim)])
-            out.setdefault(f"method{m}", []).append(pd.concat([df, feats], axis=1))
+            out.setdefault(names[m], []).append(pd.concat([df, feats], axis=1))
     return out
 
 
@@ -59,13 +61,15 @@ def main() -> None:
         for name, kw in modes.items():
             cfg = EvalConfig(n_splits=5, repeats=args.repeats, survival_event="poor_status",
                              retrieval=False, n_jobs=args.jobs, **kw)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             res = evaluate(cohort, methods, Path(tmp) / f"eval_{name}", cfg)
-            sec = time.perf_counter() - t
+            sec, cpu = time.perf_counter() - t, time.process_time() - cpu
             m = res.metrics
             n_reg = len(getattr(m, "regression", []) or [])
-            print(f"{name}: {sec:.1f} s, {len(m.records)} binary records, {n_reg} regression "
-                  f"records, {len(m.comparisons)} comparisons (jobs={args.jobs})", flush=True)
+            print(f"{name}: {sec:.1f} s wall, {cpu:.1f} s CPU of this process (the whole "
+                  f"evaluation with --jobs 1), {len(m.records)} binary records, {n_reg} "
+                  f"regression records, {len(m.comparisons)} comparisons (jobs={args.jobs})",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ REVIEW = "# review"
 _DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d",
                  "%d/%m/%y")
 _YES = {"yes", "y", "oui", "true", "vrai", "ja", "si", "positive", "pos", "1"}
-_PHRASES = {15: "two weeks", 30: "first month", 91: "third month", 182: "sixth month",
+_PHRASES = {15: "two-week", 30: "first month", 91: "third month", 182: "sixth month",
             365: "first year", 730: "second year"}
 
 

@@ -62,9 +62,6 @@ class FitConfig:
     continuous: bool = True
     survival_event: str = "graft_loss"  # external C-index: graft_loss or poor_status
 
-    def probe_options(self) -> dict[str, Any]:
-        return {"Cs": list(self.Cs), "inner_splits": self.inner_splits, "seed": self.seed}
-
 
 @dataclass
 class FittedModel:
@@ -128,7 +125,6 @@ def patient_matrix(table: pd.DataFrame, cohort: Cohort, patients: np.ndarray,
 
 def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: int) -> Any:
     """The evaluation's probe for this task and feature kind (the same inner-CV choices)."""
-    opts = cfg.probe_options()
     if kind == "binary":
         if features == "combined":
             from medimp.evaluate.added import CombinedLogisticProbe
@@ -139,7 +135,6 @@ def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: in
                             seed=cfg.seed, impute=features == "clinical")
     from medimp.evaluate.regression import RidgeProbe
 
-    del opts
     ks = (0, 2, 4, 8) if features == "combined" else (0,)
     return RidgeProbe(method_kind=features, n_clinical=n_clinical, ks=ks,
                       inner_splits=cfg.inner_splits, seed=cfg.seed)

@@ -180,10 +180,7 @@ def protocol_items(metrics: MetricsFile) -> list[dict[str, str]]:
         {"title": "Decision threshold", "text":
          "Youden's J on the inner-CV out-of-fold probabilities of the training folds (never "
          "the test fold); it sets balanced accuracy and F1 only."},
-        {"title": "Intervals", "text":
-         "each metric is computed on every test fold and averaged; its 95% CI is the corrected "
-         "resampled t (Nadeau & Bengio 2003), not a bootstrap; for a method with several "
-         "pretraining runs the variance between runs is added (seed-aware CI)."},
+        {"title": "Metrics and intervals", "text": f"{p.get('metrics', 'not recorded')}."},
         {"title": "Paired test", "text":
          f"{p.get('paired_test', 'not recorded')}."},
     ]
