@@ -1,4 +1,4 @@
-"""How long the demo takes, before and after the issue-13 speed-ups, on a cut-down demo.
+"""How long the demo takes, before and after its speed-ups (docs/train.md), on a cut-down demo.
 
 Runs ``medimp.demo.run_demo`` end to end (simulate, prompts, pretraining, evaluation, report)
 on the demo's cohort (80 simulated patients, 32³, the narrow ResNet-10, batch 16, the full
@@ -65,11 +65,11 @@ def _eval_only(out: Path, seeds: int) -> dict[str, Any]:
 
     from medimp.demo import DemoConfig
     from medimp.evaluate import EvalConfig, evaluate
+    from medimp.train.replicates import method_seed_runs
 
     demo = out / "after"
-    d = DemoConfig()
-    runs = {m: [demo / "runs" / m / f"seed{s}" for s in range(d.seed, d.seed + seeds)]
-            for m in d.methods}
+    d = DemoConfig(seeds=seeds)
+    runs = method_seed_runs(demo / "runs", d.methods, d.seed_list())
     cfg = EvalConfig(n_splits=d.folds, repeats=d.repeats, n_bootstrap=d.bootstrap,
                      seed=d.seed, **{**d.evaluation, "n_jobs": 1})
     t0 = time.perf_counter()

@@ -155,7 +155,7 @@ def test_identical_findings_about_many_files_are_collapsed(tiny_cohort) -> None:
 
 def test_piped_validate_prints_whole_lines(four) -> None:
     _edit(four, "patients.csv", graft_loss=["Yes", "No", "No", "Yes"])
-    res = CliRunner().invoke(app, ["validate", str(four), "--tables-only"])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(four), "--tables-only"])
     assert res.exit_code == 1
     lines = res.output.splitlines()
     [line] = [ln for ln in lines if "graft_loss" in ln and "error" in ln]

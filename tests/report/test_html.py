@@ -77,8 +77,12 @@ def test_bottom_line_matches_the_comparison(eval_dir, page) -> None:
             assert f"does {verdict} than the clinical table" in line
 
 
-def test_prediction_defined(page) -> None:
+def test_prediction_defined(eval_dir, page) -> None:
     text = _section(page, "prediction")
+    # each method named is one that was evaluated, and every evaluated one is named
+    methods = re.search(r"<b>Methods\.</b><ul>(.*?)</ul>", text, flags=re.S).group(1)
+    named = re.findall(r"<li><code>([^<]+)</code>:", methods)
+    assert named == list(read_metrics(eval_dir / "metrics.json").header.methods)
     # the clinical predictors by name, split by when they are known
     assert re.search(r"Known at transplantation: donor_age, donor_type, recipient_age, "
                      r"recipient_sex\. Measured at each exam: egfr, creatinine_mg_dl, "
