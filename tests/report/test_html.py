@@ -157,14 +157,16 @@ def test_appendix_keeps_the_encoder_checks(page) -> None:
 
 
 def test_tripod_checklist_says_where_or_not(page) -> None:
-    rows = re.findall(r"<tr><td>([0-9a-z]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
+    rows = re.findall(r"<tr><td>([A-Za-z ]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
                       _section(page, "tripod"))
     assert len(rows) >= 27
     for _, _, where, note in rows:
         assert where != "–" or note  # covered somewhere, or says why not
-    by_item = {item: where for item, _, where, _ in rows}
-    assert by_item["26c"] == "Calibration" and by_item["14"] == "–"
-    assert by_item["26d"] == "Decision curves"
+    by_topic = {topic: where for _, topic, where, _ in rows}
+    assert by_topic["Model performance: calibration"] == "Calibration"
+    assert by_topic["Model performance: clinical utility (decision curves)"] == "Decision curves"
+    assert by_topic["Fairness: performance in subgroups"] == "–"
+    assert by_topic["External validation"] == "–"  # no external cohort in this evaluation
 
 
 def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:

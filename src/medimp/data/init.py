@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medimp._io import atomic_write_text
+from medimp._io import atomic_path
 from medimp._units import QUANTITIES, unit_in_header
 from medimp.data._errors import MedimpDataError
 from medimp.data._layout import Layout, exam_key, propose_manifest
@@ -315,8 +315,10 @@ def init_cohort(folder: str | os.PathLike[str], *, overwrite: bool = False) -> I
     text, study = _render(root, g, labels, layout)
     study_path, manifest_path = root / "study.yaml", root / "manifest.csv"
     manifest = pd.DataFrame(layout.rows, columns=["patient_id", "exam", "phase", "path"])
-    atomic_write_text(manifest_path, manifest.to_csv(index=False))
-    atomic_write_text(study_path, text)
+    # both written beside, then renamed together: an interruption leaves neither
+    with atomic_path(manifest_path) as tmp_manifest, atomic_path(study_path) as tmp_study:
+        tmp_manifest.write_text(manifest.to_csv(index=False), encoding="utf-8")
+        tmp_study.write_text(text, encoding="utf-8")
     guesses = [f"{'.'.join(k)}: {why}" for k, why in g.notes.items()]
     return InitResult(root, study, study_path, manifest_path, layout, guesses)
 
