@@ -78,7 +78,7 @@ def test_torchscript_export_gives_medimps_embeddings(run, simulated_cohort, trai
     assert saved["inputs"]["image"]["channels"] == ["pre", "arterial", "tubular"]
     card = (tmp_path / "ts" / "MODEL_CARD.md").read_text()
     assert "tabular_clip" in card and "[6.0, 6.0, 6.0] mm" in card and "33 exams" not in card
-    assert f"{record['check']['exams']} exams" in card
+    assert f"{record['check']['exams']} exams" in card and "(`medimp embed`) on" in card
 
 
 @pytest.mark.slow
@@ -164,6 +164,8 @@ def test_export_refuses_and_writes_nothing(run, simulated_cohort, train_cache,
     record = export_run(run, tmp_path / "random", "torchscript")
     assert record["check"]["on"] == "random inputs" and record["check"]["exams"] == 5
     assert record["check"]["max_abs_diff"] <= 1e-5
+    card = (tmp_path / "random" / "MODEL_CARD.md").read_text()
+    assert "medimp embed`) on" not in card and "5 inputs (random inputs)" in card
     with pytest.raises(TrainError, match="unknown export format"):
         export_run(run, tmp_path / "x", "pickle")
 

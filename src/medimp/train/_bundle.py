@@ -13,7 +13,8 @@ Layout (MONAI's bundle convention)::
     docs/README.md           the model card
 
 It runs with MONAI alone (no medimp): ``python -m monai.bundle run --config_file
-configs/inference.json --meta_file configs/metadata.json --bundle_root .``, or in Python
+configs/inference.json --meta_file configs/metadata.json --bundle_root .`` (MONAI's command line
+needs its optional ``fire`` package), ``monai.bundle.run(...)`` in Python, or
 ``monai.bundle.ConfigParser`` and ``get_parsed_content("network")``.
 """
 
