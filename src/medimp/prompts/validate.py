@@ -19,10 +19,11 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import variable_words
 from medimp.prompts.errors import TemplateError
 from medimp.prompts.templates import DATE_SLOT, template_slots
-from medimp.study import Study
+from medimp.study import Study, default_study
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
@@ -321,8 +322,6 @@ def check_bank(bank, study: Study | None = None,
         study: maps slots to variables (default: MEDIMP's study).
         min_similarity: MiniLM threshold (None: skip the semantic check).
     """
-    from medimp.prompts.bank import ParaphraseBank, load_bank
-    from medimp.study import default_study
 
     study = study or default_study()
     if not isinstance(bank, ParaphraseBank):
