@@ -538,12 +538,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from exc
     if raw is None:
-        raise StudyError(f"{path}: study.yaml is empty; `medimp init {path.parent}` writes one "
-                         "from the cohort's tables and images (see docs/data.md)")
+        raise StudyError(f"{path}: study.yaml is empty; `medimp init --cohort {path.parent}` "
+                         "writes one from the cohort's tables and images (see docs/data.md)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping at the top level (exams:, phases:, "
-                         f"variables:, ...); `medimp init {path.parent}` writes one from the "
-                         "cohort's tables and images (see docs/data.md)")
+                         f"variables:, ...); `medimp init --cohort {path.parent}` writes one "
+                         "from the cohort's tables and images (see docs/data.md)")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:  # one line per problem, without pydantic's URLs

@@ -147,6 +147,9 @@ def test_export_refuses_and_writes_nothing(run, simulated_cohort, train_cache,
     with pytest.raises(TrainError, match="an input of this command"):
         export_run(run, run, "torchscript", overwrite=True)
     assert (run / "model.safetensors").is_file()
+    with pytest.raises(TrainError, match="inside the run folder"):
+        export_run(run, run / "export", "torchscript")
+    assert not (run / "export").exists()
     # without a cohort the check runs on random inputs (a missing phase among them)
     record = export_run(run, tmp_path / "random", "torchscript")
     assert record["check"]["on"] == "random inputs" and record["check"]["exams"] == 5

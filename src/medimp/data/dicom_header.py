@@ -160,16 +160,37 @@ def _check_slope(slope: float | None, where: str, file: Path) -> float:
     return slope
 
 
+def _vector(value: Any, n: int, attr: str, where: str, file: Path, *,
+            positive: bool = False) -> np.ndarray:
+    """``value`` as ``n`` finite numbers (``positive``: each above 0), or a DicomSeriesError
+    naming the attribute and the file: a short or zero vector would otherwise fail deep in the
+    geometry maths with a bare numpy error (or be replaced by 1 mm without a word)."""
+    try:
+        v = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        v = np.array([])
+    if v.size != n or not np.isfinite(v).all() or (positive and not (v > 0).all()):
+        raise DicomSeriesError(
+            f"{attr} is {list(v) if v.size else repr(value)} in {where}; {n} "
+            f"{'positive ' if positive else ''}numbers are expected", file=file,
+            fix="export the series again with complete geometry headers, or convert it to "
+                "NIfTI (e.g. `dcm2niix -z y`)")
+    return v
+
+
 def _classic_slice(f: Path, ds: Any) -> DicomSlice:
     for attr in ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"):
         if getattr(ds, attr, None) is None:
             raise DicomSeriesError(f"slice lacks {attr}", file=f,
                                    fix="export the series with full geometry headers")
     s = DicomSlice(file=f, frame=None,
-                   position=np.asarray(ds.ImagePositionPatient, dtype=float),
-                   orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
+                   position=_vector(ds.ImagePositionPatient, 3, "ImagePositionPatient", f.name,
+                                    f),
+                   orientation=_vector(ds.ImageOrientationPatient, 6, "ImageOrientationPatient",
+                                       f.name, f),
                    size=(int(ds.Rows), int(ds.Columns)),
-                   pixel_spacing=np.asarray(getattr(ds, "PixelSpacing", [1.0, 1.0]), dtype=float),
+                   pixel_spacing=_vector(getattr(ds, "PixelSpacing", [1.0, 1.0]), 2,
+                                         "PixelSpacing", f.name, f, positive=True),
                    slope=_check_slope(_num(getattr(ds, "RescaleSlope", None)), f.name, f),
                    intercept=_num(getattr(ds, "RescaleIntercept", None)) or 0.0)
     tpi = _num(getattr(ds, "TemporalPositionIdentifier", None))
@@ -210,6 +231,10 @@ def _enhanced_slices(f: Path, ds: Any) -> list[DicomSlice]:
                 return getattr(item, attr)
         return None
 
+    for attr in ("Rows", "Columns"):
+        if getattr(ds, attr, None) is None:
+            raise DicomSeriesError(f"multi-frame file lacks {attr}", file=f,
+                                   fix="export the series with full geometry headers")
     out = []
     for i, g in enumerate(per):
         pos = get(g, "PlanePositionSequence", "ImagePositionPatient")
@@ -219,12 +244,15 @@ def _enhanced_slices(f: Path, ds: Any) -> list[DicomSlice]:
                 f"frame {i + 1} lacks its plane position or orientation", file=f,
                 fix="export the enhanced file with PlanePosition/PlaneOrientation groups")
         slope = _num(get(g, "PixelValueTransformationSequence", "RescaleSlope"))
-        s = DicomSlice(file=f, frame=i, position=np.asarray(pos, dtype=float),
-                       orientation=np.asarray(iop, dtype=float),
+        where = f"{f.name} frame {i + 1}"
+        spacing = get(g, "PixelMeasuresSequence", "PixelSpacing")
+        s = DicomSlice(file=f, frame=i,
+                       position=_vector(pos, 3, "ImagePositionPatient", where, f),
+                       orientation=_vector(iop, 6, "ImageOrientationPatient", where, f),
                        size=(int(ds.Rows), int(ds.Columns)),
-                       pixel_spacing=np.asarray(get(g, "PixelMeasuresSequence", "PixelSpacing")
-                                                or [1.0, 1.0], dtype=float),
-                       slope=_check_slope(slope, f"{f.name} frame {i + 1}", f),
+                       pixel_spacing=_vector([1.0, 1.0] if spacing is None else spacing, 2,
+                                             "PixelSpacing", where, f, positive=True),
+                       slope=_check_slope(slope, where, f),
                        intercept=_num(get(g, "PixelValueTransformationSequence",
                                           "RescaleIntercept")) or 0.0)
         tpi = _num(get(g, "FrameContentSequence", "TemporalPositionIndex"))

@@ -143,6 +143,10 @@ def retrieval_for_runs(tables: Cohort, methods: Mapping[str, Any], seed: int,
             out.append(_one_run(tables, name, Path(src), seed))
         except (ValueError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
+        except Exception as exc:  # a late failure must not lose the evaluation written so far
+            skipped.append(Skipped(task="retrieval", method=name, reason=(
+                f"retrieval failed ({type(exc).__name__}: {exc}); the other results are "
+                "written; please report it with the run folder")))
     return out
 
 

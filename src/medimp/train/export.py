@@ -227,6 +227,9 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], fmt
     if not atol > 0:
         raise TrainError(f"the tolerance must be positive, got {atol}")
     run_dir = Path(run_dir)
+    if run_dir.resolve() in Path(out).resolve().parents:
+        raise TrainError(f"{out} is inside the run folder {run_dir}: an export there would "
+                         "mix with the run (and block its --resume); choose a folder outside it")
     model, prep, info = _load(run_dir, projected)
     cohort_path = Path(cohort) if cohort is not None else None
     cache = Path(cache_dir) if cache_dir is not None else None
