@@ -219,4 +219,6 @@ def test_embed_writes_the_tensorboard_projector(run, simulated_cohort, train_cac
     np.testing.assert_allclose(tensors, df[cols].to_numpy(np.float32), rtol=1e-5, atol=1e-6)
     # a second write into the same folder is refused (the projector would list both)
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "e2.parquet")])
-    assert res.exit_code != 0 and "not empty" in res.output
+    assert res.exit_code != 0 and "not an empty folder" in res.output
+    # refused before embedding anything: no table written either (it used to be written first)
+    assert not (tmp_path / "e2.parquet").exists()

@@ -57,6 +57,8 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
 
 
     run_dir = Path(run_dir)
+    if tensorboard is not None:  # refused before the embedding, not after minutes of it
+        _check_projector_dir(Path(tensorboard))
     if projected:
         model, prep = load_image_tower(run_dir)
     else:
@@ -86,6 +88,14 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if tensorboard is not None:
         write_projector(df, tensorboard, tag=f"{run_dir.name}{'_projected' if projected else ''}")
     return df
+
+
+def _check_projector_dir(path: Path) -> None:
+    """The rule :func:`write_projector`'s ``output_dir`` applies, checked before any work."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise TrainError(f"{path} is not an empty folder; give a new folder for the TensorBoard "
+                         "projector (a second set of embeddings there would be listed beside the "
+                         "first)")
 
 
 def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
