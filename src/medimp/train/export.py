@@ -301,6 +301,10 @@ def model_card(record: dict[str, Any]) -> str:
     enc = record.get("image_encoder") or {}
     check = record["check"]
     inp = record["inputs"]
+    on_cohort = check["on"] != "random inputs"
+    reference = ("medimp's own embeddings (`medimp embed`)" if on_cohort else
+                 "the outputs of the run's encoder as medimp loads it (no cohort was given: "
+                 "medimp's preprocessing and `medimp embed` were not part of the check)")
     return f"""# Model card: medimp image encoder ({record.get('method')})
 
 ## What it is
@@ -329,9 +333,9 @@ of the reference phase (`{pre.get('reference_phase') or 'the first phase'}`), cl
 The full settings are `preprocess` in `medimp_export.json` (a `medimp.data.PreprocessConfig`).
 
 ## Check
-Reloaded from its file, the export gave medimp's own embeddings (`medimp embed`) on
-{check['exams']} exams ({check['on']}) to a largest absolute difference of
-{check['max_abs_diff']:.2e} (tolerance {check['atol']:g}).
+Reloaded from its file, the export gave {reference} on
+{check['exams']} {'exams' if on_cohort else 'inputs'} ({check['on']}) to a largest absolute \
+difference of {check['max_abs_diff']:.2e} (tolerance {check['atol']:g}).
 
 ## Intended use and limits
 Research on representation learning for kidney-transplant MRI. Not a medical device; not for
