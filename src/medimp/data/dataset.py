@@ -28,7 +28,8 @@ from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 from medimp.data.augment import AugmentConfig, Reseeder, build_augment
-from medimp.data.cache import PreprocessCache, resolve_cache_dir
+from medimp.data.cache import PreprocessCache
+from medimp.data.cache_dir import resolve_cache_dir
 from medimp.data.preprocess import PreprocessConfig, PreprocessError, exam_phases, load_exam_volume
 
 __all__ = ["ExamDataset"]

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from medimp import __version__
+from medimp._io import atomic_path, atomic_write_text
+
 __all__ = ["load_bundle_network", "write_bundle"]
 
 _INFERENCE: dict[str, Any] = {
@@ -54,7 +57,6 @@ def _metadata(info: dict[str, Any], prep: Any, projected: bool, n_phases: int,
               dim: int) -> dict[str, Any]:
     import monai
 
-    from medimp import __version__
 
     phases = list(info.get("phases") or [])
     return {
@@ -111,7 +113,6 @@ def write_bundle(root: Path, info: dict[str, Any], prep: Any, projected: bool,
                  sample: tuple[list[tuple[str, str]], torch.Tensor, torch.Tensor]) -> Any:
     """Write the bundle's configs and sample into ``root`` (``models/model.ts`` is already
     there) and return a function running the network MONAI's ConfigParser builds."""
-    from medimp._io import atomic_path, atomic_write_text
 
     _keys, image, mask = sample
     (root / "configs").mkdir(parents=True, exist_ok=True)
