@@ -29,12 +29,12 @@ Writes benchmarks/results/power_endpoints.json and prints the table of docs/eval
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
@@ -55,6 +55,11 @@ from medimp.evaluate.regression import (
 from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import simulate_clinical
 from medimp.study import default_study
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 30
+BENCH_SMALL = ['--sizes', '80', '--reps', '2', '--repeats', '1']
 
 LATENT = ("gfr_true", "fibrosis_fraction", "decline_rate", "nephron_mass")
 DIMS = 8
@@ -179,11 +184,10 @@ def main() -> None:
                                       for n in args.sizes for rep in range(args.reps))
     table = summarise(rows)
     minutes = (time.perf_counter() - t0) / 60
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
-                                             for k, v in vars(args).items()},
-                                    "minutes": minutes, "summary": table, "reps": rows},
-                                   indent=1))
+    write_result("power_endpoints", {"args": {k: (str(v) if isinstance(v, Path) else v)
+                                              for k, v in vars(args).items()},
+                                     "minutes": minutes, "summary": table, "reps": rows},
+                 args.out, show=False)
     for r in table:
         print(f"n={r['n']}: sd between runs of one method: AUC {r['run_sd_auc']:.3f}, "
               f"R² {r['run_sd_r2']:.3f}, Brier {r['run_sd_brier']:.4f}")

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
-from medimp._units import normalise_unit
+from medimp._units import QUANTITIES, normalise_unit
 from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
@@ -372,7 +372,6 @@ class Study(_Strict):
     @field_validator("units")
     @classmethod
     def _known_units(cls, v: dict[str, str]) -> dict[str, str]:
-        from medimp._units import QUANTITIES
 
         out = {}
         for col, unit in v.items():

@@ -10,6 +10,7 @@ import pandas as pd
 
 from medimp.data._findings import RowFindings
 from medimp.data._tables import Collector, check_duplicates, where_of
+from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
 from medimp.study import DYNAMIC_PHASE, Study
 
 
@@ -76,7 +77,6 @@ def check_dynamic_rows(manifest: pd.DataFrame, col: Collector,
                        phases: list[str] | None = None) -> None:
     """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both;
     a ``frames`` column gives valid ``phase:index`` pairs."""
-    from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
 
     dyn = manifest[manifest["phase"] == DYNAMIC_PHASE]
     if FRAMES_COLUMN in manifest.columns and phases:

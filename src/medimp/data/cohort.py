@@ -48,6 +48,7 @@ from medimp.data._tables import (
     where_of,
 )
 from medimp.data._values import check_paths_inside, emit_warnings
+from medimp.data.dynamic import FRAMES_COLUMN, parse_frames, select_frames
 from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
 from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
@@ -301,7 +302,6 @@ class Cohort:
             MedimpDataError: unreadable series or a timing problem (``DynamicSeriesError``),
                 with the patient and exam filled in.
         """
-        from medimp.data.dynamic import select_frames
 
         key = (str(patient_id), exam)
         path, uid = next(iter(self._index[key].values()))
@@ -320,7 +320,6 @@ class Cohort:
     def own_frames(self, patient_id: str, exam: str) -> dict[str, int] | None:
         """A dynamic exam's own frames (manifest.csv's optional ``frames`` column, e.g.
         ``pre:0 arterial:6 tubular:20``), None when study.yaml's ``dynamic:`` decides."""
-        from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
 
         m = self.manifest
         if FRAMES_COLUMN not in m.columns:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from medimp.data._errors import CorruptFileError, DicomSeriesError, VolumeReadError
+from medimp.data.geometry import field_of_view, world_spacing
 
 __all__ = [
     "HEADER_TAGS",
@@ -348,7 +349,6 @@ def rescale(pixels: np.ndarray, s: DicomSlice, ds: Any = None) -> np.ndarray:
 def header_geometry(folder: Path) -> dict[str, Any] | None:
     """``shape``, ``spacing_ras``, ``fov_mm`` of the DICOM series in ``folder`` from its headers
     (classic or enhanced: every frame counts as a slice); None when it holds no slice."""
-    from medimp.data.geometry import field_of_view, world_spacing
     slices = [s for f, ds in read_dicom_headers(folder) for s in slices_of(f, ds)]
     if not slices:
         return None

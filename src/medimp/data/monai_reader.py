@@ -32,7 +32,7 @@ import numpy as np
 from monai.data import ImageReader as MonaiImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
-from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
+from medimp.data.readers import DynamicSeries, Volume, get_reader, read_series, read_volume
 from medimp.data.readers import list_readers as _list_readers
 
 __all__ = ["MedimpReader", "medimp_only"]
@@ -63,7 +63,6 @@ class MedimpReader(MonaiImageReader):
 
     def verify_suffix(self, filename: Sequence[Any] | str | os.PathLike[str]) -> bool:
         """A ``.nii``/``.nii.gz`` file or a folder (a DICOM series), as medimp's readers."""
-        from medimp.data.readers import get_reader
 
         readers = [get_reader(name) for name in _list_readers()]
         return all(any(r.verify_suffix(p) for r in readers) for p in _paths(filename))

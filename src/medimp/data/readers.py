@@ -49,6 +49,7 @@ from medimp.data.dicom_header import (
     unwrap_midnight,
 )
 from medimp.data.dicom_header import read_dicom_headers as _read_dicom_headers
+from medimp.data.geometry import voxel_sizes
 
 __all__ = [
     "READERS",
@@ -123,7 +124,6 @@ class DynamicSeries:
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    from medimp.data.geometry import voxel_sizes
 
     return voxel_sizes(affine)
 

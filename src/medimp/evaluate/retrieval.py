@@ -27,6 +27,7 @@ from medimp.data import Cohort
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
+from medimp.prompts import build_prompts
 
 __all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "recall_chance",
            "retrieval_for_runs", "zero_shot_gfr"]
@@ -163,7 +164,6 @@ def _has_text_tower(run_dir: Path) -> bool:
 
 
 def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
-    from medimp.prompts import build_prompts
     from medimp.train import embed, load_text_tower
 
     try:

@@ -18,8 +18,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from medimp._io import atomic_path, output_dir
+from medimp.data import ExamDataset, read_cohort
+from medimp.data.phases import encoder_input
 from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
+from medimp.train.datamodule import collate
 
 __all__ = ["embed", "write_projector"]
 
@@ -51,9 +55,6 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     """
     import json
 
-    from medimp._io import atomic_path
-    from medimp.data import ExamDataset, read_cohort
-    from medimp.train.datamodule import collate
 
     run_dir = Path(run_dir)
     if tensorboard is not None:  # refused before the embedding, not after minutes of it
@@ -110,7 +111,6 @@ def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from medimp._io import output_dir
 
     cols = [c for c in df.columns if c.startswith("e") and c[1:].isdigit()]
     labels = [[str(p), str(e), str(lv)] for p, e, lv in
@@ -129,7 +129,6 @@ def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
 def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,
              mask_mode: str = "zero") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Features of every exam the loader serves, and its (patient_id, exam)."""
-    from medimp.data.phases import encoder_input
 
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []
