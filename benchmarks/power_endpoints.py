@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
@@ -55,6 +56,11 @@ from medimp.evaluate.regression import (
 from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import simulate_clinical
 from medimp.study import default_study
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 30
+BENCH_SMALL = ['--sizes', '80', '--reps', '2', '--repeats', '1']
 
 LATENT = ("gfr_true", "fibrosis_fraction", "decline_rate", "nephron_mass")
 DIMS = 8
@@ -211,10 +217,10 @@ def main() -> None:
                 fh.write(json.dumps(row) + "\n")
     table = summarise(rows)
     minutes = (time.perf_counter() - t0) / 60
-    args.out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
-                                             for k, v in vars(args).items()},
-                                    "minutes": minutes, "summary": table, "reps": rows},
-                                   indent=1))
+    write_result("power_endpoints", {"args": {k: (str(v) if isinstance(v, Path) else v)
+                                              for k, v in vars(args).items()},
+                                     "minutes": minutes, "summary": table, "reps": rows},
+                 args.out, show=False)
     print("\nthe same pair, one run each taken as fixed features (the endpoint alone):")
     print("| n | ΔAUC | MDD | mean t | power | ΔR² | MDD | mean t | power |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,4 +1,4 @@
-"""End-to-end: the demo at tiny size, checked against the evaluation contract of DESIGN.md."""
+"""End-to-end: the demo at tiny size, checked against the evaluation contract of docs/design.md."""
 
 from __future__ import annotations
 

@@ -212,3 +212,5 @@ def test_report_shows_the_external_validation(world) -> None:
         if r.run is None and r.auc is not None:  # each model's external AUC, as recorded
             assert f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]" in section
     assert "Internal validation only" not in page
+    # the TRIPOD+AI item is covered now
+    assert "<td>External validation</td><td>External validation</td>" in page

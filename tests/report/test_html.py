@@ -77,8 +77,12 @@ def test_bottom_line_matches_the_comparison(eval_dir, page) -> None:
             assert f"does {verdict} than the clinical table" in line
 
 
-def test_prediction_defined(page) -> None:
+def test_prediction_defined(eval_dir, page) -> None:
     text = _section(page, "prediction")
+    # each method named is one that was evaluated, and every evaluated one is named
+    methods = re.search(r"<b>Methods\.</b><ul>(.*?)</ul>", text, flags=re.S).group(1)
+    named = re.findall(r"<li><code>([^<]+)</code>:", methods)
+    assert named == list(read_metrics(eval_dir / "metrics.json").header.methods)
     # the clinical predictors by name, split by when they are known
     assert re.search(r"Known at transplantation: donor_age, donor_type, recipient_age, "
                      r"recipient_sex\. Measured at each exam: egfr, creatinine_mg_dl, "
@@ -153,14 +157,16 @@ def test_appendix_keeps_the_encoder_checks(page) -> None:
 
 
 def test_tripod_checklist_says_where_or_not(page) -> None:
-    rows = re.findall(r"<tr><td>([0-9a-z]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
+    rows = re.findall(r"<tr><td>([A-Za-z ]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
                       _section(page, "tripod"))
     assert len(rows) >= 27
     for _, _, where, note in rows:
         assert where != "–" or note  # covered somewhere, or says why not
-    by_item = {item: where for item, _, where, _ in rows}
-    assert by_item["26c"] == "Calibration" and by_item["14"] == "–"
-    assert by_item["26d"] == "Decision curves"
+    by_topic = {topic: where for _, topic, where, _ in rows}
+    assert by_topic["Model performance: calibration"] == "Calibration"
+    assert by_topic["Model performance: clinical utility (decision curves)"] == "Decision curves"
+    assert by_topic["Fairness: performance in subgroups"] == "–"
+    assert by_topic["External validation"] == "–"  # no external cohort in this evaluation
 
 
 def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:

@@ -45,14 +45,25 @@ import numpy as np
 import safetensors.numpy
 
 from medimp._io import atomic_write_bytes, atomic_write_text
+from medimp.data.cache_dir import (  # the cache folder of a cohort; re-exported here
+    USER_CACHE_ENV,
+    cache_write_problem,
+    default_cache_dir,
+    resolve_cache_dir,
+    user_cache_dir,
+)
 
 __all__ = [
     "CACHE_FORMAT",
+    "USER_CACHE_ENV",
     "CacheInfo",
     "CacheWarning",
     "PreprocessCache",
+    "cache_write_problem",
     "content_hash",
     "default_cache_dir",
+    "resolve_cache_dir",
+    "user_cache_dir",
 ]
 
 CACHE_FORMAT = 1
@@ -81,11 +92,6 @@ def _pid_alive(pid: int) -> bool:
 
 class CacheWarning(UserWarning):
     """A cache entry was unreadable, corrupt or stale and has been rebuilt."""
-
-
-def default_cache_dir(cohort_root: str | os.PathLike[str]) -> Path:
-    """Where a cohort's preprocessed exams are cached unless a folder is given."""
-    return Path(cohort_root) / ".medimp_cache"
 
 
 # ---------------------------------------------------------------- hashing of source files

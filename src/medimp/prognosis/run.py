@@ -22,10 +22,14 @@ import pandas as pd
 import sklearn
 
 from medimp import __version__
+from medimp._io import output_dir
 from medimp.data import Cohort, read_cohort
 from medimp.data.features import ClinicalFeatures
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
+from medimp.prognosis.card import model_card
+from medimp.prognosis.external import external_notes, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
     FittedModel,
@@ -35,10 +39,18 @@ from medimp.prognosis.fit import (
     fit_all,
     patient_matrix,
 )
-from medimp.prognosis.folder import ModelFolder, RunRef, check_runs, run_files
+from medimp.prognosis.folder import (
+    MODEL_FILES,
+    ModelFolder,
+    RunRef,
+    check_runs,
+    read_model,
+    run_files,
+    write_model,
+)
 
 __all__ = ["PREDICTION_COLUMNS", "apply_folder", "build_folder", "clinical_table",
-           "fit_prognosis", "predict"]
+           "evaluate_external", "fit_prognosis", "predict"]
 
 PREDICTION_COLUMNS = ["patient_id", "model", "task", "estimate", "low", "high", "flags"]
 Z95 = 1.959963984540054
@@ -59,7 +71,6 @@ def clinical_table(builder: ClinicalFeatures, cohort: Cohort) -> pd.DataFrame:
 
 
 def _embed(path: Path, cohort_path: Path) -> pd.DataFrame:
-    from medimp.evaluate.embeddings import read_embeddings
     from medimp.train import embed
 
     return read_embeddings(embed(path, cohort_path))
@@ -172,17 +183,12 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
             (:mod:`medimp.prognosis.external`) and the figures go into the model card and
             ``model.json`` (``external``). Runs pretrained on it are refused (leakage).
     """
-    from medimp._io import output_dir
-    from medimp.prognosis.card import model_card
-    from medimp.prognosis.folder import MODEL_FILES, write_model
 
     final = Path(out)
     sources = [s for m in methods.values() for s in (m if isinstance(m, list | tuple) else [m])]
     with output_dir(final, overwrite=overwrite, what="model folder", error=PrognosisError,
                     keep=[cohort_path, *sources], ours=MODEL_FILES) as tmp:
         if external is not None:
-            from medimp.prognosis.external import external_notes
-
             external_notes(Path(cohort_path), Path(external), methods)  # refuses leakage
         folder = build_folder(cohort_path, methods, cfg, progress)
         if external is not None:
@@ -193,8 +199,6 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
 
 def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> dict[str, Any]:
     """The external figures of the folder's models (mean over runs), for the model card."""
-    from medimp.prognosis.external import external_scores
-
     _, applied = apply_folder(folder, ext)
     rows = []
     for s in external_scores(folder, ext, applied, cfg or FitConfig()):
@@ -355,7 +359,6 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
         PrognosisError: a model folder holding unexpected files, a run whose files changed,
             a cohort whose phases or clinical columns differ from the model's.
     """
-    from medimp.prognosis.folder import read_model
 
     if out is not None and Path(out).exists() and not overwrite:
         raise PrognosisError(f"{out} exists; pass --overwrite to replace it or choose another "
@@ -367,3 +370,20 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
 
         atomic_write_text(out, table.to_csv(index=False, lineterminator="\n"))
     return table
+
+
+def evaluate_external(cohort_path: str | os.PathLike[str],
+                      external_path: str | os.PathLike[str], methods: Mapping[str, Any],
+                      cfg: FitConfig | None = None) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    """Fit every model on DEV, apply to EXT and score it (no files written).
+
+    Returns:
+        ``(folder, scores, notes)``: the fitted :class:`medimp.prognosis.folder.ModelFolder`,
+        :func:`external_scores`' rows and the notes (third-cohort runs).
+    """
+    cfg = cfg or FitConfig()
+    dev, ext = Path(cohort_path), Path(external_path)
+    notes = external_notes(dev, ext, methods)
+    folder = build_folder(dev, methods, cfg)
+    _, applied = apply_folder(folder, ext)
+    return folder, external_scores(folder, ext, applied, cfg), notes
