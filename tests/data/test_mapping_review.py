@@ -86,3 +86,38 @@ def test_fingerprint_of_a_clinic_export_with_its_own_id_column(four) -> None:
     (four / "study.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     read_cohort(four)  # the export itself reads
     assert cohort_fingerprint(four) == before
+
+
+def _export(folder: Path, tx: list[str], exam_dates: list[str]) -> Path:
+    folder.mkdir()
+    pd.DataFrame({"Patient ID": ["1", "2"], "Transplant date": tx,
+                  "Graft loss": ["No", "No"]}).to_csv(folder / "patients.csv", index=False)
+    pd.DataFrame({"Patient ID": ["1", "2"], "Visit": ["M3", "M3"], "Exam date": exam_dates,
+                  "eGFR (mL/min/1.73m2)": ["50", "60"]}).to_csv(folder / "exams.csv",
+                                                                 index=False)
+    return folder
+
+
+def test_init_picks_the_date_format_that_every_date_column_fits(tmp_path) -> None:
+    """Transplant dates that fit both orders and an exam date only month-first fits: the
+    format is month-first for all (day-first from the first column made every exam date an
+    error, or worse, a wrong day count)."""
+    from medimp.data.init import init_cohort
+
+    r = init_cohort(_export(tmp_path / "us", ["03/04/2019", "11/02/2018"],
+                            ["07/15/2019", "05/11/2018"]))
+    assert r.study.dates is not None and r.study.dates.format == "%m/%d/%Y"
+
+
+def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    r = init_cohort(_export(tmp_path / "amb", ["03/04/2019", "11/02/2018"],
+                            ["07/06/2019", "05/05/2018"]))
+    [note] = [g for g in r.guesses if g.startswith("dates.format")]
+    assert "ambiguous" in note and "%m/%d/%Y" in note, note
+    r = init_cohort(_export(tmp_path / "eu", ["13/04/2019", "11/02/2018"],
+                            ["07/06/2019", "05/05/2018"]))
+    [note] = [g for g in r.guesses if g.startswith("dates.format")]
+    assert r.study.dates is not None and r.study.dates.format == "%d/%m/%Y"
+    assert "ambiguous" not in note, note
