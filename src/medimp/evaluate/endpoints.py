@@ -177,7 +177,7 @@ def _regression_job(table: pd.DataFrame, rtcv: RegressionTaskCV, level: str, tab
 
 def run_regression(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
                    combined: dict[str, Combined]) -> RegressionTaskCV | None:
-    """The ``egfr_yK`` task of a binary task ``status_yK``: every method at every level, each
+    """The ``egfr_yK`` task of a binary task ``status_yK``: every method and each
     ``clinical+NAME`` at ``cfg.endpoint_level``, on the binary task's folds."""
     task = regression_task_name(tcv.horizon)
     try:
@@ -193,7 +193,7 @@ def run_regression(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
               "seed": cfg.seed}
     jobs = [(key, level, inp.features[key],
              {**common, "method_kind": "clinical" if inp.impute[key] else "embedding"})
-            for key in inp.features for level in cfg.levels]
+            for key in inp.features for level in [cfg.endpoint_level]]
     jobs += [(key, cfg.endpoint_level, c.table,
               {**common, "method_kind": "combined", "n_clinical": c.n_clinical,
                "ks": tuple(cfg.pca_ks)}) for key, c in combined.items()]
