@@ -121,3 +121,15 @@ def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
     [note] = [g for g in r.guesses if g.startswith("dates.format")]
     assert r.study.dates is not None and r.study.dates.format == "%d/%m/%Y"
     assert "ambiguous" not in note, note
+
+
+def test_init_takes_the_patient_id_not_a_donor_id_before_it(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    folder = _export(tmp_path / "donor", ["03/04/2019", "13/02/2018"],
+                     ["07/06/2019", "05/05/2018"])
+    pats = pd.read_csv(folder / "patients.csv", dtype=str)
+    pats.insert(0, "Donor ID", ["D9", "D8"])
+    pats.to_csv(folder / "patients.csv", index=False)
+    r = init_cohort(folder)
+    assert r.study.columns == {"Patient ID": "patient_id", "Visit": "exam"}
