@@ -133,3 +133,16 @@ def test_init_takes_the_patient_id_not_a_donor_id_before_it(tmp_path) -> None:
     pats.to_csv(folder / "patients.csv", index=False)
     r = init_cohort(folder)
     assert r.study.columns == {"Patient ID": "patient_id", "Visit": "exam"}
+
+
+def test_a_unit_of_another_quantity_on_an_outcome_column_is_an_error(four) -> None:
+    """units: µmol/L on an eGFR outcome made it a creatinine: its 40-60 values became
+    0.5-0.7 'mg/dL' (all within creatinine's range) and every patient a poor status."""
+    from medimp.data import CohortError
+
+    _yaml_lines(four, "units:", "  egfr_y2: umol/L", "  followup_days: mg/dL")
+    with pytest.raises(CohortError) as ei:
+        read_cohort(four)
+    text = [p.problem for p in ei.value.problems]
+    assert any("'egfr_y2'" in t and "µmol/L" in t and "egfr" in t for t in text), text
+    assert any("'followup_days'" in t and "mg/dL" in t and "days" in t for t in text), text
