@@ -31,7 +31,7 @@ def bert_folder(out: Path, layers: int = 12) -> Path:
 
 
 def add_setup_args(ap: Any, patients: int = 16, work: str = "medimp-bf16") -> None:
-    """The options shared by the issue-13 step benchmarks (bf16_nan.py, versus_original.py)."""
+    """The options shared by the training-step benchmarks (bf16_nan.py, versus_original.py)."""
     import tempfile
 
     ap.add_argument("--patients", type=int, default=patients)

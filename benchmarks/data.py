@@ -1,4 +1,4 @@
-"""Benchmark of the data pipeline (issue 3): what the cache buys, and whether loading keeps up.
+"""Benchmark of the data pipeline: what the cache buys, and whether loading keeps up.
 
 1. One epoch over a simulated cohort read and preprocessed from NIfTI (no cache) versus the same
    epoch read from the preprocessing cache (target: ≥ 5× faster).

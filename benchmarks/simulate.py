@@ -1,6 +1,6 @@
 """Benchmark of the simulator: 100 patients at 48³, all exams and phases, NIfTI.
 
-Target (issue 2): <= 60 s on the 2-core machine. Reports wall time, volumes per second and peak
+Target: <= 60 s on the 2-core machine. Reports wall time, volumes per second and peak
 resident memory (main process and the largest worker), writes
 ``benchmarks/results/simulate.json`` and prints a table.
 

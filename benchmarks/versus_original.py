@@ -1,7 +1,7 @@
 """Side by side in one run: a training loop built the way the original MEDIMP is built, and
 ``medimp pretrain``'s, on the same encoder and data; prints the throughput ratio.
 
-The original loop (Milecki et al.'s code, as described in docs/train.md and issue 13):
+The original loop (Milecki et al.'s code, as described in docs/train.md):
 
 * every volume is decoded from its NIfTI file, resampled, normalised and augmented at every
   step (no preprocessed-volume cache): ``ExamDataset(cache_dir=False)``;

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medimp.train.config import TrainingInterrupted
+from medimp.train.errors import TrainingInterrupted
 from medimp.train.replicates import RunJob, method_seed_runs, train_runs
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]

@@ -476,7 +476,7 @@ def default_study(
     return Study(
         name=name,
         exams=[
-            ExamSpec(name="D15", days=15, phrase="two weeks"),
+            ExamSpec(name="D15", days=15, phrase="two-week"),
             ExamSpec(name="D30", days=30, phrase="first month"),
             ExamSpec(name="M3", days=91, phrase="third month"),
             ExamSpec(name="M12", days=365, phrase="first year"),
@@ -492,7 +492,9 @@ def default_study(
                 table="patients",
                 column="donor_age",
                 known_at="transplant",
-                bins=[Bin(label="low", upper=65), Bin(label="high")],
+                # words that read as English in the template and its paraphrases ("was under 65
+                # years of age", "the donor's age was 65 or more")
+                bins=[Bin(label="under 65", upper=65), Bin(label="65 or more")],
                 slot="age",
                 template="The kidney donor was {age} years of age.",
             ),
@@ -511,10 +513,11 @@ def default_study(
                 column="creatinine_cv",
                 known_at="exam",
                 # coefficient of variation (%) of serum creatinine over the weeks before the exam
-                bins=[Bin(label="stable", upper=15.0), Bin(label="unstable")],
+                # adjectives of "fluctuations" ("fluctuating fluctuations" repeated the noun)
+                bins=[Bin(label="minor", upper=15.0), Bin(label="marked")],
                 synonyms={
-                    "stable": ["stable", "steady", "minor"],
-                    "unstable": ["unstable", "fluctuating", "marked"],
+                    "minor": ["minor", "small", "slight"],
+                    "marked": ["marked", "large", "strong"],
                 },
                 slot="adj",
                 template="Creatinine levels displayed {adj} fluctuations.",
@@ -536,12 +539,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from exc
     if raw is None:
-        raise StudyError(f"{path}: study.yaml is empty; `medimp init {path.parent}` writes one "
-                         "from the cohort's tables and images (see docs/data.md)")
+        raise StudyError(f"{path}: study.yaml is empty; `medimp init --cohort {path.parent}` "
+                         "writes one from the cohort's tables and images (see docs/data.md)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping at the top level (exams:, phases:, "
-                         f"variables:, ...); `medimp init {path.parent}` writes one from the "
-                         "cohort's tables and images (see docs/data.md)")
+                         f"variables:, ...); `medimp init --cohort {path.parent}` writes one "
+                         "from the cohort's tables and images (see docs/data.md)")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:  # one line per problem, without pydantic's URLs

@@ -155,7 +155,7 @@ def test_identical_findings_about_many_files_are_collapsed(tiny_cohort) -> None:
 
 def test_piped_validate_prints_whole_lines(four) -> None:
     _edit(four, "patients.csv", graft_loss=["Yes", "No", "No", "Yes"])
-    res = CliRunner().invoke(app, ["validate", str(four), "--tables-only"])
+    res = CliRunner().invoke(app, ["validate", "--cohort", str(four), "--tables-only"])
     assert res.exit_code == 1
     lines = res.output.splitlines()
     [line] = [ln for ln in lines if "graft_loss" in ln and "error" in ln]
@@ -234,3 +234,20 @@ def test_a_nifti_4d_in_the_lab_tree_is_a_dynamic_row(tmp_path) -> None:
     layout = propose_manifest(tmp_path, ["7"], ["M3"])
     assert layout.rows == [{"patient_id": "7", "exam": "M3", "phase": "dynamic",
                             "path": "P7/M3/dce.nii.gz"}]
+
+
+def test_dicom_series_folders_of_a_lab_tree_become_manifest_rows(tmp_path) -> None:
+    from medimp.data._layout import propose_manifest
+    from tests.data.conftest import write_dicom_series
+
+    arr = np.random.default_rng(0).uniform(0, 100, (8, 8, 4)).astype(np.float32)
+    for seq in ("ss_IV", "ART", "tub", "localizer"):
+        write_dicom_series(tmp_path / "Patient 12" / "Visite J30" / seq, arr)
+    (tmp_path / "Patient 12" / "Visite J30" / "report.pdf").write_bytes(b"%PDF-1.4")
+    layout = propose_manifest(tmp_path, ["12"], ["D30"])
+    assert sorted((r["phase"], r["path"]) for r in layout.rows) == [
+        ("arterial", "Patient 12/Visite J30/ART"), ("pre", "Patient 12/Visite J30/ss_IV"),
+        ("tubular", "Patient 12/Visite J30/tub")]
+    assert {r["exam"] for r in layout.rows} == {"D30"}  # J30 (jour) is the tables' D30
+    assert dict(layout.patterns) == {"Patient {patient}/Visite {exam}/{phase}": 3}
+    assert [p for p, _ in layout.unmatched] == ["Patient 12/Visite J30/localizer"]

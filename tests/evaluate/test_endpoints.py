@@ -127,3 +127,16 @@ def test_cli_prints_the_answer_and_the_r2_table(eval_cohort, tmp_path):
     assert "img: not decided: one pretraining run" in out.output
     assert "egfr_y2" in out.output and "R²" in out.output
     assert "clinical+img" in out.output
+
+
+def test_bad_endpoint_options_are_refused_in_one_line():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="endpoint_level 'patient_mean' is not among"):
+        EvalConfig(levels=["exam"], endpoint_level="patient_mean")
+    with pytest.raises(ValidationError, match="pca_ks must be non-negative"):
+        EvalConfig(pca_ks=[0, -2])
+    with pytest.raises(ValidationError, match="ridge_alphas must be positive"):
+        EvalConfig(ridge_alphas=[0.0])
+    # the default level follows the levels evaluated
+    assert EvalConfig(levels=["patient_latest"]).endpoint_level == "patient_latest"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +28,7 @@ from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
 from medimp.data.augment import AugmentConfig, build_augment
-from medimp.data.cache import PreprocessCache, default_cache_dir
+from medimp.data.cache import PreprocessCache, resolve_cache_dir
 from medimp.data.preprocess import PreprocessConfig, PreprocessError, exam_phases, load_exam_volume
 
 __all__ = ["ExamDataset"]
@@ -41,7 +40,9 @@ class ExamDataset(Dataset):
     Args:
         cohort: a ``Cohort`` (from ``medimp.data.read_cohort``) or the path of a cohort folder.
         preprocess: the preprocessing parameters (default ``PreprocessConfig()``).
-        cache_dir: where preprocessed exams are cached; ``None`` = ``<cohort>/.medimp_cache``;
+        cache_dir: where preprocessed exams are cached; ``None`` = ``<cohort>/.medimp_cache``,
+            or the user's cache folder when the cohort cannot be written (a warning says so;
+            :func:`medimp.data.cache.resolve_cache_dir`);
             ``False`` = no cache (every item is read and preprocessed again).
         augment: an :class:`AugmentConfig` (or ``None`` for no augmentation).
         seed: base seed of the augmentations.
@@ -101,8 +102,8 @@ class ExamDataset(Dataset):
         if cache_dir is False:
             self.cache: PreprocessCache | None = None
         else:
-            root = default_cache_dir(cohort.root) if cache_dir is None else Path(cache_dir)
-            self.cache = PreprocessCache(root, remember_keys=True)
+            self.cache = PreprocessCache(resolve_cache_dir(cohort.root, cache_dir),
+                                         remember_keys=True)
         self.memory = memory
         self.augment = augment
         self._augment = build_augment(augment) if augment is not None else None

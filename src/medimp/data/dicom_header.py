@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from medimp.data._errors import DicomSeriesError
+from medimp.data._errors import CorruptFileError, DicomSeriesError, VolumeReadError
 
 __all__ = [
     "HEADER_TAGS",
@@ -321,11 +321,45 @@ def header_geometry(folder: Path) -> dict[str, Any] | None:
     """``shape``, ``spacing_ras``, ``fov_mm`` of the DICOM series in ``folder`` from its headers
     (classic or enhanced: every frame counts as a slice); None when it holds no slice."""
     from medimp.data.geometry import field_of_view, world_spacing
-    from medimp.data.readers import _read_dicom_headers
-
-    slices = [s for f, ds in _read_dicom_headers(folder) for s in slices_of(f, ds)]
+    slices = [s for f, ds in read_dicom_headers(folder) for s in slices_of(f, ds)]
     if not slices:
         return None
     affine, shape = series_affine(slices)
     return {"shape": list(shape), "spacing_ras": list(world_spacing(affine)),
             "fov_mm": list(field_of_view(affine, shape))}
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The files of a DICOM series folder (hidden files left out), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def read_dicom_headers(folder: Path) -> list[tuple[Path, Any]]:
+    """``(file, header)`` of every file of a DICOM series folder (``HEADER_TAGS``, no pixels).
+
+    Raises:
+        VolumeReadError: the folder holds no file.
+        CorruptFileError: a file is not DICOM Part 10, or its header cannot be read.
+    """
+    import pydicom
+
+    files = dicom_files(folder)
+    if not files:
+        raise VolumeReadError("DICOM folder holds no files", file=folder,
+                              fix="point manifest.csv at the folder that holds the .dcm files")
+    out = []
+    for f in files:
+        with f.open("rb") as fh:
+            head = fh.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise CorruptFileError(
+                "not a DICOM Part-10 file: no 'DICM' marker after the 128-byte preamble",
+                file=f, fix="remove non-DICOM files from the series folder, or convert old "
+                            "ACR-NEMA files to DICOM Part 10 (e.g. `gdcmconv` or `dcmconv`)")
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        except Exception as exc:
+            raise CorruptFileError(f"DICOM header unreadable ({exc})", file=f,
+                                   fix="export the series again") from exc
+        out.append((f, ds))
+    return out

@@ -28,13 +28,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medimp._io import atomic_write_text
+from medimp._io import atomic_path
 from medimp._units import QUANTITIES, unit_in_header
 from medimp.data._errors import MedimpDataError
 from medimp.data._layout import Layout, exam_key, propose_manifest
 from medimp.data._mapping import delimiter_of, read_decimal_commas
 from medimp.data._roles import _plain, role_of_words
-from medimp.data._tables import _NA, _WORDS
+from medimp.data._tables import _NA, _WORDS, not_utf8
 from medimp.data._values import read_raw_csv
 from medimp.study import Study, default_study
 
@@ -44,7 +44,7 @@ REVIEW = "# review"
 _DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d",
                  "%d/%m/%y")
 _YES = {"yes", "y", "oui", "true", "vrai", "ja", "si", "positive", "pos", "1"}
-_PHRASES = {15: "two weeks", 30: "first month", 91: "third month", 182: "sixth month",
+_PHRASES = {15: "two-week", 30: "first month", 91: "third month", 182: "sixth month",
             365: "first year", 730: "second year"}
 
 
@@ -297,7 +297,12 @@ def init_cohort(folder: str | os.PathLike[str], *, overwrite: bool = False) -> I
                     "one row per exam exams.csv")
         try:
             tables.append(_Table(root / name))
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        except UnicodeDecodeError:
+            line, problem, _ = not_utf8(root / name)
+            raise MedimpDataError(problem, file=f"{root / name}:{line}", fix=(
+                "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or 'CSV UTF-8' in a "
+                "spreadsheet)")) from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise MedimpDataError(f"unreadable table ({type(exc).__name__}: {exc})",
                                   file=root / name, fix="save it as UTF-8 CSV") from None
     g = _Guesser(*tables)
@@ -310,8 +315,10 @@ def init_cohort(folder: str | os.PathLike[str], *, overwrite: bool = False) -> I
     text, study = _render(root, g, labels, layout)
     study_path, manifest_path = root / "study.yaml", root / "manifest.csv"
     manifest = pd.DataFrame(layout.rows, columns=["patient_id", "exam", "phase", "path"])
-    atomic_write_text(manifest_path, manifest.to_csv(index=False))
-    atomic_write_text(study_path, text)
+    # both written beside, then renamed together: an interruption leaves neither
+    with atomic_path(manifest_path) as tmp_manifest, atomic_path(study_path) as tmp_study:
+        tmp_manifest.write_text(manifest.to_csv(index=False), encoding="utf-8")
+        tmp_study.write_text(text, encoding="utf-8")
     guesses = [f"{'.'.join(k)}: {why}" for k, why in g.notes.items()]
     return InitResult(root, study, study_path, manifest_path, layout, guesses)
 

@@ -41,13 +41,14 @@ from medimp.data._errors import (
     InvalidVolumeError,
     VolumeReadError,
 )
+from medimp.data.dicom_dynamic import read_dynamic_dicom
 from medimp.data.dicom_header import (
-    HEADER_TAGS,
     clock_seconds,
     is_multiframe,
     slices_of,
     unwrap_midnight,
 )
+from medimp.data.dicom_header import read_dicom_headers as _read_dicom_headers
 
 __all__ = [
     "READERS",
@@ -406,35 +407,6 @@ class NiftiReader(ImageReader):
 
 
 
-def _dicom_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def _read_dicom_headers(folder: Path) -> list[tuple[Path, Any]]:
-    import pydicom
-
-    files = _dicom_files(folder)
-    if not files:
-        raise VolumeReadError("DICOM folder holds no files", file=folder,
-                              fix="point manifest.csv at the folder that holds the .dcm files")
-    out = []
-    for f in files:
-        with f.open("rb") as fh:
-            head = fh.read(132)
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise CorruptFileError(
-                "not a DICOM Part-10 file: no 'DICM' marker after the 128-byte preamble",
-                file=f, fix="remove non-DICOM files from the series folder, or convert old "
-                            "ACR-NEMA files to DICOM Part 10 (e.g. `gdcmconv` or `dcmconv`)")
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-        except Exception as exc:
-            raise CorruptFileError(f"DICOM header unreadable ({exc})", file=f,
-                                   fix="export the series again") from exc
-        out.append((f, ds))
-    return out
-
-
 def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
     """SeriesInstanceUID -> files, for every series in ``folder`` (headers only)."""
     series: dict[str, list[Path]] = defaultdict(list)
@@ -583,8 +555,6 @@ class DicomSeriesReader(ImageReader):
         return self._finish(array, ras, folder)
 
     def _series_of(self, folder: Path, items: list[tuple[Path, Any]]) -> DynamicSeries:
-        from medimp.data.dicom_dynamic import read_dynamic_dicom
-
         array, affine, times, source = read_dynamic_dicom(folder, [f for f, _ in items],
                                                           self.spacing_tol)
         return self._finish_series(array, affine, times, source, folder)

@@ -146,6 +146,8 @@ def run_added_binary(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
                      combined: dict[str, Combined]) -> None:
     """Cross-validate every ``clinical+NAME`` model on a binary task (into ``tcv.results``,
     probe "logistic", level ``cfg.endpoint_level``; the members join ``inp.members``)."""
+    if "logistic" not in cfg.probes:  # compared with clinical_only's logistic probe
+        return
     keys = list(combined)
     outcomes = Parallel(n_jobs=cfg.n_jobs)(
         delayed(_binary_job)(combined[k], tcv, cfg, inp.tables) for k in keys)

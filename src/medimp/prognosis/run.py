@@ -26,6 +26,7 @@ from medimp.data import Cohort, read_cohort
 from medimp.data.features import ClinicalFeatures
 from medimp.data.fingerprint import cohort_fingerprint
 from medimp.evaluate.replicates import check_replicates, expand_methods
+from medimp.prognosis.external import external_notes, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
     FittedModel,
@@ -38,7 +39,7 @@ from medimp.prognosis.fit import (
 from medimp.prognosis.folder import ModelFolder, RunRef, check_runs, run_files
 
 __all__ = ["PREDICTION_COLUMNS", "apply_folder", "build_folder", "clinical_table",
-           "fit_prognosis", "predict"]
+           "evaluate_external", "fit_prognosis", "predict"]
 
 PREDICTION_COLUMNS = ["patient_id", "model", "task", "estimate", "low", "high", "flags"]
 Z95 = 1.959963984540054
@@ -182,8 +183,6 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
     with output_dir(final, overwrite=overwrite, what="model folder", error=PrognosisError,
                     keep=[cohort_path, *sources], ours=MODEL_FILES) as tmp:
         if external is not None:
-            from medimp.prognosis.external import external_notes
-
             external_notes(Path(cohort_path), Path(external), methods)  # refuses leakage
         folder = build_folder(cohort_path, methods, cfg, progress)
         if external is not None:
@@ -194,8 +193,6 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
 
 def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> dict[str, Any]:
     """The external figures of the folder's models (mean over runs), for the model card."""
-    from medimp.prognosis.external import external_scores
-
     _, applied = apply_folder(folder, ext)
     rows = []
     for s in external_scores(folder, ext, applied, cfg or FitConfig()):
@@ -368,3 +365,20 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
 
         atomic_write_text(out, table.to_csv(index=False, lineterminator="\n"))
     return table
+
+
+def evaluate_external(cohort_path: str | os.PathLike[str],
+                      external_path: str | os.PathLike[str], methods: Mapping[str, Any],
+                      cfg: FitConfig | None = None) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    """Fit every model on DEV, apply to EXT and score it (no files written).
+
+    Returns:
+        ``(folder, scores, notes)``: the fitted :class:`medimp.prognosis.folder.ModelFolder`,
+        :func:`external_scores`' rows and the notes (third-cohort runs).
+    """
+    cfg = cfg or FitConfig()
+    dev, ext = Path(cohort_path), Path(external_path)
+    notes = external_notes(dev, ext, methods)
+    folder = build_folder(dev, methods, cfg)
+    _, applied = apply_folder(folder, ext)
+    return folder, external_scores(folder, ext, applied, cfg), notes

@@ -21,8 +21,9 @@ from typing import Any
 from medimp.data.fingerprint import cohort_fingerprint
 from medimp.evaluate import EvalConfig, EvalResult, evaluate
 from medimp.evaluate.metrics import ExternalRecord, write_metrics
-from medimp.prognosis.external import evaluate_external, external_notes
+from medimp.prognosis.external import external_notes
 from medimp.prognosis.fit import FitConfig, PrognosisError
+from medimp.prognosis.run import evaluate_external
 
 __all__ = ["evaluate_with_external", "external_records", "fit_config"]
 

@@ -72,6 +72,47 @@ def normalise_for_duplicates(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+_SUFFIXES = ("ions", "ion", "ings", "ing", "ed", "es", "s", "ly")
+
+
+def _stem(word: str) -> str:
+    """A crude English stem: one inflectional suffix off ("fluctuations" -> "fluctuat")."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def _same_stem(a: str, b: str) -> bool:
+    """Two words of one stem ("fluctuating", "fluctuations"; "year", "years"; not "marked",
+    "market")."""
+    return _stem(a) == _stem(b)
+
+
+def repeated_slot_words(sentence: str, fills: dict[str, list[str]]) -> list[str]:
+    """Reasons why a slot's words repeat a word of the rest of ``sentence``.
+
+    ``fills`` maps each slot to the words it can be filled with; "Creatinine levels displayed
+    {adj} fluctuations." with {adj} = "fluctuating" reads "fluctuating fluctuations". Words
+    shorter than 4 letters are not compared.
+    """
+    try:
+        slots = set(template_slots(sentence))
+    except TemplateError:
+        return []
+    rest = [w for w in _words(sentence) if len(w) >= 4]
+    reasons = []
+    for slot in sorted(slots & set(fills)):
+        for filled in fills[slot]:
+            hit = next(((part, r) for part in _WORD.findall(filled.lower()) if len(part) >= 4
+                        for r in rest if _same_stem(part, r)), None)
+            if hit is not None:
+                reasons.append(f"slot word {filled!r} of {{{slot}}} repeats {hit[1]!r} in its "
+                               "sentence")
+    return reasons
+
+
 def sentence_problems(source: str, candidate: str) -> list[str]:
     """Reasons (cheap, model-free checks) why ``candidate`` is not a valid paraphrase."""
     reasons: list[str] = []
@@ -171,6 +212,12 @@ class Validator:
             words = variable_words(var)
             self._fill[var.slot] = words[-1] if words else var.name.replace("_", " ")
 
+    def _slot_words(self, variable: str) -> dict[str, list[str]]:
+        """The words each slot of ``variable``'s sentence can be filled with."""
+        var = self.study.variable(variable)
+        return {var.slot: variable_words(var),
+                DATE_SLOT: [e.phrase for e in self.study.exams if e.phrase]}
+
     def _similarity(self):
         if self._sim is None:
             from medimp.prompts._similarity import load_similarity
@@ -260,6 +307,8 @@ class Validator:
         pairs = [(self.sources[v], by_var[v]) for v in self.variables]
         for var, (src, cand) in zip(self.variables, pairs, strict=True):
             res.reasons += [f"{var}: {r}: {cand!r}" for r in sentence_problems(src, cand)]
+            res.reasons += [f"{var}: {r}: {cand!r}"
+                            for r in repeated_slot_words(cand, self._slot_words(var))]
         return ordered, pairs
 
 

@@ -263,11 +263,13 @@ def _available_memory() -> int:
 def _fits_in_memory(n_exams: int, n_phases: int, preprocess: Any, config: PretrainConfig
                     ) -> bool:
     """``config.in_memory``, or (None) whether the preprocessed exams, one copy per loader
-    process, fit in a quarter of the available memory."""
+    process of every training process on this machine, fit in a quarter of the available
+    memory."""
     if config.in_memory is not None:
         return bool(config.in_memory)
     size = n_exams * n_phases * int(np.prod(preprocess.shape)) * 4
-    return size * (1 + config.num_workers) < _available_memory() // 4
+    copies = (1 + config.num_workers) * int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return size * copies < _available_memory() // 4
 
 
 class PretrainDataModule(LightningDataModule):

@@ -21,15 +21,15 @@ from torch.utils.data import DataLoader
 from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
 
-__all__ = ["embed"]
+__all__ = ["embed", "write_projector"]
 
 
 @torch.no_grad()
 def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
           out: str | os.PathLike[str] | None = None, *, batch_size: int = 8,
           projected: bool = False, num_workers: int = 0,
-          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False
-          ) -> pd.DataFrame:
+          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+          tensorboard: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Embed every exam of ``cohort_path`` with the image encoder of ``run_dir``.
 
     Args:
@@ -41,9 +41,13 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
         num_workers: DataLoader workers.
         cache_dir: preprocessed-volume cache folder (shared with training if the same).
         progress: show a rich progress bar.
+        tensorboard: also write the embeddings to this folder (new or empty) for
+            TensorBoard's projector, labelled by patient, exam and level
+            (:func:`write_projector`).
 
     Raises:
-        TrainError: run folder incomplete, or the cohort's phases differ from the run's.
+        TrainError: run folder incomplete, the cohort's phases differ from the run's, or the
+            ``tensorboard`` folder is not empty.
     """
     import json
 
@@ -78,7 +82,38 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if out is not None:
         with atomic_path(out) as tmp:
             df.to_parquet(tmp, index=False)
+    if tensorboard is not None:
+        write_projector(df, tensorboard, tag=f"{run_dir.name}{'_projected' if projected else ''}")
     return df
+
+
+def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
+                    tag: str = "embeddings") -> Path:
+    """Write an ``embed`` table to ``log_dir`` (a new or empty folder) for TensorBoard's
+    projector (``tensorboard --logdir DIR``, "Projector" tab): one point per row, labelled by
+    ``patient_id``, ``exam`` and ``level`` (colour or search by patient). Written by torch's
+    ``SummaryWriter.add_embedding`` into a temporary folder that replaces ``log_dir`` when
+    complete.
+
+    Raises:
+        TrainError: ``log_dir`` exists and is not an empty folder.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    from medimp._io import output_dir
+
+    cols = [c for c in df.columns if c.startswith("e") and c[1:].isdigit()]
+    labels = [[str(p), str(e), str(lv)] for p, e, lv in
+              zip(df["patient_id"], df["exam"], df["level"], strict=True)]
+    with output_dir(log_dir, what="TensorBoard projector folder", error=TrainError) as tmp:
+        writer = SummaryWriter(log_dir=str(tmp))
+        try:
+            writer.add_embedding(torch.from_numpy(df[cols].to_numpy(np.float32)),
+                                 metadata=labels, metadata_header=["patient_id", "exam", "level"],
+                                 tag=tag)
+        finally:
+            writer.close()
+    return Path(log_dir)
 
 
 def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,

@@ -24,6 +24,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn.functional import normalize
 
+from medimp.models.distributed import is_distributed
 from medimp.train.config import PretrainConfig
 from medimp.train.objectives import create_objective
 
@@ -31,12 +32,6 @@ from medimp.train.objectives import create_objective
 _MAX_SKIPPED = 5
 
 __all__ = ["PretrainModule", "WarmupCosine", "is_distributed", "param_groups"]
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one process."""
-    return (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)
 
 
 class WarmupCosine:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medimp.train.config import TrainingInterrupted
+from medimp.train.errors import TrainingInterrupted
 
 __all__ = ["RunJob", "RunOutcome", "method_seed_runs", "seed_run_dir", "seed_runs",
            "train_runs"]

@@ -243,10 +243,12 @@ def _quiet() -> None:
 def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: bool,
                progress: bool) -> list[Any]:
     """History, the resume (last) and best checkpoints, early stop, the objective's own."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv")]
+    # the learning rate of every step reaches the loggers (TensorBoard, CSV, MLflow) as "lr"
+    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
+                            LearningRateMonitor(logging_interval="step")]
     # "best" before "last": both act at the end of an epoch in list order, and last.ckpt stores
     # the best callback's state as it is then; saved first, last.ckpt held the best score of
     # the epoch before, and a resumed run forgot the last epoch's best (a worse later epoch

@@ -19,7 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medimp.train.config import ConfigError
+from medimp.models.distributed import is_distributed
+from medimp.train.errors import ConfigError
 from medimp.train.objectives._base import ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 from medimp.train.objectives.medimp import Medimp
@@ -90,7 +91,6 @@ class MedclipSoft(Medimp):
     def loss(self, model: Any, embeddings: dict[str, torch.Tensor],
              batch: dict[str, Any]) -> torch.Tensor:
         from medimp.models import fact_similarity
-        from medimp.train.module import is_distributed
 
         a, b = embeddings["image"], embeddings["text"]
         groups = batch["patient_idx"].to(a.device).long()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import normalize
 
-from medimp.train.config import ConfigError, TrainError
+from medimp.train.errors import ConfigError, TrainError
 from medimp.train.objectives._base import ContrastiveObjective, ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 
