@@ -19,18 +19,23 @@ patient-mean embedding). It takes ~10 min on 2 quiet cores.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from medimp._io import atomic_write_text
+from _common import write_result
+
 from medimp.demo import DemoConfig, _pretrain_config
 from medimp.evaluate import EvalConfig, evaluate
 from medimp.simulate import simulate_cohort
 from medimp.study import default_study, load_study, save_study
 from medimp.train import pretrain
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 40
+BENCH_SMALL = ['--patients', '16', '--epochs', '1']
 
 
 def _kdigo_copy(cohort: Path, out: Path) -> Path:
@@ -108,12 +113,9 @@ def main() -> None:
         "auc": table.to_dict(),
         "comparisons_vs_medimp": comparisons,
     }
-    path = Path(__file__).resolve().parent / "results" / "ablation.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(out, indent=2, default=str))
+    write_result("ablation", out, show=False)
     print(table.to_string())
     print(f"final train loss: { {k: round(v, 3) if v else v for k, v in final_loss.items()} }")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 from _common import add_setup_args, bert_and_cohort, write_result
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 10
+BENCH_SMALL = ['--steps', '1', '--patients', '10']
+
 SHAPE = (32, 48, 64)
 
 

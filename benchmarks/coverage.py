@@ -47,6 +47,11 @@ from medimp.evaluate.intervals import (
 from medimp.evaluate.probes import LogisticProbe
 from medimp.evaluate.scoring import auc
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 20
+BENCH_SMALL = ['--reps', '2', '--sizes', '80', '--repeats', '1']
+
 
 def _bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int, seed: int
                    ) -> tuple[float, tuple[float, float]]:

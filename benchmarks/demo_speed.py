@@ -38,6 +38,11 @@ from typing import Any
 
 from _common import write_result
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 15
+BENCH_SMALL = ['--patients', '10', '--epochs', '1', '--seeds', '1']
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -17,9 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 
 from medimp.evaluate import EvalConfig, evaluate
 from medimp.simulate import simulate_cohort
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--patients', '30', '--methods', '1', '--runs', '1', '--repeats', '1']
 
 
 def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list]:
@@ -54,6 +60,7 @@ def main() -> None:
     modes = {"before": extras, "after": {}}
     if args.only != "both":
         modes = {args.only: modes[args.only]}
+    result: dict[str, dict[str, float | int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cohort = simulate_cohort(Path(tmp) / "cohort", args.patients, shape=(16, 16, 16),
                                  seed=0, workers=1, progress=False)
@@ -70,6 +77,10 @@ def main() -> None:
                   f"evaluation with --jobs 1), {len(m.records)} binary records, {n_reg} "
                   f"regression records, {len(m.comparisons)} comparisons (jobs={args.jobs})",
                   flush=True)
+            result[name] = {"wall_s": round(sec, 2), "cpu_s_main_process": round(cpu, 2),
+                            "binary_records": len(m.records), "regression_records": n_reg,
+                            "comparisons": len(m.comparisons)}
+    write_result("evaluate_endpoints_speed", {"args": vars(args), **result}, show=False)
 
 
 if __name__ == "__main__":

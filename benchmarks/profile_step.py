@@ -49,6 +49,11 @@ import torch
 from _common import add_setup_args, bert_and_cohort, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--setups', 'demo', '--steps', '1']
+
 FAMILIES = [  # first match wins; matched against the op name in lower case
     ("conv backward", r"convolution_backward|conv.*backward"),
     ("conv forward", r"conv|mkldnn_convolution"),

@@ -23,6 +23,11 @@ from _common import write_result
 
 from medimp.simulate import simulate_cohort
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 1
+BENCH_SMALL = ['--patients', '10', '--shape', '16', '16', '16']
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -42,6 +42,14 @@ from _common import write_result
 
 from medimp.train.replicates import RunJob, method_seed_runs, train_runs
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = None
+BENCH_SKIP = ("needs --out, a work folder whose runs it reuses (about 80 min at the demo's "
+               "budget with 3 seeds)")
+BENCH_SMALL = ['--out', '/tmp/medimp-bench-variants', '--epochs', '1', '--seeds', '0',
+    '--variants', 'image_ssl', 'medimp_earliest']
+
 REFERENCE = "image_ssl"
 
 

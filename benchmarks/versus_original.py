@@ -36,6 +36,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 from _common import add_setup_args, bert_and_cohort, write_result
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--steps', '1', '--patients', '10']
+
 
 def _config(shape: list[int], bert: Path, work: Path, ours: bool, encoder: str,
             precision: str, channels_last: bool) -> Any:

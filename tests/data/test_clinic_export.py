@@ -9,8 +9,10 @@ The export (``tests/fixtures/clinic_export`` + the simulated volumes laid out la
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,6 +142,18 @@ def test_from_a_clinic_export_to_a_report(export, tmp_path, monkeypatch) -> None
                  "eval", "--folds", "3", "--repeats", "1", "--no-knn")
     assert (tmp_path / "eval" / "report.html").is_file()
     assert "status_y2" in out
+    # a late failure (here: retrieval reading a hand-edited model.json) is a skipped entry
+    # with its reason; the rest of the evaluation is written
+    shutil.copytree("runs/medimp", "runs/edited")
+    info = json.loads(Path("runs/edited/model.json").read_text(encoding="utf-8"))
+    info["val_patients"] = 5
+    Path("runs/edited/model.json").write_text(json.dumps(info), encoding="utf-8")
+    medimp("evaluate", "--cohort", "clinic", "--runs", "medimp=runs/edited", "--out", "eval2",
+           "--folds", "3", "--repeats", "1", "--no-knn", "--no-survival", "--no-report")
+    metrics = json.loads(Path("eval2/metrics.json").read_text(encoding="utf-8"))
+    [late] = [s for s in metrics["skipped"] if s["task"] == "retrieval"]
+    assert late["reason"].startswith("retrieval failed (TypeError:")
+    assert metrics["records"]
     # output folders follow the user's umask, like the run folder
     assert (tmp_path / "eval").stat().st_mode & 0o777 == 0o777 & ~_umask()
 

@@ -251,3 +251,19 @@ def test_dicom_series_folders_of_a_lab_tree_become_manifest_rows(tmp_path) -> No
     assert {r["exam"] for r in layout.rows} == {"D30"}  # J30 (jour) is the tables' D30
     assert dict(layout.patterns) == {"Patient {patient}/Visite {exam}/{phase}": 3}
     assert [p for p, _ in layout.unmatched] == ["Patient 12/Visite J30/localizer"]
+
+
+def test_collapse_joins_files_not_lines_of_a_table() -> None:
+    from medimp.data._errors import Problem
+    from medimp.data._findings import collapse
+
+    lines = [Problem("error", f"exams.csv:{i}", problem="column 'exam' is empty")
+             for i in (2, 3, 4)]
+    files = [Problem("warning", f"images/P00{i}/D15/pre.nii.gz", f"P00{i}", "D15", "pre",
+                     problem="constant volume: every voxel is 0") for i in (1, 2, 3, 4)]
+    out = collapse(lines + files)
+    assert out[:3] == lines
+    [one] = out[3:]
+    assert one.file == "images" and one.exam == "D15" and one.phase == "pre"
+    assert one.patient is None and one.problem.startswith("4 files: constant volume")
+    assert one.problem.endswith("images/P003/D15/pre.nii.gz and 1 more)")

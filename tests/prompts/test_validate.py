@@ -169,3 +169,18 @@ def test_prompts_check_rejects_a_repeated_slot_word(tmp_path, study) -> None:
     assert "repeats" in res.output and "'fluctuating'" in res.output
     assert CliRunner().invoke(app, ["prompts", "check", str(bank), "--min-similarity",
                                     "0"]).exit_code == 0
+
+
+def test_a_study_with_medimps_own_words_still_builds_its_bank(study) -> None:
+    """The repetition rule is `prompts check`'s: a study.yaml keeping MEDIMP's words
+    ("fluctuating" fluctuations) still gets its 10 rules variants and trains."""
+    raw = study.model_dump(mode="json")
+    for var in raw["variables"]:
+        if var["name"] == "creatinine_variability":
+            var["bins"] = [{"label": "stable", "upper": 15.0}, {"label": "unstable"}]
+            var["synonyms"] = {"stable": ["stable", "steady", "minor"],
+                               "unstable": ["unstable", "fluctuating", "marked"]}
+    old = type(study).model_validate(raw)
+    bank = default_bank(old, n=10)
+    assert bank.n == 10
+    assert not check_bank(bank, old, min_similarity=None).ok

@@ -78,7 +78,7 @@ def test_torchscript_export_gives_medimps_embeddings(run, simulated_cohort, trai
     assert saved["inputs"]["image"]["channels"] == ["pre", "arterial", "tubular"]
     card = (tmp_path / "ts" / "MODEL_CARD.md").read_text()
     assert "tabular_clip" in card and "[6.0, 6.0, 6.0] mm" in card and "33 exams" not in card
-    assert f"{record['check']['exams']} exams" in card
+    assert f"{record['check']['exams']} exams" in card and "(`medimp embed`) on" in card
 
 
 @pytest.mark.slow
@@ -126,11 +126,21 @@ def test_monai_bundle_loads_and_runs_with_monais_tools(run, simulated_cohort, tr
                "inference.json"), meta_file=str(out / "configs" / "metadata.json"),
                bundle_root=str(out), output_dir=str(tmp_path / "eval"))
     written = sorted((tmp_path / "eval").glob("*.npy"))
-    assert len(written) == len(list((out / "sample").glob("*.npz"))) == 2
-    for f in written:
-        pid, exam = f.stem.rsplit("_", 1)
-        np.testing.assert_allclose(np.load(f), _want(medimp_embeddings, (pid, exam)),
-                                   atol=1e-5, rtol=0)
+    samples = sorted((out / "sample").glob("*.npz"))
+    assert [f.stem for f in written] == [f.stem for f in samples] == ["sample0", "sample1"]
+    for f, s in zip(written, samples, strict=True):
+        d = np.load(s)
+        with torch.no_grad():
+            want = network(torch.from_numpy(d["image"])[None],
+                           torch.from_numpy(d["phase_mask"])[None]).numpy()[0]
+        np.testing.assert_allclose(np.load(f), want, atol=1e-6, rtol=0)
+    assert np.load(samples[1])["phase_mask"].tolist() == [1.0, 1.0, 0.0]
+    # a bundle is made to be shared: no patient's ID in a file name and no exam of the cohort
+    ids = set(medimp_embeddings["patient_id"])
+    assert not any(pid in p.name for p in out.rglob("*") for pid in ids)
+    exams = [x for _, x, _ in _exams(simulated_cohort, run, train_cache)]
+    for s in samples:
+        assert not any(np.array_equal(np.load(s)["image"], x) for x in exams)
     assert (out / "docs" / "README.md").read_text() == (out / "MODEL_CARD.md").read_text()
 
 
@@ -154,6 +164,8 @@ def test_export_refuses_and_writes_nothing(run, simulated_cohort, train_cache,
     record = export_run(run, tmp_path / "random", "torchscript")
     assert record["check"]["on"] == "random inputs" and record["check"]["exams"] == 5
     assert record["check"]["max_abs_diff"] <= 1e-5
+    card = (tmp_path / "random" / "MODEL_CARD.md").read_text()
+    assert "medimp embed`) on" not in card and "5 inputs (random inputs)" in card
     with pytest.raises(TrainError, match="unknown export format"):
         export_run(run, tmp_path / "x", "pickle")
 
@@ -219,4 +231,6 @@ def test_embed_writes_the_tensorboard_projector(run, simulated_cohort, train_cac
     np.testing.assert_allclose(tensors, df[cols].to_numpy(np.float32), rtol=1e-5, atol=1e-6)
     # a second write into the same folder is refused (the projector would list both)
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "e2.parquet")])
-    assert res.exit_code != 0 and "not empty" in res.output
+    assert res.exit_code != 0 and "not an empty folder" in res.output
+    # refused before embedding anything: no table written either (it used to be written first)
+    assert not (tmp_path / "e2.parquet").exists()

@@ -17,7 +17,8 @@ from typing import Any
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data._geometry import geometry_problems, header_geometry
-from medimp.data.cache import PreprocessCache, resolve_cache_dir
+from medimp.data.cache import PreprocessCache
+from medimp.data.cache_dir import resolve_cache_dir
 from medimp.data.preprocess import PreprocessConfig, load_exam_volume
 
 __all__ = ["PreflightReport", "preflight_exams"]

@@ -30,6 +30,8 @@ from medimp.data._checks import (
     check_exams,
     check_labels,
     check_manifest,
+    check_mapping_keys,
+    check_outcome_days,
     check_patients,
     check_references,
     check_study_columns,
@@ -46,6 +48,7 @@ from medimp.data._tables import (
     where_of,
 )
 from medimp.data._values import check_paths_inside, emit_warnings
+from medimp.data.dynamic import FRAMES_COLUMN, parse_frames, select_frames
 from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
 from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
@@ -299,7 +302,6 @@ class Cohort:
             MedimpDataError: unreadable series or a timing problem (``DynamicSeriesError``),
                 with the patient and exam filled in.
         """
-        from medimp.data.dynamic import select_frames
 
         key = (str(patient_id), exam)
         path, uid = next(iter(self._index[key].values()))
@@ -318,7 +320,6 @@ class Cohort:
     def own_frames(self, patient_id: str, exam: str) -> dict[str, int] | None:
         """A dynamic exam's own frames (manifest.csv's optional ``frames`` column, e.g.
         ``pre:0 arterial:6 tubular:20``), None when study.yaml's ``dynamic:`` decides."""
-        from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
 
         m = self.manifest
         if FRAMES_COLUMN not in m.columns:
@@ -428,6 +429,8 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
         check_study_columns(study, exams, patients, col)
         check_ranges(study, {"exams": exams, "patients": patients}, col.report, where_of)
         convert_units(study, {"exams": exams, "patients": patients})
+        check_outcome_days(study, patients, col)
+        check_mapping_keys(study, tables, col)
         if manifest is not None:
             strict = study.strict_paths if strict_paths is None else strict_paths
             check_paths_inside(root, manifest, strict, col.report, where_of)

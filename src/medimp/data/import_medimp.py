@@ -31,6 +31,7 @@ import pandas as pd
 from medimp._io import atomic_dir, refuse_foreign_entries
 from medimp.data._errors import ImportMappingError, Problem
 from medimp.data._tables import not_utf8
+from medimp.data.cohort import _load
 from medimp.study import Bin, Study, TextVariable, default_study, save_study
 
 __all__ = ["CREATININE_STD_BINS", "ImportReport", "import_medimp", "import_study", "map_phase"]
@@ -491,7 +492,6 @@ def _write_tables(tmp: Path, study: Study, manifest: list[dict[str, Any]], *,
 
 def _self_check(tmp: Path) -> None:
     """The written cohort must pass read_cohort's checks; otherwise nothing is kept."""
-    from medimp.data.cohort import _load
 
     _, problems = _load(tmp)
     errors = [p for p in problems if p.severity == "error"]

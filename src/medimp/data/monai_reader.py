@@ -32,7 +32,7 @@ import numpy as np
 from monai.data import ImageReader as MonaiImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
-from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
+from medimp.data.readers import DynamicSeries, Volume, get_reader, read_series, read_volume
 from medimp.data.readers import list_readers as _list_readers
 
 __all__ = ["MedimpReader", "medimp_only"]
@@ -63,7 +63,6 @@ class MedimpReader(MonaiImageReader):
 
     def verify_suffix(self, filename: Sequence[Any] | str | os.PathLike[str]) -> bool:
         """A ``.nii``/``.nii.gz`` file or a folder (a DICOM series), as medimp's readers."""
-        from medimp.data.readers import get_reader
 
         readers = [get_reader(name) for name in _list_readers()]
         return all(any(r.verify_suffix(p) for r in readers) for p in _paths(filename))
@@ -72,8 +71,9 @@ class MedimpReader(MonaiImageReader):
              **kwargs: Any) -> list[Volume | DynamicSeries] | Volume | DynamicSeries:
         """Read each path with medimp's checks (errors name the file and the fix)."""
         read = read_series if self.dynamic else read_volume
-        out = [read(p, series_uid=self.series_uid, check_finite=self.check_finite)
-               for p in _paths(data)]
+        # series_uid picks a series in a DICOM folder; one reader may serve NIfTI keys as well
+        out = [read(p, series_uid=self.series_uid if p.is_dir() else None,
+                    check_finite=self.check_finite) for p in _paths(data)]
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -49,6 +49,7 @@ from medimp.data.dicom_header import (
     unwrap_midnight,
 )
 from medimp.data.dicom_header import read_dicom_headers as _read_dicom_headers
+from medimp.data.geometry import voxel_sizes
 
 __all__ = [
     "READERS",
@@ -123,7 +124,6 @@ class DynamicSeries:
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    from medimp.data.geometry import voxel_sizes
 
     return voxel_sizes(affine)
 
@@ -593,7 +593,11 @@ def _make_reader(path: Path, reader: str | None, series_uid: str | None,
                  check_finite: bool) -> ImageReader:
     reader = reader or _guess_reader(path)
     kwargs: dict[str, Any] = {"check_finite": check_finite}
-    if series_uid is not None or reader == "dicom":
+    if series_uid is not None and reader != "dicom":
+        raise VolumeReadError(
+            f"series_uid {series_uid} was given for a {reader} file; it chooses a series in a "
+            "DICOM folder", file=path, fix="give series_uid only for a DICOM series folder")
+    if reader == "dicom":
         kwargs["series_uid"] = series_uid
     return get_reader(reader, **kwargs)
 

@@ -22,12 +22,14 @@ import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data._findings import collapse
+from medimp.data._geometry import geometry_problems
 from medimp.data.cohort import Cohort, _load
-from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.dynamic import select_frames
+from medimp.data.geometry import field_of_view, suggest_preprocess, world_spacing
 from medimp.data.init import count_reviews
 from medimp.data.readers import read_series, read_volume
 from medimp.errors import describe_os_error
-from medimp.study import DYNAMIC_PHASE
+from medimp.study import DYNAMIC_PHASE, default_study, load_study
 
 __all__ = ["ValidationReport", "validate_cohort"]
 
@@ -83,7 +85,6 @@ def _read_checked(cohort: Cohort, path: Path, first: dict[str, Any]) -> tuple[An
     uid = uid if isinstance(uid, str) and uid else None
     if first["phase"] != DYNAMIC_PHASE:
         return read_volume(path, check_finite=False, series_uid=uid), None
-    from medimp.data.dynamic import select_frames
 
     series = read_series(path, check_finite=False, series_uid=uid)
     finite = np.isfinite(series.array)
@@ -312,7 +313,6 @@ def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[
     """Open every image, add its problems to ``report`` (and the geometry warnings of
     ``medimp.data._geometry`` for the ``preprocess`` window); return the geometry and the
     dynamic series found, per exam ("patient exam")."""
-    from medimp.data._geometry import geometry_problems
     from medimp.data.preprocess import PreprocessConfig
 
     geometry: dict[str, Any] = {}
@@ -372,7 +372,6 @@ def _one_suggestion(problems: list[Problem], geometries: list[dict[str, Any]]) -
     --suggest-preprocess`` (for a CPU), so that both say the same."""
     from dataclasses import replace
 
-    from medimp.data.geometry import suggest_preprocess
 
     if not geometries:
         return problems
@@ -391,7 +390,6 @@ def _partial_cohort(root: Path) -> Cohort | None:
     """A best-effort Cohort over broken tables, so that images can still be checked."""
     import pandas as pd
 
-    from medimp.study import default_study, load_study
 
     try:
         study = load_study(root / "study.yaml")

@@ -22,6 +22,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+from medimp._io import atomic_path
 from medimp.evaluate.added import (
     PREFIX,
     CombinedLogisticProbe,
@@ -409,7 +410,6 @@ class Endpoints:
 
     def write(self, out_dir: Any) -> None:
         """The parquet tables into ``out_dir`` (each atomically)."""
-        from medimp._io import atomic_path
 
         for name, table in self.tables.items():
             with atomic_path(out_dir / name) as tmp:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from medimp.data import read_cohort
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.labels import survival_table
 from medimp.evaluate.replicates import expand_methods
 from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.prognosis.fit import FitConfig, FittedModel, PrognosisError, model_targets
@@ -134,7 +135,6 @@ def score_external(kind: str, y: np.ndarray, runs: list[np.ndarray],
 
 
 def _survival(ext: Any, cfg: FitConfig) -> pd.DataFrame | None:
-    from medimp.evaluate.labels import survival_table
 
     try:
         surv = survival_table(ext, cfg.survival_event, cfg.threshold)

@@ -33,9 +33,11 @@ import pandas as pd
 
 from medimp.data import Cohort
 from medimp.errors import MedimpError
+from medimp.evaluate.added import combined_features
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels, task_name
 from medimp.evaluate.probes import create_probe
+from medimp.evaluate.regression import RidgeProbe, make_targets, regression_task_name
 
 __all__ = ["CLINICAL", "FitConfig", "FittedModel", "PrognosisError", "apply_model",
            "combine_tables", "fit_model", "model_targets", "patient_matrix"]
@@ -98,7 +100,6 @@ def model_targets(cohort: Cohort, horizon: int, kind: TaskKind,
         known = lab[lab["known"]]
         return task_name(horizon), pd.DataFrame({"patient_id": known["patient_id"].astype(str),
                                                  "y": known["label"].astype(float)})
-    from medimp.evaluate.regression import make_targets, regression_task_name
 
     tg = make_targets(cohort, horizon, threshold)
     known = tg[tg["known"]]
@@ -108,7 +109,6 @@ def model_targets(cohort: Cohort, horizon: int, kind: TaskKind,
 
 def combine_tables(clinical: pd.DataFrame, embedding: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The clinical table and one run's embedding side by side (clinical columns first)."""
-    from medimp.evaluate.added import combined_features
 
     return combined_features(clinical, embedding)
 
@@ -135,7 +135,6 @@ def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: in
                                          inner_splits=cfg.inner_splits, seed=cfg.seed)
         return create_probe("logistic", None, Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
                             seed=cfg.seed, impute=features == "clinical")
-    from medimp.evaluate.regression import RidgeProbe
 
     # as the evaluation's own CV builds them (medimp.evaluate.endpoints)
     opts: dict[str, Any] = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medimp._io import atomic_path, atomic_write_text
 from medimp.data.features import ClinicalFeature, ClinicalFeatures
 from medimp.prognosis.fit import FittedModel, PrognosisError
 from medimp.prognosis.serialize import (
@@ -136,7 +137,6 @@ def write_model(folder: ModelFolder, root: Path, card: str) -> None:
     (a fresh temporary folder: :func:`medimp._io.output_dir` swaps it in)."""
     from safetensors.numpy import save_file
 
-    from medimp._io import atomic_path, atomic_write_text
 
     arrays: dict[str, np.ndarray] = {}
     models = [_model_entry(fm, i, arrays) for i, fm in enumerate(folder.models)]

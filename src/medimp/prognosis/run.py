@@ -22,10 +22,13 @@ import pandas as pd
 import sklearn
 
 from medimp import __version__
+from medimp._io import output_dir
 from medimp.data import Cohort, read_cohort
 from medimp.data.features import ClinicalFeatures
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
+from medimp.prognosis.card import model_card
 from medimp.prognosis.external import external_notes, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
@@ -36,7 +39,15 @@ from medimp.prognosis.fit import (
     fit_all,
     patient_matrix,
 )
-from medimp.prognosis.folder import ModelFolder, RunRef, check_runs, run_files
+from medimp.prognosis.folder import (
+    MODEL_FILES,
+    ModelFolder,
+    RunRef,
+    check_runs,
+    read_model,
+    run_files,
+    write_model,
+)
 
 __all__ = ["PREDICTION_COLUMNS", "apply_folder", "build_folder", "clinical_table",
            "evaluate_external", "fit_prognosis", "predict"]
@@ -60,7 +71,6 @@ def clinical_table(builder: ClinicalFeatures, cohort: Cohort) -> pd.DataFrame:
 
 
 def _embed(path: Path, cohort_path: Path) -> pd.DataFrame:
-    from medimp.evaluate.embeddings import read_embeddings
     from medimp.train import embed
 
     return read_embeddings(embed(path, cohort_path))
@@ -174,9 +184,6 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
             (:mod:`medimp.prognosis.external`) and the figures go into the model card and
             ``model.json`` (``external``). Runs pretrained on it are refused (leakage).
     """
-    from medimp._io import output_dir
-    from medimp.prognosis.card import model_card
-    from medimp.prognosis.folder import MODEL_FILES, write_model
 
     final = Path(out)
     sources = [s for m in methods.values() for s in (m if isinstance(m, list | tuple) else [m])]
@@ -353,7 +360,6 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
         PrognosisError: a model folder holding unexpected files, a run whose files changed,
             a cohort whose phases or clinical columns differ from the model's.
     """
-    from medimp.prognosis.folder import read_model
 
     if out is not None and Path(out).exists() and not overwrite:
         raise PrognosisError(f"{out} exists; pass --overwrite to replace it or choose another "

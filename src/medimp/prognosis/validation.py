@@ -18,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medimp._io import output_dir
 from medimp.data.fingerprint import cohort_fingerprint
 from medimp.evaluate import EvalConfig, EvalResult, evaluate
 from medimp.evaluate.metrics import ExternalRecord, write_metrics
+from medimp.evaluate.result import EVAL_OUTPUTS
 from medimp.prognosis.external import external_notes
 from medimp.prognosis.fit import FitConfig, PrognosisError
 from medimp.prognosis.run import evaluate_external
@@ -90,8 +92,6 @@ def evaluate_with_external(  # noqa: PLR0917 - the order of medimp.evaluate.eval
     Raises:
         PrognosisError: EXT is DEV, or a run was pretrained on EXT (leakage), before any work.
     """
-    from medimp._io import output_dir
-    from medimp.evaluate.result import EVAL_OUTPUTS
 
     cfg = config or EvalConfig()
     dev, ext = Path(cohort_path), Path(external_path)

@@ -19,10 +19,11 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import variable_words
 from medimp.prompts.errors import TemplateError
 from medimp.prompts.templates import DATE_SLOT, template_slots
-from medimp.study import Study
+from medimp.study import Study, default_study
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
@@ -196,11 +197,17 @@ class Validator:
         min_similarity: minimum MiniLM cosine similarity to the source; ``None`` skips the
             semantic check (model-free, e.g. for the curated rules backend at build time).
         similarity: a ``SentenceSimilarity`` to reuse (default: the shared bundled MiniLM).
+        repeated_words: also reject a sentence whose slot words repeat one of its words
+            (:func:`repeated_slot_words`; ``check_bank`` / ``medimp prompts check``). Off when a
+            bank is built for training, so that a study.yaml with MEDIMP's own words still
+            trains.
     """
 
     def __init__(self, study: Study, sources: dict[str, str], variables: list[str],
-                 min_similarity: float | None = DEFAULT_MIN_SIMILARITY, similarity=None):
+                 min_similarity: float | None = DEFAULT_MIN_SIMILARITY, similarity=None,
+                 *, repeated_words: bool = False):
         self.study = study
+        self.repeated_words = repeated_words
         self.sources = sources
         self.variables = variables
         self.min_similarity = min_similarity
@@ -307,25 +314,26 @@ class Validator:
         pairs = [(self.sources[v], by_var[v]) for v in self.variables]
         for var, (src, cand) in zip(self.variables, pairs, strict=True):
             res.reasons += [f"{var}: {r}: {cand!r}" for r in sentence_problems(src, cand)]
-            res.reasons += [f"{var}: {r}: {cand!r}"
-                            for r in repeated_slot_words(cand, self._slot_words(var))]
+            if self.repeated_words:
+                res.reasons += [f"{var}: {r}: {cand!r}"
+                                for r in repeated_slot_words(cand, self._slot_words(var))]
         return ordered, pairs
 
 
 def check_bank(bank, study: Study | None = None,
                min_similarity: float | None = DEFAULT_MIN_SIMILARITY) -> ValidationReport:
-    """Validate every variant of an existing bank against its sources.
+    """Validate every variant of an existing bank against its sources, a slot word repeated
+    in its sentence included (:func:`repeated_slot_words`).
 
     Args:
         bank: a ``ParaphraseBank`` or a bank file (``.txt``/``.yaml``).
         study: maps slots to variables (default: MEDIMP's study).
         min_similarity: MiniLM threshold (None: skip the semantic check).
     """
-    from medimp.prompts.bank import ParaphraseBank, load_bank
-    from medimp.study import default_study
 
     study = study or default_study()
     if not isinstance(bank, ParaphraseBank):
         bank = load_bank(bank, study)
-    validator = Validator(study, bank.sources, bank.variables, min_similarity=min_similarity)
+    validator = Validator(study, bank.sources, bank.variables, min_similarity=min_similarity,
+                          repeated_words=True)
     return validator.validate(bank.lines())

@@ -151,7 +151,8 @@ def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
                f"test folds of the patient-level AUC, with its 95% CI ({interval}). "
                "† marks a method with several pretraining runs: its value is the mean over "
                "runs, its CI includes the variance between runs, and sd is the spread of the "
-               "runs' AUCs; every other CI comes from one run and leaves the seed variance out. "
+               "runs' AUCs; a pretrained method with one run leaves its seed variance out "
+               "(the clinical table and the oracle have none). "
                "Features: the mean over each patient's exams; logistic probe.")
     other = [{"title": title, "table": _table(_method_table(metrics, own, value))}
              for title, value in (

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medimp.data import Cohort
+from medimp.data.features import ClinicalFeatures
 from medimp.evaluate.metrics import MetricsFile
 
 __all__ = ["exams_used", "method_sentences", "predictors", "pretraining_overlap",
@@ -53,7 +54,6 @@ def predictors(cohort: Cohort | None) -> dict[str, list[str]] | None:
     (:class:`medimp.data.features.ClinicalFeatures`, the ``clinical_only`` builder)."""
     if cohort is None:
         return None
-    from medimp.data.features import ClinicalFeatures
 
     try:
         feats = ClinicalFeatures("all").fit(cohort, cohort.exam_keys()).features_

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medimp.evaluate.calibration import decision_curve
 from medimp.evaluate.metrics import MetricsFile
 from medimp.report import figures, risks
 from medimp.report.answer import CLINICAL
@@ -97,7 +98,6 @@ def _calibration(eval_dir: Path, metrics: MetricsFile, per_patient: dict, focus:
 
 def _decision(eval_dir: Path, per_patient: dict, focus: list[str],
               labels: dict[str, str]) -> dict[str, Any] | None:
-    from medimp.evaluate.calibration import decision_curve
 
     table = _read(eval_dir / "decision_curves.parquet", focus)
     source = "the evaluation's decision-curve table (net benefit averaged over CV repeats)"

@@ -7,11 +7,14 @@ Layout (MONAI's bundle convention)::
                              embeds every ``sample/*.npz`` (or ``dataset_dir``) into
                              ``output_dir/<name>.npy``
     models/model.ts          the traced image tower (medimp.train.export.ExportedEncoder)
-    sample/*.npz             a few preprocessed exams (``image`` [C, D, H, W], ``phase_mask`` [C])
+    sample/*.npz             two random inputs of the model's shape (``image`` [C, D, H, W],
+                             ``phase_mask`` [C]); never a patient's exam, since a bundle is
+                             made to be shared
     docs/README.md           the model card
 
 It runs with MONAI alone (no medimp): ``python -m monai.bundle run --config_file
-configs/inference.json --meta_file configs/metadata.json --bundle_root .``, or in Python
+configs/inference.json --meta_file configs/metadata.json --bundle_root .`` (MONAI's command line
+needs its optional ``fire`` package), ``monai.bundle.run(...)`` in Python, or
 ``monai.bundle.ConfigParser`` and ``get_parsed_content("network")``.
 """
 
@@ -23,6 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from medimp import __version__
+from medimp._io import atomic_path, atomic_write_text
 
 __all__ = ["load_bundle_network", "write_bundle"]
 
@@ -51,7 +57,6 @@ def _metadata(info: dict[str, Any], prep: Any, projected: bool, n_phases: int,
               dim: int) -> dict[str, Any]:
     import monai
 
-    from medimp import __version__
 
     phases = list(info.get("phases") or [])
     return {
@@ -108,14 +113,19 @@ def write_bundle(root: Path, info: dict[str, Any], prep: Any, projected: bool,
                  sample: tuple[list[tuple[str, str]], torch.Tensor, torch.Tensor]) -> Any:
     """Write the bundle's configs and sample into ``root`` (``models/model.ts`` is already
     there) and return a function running the network MONAI's ConfigParser builds."""
-    from medimp._io import atomic_path, atomic_write_text
 
-    keys, image, mask = sample
+    _keys, image, mask = sample
     (root / "configs").mkdir(parents=True, exist_ok=True)
     (root / "sample").mkdir(parents=True, exist_ok=True)
-    for (pid, exam), x, m in zip(keys[:2], image[:2], mask[:2], strict=False):
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{pid}_{exam}")
-        with atomic_path(root / "sample" / f"{name}.npz") as tmp:
+    # random inputs, not the check's exams: their file names were patient IDs and their voxels a
+    # patient's images, in a folder made to be shared
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        x = torch.rand(tuple(image.shape[1:]), generator=g)
+        m = torch.ones(int(mask.shape[1]))
+        if i == 1 and m.numel() > 1:  # the second one with its last phase missing
+            m[-1], x[-1] = 0.0, 0.0
+        with atomic_path(root / "sample" / f"sample{i}.npz") as tmp:
             np.savez(tmp, image=x.numpy().astype(np.float32),
                      phase_mask=m.numpy().astype(np.float32))
     atomic_write_text(root / "configs" / "inference.json",

@@ -21,6 +21,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medimp.data import holdout_split, read_cohort
+from medimp.data.features import ClinicalFeatures
+from medimp.data.phases import drop_phases, encoder_channels, encoder_input
 from medimp.train.config import ConfigError, PretrainConfig, TrainError
 from medimp.train.objectives import ItemFields, Objective, PretrainData, create_objective
 
@@ -54,7 +57,6 @@ def split_patients(patients: Sequence[str], val_fraction: float, seed: int
     The draw is ``medimp.data.holdout_split``'s; at least 2 patients always stay in training
     (a contrastive loss needs negatives).
     """
-    from medimp.data import holdout_split
 
     patients = sorted(set(patients))
     if len(patients) < 2:
@@ -130,7 +132,6 @@ class TabularFeaturizer:
         self.missing_indicator = missing_indicator
 
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
-        from medimp.data.features import ClinicalFeatures
 
         self.features_ = ClinicalFeatures("variables", sep="=").fit(cohort, keys)
         table = self.features_.transform(cohort, keys)
@@ -206,7 +207,6 @@ class _Items(Dataset):
 
     def _mask(self, item: dict[str, Any], i: int) -> torch.Tensor:
         """The exam's phase mask, with this epoch's phase dropout (training set only)."""
-        from medimp.data.phases import drop_phases
 
         mask = torch.as_tensor(item["phase_mask"], dtype=torch.bool)
         if self.phase_dropout > 0:
@@ -215,7 +215,6 @@ class _Items(Dataset):
         return mask
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from medimp.data.phases import encoder_input
 
         if int(self._shared_epoch[0]) != self.epoch:  # a persistent worker, at a new epoch
             self._apply_epoch(int(self._shared_epoch[0]))
@@ -290,7 +289,6 @@ class PretrainDataModule(LightningDataModule):
                  cache_dir: str | os.PathLike[str] | None = None,
                  objective: Objective | None = None) -> None:
         super().__init__()
-        from medimp.data import read_cohort
 
         self.cfg = config
         self.objective = objective or create_objective(config.method, config)
@@ -331,7 +329,6 @@ class PretrainDataModule(LightningDataModule):
                                  augment=self.augment, cache_dir=self.cache_dir,
                                  seed=config.seed, memory={} if self.in_memory else None)
         self.objective.prepare(self.data)
-        from medimp.data.phases import encoder_channels
 
         self.in_channels = encoder_channels(
             len(self.cohort.study.phases)

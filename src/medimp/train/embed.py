@@ -18,8 +18,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from medimp._io import atomic_path, output_dir
+from medimp.data import ExamDataset, read_cohort
+from medimp.data.phases import encoder_input
 from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
+from medimp.train.datamodule import collate
 
 __all__ = ["embed", "write_projector"]
 
@@ -51,11 +55,10 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     """
     import json
 
-    from medimp._io import atomic_path
-    from medimp.data import ExamDataset, read_cohort
-    from medimp.train.datamodule import collate
 
     run_dir = Path(run_dir)
+    if tensorboard is not None:  # refused before the embedding, not after minutes of it
+        _check_projector_dir(Path(tensorboard))
     if projected:
         model, prep = load_image_tower(run_dir)
     else:
@@ -87,6 +90,14 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     return df
 
 
+def _check_projector_dir(path: Path) -> None:
+    """The rule :func:`write_projector`'s ``output_dir`` applies, checked before any work."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise TrainError(f"{path} is not an empty folder; give a new folder for the TensorBoard "
+                         "projector (a second set of embeddings there would be listed beside the "
+                         "first)")
+
+
 def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
                     tag: str = "embeddings") -> Path:
     """Write an ``embed`` table to ``log_dir`` (a new or empty folder) for TensorBoard's
@@ -100,7 +111,6 @@ def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from medimp._io import output_dir
 
     cols = [c for c in df.columns if c.startswith("e") and c[1:].isdigit()]
     labels = [[str(p), str(e), str(lv)] for p, e, lv in
@@ -119,7 +129,6 @@ def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
 def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,
              mask_mode: str = "zero") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Features of every exam the loader serves, and its (patient_id, exam)."""
-    from medimp.data.phases import encoder_input
 
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []

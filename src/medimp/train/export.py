@@ -30,7 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from medimp import __version__
+from medimp._io import atomic_path, atomic_write_text, output_dir
+from medimp.data import ExamDataset, read_cohort
+from medimp.train.checkpoint import load_image_encoder, load_image_tower, load_run_info
 from medimp.train.config import TrainError
+from medimp.train.datamodule import collate
 
 __all__ = ["EXPORT_FORMATS", "ExportedEncoder", "export_run"]
 
@@ -61,7 +66,6 @@ class ExportedEncoder(nn.Module):
 
 
 def _load(run_dir: Path, projected: bool) -> tuple[ExportedEncoder, Any, dict[str, Any]]:
-    from medimp.train.checkpoint import load_image_encoder, load_image_tower, load_run_info
 
     info = load_run_info(run_dir)
     model, prep = load_image_tower(run_dir) if projected else load_image_encoder(run_dir)
@@ -86,8 +90,6 @@ def _inputs(cohort: Path | None, prep: Any, info: dict[str, Any], batch_size: in
         return out
     from torch.utils.data import DataLoader
 
-    from medimp.data import ExamDataset, read_cohort
-    from medimp.train.datamodule import collate
 
     c = read_cohort(cohort)
     if info.get("phases") and list(c.study.phase_names) != list(info["phases"]):
@@ -149,7 +151,6 @@ def _trace(model: ExportedEncoder, example: tuple[torch.Tensor, torch.Tensor]) -
 
 
 def _write_torchscript(model: ExportedEncoder, example: tuple, path: Path) -> Any:
-    from medimp._io import atomic_path
 
     traced = _trace(model, example)
     with atomic_path(path) as tmp:
@@ -220,7 +221,6 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], fmt
         TrainError: unknown format, incomplete run, missing optional package, or an export
             that does not reproduce medimp's embeddings (nothing is written then).
     """
-    from medimp._io import atomic_write_text, output_dir
 
     if fmt not in EXPORT_FORMATS:
         raise TrainError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
@@ -301,6 +301,10 @@ def model_card(record: dict[str, Any]) -> str:
     enc = record.get("image_encoder") or {}
     check = record["check"]
     inp = record["inputs"]
+    on_cohort = check["on"] != "random inputs"
+    reference = ("medimp's own embeddings (`medimp embed`)" if on_cohort else
+                 "the outputs of the run's encoder as medimp loads it (no cohort was given: "
+                 "medimp's preprocessing and `medimp embed` were not part of the check)")
     return f"""# Model card: medimp image encoder ({record.get('method')})
 
 ## What it is
@@ -329,9 +333,9 @@ of the reference phase (`{pre.get('reference_phase') or 'the first phase'}`), cl
 The full settings are `preprocess` in `medimp_export.json` (a `medimp.data.PreprocessConfig`).
 
 ## Check
-Reloaded from its file, the export gave medimp's own embeddings (`medimp embed`) on
-{check['exams']} exams ({check['on']}) to a largest absolute difference of
-{check['max_abs_diff']:.2e} (tolerance {check['atol']:g}).
+Reloaded from its file, the export gave {reference} on
+{check['exams']} {'exams' if on_cohort else 'inputs'} ({check['on']}) to a largest absolute \
+difference of {check['max_abs_diff']:.2e} (tolerance {check['atol']:g}).
 
 ## Intended use and limits
 Research on representation learning for kidney-transplant MRI. Not a medical device; not for
@@ -342,7 +346,6 @@ settings above. Versions: {json.dumps(record['versions'])}.
 
 
 def _version() -> str:
-    from medimp import __version__
 
     return str(__version__)
 

@@ -24,9 +24,12 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn.functional import normalize
 
+from medimp.models import ProjectionHead, create_image_encoder
 from medimp.models.distributed import is_distributed
-from medimp.train.config import PretrainConfig
+from medimp.train.config import PretrainConfig, TrainError
+from medimp.train.gradcache import gradcache_backward
 from medimp.train.objectives import create_objective
+from medimp.train.precision import resolve_precision
 
 # consecutive bf16/fp16 steps with a non-finite loss or gradient skipped before giving up
 _MAX_SKIPPED = 5
@@ -85,7 +88,6 @@ class PretrainModule(LightningModule):
                  tower_args: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from medimp.models import ProjectionHead, create_image_encoder
 
         self.cfg = PretrainConfig.model_validate(config)
         cfg = self.cfg
@@ -130,7 +132,6 @@ class PretrainModule(LightningModule):
         trainer = getattr(self, "_trainer", None)
         if trainer is not None:
             return str(trainer.precision)
-        from medimp.train.precision import resolve_precision
 
         return resolve_precision(self.cfg.precision, self.cfg.accelerator)
 
@@ -179,7 +180,6 @@ class PretrainModule(LightningModule):
                           f"is skipped, weights unchanged ({self.skipped_steps} skipped so far)",
                           stacklevel=2)
             return
-        from medimp.train.config import TrainError
 
         bad = [n for n, p in self.named_parameters()
                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
@@ -196,7 +196,6 @@ class PretrainModule(LightningModule):
                     defer_last: bool = False, grad_scale: float = 1.0) -> Any:
         """Gradient caching (``micro_batch_size``): accumulate the gradient of the whole batch's
         loss micro-batch by micro-batch (``medimp.train.gradcache``); returns its result."""
-        from medimp.train.gradcache import gradcache_backward
 
         return gradcache_backward(lambda b: self.embed(b, "train"),
                                   lambda e, b: self.objective.loss(self, e, b), batch,

@@ -34,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from medimp.models import ClipLoss, SigLipLoss
 from medimp.models.distributed import is_distributed
 
 if TYPE_CHECKING:
@@ -202,7 +203,6 @@ class Objective:
 
 def make_contrastive_loss(config: PretrainConfig) -> nn.Module:
     """The config's contrastive loss module (``loss.name``: clip or siglip)."""
-    from medimp.models import ClipLoss, SigLipLoss
 
     return ClipLoss() if config.loss.name == "clip" else SigLipLoss()
 

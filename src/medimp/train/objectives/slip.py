@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.functional import normalize
 
+from medimp.models import NTXentLoss, ProjectionHead
 from medimp.models.distributed import is_distributed
 from medimp.train.objectives._base import ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
@@ -68,7 +69,6 @@ class Slip(Medimp):
 
     def build(self, embed_dim: int, image_features: int = 0,
               **tower_args: Any) -> dict[str, nn.Module]:
-        from medimp.models import NTXentLoss, ProjectionHead
 
         # medimp's towers first: the same initialisation of the shared parts for a given seed
         out = super().build(embed_dim, **tower_args)
