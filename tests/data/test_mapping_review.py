@@ -86,3 +86,63 @@ def test_fingerprint_of_a_clinic_export_with_its_own_id_column(four) -> None:
     (four / "study.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     read_cohort(four)  # the export itself reads
     assert cohort_fingerprint(four) == before
+
+
+def _export(folder: Path, tx: list[str], exam_dates: list[str]) -> Path:
+    folder.mkdir()
+    pd.DataFrame({"Patient ID": ["1", "2"], "Transplant date": tx,
+                  "Graft loss": ["No", "No"]}).to_csv(folder / "patients.csv", index=False)
+    pd.DataFrame({"Patient ID": ["1", "2"], "Visit": ["M3", "M3"], "Exam date": exam_dates,
+                  "eGFR (mL/min/1.73m2)": ["50", "60"]}).to_csv(folder / "exams.csv",
+                                                                 index=False)
+    return folder
+
+
+def test_init_picks_the_date_format_that_every_date_column_fits(tmp_path) -> None:
+    """Transplant dates that fit both orders and an exam date only month-first fits: the
+    format is month-first for all (day-first from the first column made every exam date an
+    error, or worse, a wrong day count)."""
+    from medimp.data.init import init_cohort
+
+    r = init_cohort(_export(tmp_path / "us", ["03/04/2019", "11/02/2018"],
+                            ["07/15/2019", "05/11/2018"]))
+    assert r.study.dates is not None and r.study.dates.format == "%m/%d/%Y"
+
+
+def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    r = init_cohort(_export(tmp_path / "amb", ["03/04/2019", "11/02/2018"],
+                            ["07/06/2019", "05/05/2018"]))
+    [note] = [g for g in r.guesses if g.startswith("dates.format")]
+    assert "ambiguous" in note and "%m/%d/%Y" in note, note
+    r = init_cohort(_export(tmp_path / "eu", ["13/04/2019", "11/02/2018"],
+                            ["07/06/2019", "05/05/2018"]))
+    [note] = [g for g in r.guesses if g.startswith("dates.format")]
+    assert r.study.dates is not None and r.study.dates.format == "%d/%m/%Y"
+    assert "ambiguous" not in note, note
+
+
+def test_init_takes_the_patient_id_not_a_donor_id_before_it(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    folder = _export(tmp_path / "donor", ["03/04/2019", "13/02/2018"],
+                     ["07/06/2019", "05/05/2018"])
+    pats = pd.read_csv(folder / "patients.csv", dtype=str)
+    pats.insert(0, "Donor ID", ["D9", "D8"])
+    pats.to_csv(folder / "patients.csv", index=False)
+    r = init_cohort(folder)
+    assert r.study.columns == {"Patient ID": "patient_id", "Visit": "exam"}
+
+
+def test_a_unit_of_another_quantity_on_an_outcome_column_is_an_error(four) -> None:
+    """units: µmol/L on an eGFR outcome made it a creatinine: its 40-60 values became
+    0.5-0.7 'mg/dL' (all within creatinine's range) and every patient a poor status."""
+    from medimp.data import CohortError
+
+    _yaml_lines(four, "units:", "  egfr_y2: umol/L", "  followup_days: mg/dL")
+    with pytest.raises(CohortError) as ei:
+        read_cohort(four)
+    text = [p.problem for p in ei.value.problems]
+    assert any("'egfr_y2'" in t and "µmol/L" in t and "egfr" in t for t in text), text
+    assert any("'followup_days'" in t and "mg/dL" in t and "days" in t for t in text), text
