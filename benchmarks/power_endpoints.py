@@ -29,6 +29,7 @@ Writes benchmarks/results/power_endpoints.json and prints the table of docs/eval
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -102,14 +103,19 @@ def _method(tables, ids, y, target, splits, tables_by_run, Cs):
     return probs, preds
 
 
-def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
-    """The evaluation's paired test (``medimp.evaluate.endpoints.paired``) of each metric."""
+def _compare(y, target, tests, ratio, a, b, *, one_run: bool = False
+             ) -> dict[str, dict[str, float]]:
+    """The evaluation's paired test (``medimp.evaluate.endpoints.paired``) of each metric;
+    ``one_run``: the first run of each method only, taken as fixed features (no seed part:
+    what the endpoint itself can see)."""
+    if one_run:
+        a, b = ([x[:1] for x in a], [x[:1] for x in b])
     out = {}
     for name, fn, which, truth in (("auc", auc, 0, y), ("brier", brier, 0, y),
                                    ("r2", r2, 1, target)):
         va = np.stack([fold_metric(truth, s, tests, fn) for s in a[which]])
         vb = np.stack([fold_metric(truth, s, tests, fn) for s in b[which]])
-        pc = paired(name, va, vb, ratio)
+        pc = paired(name, va, vb, ratio, learned=(not one_run, not one_run))
         out[name] = {"diff": pc.estimate, "p": pc.p_value, "se": pc.se,
                      "mdd": pc.min_detectable_diff, "df": pc.df,
                      "run_sd": float(np.nanmean(va, axis=1).std(ddof=1))}
@@ -130,14 +136,16 @@ def one_rep(n: int, rep: int, args) -> dict:
                   for k, v in runs.items()}
         return {"n": n, "rep": rep, "n_known": len(y), "n_pos": int(y.sum()),
                 "null": _compare(y, target, tests, ratio, fitted["a"], fitted["a2"]),
-                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"])}
+                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"]),
+                "alt_fixed": _compare(y, target, tests, ratio, fitted["a"], fitted["b"],
+                                      one_run=True)}
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return c - h, c + h
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -160,6 +168,11 @@ def summarise(rows: list[dict]) -> list[dict]:
             row[f"mdd_{m}"] = float(np.mean([r["alt"][m]["mdd"] for r in sub]))
             row[f"power_{m}"] = float(np.mean([r["alt"][m]["p"] < 0.05 for r in sub]))
             row[f"run_sd_{m}"] = float(np.mean([r["null"][m]["run_sd"] for r in sub]))
+            fixed = [r["alt_fixed"][m] for r in sub]
+            row[f"fixed_diff_{m}"] = float(np.mean([f["diff"] for f in fixed]))
+            row[f"fixed_mdd_{m}"] = float(np.mean([f["mdd"] for f in fixed]))
+            row[f"fixed_t_{m}"] = float(np.mean([f["diff"] / f["se"] for f in fixed]))
+            row[f"fixed_power_{m}"] = float(np.mean([f["p"] < 0.05 for f in fixed]))
         out.append(row)
     return out
 
@@ -168,6 +181,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[80, 200, 400])
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--reps-per-size", type=int, nargs="+", default=None,
+                    help="repetitions of each size (default --reps for all)")
+    ap.add_argument("--summarise", action="store_true",
+                    help="only summarise the repetitions already in the .jsonl beside --out")
     ap.add_argument("--repeats", type=int, default=3, help="outer CV repeats (5-fold)")
     ap.add_argument("--sigma", type=float, default=1.5, help="noise sd of methods A, A'")
     ap.add_argument("--sigma-b", type=float, default=3.0, help="noise sd of method B")
@@ -180,14 +197,38 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/power_endpoints.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    rows = Parallel(n_jobs=args.jobs)(delayed(one_rep)(n, rep, args)
-                                      for n in args.sizes for rep in range(args.reps))
+    # sizes interleaved, each repetition appended to a .jsonl beside --out as it finishes:
+    # a run stopped early still leaves its repetitions (--summarise summarises that file)
+    reps = dict(zip(args.sizes, args.reps_per_size or [args.reps] * len(args.sizes),
+                    strict=True))
+    order = [(n, rep) for rep in range(max(reps.values())) for n in args.sizes
+             if rep < reps[n]]
+    log = args.out.with_suffix(".jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.summarise:
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    else:
+        log.write_text("")
+        for row in Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
+                delayed(one_rep)(n, rep, args) for n, rep in order):
+            rows.append(row)
+            with log.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
     table = summarise(rows)
     minutes = (time.perf_counter() - t0) / 60
     write_result("power_endpoints", {"args": {k: (str(v) if isinstance(v, Path) else v)
                                               for k, v in vars(args).items()},
                                      "minutes": minutes, "summary": table, "reps": rows},
                  args.out, show=False)
+    print("\nthe same pair, one run each taken as fixed features (the endpoint alone):")
+    print("| n | ΔAUC | MDD | mean t | power | ΔR² | MDD | mean t | power |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in table:
+        cells = " | ".join(f"{r[f'fixed_diff_{m}']:+.3f} | {r[f'fixed_mdd_{m}']:.3f} | "
+                           f"{r[f'fixed_t_{m}']:.1f} | {r[f'fixed_power_{m}']:.2f}"
+                           for m in ("auc", "r2"))
+        print(f"| {r['n']} | {cells} |")
     for r in table:
         print(f"n={r['n']}: sd between runs of one method: AUC {r['run_sd_auc']:.3f}, "
               f"R² {r['run_sd_r2']:.3f}, Brier {r['run_sd_brier']:.4f}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -262,6 +262,10 @@ DEFAULT_RANGES: dict[str, Range] = {
 }
 
 
+#: the words PyYAML reads as a boolean (YAML 1.1), by the boolean
+_YAML_BOOL = {True: ("yes", "true", "on"), False: ("no", "false", "off")}
+
+
 class DateColumns(_Strict):
     """Date columns of a clinic's export, turned into the day counts medimp reads.
 
@@ -342,6 +346,28 @@ class Study(_Strict):
     dates: DateColumns | None = Field(
         None, description="Date columns that give days_post_transplant, graft_loss_days and "
         "followup_days (days from the transplant date).")
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        """``{Yes: 1, No: 0}`` unquoted is YAML's ``{true: 1, false: 0}``: the key stands
+        for the words YAML reads as that boolean (yes/true/on, no/false/off)."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for col, words in v.items():
+            if not isinstance(words, dict):
+                out[col] = words
+                continue
+            mapped: dict[Any, Any] = {}
+            for word, number in words.items():
+                if isinstance(word, bool):
+                    for spelling in _YAML_BOOL[word]:
+                        mapped.setdefault(spelling, number)
+                else:
+                    mapped[str(word) if isinstance(word, int | float) else word] = number
+            out[col] = mapped
+        return out
 
     @field_validator("units")
     @classmethod

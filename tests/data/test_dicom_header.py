@@ -234,3 +234,20 @@ def test_a_malformed_geometry_vector_is_one_clear_error(tmp_path: Path, attrs: d
     with pytest.raises(DicomSeriesError, match=f"{what} is .* in {files[1].name}") as info:
         read_volume(tmp_path / "s")
     assert Path(info.value.file) == files[1]
+
+
+def test_a_series_crossing_midnight_under_one_acquisition_date(dicom_cohort: Path,
+                                                                tmp_path: Path) -> None:
+    """Scanners that stamp every image with the series' AcquisitionDate: the times of day turn
+    at midnight, the date does not. Read with the date, the frames after midnight came a day
+    early, first in the series (silently the wrong phases)."""
+    root = make_classic_dicom_cohort(dicom_cohort, tmp_path / "c", max_dynamic=1,
+                                     order="AcquisitionTime")
+    folder = _dce(root)
+    before = read_series(folder)
+    files = sorted(folder.iterdir())
+    _shift_clock(files, "235830")
+    _set(files, AcquisitionDate="20241231")
+    after = read_series(folder)
+    np.testing.assert_allclose(after.times, TIMES, atol=1e-3)
+    np.testing.assert_array_equal(after.array, before.array)

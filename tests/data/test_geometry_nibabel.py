@@ -90,3 +90,21 @@ def test_the_double_oblique_volume_of_the_old_bug_has_no_zero_spacing(tmp_path: 
     suggestion = suggest_preprocess([{"fov_mm": list(field_of_view(aff, SHAPE)),
                                       "spacing_ras": list(spacing)}])
     assert min(suggestion["native_spacing"]) >= 2.7
+
+
+def test_a_nifti_header_nibabel_refuses_leaves_the_geometry_unknown(tmp_path: Path) -> None:
+    """An unknown datatype code: nibabel raises its HeaderDataError, which escaped the header
+    checks and stopped pretrain's preflight (it never raises on bad data); the reader names
+    the file as corrupt."""
+    import struct
+
+    from medimp.data._errors import CorruptFileError
+
+    path = tmp_path / "bad.nii"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), _affine(np.eye(3))), path)
+    raw = bytearray(path.read_bytes())
+    raw[70:72] = struct.pack("<h", 999)  # datatype
+    path.write_bytes(bytes(raw))
+    assert header_geometry(path) is None
+    with pytest.raises(CorruptFileError):
+        read_volume(path)

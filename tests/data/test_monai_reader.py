@@ -85,3 +85,24 @@ def test_dynamic_series_frames_become_channels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(img[2]), read_series(path).array[..., 2])
     with pytest.raises(InvalidVolumeError, match="4D image"):
         MedimpReader().read(path)  # one 3D volume expected without dynamic=True
+
+
+def test_a_series_uid_reader_also_reads_nifti_keys(tmp_path: Path) -> None:
+    """One MedimpReader(series_uid=...) behind LoadImaged serves a DICOM folder and NIfTI keys;
+    a NIfTI file used to fail with a bare TypeError from the reader's constructor."""
+    from pydicom.uid import generate_uid
+
+    from medimp.data._errors import VolumeReadError
+
+    uid = generate_uid()
+    arr = np.random.default_rng(0).integers(0, 100, (8, 8, 5)).astype(np.float32)
+    write_dicom_series(tmp_path / "dcm", arr, series_uid=uid)
+    write_dicom_series(tmp_path / "dcm", arr + 1, series_uid=generate_uid(), prefix="other")
+    nii = write_nifti(tmp_path / "pre.nii.gz")
+    load = medimp_only(LoadImaged(keys=["pre", "dce"], reader=MedimpReader(series_uid=uid),
+                                  image_only=True))
+    out = load({"pre": nii, "dce": tmp_path / "dcm"})
+    np.testing.assert_array_equal(np.asarray(out["pre"]), read_volume(nii).array)
+    np.testing.assert_array_equal(np.asarray(out["dce"]), arr)
+    with pytest.raises(VolumeReadError, match=r"series_uid .* DICOM folder"):
+        read_volume(nii, series_uid=uid)

@@ -48,6 +48,8 @@ def role_of_words(text: str) -> str | None:
     words = set(re.split(r"[^a-z0-9%]+", t))
     if "gfr" in t or "dfg" in words or "mdrd" in words or "ckd" in t:
         return "egfr"
+    if "clear" in t or "clair" in t or words & {"crcl", "clcr", "cockcroft"}:
+        return None  # a creatinine clearance (mL/min) is a rate, not a concentration
     if "creat" in t:
         if words & {"cv", "sd", "std", "%"} or "variab" in t or "fluct" in t:
             return "creatinine_cv"

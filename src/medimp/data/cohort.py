@@ -30,6 +30,8 @@ from medimp.data._checks import (
     check_exams,
     check_labels,
     check_manifest,
+    check_mapping_keys,
+    check_outcome_days,
     check_patients,
     check_references,
     check_study_columns,
@@ -427,6 +429,8 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
         check_study_columns(study, exams, patients, col)
         check_ranges(study, {"exams": exams, "patients": patients}, col.report, where_of)
         convert_units(study, {"exams": exams, "patients": patients})
+        check_outcome_days(study, patients, col)
+        check_mapping_keys(study, tables, col)
         if manifest is not None:
             strict = study.strict_paths if strict_paths is None else strict_paths
             check_paths_inside(root, manifest, strict, col.report, where_of)

@@ -129,15 +129,22 @@ def clock_seconds(value: Any, date: Any = None) -> float:
 
 
 def unwrap_midnight(seconds: np.ndarray) -> np.ndarray:
-    """Times of day (s since midnight) of one series that crosses midnight, made continuous.
+    """Times of one series that crosses midnight, made continuous.
 
     A dynamic series lasts minutes: when its times of day span more than 12 hours, the early
-    ones (before noon) are the next day's. Times with a date (> one day) are returned as given.
+    ones (before noon) are the next day's. Times with a date (seconds since 1970) that span
+    more than 12 hours are read the same way from their times of day: some scanners stamp
+    every image with the series' ``AcquisitionDate``, which then does not turn at midnight
+    while the ``AcquisitionTime`` does. Times within 12 hours are returned as given.
     """
     t = np.asarray(seconds, dtype=np.float64)
-    if t.size and float(t.max()) < _DAY and float(t.max() - t.min()) > _DAY / 2:
-        t = np.where(t < _DAY / 2, t + _DAY, t)
-    return t
+    if not t.size or float(t.max() - t.min()) <= _DAY / 2:
+        return t
+    day0 = np.floor(float(t.min()) / _DAY) * _DAY
+    tod = t - np.floor(t / _DAY) * _DAY  # time of day
+    if float(tod.max() - tod.min()) > _DAY / 2:
+        tod = np.where(tod < _DAY / 2, tod + _DAY, tod)
+    return day0 + tod
 
 
 def _clock(value: Any, date: Any = None) -> float | None:

@@ -71,8 +71,9 @@ class MedimpReader(MonaiImageReader):
              **kwargs: Any) -> list[Volume | DynamicSeries] | Volume | DynamicSeries:
         """Read each path with medimp's checks (errors name the file and the fix)."""
         read = read_series if self.dynamic else read_volume
-        out = [read(p, series_uid=self.series_uid, check_finite=self.check_finite)
-               for p in _paths(data)]
+        # series_uid picks a series in a DICOM folder; one reader may serve NIfTI keys as well
+        out = [read(p, series_uid=self.series_uid if p.is_dir() else None,
+                    check_finite=self.check_finite) for p in _paths(data)]
         return out if len(out) > 1 else out[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:

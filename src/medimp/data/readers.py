@@ -85,7 +85,11 @@ def _make_reader(path: Path, reader: str | None, series_uid: str | None,
                  check_finite: bool) -> ImageReader:
     reader = reader or _guess_reader(path)
     kwargs: dict[str, Any] = {"check_finite": check_finite}
-    if series_uid is not None or reader == "dicom":
+    if series_uid is not None and reader != "dicom":
+        raise VolumeReadError(
+            f"series_uid {series_uid} was given for a {reader} file; it chooses a series in a "
+            "DICOM folder", file=path, fix="give series_uid only for a DICOM series folder")
+    if reader == "dicom":
         kwargs["series_uid"] = series_uid
     return get_reader(reader, **kwargs)
 

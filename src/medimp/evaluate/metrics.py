@@ -126,6 +126,8 @@ class RegressionRecord(_Model):
     probe: Literal["ridge"] = "ridge"
     n_samples: int | None = None
     horizon_years: int | None = None
+    split: Literal["cv"] = Field("cv", description="cross-validated; external records are in "
+                                 "MetricsFile.external")
 
     _fin = field_validator("r2", "r2_ci_low", "r2_ci_high", "mae", "mae_ci_low",
                            "mae_ci_high", "spearman", "spearman_ci_low",

@@ -59,6 +59,8 @@ class FitConfig:
     horizons: tuple[int, ...] = (2, 3, 4)
     threshold: float | None = None
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    pca_ks: tuple[int, ...] = (0, 2, 4, 8)
     inner_splits: int = 3
     seed: int = 0
     continuous: bool = True
@@ -129,14 +131,17 @@ def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: in
         if features == "combined":
             from medimp.evaluate.added import CombinedLogisticProbe
 
-            return CombinedLogisticProbe(n_clinical=n_clinical, Cs=tuple(cfg.Cs),
+            return CombinedLogisticProbe(n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
                                          inner_splits=cfg.inner_splits, seed=cfg.seed)
         return create_probe("logistic", None, Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
                             seed=cfg.seed, impute=features == "clinical")
 
-    ks = (0, 2, 4, 8) if features == "combined" else (0,)
-    return RidgeProbe(method_kind=features, n_clinical=n_clinical, ks=ks,
-                      inner_splits=cfg.inner_splits, seed=cfg.seed)
+    # as the evaluation's own CV builds them (medimp.evaluate.endpoints)
+    opts: dict[str, Any] = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
+                            "seed": cfg.seed, "method_kind": features}
+    if features == "combined":
+        opts |= {"n_clinical": n_clinical, "ks": tuple(cfg.pca_ks)}
+    return RidgeProbe(**opts)
 
 
 def fit_model(table: pd.DataFrame, cohort: Cohort, targets: pd.DataFrame, *, model: str,

@@ -160,6 +160,7 @@ def build_folder(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any]
     meta = {"medimp_version": __version__, "sklearn_version": sklearn.__version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     config = {"horizons": list(cfg.horizons), "threshold": cfg.threshold, "Cs": list(cfg.Cs),
+              "ridge_alphas": list(cfg.ridge_alphas), "pca_ks": list(cfg.pca_ks),
               "inner_splits": cfg.inner_splits, "seed": cfg.seed, "level": "patient_mean"}
     return ModelFolder(models=models, runs=runs, clinical=builder if clinical is not None
                        else None, dev=dev, config=config, meta=meta)
