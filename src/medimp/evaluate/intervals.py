@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
 from medimp.evaluate.scoring import auc
 
@@ -161,14 +161,30 @@ def minimal_detectable_difference(se: float, df: float = np.inf, alpha: float = 
         return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * se)
     crit = float(stats.t.ppf(1 - alpha / 2, df))
 
-    def short(nc: float) -> float:  # the far tail underflows (NaN in scipy) to 0
-        upper, lower = stats.nct.sf(crit, df, nc), stats.nct.cdf(-crit, df, nc)
-        return float(np.nan_to_num(upper) + np.nan_to_num(lower)) - power
+    def short(nc: float) -> float:
+        return _rejection(crit, df, nc) - power
 
     hi = crit + 2.0
-    while short(hi) < 0:
-        hi += 2.0
+    while short(hi) < 0 and hi < 1e4:
+        hi *= 2.0
+    if short(hi) < 0:
+        return float("inf")
     return float(optimize.brentq(short, 0.0, hi, xtol=1e-6) * se)
+
+
+def _rejection(crit: float, df: float, nc: float) -> float:
+    """P(|T| > crit) for T noncentral t (df, nc): ``scipy.stats.nct``; where its series does
+    not converge (very few df), the same probability by integrating over the chi-square of
+    the denominator."""
+    upper, lower = stats.nct.sf(crit, df, nc), stats.nct.cdf(-crit, df, nc)
+    if np.isfinite(upper) and np.isfinite(lower):
+        return float(upper + lower)
+
+    def given_v(v: float) -> float:
+        c = crit * np.sqrt(v / df)
+        return float((stats.norm.sf(c - nc) + stats.norm.cdf(-c - nc)) * stats.chi2.pdf(v, df))
+
+    return float(integrate.quad(given_v, 0, np.inf, limit=200)[0])
 
 
 def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],
