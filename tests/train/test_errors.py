@@ -287,3 +287,19 @@ def test_full_disk_says_so_and_where(simulated_cohort, train_cache, tmp_path) ->
                                f"{disk / 'run'}"), line
         assert "the disk is full" in line
         assert not list((disk / "run").rglob(".*.tmp*"))  # no half-written file left behind
+
+
+def test_resume_may_change_precision_after_a_non_finite_stop(simulated_cohort, tiny_config,
+                                                               tmp_path) -> None:
+    """A bf16 run stopped by non-finite steps is told to resume with precision 32: that
+    resume (and a smaller micro-batch, the same gradient) continues instead of being refused
+    as a changed configuration."""
+    from medimp.train.checkpoint import read_checkpoint
+
+    run = pretrain(simulated_cohort, tmp_path / "run",
+                   tiny_config("method=image_ssl", "augment={}", "precision=bf16-mixed",
+                               "stop_after_epochs=1"), progress=False)
+    pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}",
+                                                "precision=32", "micro_batch_size=2"),
+             resume=True, progress=False)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
