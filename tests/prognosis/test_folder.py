@@ -81,3 +81,18 @@ def test_emptied_run_hashes_do_not_skip_the_check(tmp_path: Path) -> None:
     (run / "model.safetensors").write_bytes(b"other weights")
     with pytest.raises(PrognosisError, match="hash"):
         check_runs(read_model(root).runs)
+
+
+def test_predict_refuses_to_write_into_the_model_folder(tmp_path: Path) -> None:
+    """predictions.csv inside MODEL/ would make the folder unreadable (a foreign entry)."""
+    import medimp
+
+    root, _ = model_folder(tmp_path)
+    cohort = tmp_path / "cohort"  # refused before the cohort is looked at
+    with pytest.raises(PrognosisError, match="inside the model folder"):
+        medimp.predict(root, cohort, root / "predictions.csv")
+    with pytest.raises(PrognosisError, match="inside the model folder"):
+        medimp.predict(root, cohort, root / "sub" / ".." / "p.csv")
+    assert sorted(p.name for p in root.iterdir()) == ["arrays.safetensors", "model.json",
+                                                      "model_card.md"]
+    read_model(root)
