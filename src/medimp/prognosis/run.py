@@ -361,6 +361,10 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
             a cohort whose phases or clinical columns differ from the model's.
     """
 
+    if out is not None and Path(model_dir).resolve() in Path(out).resolve().parents:
+        raise PrognosisError(f"--out {out} is inside the model folder {model_dir}, which may "
+                             "hold only its own files (the next predict would refuse it); "
+                             "write the predictions elsewhere")
     if out is not None and Path(out).exists() and not overwrite:
         raise PrognosisError(f"{out} exists; pass --overwrite to replace it or choose another "
                              "--out")
