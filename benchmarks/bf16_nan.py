@@ -1,12 +1,12 @@
 """Reproduce (and locate) the non-finite losses of ``precision: bf16-mixed`` on the CPU.
 
-The setting of issue 13: ``clip_rn50_3d`` at 32×48×64, one phase per sample
-(``phase_mode: single``), a 12-layer BERT-sized text encoder (random weights built here, nothing
-downloaded) with ``freeze: first:11``, batch 8, lr 1e-4, a simulated cohort. The loop is the one
-Lightning runs for ``bf16-mixed`` (autocast around the step, backward outside it, gradient
-clipping at 1.0, AdamW with warm-up), instrumented: after every step it reports the loss, the
-gradient norm, and, at the first non-finite value, the first module (in forward order) whose
-output was non-finite, and which parameters were non-finite.
+The setting of the bf16 investigation (docs/train.md): ``clip_rn50_3d`` at 32×48×64, one phase
+per sample (``phase_mode: single``), a 12-layer BERT-sized text encoder (random weights built
+here, nothing downloaded) with ``freeze: first:11``, batch 8, lr 1e-4, a simulated cohort. The
+loop is the one Lightning runs for ``bf16-mixed`` (autocast around the step, backward outside
+it, gradient clipping at 1.0, AdamW with warm-up), instrumented: after every step it reports the
+loss, the gradient norm, and, at the first non-finite value, the first module (in forward order)
+whose output was non-finite, and which parameters were non-finite.
 
 Run: ``PYTHONPATH=src python benchmarks/bf16_nan.py [--steps 20] [--channels-last]
 [--precision bf16-mixed|32]``. Writes ``benchmarks/results/bf16_nan.json``.
@@ -26,6 +26,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 from _common import add_setup_args, bert_and_cohort, write_result
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 10
+BENCH_SMALL = ['--steps', '1', '--patients', '10']
 
 SHAPE = (32, 48, 64)
 

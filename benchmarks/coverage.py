@@ -57,6 +57,10 @@ from medimp.evaluate.scoring import auc
 
 RUNS = (1, 2, 3, 5)
 FOLDS, REPEATS = 5, 5
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 40
+BENCH_SMALL = ['--reps', '2', '--truth-draws', '5']
 
 
 def expit(z: np.ndarray) -> np.ndarray:

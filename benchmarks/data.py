@@ -1,4 +1,4 @@
-"""Benchmark of the data pipeline (issue 3): what the cache buys, and whether loading keeps up.
+"""Benchmark of the data pipeline: what the cache buys, and whether loading keeps up.
 
 1. One epoch over a simulated cohort read and preprocessed from NIfTI (no cache) versus the same
    epoch read from the preprocessing cache (target: ≥ 5× faster).
@@ -12,7 +12,6 @@ Writes ``benchmarks/results/data.json`` and prints a table. Run from the reposit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,11 +24,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _common import write_result
 from torch.utils.data import DataLoader
 
-from medimp._io import atomic_write_text
 from medimp.data import AugmentConfig, ExamDataset, PreprocessConfig, read_cohort
 from medimp.simulate import simulate_cohort
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--patients', '10', '--shape', '16', '--epochs', '1', '--repeats', '1',
+    '--train-steps', '1']
 
 RESULTS = Path(__file__).resolve().parent / "results" / "data.json"
 
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1min": os.getloadavg()[0],
         "targets": {"cached_speedup": 5.0, "cached_aug_exams_per_s": 100.0},
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2))
+    write_result("data", result, args.out, show=False)
     rows = [
         ("epoch, uncached (read + preprocess)", f"{t_unc:.2f} s", f"{n_exams / t_unc:.0f} exams/s"),
         ("epoch, cached", f"{t_cac:.2f} s", f"{n_exams / t_cac:.0f} exams/s"),

@@ -1,4 +1,4 @@
-"""How long the demo takes, before and after the issue-13 speed-ups, on a cut-down demo.
+"""How long the demo takes, before and after its speed-ups (docs/train.md), on a cut-down demo.
 
 Runs ``medimp.demo.run_demo`` end to end (simulate, prompts, pretraining, evaluation, report)
 on the demo's cohort (80 simulated patients, 32³, the narrow ResNet-10, batch 16, the full
@@ -21,6 +21,10 @@ Prints a table and writes benchmarks/results/demo_speed.json. The pretraining st
 is extrapolated from the per-epoch figures (stated in the JSON, never timed in a test).
 
     PYTHONPATH=src python benchmarks/demo_speed.py [--epochs 2] [--seeds 2] [--rounds 1]
+
+``--settings after`` times the demo as it is now only (no ``before``, no second evaluation):
+the estimate of the full demo's time on a machine, e.g. one emulated as AVX2-only with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from _common import write_result
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 15
+BENCH_SMALL = ['--patients', '10', '--epochs', '1', '--seeds', '1']
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,11 +70,11 @@ def _eval_only(out: Path, seeds: int) -> dict[str, Any]:
 
     from medimp.demo import DemoConfig
     from medimp.evaluate import EvalConfig, evaluate
+    from medimp.train.replicates import method_seed_runs
 
     demo = out / "after"
-    d = DemoConfig()
-    runs = {m: [demo / "runs" / m / f"seed{s}" for s in range(d.seed, d.seed + seeds)]
-            for m in d.methods}
+    d = DemoConfig(seeds=seeds)
+    runs = method_seed_runs(demo / "runs", d.methods, d.seed_list())
     cfg = EvalConfig(n_splits=d.folds, repeats=d.repeats, n_bootstrap=d.bootstrap,
                      seed=d.seed, **{**d.evaluation, "n_jobs": 1})
     t0 = time.perf_counter()
@@ -95,6 +104,36 @@ def _epochs(out: Path) -> dict[str, Any]:
     return {f"epoch_s_{k}": round(float(pd.Series(v).median()), 2) for k, v in res.items()}
 
 
+def _after_only(args: argparse.Namespace) -> None:
+    """The demo as it is now, once: stage times, seconds per epoch, and the full demo's time
+    extrapolated to its own epochs and seeds (pretraining scales with epochs x seeds, the
+    evaluation with the runs; an estimate, stated as such)."""
+    from medimp.demo import DemoConfig
+
+    res = _demo(args.out, "after", args.epochs, args.seeds, args.patients)
+    epochs = _epochs(args.out)
+    full = DemoConfig()
+    st = res["stages_s"]
+    seeds = full.seeds / args.seeds
+    # the runs measured (start-up and first epochs included) for every seed, plus the
+    # remaining epochs at the measured seconds per epoch, res["jobs"] runs at a time
+    more = (full.epochs - args.epochs) * sum(
+        v for k, v in epochs.items() if k.startswith("epoch_s_after_")) * full.seeds
+    estimate = (st.get("simulate", 0) + st.get("prompts", 0) + st.get("report", 0)
+                + st.get("pretrain", 0) * seeds + more / max(res["jobs"], 1)
+                + st.get("evaluate", 0) * seeds)
+    write_result("demo_speed_after", {
+        "config": {"patients": args.patients, "epochs": args.epochs, "seeds": args.seeds,
+                   "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+                   "isa": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY",
+                                                           "ONEDNN_MAX_CPU_ISA")}},
+        **res, **epochs,
+        "full_demo_estimate_s": round(estimate, 1),
+        "estimate_note": f"pretrain x {full.seeds}/{args.seeds} seeds + {full.epochs} - "
+                         f"{args.epochs} more epochs at the median s/epoch, {res['jobs']} runs "
+                         f"at a time; evaluate x {full.seeds}/{args.seeds}"})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/medimp_demo_speed"))
@@ -102,7 +141,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--patients", type=int, default=80)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--settings", nargs="+", default=["before", "after"],
+                    choices=["before", "after"])
     args = ap.parse_args()
+    if args.settings == ["after"]:
+        _after_only(args)
+        return
 
     from medimp.demo import DemoConfig, demo_jobs
 

@@ -10,7 +10,6 @@ protocol. Writes benchmarks/results/evaluate.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -19,10 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 
-from medimp._io import atomic_write_text
 from medimp.evaluate import EvalConfig, evaluate
 from medimp.simulate import simulate_cohort
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 3
+BENCH_SMALL = ['--patients', '20', '--methods', '1']
 
 PROTOCOLS = {
     "quick (2x3-fold, patient_mean+exam, logistic, 200 boot)": EvalConfig(
@@ -67,12 +71,11 @@ def main() -> None:
     report = {"patients": args.patients, "methods": args.methods + 2, "dim": args.dim,
               "cpu_count": os.cpu_count(), "machine": platform.machine(),
               "omp_threads": os.environ.get("OMP_NUM_THREADS"), "results": results}
-    out = Path(__file__).parent / "results" / "evaluate.json"
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    write_result("evaluate", report, show=False)
     print(f"{'protocol':58s} {'wall s':>7s} {'records':>8s} {'s/cv run':>9s}")
     for r in results:
         print(f"{r['protocol']:58s} {r['wall_s']:7.1f} {r['records']:8d} {r['s_per_cv_run']:9.2f}")
-    print(f"(+clinical_only, oracle; {args.patients} patients; written to {out})")
+    print(f"(+clinical_only, oracle; {args.patients} patients)")
 
 
 if __name__ == "__main__":

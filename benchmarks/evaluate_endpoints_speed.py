@@ -17,14 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 
 from medimp.evaluate import EvalConfig, evaluate
 from medimp.simulate import simulate_cohort
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--patients', '30', '--methods', '1', '--runs', '1', '--repeats', '1']
 
 
 def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list]:
     exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str, "exam": str})
     rng = np.random.default_rng(0)
+    names = ["medimp", "random_init", "image_ssl", "tabular_clip"]
+    names += [f"method{i}" for i in range(len(names), n_methods)]
     out: dict[str, list] = {}
     for m in range(n_methods):
         for _ in range(n_runs):
@@ -32,7 +40,7 @@ def _runs(cohort: Path, n_methods: int, n_runs: int, dim: int) -> dict[str, list
             df["level"] = "exam"
             feats = pd.DataFrame(rng.normal(size=(len(df), dim)),
                                  columns=[f"e{i}" for i in range(dim)])
-            out.setdefault(f"method{m}", []).append(pd.concat([df, feats], axis=1))
+            out.setdefault(names[m], []).append(pd.concat([df, feats], axis=1))
     return out
 
 
@@ -52,6 +60,7 @@ def main() -> None:
     modes = {"before": extras, "after": {}}
     if args.only != "both":
         modes = {args.only: modes[args.only]}
+    result: dict[str, dict[str, float | int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cohort = simulate_cohort(Path(tmp) / "cohort", args.patients, shape=(16, 16, 16),
                                  seed=0, workers=1, progress=False)
@@ -59,13 +68,19 @@ def main() -> None:
         for name, kw in modes.items():
             cfg = EvalConfig(n_splits=5, repeats=args.repeats, survival_event="poor_status",
                              retrieval=False, n_jobs=args.jobs, **kw)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             res = evaluate(cohort, methods, Path(tmp) / f"eval_{name}", cfg)
-            sec = time.perf_counter() - t
+            sec, cpu = time.perf_counter() - t, time.process_time() - cpu
             m = res.metrics
             n_reg = len(getattr(m, "regression", []) or [])
-            print(f"{name}: {sec:.1f} s, {len(m.records)} binary records, {n_reg} regression "
-                  f"records, {len(m.comparisons)} comparisons (jobs={args.jobs})", flush=True)
+            print(f"{name}: {sec:.1f} s wall, {cpu:.1f} s CPU of this process (the whole "
+                  f"evaluation with --jobs 1), {len(m.records)} binary records, {n_reg} "
+                  f"regression records, {len(m.comparisons)} comparisons (jobs={args.jobs})",
+                  flush=True)
+            result[name] = {"wall_s": round(sec, 2), "cpu_s_main_process": round(cpu, 2),
+                            "binary_records": len(m.records), "regression_records": n_reg,
+                            "comparisons": len(m.comparisons)}
+    write_result("evaluate_endpoints_speed", {"args": vars(args), **result}, show=False)
 
 
 if __name__ == "__main__":

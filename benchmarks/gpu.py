@@ -42,6 +42,12 @@ HERE = Path(__file__).resolve()
 
 from lightning.pytorch import Callback  # noqa: E402 - after the offline settings
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = None
+BENCH_SKIP = 'needs CUDA GPUs (its --cpu check: gloo processes on the CPU, no timing)'
+BENCH_SMALL = ['--cpu', '--gpus', '1', '--steps', '2', '--warmup', '1']
+
 
 def _config(args: argparse.Namespace) -> Any:
     from medimp.train.config import load_config

@@ -20,6 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--batches', '4', '--micro', '2']
+
 SHAPE = (48, 48, 48)
 
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from _common import write_result
+from _common import timeit, write_result
 
 from medimp.data import read_cohort, read_volume, validate_cohort
 from medimp.study import default_study, save_study
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 2
+BENCH_SMALL = ['--patients', '50', '--files', '4']
 
 EXAMS = ("D15", "D30", "M3", "M12")
 PHASES = ("pre", "arterial", "tubular")
@@ -51,12 +55,7 @@ def _tables(root: Path, n: int, n_files: int, shape: tuple[int, int, int]) -> in
 
 
 def _time(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return timeit(fn, repeats=repeat, warmup=0).best
 
 
 def main() -> None:

@@ -9,14 +9,18 @@ Writes benchmarks/results/models.json and prints a table. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import torch
+from _common import write_result
 
-from medimp._io import atomic_write_text
 from medimp.models import create_image_encoder, create_text_encoder
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--quick']
 
 WORDS = ["low", "normal", "high", "very low", "very high"]
 VARS = ["donor age", "GFR", "creatinine", "recipient age"]
@@ -83,7 +87,7 @@ def main() -> None:
     result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "cpu": platform.processor()},
               "text": text, "image": image}
-    atomic_write_text(args.out, json.dumps(result, indent=2))
+    write_result("models", result, args.out, show=False)
     print(f"{'text freeze':<12}{'cache':<7}{'epoch 1 s':>10}{'later epoch s':>15}"
           f"{'later step ms':>15}")
     for r in text:

@@ -42,6 +42,11 @@ from medimp.evaluate.probes import LogisticProbe
 from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import poor_status, simulate_clinical
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 10
+BENCH_SMALL = ['--reps', '2', '--sizes', '80', '--deltas', '0.1']
+
 DIMS = 8
 
 

@@ -35,19 +35,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import write_result
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from medimp.data import Cohort
 from medimp.evaluate.calibration import brier
+from medimp.evaluate.compare import holm
 from medimp.evaluate.cv import cross_validate, make_splits
-from medimp.evaluate.endpoints import paired_interval
-from medimp.evaluate.intervals import fold_metric, minimal_detectable_difference
+from medimp.evaluate.endpoints import paired
+from medimp.evaluate.intervals import fold_metric
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.probes import LogisticProbe
-from medimp.evaluate.regression import RidgeProbe, cross_validate_regression, make_targets
+from medimp.evaluate.regression import (
+    RidgeProbe,
+    cross_validate_regression,
+    make_targets,
+    r2,
+)
+from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import simulate_clinical
 from medimp.study import default_study
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 30
+BENCH_SMALL = ['--sizes', '80', '--reps', '2', '--repeats', '1']
 
 LATENT = ("gfr_true", "fibrosis_fraction", "decline_rate", "nephron_mass")
 DIMS = 8
@@ -77,31 +90,35 @@ def _run_table(z: np.ndarray, ids: np.ndarray, sigma: float, spread: float,
     return df
 
 
-def _method(tables, ids, y, target, splits, tables_by_run):
+def _method(tables, ids, y, target, splits, tables_by_run, Cs):
     """Per run: out-of-fold probabilities [R, n] and eGFR predictions [R, n]."""
     probs, preds = [], []
     for df in tables_by_run:
         probs.append(cross_validate(df, ids, y, level="patient_mean", tables=tables,
-                                    splits=splits, make_probe=LogisticProbe).scores)
+                                    splits=splits,
+                                    make_probe=lambda: LogisticProbe(Cs=Cs)).scores)
         preds.append(cross_validate_regression(df, ids, target, level="patient_mean",
                                                tables=tables, splits=splits,
                                                make_probe=RidgeProbe).predictions)
     return probs, preds
 
 
-def _compare(y, target, tests, ratio, a, b) -> dict[str, dict[str, float]]:
-    from medimp.evaluate.regression import r2
-    from medimp.evaluate.scoring import auc
-
+def _compare(y, target, tests, ratio, a, b, *, one_run: bool = False
+             ) -> dict[str, dict[str, float]]:
+    """The evaluation's paired test (``medimp.evaluate.endpoints.paired``) of each metric;
+    ``one_run``: the first run of each method only, taken as fixed features (no seed part:
+    what the endpoint itself can see)."""
+    if one_run:
+        a, b = ([x[:1] for x in a], [x[:1] for x in b])
     out = {}
     for name, fn, which, truth in (("auc", auc, 0, y), ("brier", brier, 0, y),
                                    ("r2", r2, 1, target)):
         va = np.stack([fold_metric(truth, s, tests, fn) for s in a[which]])
         vb = np.stack([fold_metric(truth, s, tests, fn) for s in b[which]])
-        iv = paired_interval(name, va, vb, ratio, y=truth, runs_a=a[which], runs_b=b[which],
-                             tests=tests)
-        out[name] = {"diff": iv.estimate, "p": iv.p_value, "se": iv.se,
-                     "mdd": minimal_detectable_difference(iv.se)}
+        pc = paired(name, va, vb, ratio, learned=(not one_run, not one_run))
+        out[name] = {"diff": pc.estimate, "p": pc.p_value, "se": pc.se,
+                     "mdd": pc.min_detectable_diff, "df": pc.df,
+                     "run_sd": float(np.nanmean(va, axis=1).std(ddof=1))}
     return out
 
 
@@ -115,17 +132,20 @@ def one_rep(n: int, rep: int, args) -> dict:
         runs = {name: [_run_table(z, ids, sigma, args.seed_spread, rng) for _ in range(3)]
                 for name, sigma in (("a", args.sigma), ("a2", args.sigma),
                                     ("b", args.sigma_b))}
-        fitted = {k: _method(tables, ids, y, target, splits, v) for k, v in runs.items()}
+        fitted = {k: _method(tables, ids, y, target, splits, v, tuple(args.Cs))
+                  for k, v in runs.items()}
         return {"n": n, "rep": rep, "n_known": len(y), "n_pos": int(y.sum()),
                 "null": _compare(y, target, tests, ratio, fitted["a"], fitted["a2"]),
-                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"])}
+                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"]),
+                "alt_fixed": _compare(y, target, tests, ratio, fitted["a"], fitted["b"],
+                                      one_run=True)}
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return c - h, c + h
+    return max(0.0, c - h), min(1.0, c + h)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -134,6 +154,12 @@ def summarise(rows: list[dict]) -> list[dict]:
         sub = [r for r in rows if r["n"] == n]
         row: dict = {"n": n, "reps": len(sub), "n_pos": float(np.mean([r["n_pos"] for r in sub])),
                      "n_known": float(np.mean([r["n_known"] for r in sub]))}
+        # the printed answer's family (Holm over the three metrics of one horizon): a
+        # "yes" or "no" on two draws of one process is a false positive
+        k = sum(float(np.min(holm([r["null"][m]["p"] for m in ("auc", "r2", "brier")])))
+                < 0.05 for r in sub)
+        row["fpr_answer"] = k / len(sub)
+        row["fpr_answer_ci"] = _wilson(k, len(sub))
         for m in ("auc", "r2", "brier"):
             k = sum(r["null"][m]["p"] < 0.05 for r in sub)
             row[f"fpr_{m}"] = k / len(sub)
@@ -141,6 +167,12 @@ def summarise(rows: list[dict]) -> list[dict]:
             row[f"diff_{m}"] = float(np.mean([r["alt"][m]["diff"] for r in sub]))
             row[f"mdd_{m}"] = float(np.mean([r["alt"][m]["mdd"] for r in sub]))
             row[f"power_{m}"] = float(np.mean([r["alt"][m]["p"] < 0.05 for r in sub]))
+            row[f"run_sd_{m}"] = float(np.mean([r["null"][m]["run_sd"] for r in sub]))
+            fixed = [r["alt_fixed"][m] for r in sub]
+            row[f"fixed_diff_{m}"] = float(np.mean([f["diff"] for f in fixed]))
+            row[f"fixed_mdd_{m}"] = float(np.mean([f["mdd"] for f in fixed]))
+            row[f"fixed_t_{m}"] = float(np.mean([f["diff"] / f["se"] for f in fixed]))
+            row[f"fixed_power_{m}"] = float(np.mean([f["p"] < 0.05 for f in fixed]))
         out.append(row)
     return out
 
@@ -149,32 +181,67 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[80, 200, 400])
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--reps-per-size", type=int, nargs="+", default=None,
+                    help="repetitions of each size (default --reps for all)")
+    ap.add_argument("--summarise", action="store_true",
+                    help="only summarise the repetitions already in the .jsonl beside --out")
     ap.add_argument("--repeats", type=int, default=3, help="outer CV repeats (5-fold)")
     ap.add_argument("--sigma", type=float, default=1.5, help="noise sd of methods A, A'")
     ap.add_argument("--sigma-b", type=float, default=3.0, help="noise sd of method B")
     ap.add_argument("--seed-spread", type=float, default=0.3,
                     help="sd of log(noise sd) between runs of one method")
+    ap.add_argument("--Cs", type=float, nargs="+", default=[1.0],
+                    help="logistic penalties of the inner CV (the evaluation's default grid "
+                    "is 0.01 0.1 1 10; one value is 3x cheaper and does not change the test)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/power_endpoints.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    rows = Parallel(n_jobs=args.jobs)(delayed(one_rep)(n, rep, args)
-                                      for n in args.sizes for rep in range(args.reps))
+    # sizes interleaved, each repetition appended to a .jsonl beside --out as it finishes:
+    # a run stopped early still leaves its repetitions (--summarise summarises that file)
+    reps = dict(zip(args.sizes, args.reps_per_size or [args.reps] * len(args.sizes),
+                    strict=True))
+    order = [(n, rep) for rep in range(max(reps.values())) for n in args.sizes
+             if rep < reps[n]]
+    log = args.out.with_suffix(".jsonl")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.summarise:
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    else:
+        log.write_text("")
+        for row in Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
+                delayed(one_rep)(n, rep, args) for n, rep in order):
+            rows.append(row)
+            with log.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
     table = summarise(rows)
     minutes = (time.perf_counter() - t0) / 60
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v)
-                                             for k, v in vars(args).items()},
-                                    "minutes": minutes, "summary": table, "reps": rows},
-                                   indent=1))
-    print(f"{minutes:.1f} min; 5x{args.repeats} CV, 3 runs per method, sigma {args.sigma} vs "
-          f"{args.sigma_b}, seed spread {args.seed_spread}")
-    print("| n | positives | FPR ΔAUC | FPR ΔR² | FPR ΔBrier | ΔAUC (MDD, power) | "
-          "ΔR² (MDD, power) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    write_result("power_endpoints", {"args": {k: (str(v) if isinstance(v, Path) else v)
+                                              for k, v in vars(args).items()},
+                                     "minutes": minutes, "summary": table, "reps": rows},
+                 args.out, show=False)
+    print("\nthe same pair, one run each taken as fixed features (the endpoint alone):")
+    print("| n | ΔAUC | MDD | mean t | power | ΔR² | MDD | mean t | power |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in table:
+        cells = " | ".join(f"{r[f'fixed_diff_{m}']:+.3f} | {r[f'fixed_mdd_{m}']:.3f} | "
+                           f"{r[f'fixed_t_{m}']:.1f} | {r[f'fixed_power_{m}']:.2f}"
+                           for m in ("auc", "r2"))
+        print(f"| {r['n']} | {cells} |")
+    for r in table:
+        print(f"n={r['n']}: sd between runs of one method: AUC {r['run_sd_auc']:.3f}, "
+              f"R² {r['run_sd_r2']:.3f}, Brier {r['run_sd_brier']:.4f}")
+    print(f"{minutes:.1f} min; 5x{args.repeats} CV, logistic Cs {args.Cs}, 3 runs per method, "
+          f"sigma {args.sigma} vs {args.sigma_b}, seed spread {args.seed_spread}")
+    print("| n | positives | FPR ΔAUC | FPR ΔR² | FPR ΔBrier | FPR answer (Holm) | "
+          "ΔAUC (MDD, power) | ΔR² (MDD, power) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in table:
         fpr = " | ".join(f"{r[f'fpr_{m}']:.3f} [{r[f'fpr_{m}_ci'][0]:.3f}, "
                          f"{r[f'fpr_{m}_ci'][1]:.3f}]" for m in ("auc", "r2", "brier"))
+        fpr += (f" | {r['fpr_answer']:.3f} [{r['fpr_answer_ci'][0]:.3f}, "
+                f"{r['fpr_answer_ci'][1]:.3f}]")
         print(f"| {r['n']} | {r['n_pos']:.0f} of {r['n_known']:.0f} | {fpr} | "
               f"{r['diff_auc']:+.3f} ({r['mdd_auc']:.3f}, {r['power_auc']:.2f}) | "
               f"{r['diff_r2']:+.3f} ({r['mdd_r2']:.3f}, {r['power_r2']:.2f}) |")

@@ -49,6 +49,11 @@ import torch
 from _common import add_setup_args, bert_and_cohort, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--setups', 'demo', '--steps', '1']
+
 FAMILIES = [  # first match wins; matched against the op name in lower case
     ("conv backward", r"convolution_backward|conv.*backward"),
     ("conv forward", r"conv|mkldnn_convolution"),
@@ -110,24 +115,27 @@ def peak_flops(bf16: bool, reps: int = 5) -> dict[str, float]:
 
 
 def _config(setup: str, bert: Path, work: Path, shape: list[int], precision: str,
-            channels_last: bool) -> Any:
-    from medimp.train.config import load_config
+            args: argparse.Namespace) -> Any:
+    from medimp.train.config import apply_overrides, load_config
 
+    channels_last = args.channels_last
+    extra = [f"num_workers={args.workers}", f"optim.fused={'true' if args.fused else 'null'}",
+             f"in_memory={args.in_memory}"]
     if setup == "paper":
-        return load_config(None, {
+        return load_config(None, apply_overrides({
             "method": "medimp", "seed": 0,
             "image_encoder": {"name": "clip_rn50_3d", "kwargs": {"input_size": shape}},
             "text": {"path": str(bert), "freeze": "first:11"}, "batch_size": 8,
             "optim": {"lr": 1e-4}, "precision": precision, "channels_last": channels_last,
             "val_fraction": 0.0, "preprocess": {"shape": shape, "phase_mode": "single"},
-            "cache_dir": str(work / "cache")})
-    return load_config(None, {
+            "cache_dir": str(work / "cache")}, extra))
+    return load_config(None, apply_overrides({
         "method": "medimp", "seed": 0,
         "image_encoder": {"name": "resnet10_3d", "kwargs": {"widths": [8, 16, 32, 64]}},
         "embed_dim": 64, "batch_size": 16, "precision": precision,
         "channels_last": channels_last,
         "optim": {"lr": 1e-3, "text_lr_scale": 0.1}, "val_fraction": 0.0,
-        "preprocess": {"shape": shape}, "cache_dir": str(work / "cache")})
+        "preprocess": {"shape": shape}, "cache_dir": str(work / "cache")}, extra))
 
 
 class _Clock:
@@ -166,7 +174,7 @@ def profile(setup: str, precision: str, args: argparse.Namespace) -> dict[str, A
 
     shape = list(args.shape) if setup == "paper" else [32, 32, 32]
     bert, cohort = bert_and_cohort(args.work, args.patients, tuple(shape))
-    cfg = _config(setup, bert, args.work, shape, precision, args.channels_last)
+    cfg = _config(setup, bert, args.work, shape, precision, args)
     seed_everything(0, workers=True, verbose=False)
     dm = PretrainDataModule(cohort, cfg, cache_dir=args.work / "cache")
     dm.setup()
@@ -176,7 +184,8 @@ def profile(setup: str, precision: str, args: argparse.Namespace) -> dict[str, A
     module = PretrainModule(cfg.model_dump(mode="json"), in_channels=dm.in_channels)
     module.train()
     opt = torch.optim.AdamW(param_groups(module, cfg.optim), lr=cfg.optim.lr,
-                            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+                            betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                            fused=cfg.optim.fused)
     bf16 = precision == "bf16-mixed"
     it = iter(loader)
     _step(module, opt, it, bf16, _Clock())  # warm-up: allocations, text cache fill
@@ -206,6 +215,8 @@ def profile(setup: str, precision: str, args: argparse.Namespace) -> dict[str, A
     return {
         "setup": setup, "precision": precision, "shape": shape, "batch": cfg.batch_size,
         "encoder": cfg.image_encoder.name, "channels_last": args.channels_last,
+        "fused_adamw": bool(args.fused), "workers": args.workers, "in_memory": cfg.in_memory
+        if cfg.in_memory is not None else dm.in_memory,
         "step_s": step_s, "volumes_per_s": cfg.batch_size / step_s,
         "phases_s": {k: v / args.steps for k, v in clock.t.items()},
         "data_wait_share": clock.t.get("data wait", 0.0) / args.steps / step_s,
@@ -236,12 +247,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="profiled steps per setup")
     ap.add_argument("--shape", type=int, nargs=3, default=[32, 48, 64], help="paper setup")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--fused", action="store_true", help="fused AdamW")
+    ap.add_argument("--workers", type=int, default=0, help="loader workers (persistent)")
+    ap.add_argument("--in-memory", default="null", help="true | false | null (auto)")
+    ap.add_argument("--precisions", nargs="+", default=None,
+                    help="default: 32, and bf16-mixed where precision auto would choose it")
+    ap.add_argument("--tag", default="", help="suffix of the result file")
     add_setup_args(ap, patients=16)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from medimp.train.precision import cpu_supports_bf16
 
-    precisions = ["32"] + (["bf16-mixed"] if cpu_supports_bf16() else [])
+    precisions = args.precisions or ["32"] + (["bf16-mixed"] if cpu_supports_bf16() else [])
     res: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(),
                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     rows = []
@@ -251,7 +268,10 @@ def main() -> None:
             print(f"{setup} {precision}: {rows[-1]['step_s']:.2f} s/step", flush=True)
     res["load_after"] = os.getloadavg()
     res["rows"] = rows
-    name = "profile_step" + ("_avx2" if res["machine"]["isa_limit"] else "")
+    name = "profile_step" + ("_avx2" if res["machine"]["isa_limit"] else "") + args.tag
+    res["options"] = {"channels_last": args.channels_last, "fused": args.fused,
+                      "workers": args.workers, "in_memory": args.in_memory,
+                      "steps": args.steps, "threads": args.threads}
     _table(rows)
     write_result(name, res)
 

@@ -29,6 +29,11 @@ from medimp.prompts import build_prompts_from_tables, exam_words
 from medimp.prompts.wording import nearest_description_accuracy, study_for
 from medimp.simulate import simulate_cohort
 
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 2
+BENCH_SMALL = ['--patients', '10']
+
 ROOT = Path(__file__).resolve().parents[1]
 GPT_AUGS = ROOT / "tests" / "fixtures" / "medimp_original" / "dummy_dataframes" / "gpt_augs.txt"
 FIGURE = ROOT / "docs" / "figures" / "prompt_separation.png"

@@ -1,6 +1,6 @@
 """Benchmark of the simulator: 100 patients at 48³, all exams and phases, NIfTI.
 
-Target (issue 2): <= 60 s on the 2-core machine. Reports wall time, volumes per second and peak
+Target: <= 60 s on the 2-core machine. Reports wall time, volumes per second and peak
 resident memory (main process and the largest worker), writes
 ``benchmarks/results/simulate.json`` and prints a table.
 
@@ -22,6 +22,11 @@ import pandas as pd
 from _common import write_result
 
 from medimp.simulate import simulate_cohort
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 1
+BENCH_SMALL = ['--patients', '10', '--shape', '16', '16', '16']
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import tempfile
@@ -33,11 +32,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
+from _common import write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from medimp._io import atomic_write_text
 from medimp.train.config import load_config
 from medimp.train.module import PretrainModule
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 10
+BENCH_SMALL = ['--steps', '1', '--batch', '2']
 
 ROOT = Path(__file__).resolve().parent
 SHAPE = (48, 48, 48)
@@ -225,8 +229,7 @@ def main() -> None:
                                            for (b, c), p in peaks.items()},
               "settings": rows, "data_wait": waits,
               "best_speedup_vs_fp32_no_cache": max(r["speedup"] for r in rows)}
-    out = ROOT / "results" / "train.json"
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    write_result("train", result, show=False)
 
     print(f"\nmedimp training step, {ENCODER['name']} {ENCODER['kwargs']}, {SHAPE} x 3 phases, "
           f"batch {args.batch}, {args.threads} threads; step = {flops / 1e9:.1f} GFLOP "
@@ -245,7 +248,6 @@ def main() -> None:
     for w in waits:
         print(f"data wait with {w['workers']} worker(s): {100 * w['wait_share']:.1f}% of step "
               f"time ({w['volumes_per_s']:.2f} vol/s, fp32, text cached)")
-    print(f"-> {out}")
 
 
 if __name__ == "__main__":

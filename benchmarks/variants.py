@@ -1,4 +1,4 @@
-"""Beyond MEDIMP (issue 14): which text supervision beats image-only pretraining?
+"""Beyond MEDIMP (docs/train.md): which text supervision beats image-only pretraining?
 
 Pretrains, at the demo's budget (``medimp.demo.DemoConfig``: 80 simulated patients, 32³, the
 narrow ResNet-10, 30 epochs, batch 16, lr 1e-3), each variant below with several seeds, then
@@ -33,14 +33,22 @@ Writes benchmarks/results/variants.json and prints the table.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from _common import write_result
+
+from medimp.train.replicates import RunJob, method_seed_runs, train_runs
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = None
+BENCH_SKIP = ("needs --out, a work folder whose runs it reuses (about 80 min at the demo's "
+               "budget with 3 seeds)")
+BENCH_SMALL = ['--out', '/tmp/medimp-bench-variants', '--epochs', '1', '--seeds', '0',
+    '--variants', 'image_ssl', 'medimp_earliest']
 
 REFERENCE = "image_ssl"
 
@@ -72,44 +80,22 @@ def variant_configs(demo: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _train(args: tuple[str, str, dict[str, Any]]) -> tuple[str, float | None]:
-    """Train one run unless it is done; resume a partial one. ``pretrain`` locks the run folder,
-    so a run that another process trains fails at once, naming the holder."""
-    cohort, out, config = args
-    run = Path(out)
-    if (run / "model.json").is_file():
-        return out, None
-    import torch
-
-    torch.set_num_threads(1)
-    from medimp.train import pretrain
-
-    t0 = time.perf_counter()
-    resume = (run / "checkpoints" / "last.ckpt").is_file()
-    try:
-        pretrain(cohort, out, config, progress=False, overwrite=not resume, resume=resume)
-    except Exception as exc:  # one broken (or busy) variant must not stop the others
-        print(f"{out}: not trained: {exc}", flush=True)
-        return out, None
-    return out, time.perf_counter() - t0
-
-
-def _train_all(todo: list, work: Path, jobs: int) -> dict[str, float]:
-    """Train ``todo`` (cohort, run, config) with ``jobs`` processes; seconds per run."""
-    seconds: dict[str, float] = {}
+def _train_all(todo: list[RunJob], work: Path, jobs: int) -> dict[str, float]:
+    """Train ``todo`` with ``jobs`` processes of one torch thread (medimp.train.replicates);
+    seconds per run. A broken (or busy: ``pretrain`` locks its run folder) variant does not
+    stop the others."""
     print(f"{len(todo)} trainings to do, {jobs} at a time", flush=True)
     t_all = time.perf_counter()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if not todo:
-        return seconds
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for out, sec in pool.map(_train, todo):
-            if sec is None:
-                print(f"{Path(out).relative_to(work)}: done already, or not trained", flush=True)
-                continue
-            seconds[str(Path(out).relative_to(work))] = sec
-            print(f"{Path(out).relative_to(work)}: {sec:.0f} s "
-                  f"({time.perf_counter() - t_all:.0f} s so far)", flush=True)
+    seconds: dict[str, float] = {}
+    for outcome in train_runs(todo, jobs=jobs, threads=1, keep_going=True,
+                              log=lambda m: print(m, flush=True)):
+        name = str(outcome.job.out.relative_to(work))
+        if outcome.ok:
+            seconds[name] = outcome.seconds or 0.0
+            print(f"{name}: {seconds[name]:.0f} s ({time.perf_counter() - t_all:.0f} s so far)",
+                  flush=True)
+        else:
+            print(f"{name}: not trained: {outcome.error}", flush=True)
     return seconds
 
 
@@ -201,13 +187,16 @@ def main() -> None:
                         overwrite=True, progress=False)
     configs = variant_configs(demo)
     names = args.variants or list(configs)
-    todo, runs = [], {}
-    for seed in args.seeds:  # seed-major: a partial result still has every variant
+    runs = method_seed_runs(work / "runs", names, args.seeds)
+    todo = []
+    for i, seed in enumerate(args.seeds):  # seed-major: a partial result has every variant
         for name in names:
-            run = work / "runs" / name / f"seed{seed}"
-            runs.setdefault(name, []).append(run)
-            if not (run / "model.json").is_file():
-                todo.append((str(cohort), str(run), {**configs[name], "seed": seed}))
+            run = runs[name][i]
+            if not (run / "model.json").is_file():  # finished runs are reused; partial resumed
+                resume = (run / "checkpoints" / "last.ckpt").is_file()
+                todo.append(RunJob(f"{name} seed {seed}", cohort, run,
+                                   {**configs[name], "seed": seed}, resume=resume,
+                                   overwrite=not resume))
     seconds = _train_all(todo, work, args.jobs)
     if args.train_only:
         return

@@ -1,7 +1,7 @@
 """Side by side in one run: a training loop built the way the original MEDIMP is built, and
 ``medimp pretrain``'s, on the same encoder and data; prints the throughput ratio.
 
-The original loop (Milecki et al.'s code, as described in docs/train.md and issue 13):
+The original loop (Milecki et al.'s code, as described in docs/train.md):
 
 * every volume is decoded from its NIfTI file, resampled, normalised and augmented at every
   step (no preprocessed-volume cache): ``ExamDataset(cache_dir=False)``;
@@ -35,6 +35,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 from _common import add_setup_args, bert_and_cohort, write_result
+
+# make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
+# and the arguments of the smallest configuration
+BENCH_MINUTES = 5
+BENCH_SMALL = ['--steps', '1', '--patients', '10']
 
 
 def _config(shape: list[int], bert: Path, work: Path, ours: bool, encoder: str,

@@ -1,4 +1,4 @@
-"""End-to-end: the demo at tiny size, checked against the evaluation contract of DESIGN.md."""
+"""End-to-end: the demo at tiny size, checked against the evaluation contract of docs/design.md."""
 
 from __future__ import annotations
 
@@ -78,3 +78,11 @@ def test_no_patient_on_both_sides_of_any_fold(demo) -> None:
 def test_demo_refuses_to_overwrite_without_flag(demo) -> None:
     with pytest.raises(FileExistsError, match="overwrite"):
         run_demo(Path(demo.out_dir), DemoConfig(n_patients=10), progress=False)
+
+
+def test_demo_prints_the_clinic_tables(demo) -> None:
+    """The eGFR R² table, the added-value comparisons and the answer, for the CLI to print."""
+    assert set(demo.regression.columns) == {"egfr_y2", "egfr_y3", "egfr_y4"}
+    assert {"medimp", "clinical_only", "clinical+medimp"} <= set(demo.regression.index)
+    assert set(demo.added_value["model"]) == {f"clinical+{m}" for m in demo.runs}
+    assert {a.method for a in demo.added_value_answers} == set(demo.runs)

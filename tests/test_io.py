@@ -115,3 +115,20 @@ def test_atomic_dir_flushes_every_file_before_moving_in(tmp_path: Path,
         assert (f.stat().st_ino, size, False) in calls
     dirs = {ino for ino, _, is_dir in calls if is_dir}
     assert {out.stat().st_ino, (out / "a").stat().st_ino, tmp_path.stat().st_ino} <= dirs
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_output_folders_follow_the_users_umask(tmp_path: Path, umask: int) -> None:
+    """A results folder (eval/, a cohort) gets the mode of any folder the user makes, not the
+    owner-only mode of a temporary folder."""
+    import os
+
+    from medimp._io import output_dir
+
+    old = os.umask(umask)
+    try:
+        with output_dir(tmp_path / "eval") as tmp:
+            (tmp / "metrics.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "eval").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -17,7 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medimp.train.config import TrainingInterrupted
+from medimp._io import atomic_path, refuse_foreign_entries
+from medimp.data import read_cohort
+from medimp.prompts import build_prompts
+from medimp.train.errors import TrainingInterrupted
 from medimp.train.replicates import RunJob, method_seed_runs, train_runs
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
@@ -148,10 +151,7 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     Returns:
         A :class:`DemoResult` with the paths and the headline table.
     """
-    from medimp._io import atomic_path, refuse_foreign_entries
-    from medimp.data import read_cohort
     from medimp.evaluate import EvalConfig, evaluate
-    from medimp.prompts import build_prompts
     from medimp.report import write_report
     from medimp.simulate import simulate_cohort
 

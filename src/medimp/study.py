@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
-from medimp._units import normalise_unit
+from medimp._units import QUANTITIES, normalise_unit
 from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
@@ -262,6 +262,10 @@ DEFAULT_RANGES: dict[str, Range] = {
 }
 
 
+#: the words PyYAML reads as a boolean (YAML 1.1), by the boolean
+_YAML_BOOL = {True: ("yes", "true", "on"), False: ("no", "false", "off")}
+
+
 class DateColumns(_Strict):
     """Date columns of a clinic's export, turned into the day counts medimp reads.
 
@@ -313,8 +317,9 @@ class Study(_Strict):
     ranges: dict[str, Range | None] = Field(
         default_factory=dict,
         description="Column -> plausible {min, max} of a numeric column of exams.csv or "
-        "patients.csv; added to DEFAULT_RANGES (the built-in columns); null turns a default "
-        "off. The eGFR outcome columns share the range of 'egfr' unless given.",
+        "patients.csv, in its quantity's unit; it replaces the range of the column's role "
+        "(medimp._units); null turns it off. The eGFR outcome columns share the range of "
+        "'egfr' unless given.",
     )
     out_of_range: Literal["error", "warning"] = Field(
         "error", description="What a value outside its range is: an error (the cohort is "
@@ -343,10 +348,31 @@ class Study(_Strict):
         None, description="Date columns that give days_post_transplant, graft_loss_days and "
         "followup_days (days from the transplant date).")
 
+    @field_validator("values", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        """``{Yes: 1, No: 0}`` unquoted is YAML's ``{true: 1, false: 0}``: the key stands
+        for the words YAML reads as that boolean (yes/true/on, no/false/off)."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for col, words in v.items():
+            if not isinstance(words, dict):
+                out[col] = words
+                continue
+            mapped: dict[Any, Any] = {}
+            for word, number in words.items():
+                if isinstance(word, bool):
+                    for spelling in _YAML_BOOL[word]:
+                        mapped.setdefault(spelling, number)
+                else:
+                    mapped[str(word) if isinstance(word, int | float) else word] = number
+            out[col] = mapped
+        return out
+
     @field_validator("units")
     @classmethod
     def _known_units(cls, v: dict[str, str]) -> dict[str, str]:
-        from medimp._units import QUANTITIES
 
         out = {}
         for col, unit in v.items():
@@ -476,7 +502,7 @@ def default_study(
     return Study(
         name=name,
         exams=[
-            ExamSpec(name="D15", days=15, phrase="two weeks"),
+            ExamSpec(name="D15", days=15, phrase="two-week"),
             ExamSpec(name="D30", days=30, phrase="first month"),
             ExamSpec(name="M3", days=91, phrase="third month"),
             ExamSpec(name="M12", days=365, phrase="first year"),
@@ -492,7 +518,9 @@ def default_study(
                 table="patients",
                 column="donor_age",
                 known_at="transplant",
-                bins=[Bin(label="low", upper=65), Bin(label="high")],
+                # words that read as English in the template and its paraphrases ("was under 65
+                # years of age", "the donor's age was 65 or more")
+                bins=[Bin(label="under 65", upper=65), Bin(label="65 or more")],
                 slot="age",
                 template="The kidney donor was {age} years of age.",
             ),
@@ -511,10 +539,11 @@ def default_study(
                 column="creatinine_cv",
                 known_at="exam",
                 # coefficient of variation (%) of serum creatinine over the weeks before the exam
-                bins=[Bin(label="stable", upper=15.0), Bin(label="unstable")],
+                # adjectives of "fluctuations" ("fluctuating fluctuations" repeated the noun)
+                bins=[Bin(label="minor", upper=15.0), Bin(label="marked")],
                 synonyms={
-                    "stable": ["stable", "steady", "minor"],
-                    "unstable": ["unstable", "fluctuating", "marked"],
+                    "minor": ["minor", "small", "slight"],
+                    "marked": ["marked", "large", "strong"],
                 },
                 slot="adj",
                 template="Creatinine levels displayed {adj} fluctuations.",
@@ -536,12 +565,12 @@ def load_study(path: str | os.PathLike[str]) -> Study:
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML: {exc}") from exc
     if raw is None:
-        raise StudyError(f"{path}: study.yaml is empty; `medimp init {path.parent}` writes one "
-                         "from the cohort's tables and images (see docs/data.md)")
+        raise StudyError(f"{path}: study.yaml is empty; `medimp init --cohort {path.parent}` "
+                         "writes one from the cohort's tables and images (see docs/data.md)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: expected a mapping at the top level (exams:, phases:, "
-                         f"variables:, ...); `medimp init {path.parent}` writes one from the "
-                         "cohort's tables and images (see docs/data.md)")
+                         f"variables:, ...); `medimp init --cohort {path.parent}` writes one "
+                         "from the cohort's tables and images (see docs/data.md)")
     try:
         return Study.model_validate(raw)
     except ValidationError as exc:  # one line per problem, without pydantic's URLs

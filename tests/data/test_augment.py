@@ -83,3 +83,23 @@ def test_gamma_keeps_phase_order() -> None:
 def test_none_is_identity() -> None:
     img = _exam()
     assert torch.equal(_apply(AugmentConfig.none(), 0, img), img)
+
+
+@pytest.mark.parametrize("probability", [0.5, 1.0])
+def test_reseeding_in_place_gives_monai_s_own_draws(probability) -> None:
+    """``Reseeder`` (the generators re-seeded in place) augments exactly as MONAI's
+    ``set_random_state(seed=...)`` (a new generator for every transform at every call)."""
+    from medimp.data.augment import Reseeder
+
+    cfg = AugmentConfig(flip_prob=probability, affine_prob=probability,
+                        blur_prob=probability, noise_prob=probability, gamma_prob=probability)
+    ours, monai = build_augment(cfg), build_augment(cfg)
+    reseed = Reseeder(ours)
+    x = torch.rand(3, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    for seed in [0, 1, 7, 2**31 - 2, 123456, *range(20, 30)]:
+        reseed(seed)
+        monai.set_random_state(seed=seed)
+        a = ours({"image": x.clone()})["image"]
+        b = monai({"image": x.clone()})["image"]
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b)), seed
+    assert reseed._plan is not None  # the in-place path was taken after the first call

@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-from medimp.data import cache as cache_mod
 from medimp.data.cache import CacheWarning, PreprocessCache, content_hash
 from medimp.data.preprocess import PreprocessConfig, preprocess_exam
 
@@ -131,9 +130,11 @@ def test_hashes_are_memoised_not_reread(tmp_path, exam_files, monkeypatch) -> No
     job.get(cache)
     cache.flush()
     reads = []
-    real = cache_mod._sha256_of
-    monkeypatch.setattr(cache_mod, "_sha256_of", lambda p: reads.append(p) or real(p))
-    cache_mod._memo.clear()  # as in a new process: only hashes.json is left
+    from medimp.data import _hashing
+
+    real = _hashing._sha256_of
+    monkeypatch.setattr(_hashing, "_sha256_of", lambda p: reads.append(p) or real(p))
+    _hashing._memo.clear()  # as in a new process: only hashes.json is left
     for _ in range(3):
         job.get(PreprocessCache(tmp_path / "cache"))
     assert reads == [] and job.calls == 1
@@ -284,3 +285,26 @@ def test_shared_hash_memo_is_rewritten_under_the_cache_lock(tmp_path, exam_files
     finally:
         holder.wait(30)
     assert len(json.loads((tmp_path / "cache" / "hashes.json").read_text())) == 4
+
+
+def test_keys_of_a_series_folder_once_per_run_still_content_sensitive(tmp_path) -> None:
+    """With ``remember_keys`` (what ExamDataset uses, one object per run) a DICOM series
+    folder is walked once: a later read of the same exam gets the key of the first, without a
+    walk; the next run (a new object) sees an edited slice and gets a new key."""
+    series = tmp_path / "series"
+    series.mkdir()
+    for i in range(4):
+        (series / f"IM{i}.dcm").write_bytes(bytes([i]) * 64)
+    params = PreprocessConfig(shape=(16, 16, 16)).canonical_json()
+    run = PreprocessCache(tmp_path / "cache", remember_keys=True)
+    first = run.key([("pre", series, "1.2.3")], params)
+    (series / "IM2.dcm").write_bytes(bytes([7]) * 64)  # an edited slice
+    assert run.key([("pre", series, "1.2.3")], params) == first  # no walk within the run
+    assert run.key([("pre", series, "1.2.4")], params) != first  # other sources, other key
+    next_run = PreprocessCache(tmp_path / "cache", remember_keys=True)
+    assert next_run.key([("pre", series, "1.2.3")], params) != first
+    assert PreprocessCache(tmp_path / "cache").key([("pre", series, "1.2.3")], params) == \
+        next_run.key([("pre", series, "1.2.3")], params)
+    import copy  # a DataLoader worker gets the remembered keys with the dataset (same state)
+
+    assert copy.deepcopy(run).key([("pre", series, "1.2.3")], params) == first

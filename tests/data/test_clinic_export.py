@@ -9,7 +9,10 @@ The export (``tests/fixtures/clinic_export`` + the simulated volumes laid out la
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,26 +121,39 @@ def test_from_a_clinic_export_to_a_report(export, tmp_path, monkeypatch) -> None
     def medimp(*args: str) -> str:
         res = runner.invoke(app, list(args))
         assert res.exit_code == 0, f"medimp {' '.join(args)}:\n{res.output}"
-        assert "Traceback" not in res.output
+        assert "Traceback" not in res.output and "deprecated" not in res.output
         return res.output
 
-    out = medimp("init", "clinic")
+    out = medimp("init", "--cohort", "clinic")
     assert "imaging/sub-{patient}/ses-{exam}/{phase}.nii.gz" in out
-    out = medimp("validate", "clinic")
+    out = medimp("validate", "--cohort", "clinic")
     assert "clinic: OK" in out and "still marked '# review'" in out
     assert "volumes per phase:  pre: 76, arterial: 76, tubular: 74" in out
-    medimp("prompts", "build", "clinic", "--out", "prompts.parquet")
+    medimp("prompts", "build", "--cohort", "clinic", "--out", "prompts.parquet")
     prompts = pd.read_parquet("prompts.parquet")
     assert prompts["prompt"].str.contains("GFR").any()
     medimp("pretrain", "--cohort", "clinic", "--out", "runs/medimp", "--config", "tiny.yaml",
            "--method", "medimp", "--set", f"cache_dir={tmp_path / 'cache'}")
-    medimp("embed", "runs/medimp", "clinic", "--out", "embeddings.parquet", "--cache",
+    medimp("embed", "--run", "runs/medimp", "--cohort", "clinic", "--out", "embeddings.parquet",
+           "--cache",
            str(tmp_path / "cache"))
     assert len(pd.read_parquet("embeddings.parquet")) > 0
     out = medimp("evaluate", "--cohort", "clinic", "--runs", "medimp=runs/medimp", "--out",
-                 "eval", "--folds", "3", "--repeats", "1", "--bootstrap", "50", "--no-knn")
+                 "eval", "--folds", "3", "--repeats", "1", "--no-knn")
     assert (tmp_path / "eval" / "report.html").is_file()
     assert "status_y2" in out
+    # a late failure (here: retrieval reading a hand-edited model.json) is a skipped entry
+    # with its reason; the rest of the evaluation is written
+    shutil.copytree("runs/medimp", "runs/edited")
+    info = json.loads(Path("runs/edited/model.json").read_text(encoding="utf-8"))
+    info["val_patients"] = 5
+    Path("runs/edited/model.json").write_text(json.dumps(info), encoding="utf-8")
+    medimp("evaluate", "--cohort", "clinic", "--runs", "medimp=runs/edited", "--out", "eval2",
+           "--folds", "3", "--repeats", "1", "--no-knn", "--no-survival", "--no-report")
+    metrics = json.loads(Path("eval2/metrics.json").read_text(encoding="utf-8"))
+    [late] = [s for s in metrics["skipped"] if s["task"] == "retrieval"]
+    assert late["reason"].startswith("retrieval failed (TypeError:")
+    assert metrics["records"]
     # output folders follow the user's umask, like the run folder
     assert (tmp_path / "eval").stat().st_mode & 0o777 == 0o777 & ~_umask()
 
@@ -155,3 +171,18 @@ def test_the_fixture_is_what_a_clinic_exports() -> None:
     assert "Âge du donneur (années)" in p and "Créatinine (µmol/L)" in e
     assert ",Yes," in p and ",No," in p and ",NA," in p and ",n/a," in e and ",," in p
     assert "/20" in e.splitlines()[1]  # dd/mm/yyyy
+
+
+def test_init_refuses_what_it_cannot_read_naming_the_file(tmp_path) -> None:
+    from medimp.data import MedimpDataError
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    with pytest.raises(MedimpDataError, match=r"patients.csv not found .*one row per patient"):
+        init_cohort(folder)
+    text = (EXPORT / "patients.csv").read_text(encoding="utf-8")
+    (folder / "patients.csv").write_bytes(text.encode("latin-1"))
+    shutil.copy(EXPORT / "exams.csv", folder / "exams.csv")
+    with pytest.raises(MedimpDataError, match=r"patients.csv:1: line 1 is not UTF-8.*iconv"):
+        init_cohort(folder)
+    assert not (folder / "study.yaml").exists() and not (folder / "manifest.csv").exists()

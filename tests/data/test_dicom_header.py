@@ -214,3 +214,40 @@ def test_enhanced_and_classic_copies_read_alike(dicom_cohort: Path, tmp_path: Pa
     np.testing.assert_array_equal(a.array, b.array)
     np.testing.assert_allclose(a.affine, b.affine)
     shutil.rmtree(tmp_path / "c")
+
+
+@pytest.mark.parametrize(("attrs", "what"), [
+    ({"PixelSpacing": [0.7]}, "PixelSpacing"),
+    ({"PixelSpacing": [0.0, 0.0]}, "PixelSpacing"),
+    ({"ImagePositionPatient": [0.0, 0.0]}, "ImagePositionPatient"),
+    ({"ImageOrientationPatient": [1.0, 0.0, 0.0, 0.0, 1.0]}, "ImageOrientationPatient"),
+])
+def test_a_malformed_geometry_vector_is_one_clear_error(tmp_path: Path, attrs: dict,
+                                                        what: str) -> None:
+    """A one-value PixelSpacing used to crash the header checks (IndexError out of pretrain's
+    preflight, which never raises on bad data), a two-value position gave the reader a bare
+    numpy error, and a 0 mm or 5-value header was read as 1 mm / identity without a word."""
+    arr = np.random.default_rng(0).integers(0, 1000, (8, 8, 5)).astype(np.float32)
+    files = write_dicom_series(tmp_path / "s", arr)
+    _set(files[1:2], **attrs)
+    assert header_geometry(tmp_path / "s") is None  # the image checks name it
+    with pytest.raises(DicomSeriesError, match=f"{what} is .* in {files[1].name}") as info:
+        read_volume(tmp_path / "s")
+    assert Path(info.value.file) == files[1]
+
+
+def test_a_series_crossing_midnight_under_one_acquisition_date(dicom_cohort: Path,
+                                                                tmp_path: Path) -> None:
+    """Scanners that stamp every image with the series' AcquisitionDate: the times of day turn
+    at midnight, the date does not. Read with the date, the frames after midnight came a day
+    early, first in the series (silently the wrong phases)."""
+    root = make_classic_dicom_cohort(dicom_cohort, tmp_path / "c", max_dynamic=1,
+                                     order="AcquisitionTime")
+    folder = _dce(root)
+    before = read_series(folder)
+    files = sorted(folder.iterdir())
+    _shift_clock(files, "235830")
+    _set(files, AcquisitionDate="20241231")
+    after = read_series(folder)
+    np.testing.assert_allclose(after.times, TIMES, atol=1e-3)
+    np.testing.assert_array_equal(after.array, before.array)

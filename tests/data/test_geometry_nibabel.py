@@ -29,6 +29,9 @@ def _rot(axis: int, deg: float) -> np.ndarray:
 ROTATIONS = {f"{deg}deg_about_{'xyz'[axis]}": _rot(axis, deg)
              for axis in range(3) for deg in (0, 30, 45, 90)}
 ROTATIONS["oblique_x25_z50"] = _rot(2, 50) @ _rot(0, 25)
+# the old nearest-axis rule gave these a 0 mm spacing ([3.4, 2.7, 0.0] for x40_y35)
+ROTATIONS["oblique_x40_y35"] = _rot(1, 35) @ _rot(0, 40)
+ROTATIONS["oblique_x45_y15"] = _rot(1, 15) @ _rot(0, 45)
 ROTATIONS["oblique_y35_x60"] = _rot(0, 60) @ _rot(1, 35)
 ROTATIONS["oblique_z120_y70_flipped"] = _rot(1, 70) @ _rot(2, 120) @ np.diag([-1.0, 1.0, 1.0])
 
@@ -81,9 +84,27 @@ def test_the_double_oblique_volume_of_the_old_bug_has_no_zero_spacing(tmp_path: 
     gave the third a spacing of 0 mm; validate --json printed [2.7, 3.7, 0.0]."""
     from medimp.data.geometry import suggest_preprocess
 
-    aff = _affine(ROTATIONS["oblique_x25_z50"])
+    aff = _affine(ROTATIONS["oblique_x40_y35"])
     spacing = world_spacing(aff)
-    assert min(spacing) > 2.6
+    assert spacing == pytest.approx((3.4, 3.7, 2.7))  # nibabel's (checked above on the file)
     suggestion = suggest_preprocess([{"fov_mm": list(field_of_view(aff, SHAPE)),
                                       "spacing_ras": list(spacing)}])
     assert min(suggestion["native_spacing"]) >= 2.7
+
+
+def test_a_nifti_header_nibabel_refuses_leaves_the_geometry_unknown(tmp_path: Path) -> None:
+    """An unknown datatype code: nibabel raises its HeaderDataError, which escaped the header
+    checks and stopped pretrain's preflight (it never raises on bad data); the reader names
+    the file as corrupt."""
+    import struct
+
+    from medimp.data._errors import CorruptFileError
+
+    path = tmp_path / "bad.nii"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), _affine(np.eye(3))), path)
+    raw = bytearray(path.read_bytes())
+    raw[70:72] = struct.pack("<h", 999)  # datatype
+    path.write_bytes(bytes(raw))
+    assert header_geometry(path) is None
+    with pytest.raises(CorruptFileError):
+        read_volume(path)

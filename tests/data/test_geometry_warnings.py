@@ -36,7 +36,12 @@ def test_small_field_of_view_in_the_window_warns(cohort_factory) -> None:
     (w,) = [w for w in report.warnings if "preprocessing window" in w.problem]
     assert "3 of 3 volume(s)" in w.problem
     assert "51x51x72 mm field of view, fills 3% of the 192x192x192 mm window" in w.problem
-    assert "preprocess.spacing to about [1.6, 1.6, 2.2]" in w.fix
+    # the same spacing and shape as `medimp validate --suggest-preprocess` (CPU) proposes
+    from medimp.data.geometry import suggest_preprocess
+
+    sug = suggest_preprocess(report.summary["geometry"].values(), max_side=32)
+    assert f"preprocess.spacing={sug['spacing']} and preprocess.shape={sug['shape']}" in w.fix
+    assert sug["spacing"] == [1.75, 1.75, 4.5]
     assert w.patient == "P001" and w.exam == "D15" and w.file.startswith("images/P001/D15/")
     # a window that fits the field of view: no warning
     fit = validate_cohort(root, preprocess=PreprocessConfig(spacing=(2.0, 2.0, 2.5)))

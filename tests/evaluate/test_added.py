@@ -122,3 +122,34 @@ def test_probes_refit_the_factory_pipelines(setup):
     assert probe.predict_proba(data.X) == pytest.approx(ref.predict_proba(data.X))
     ridge = RidgeProbe(method_kind="clinical").fit(data.X, y.astype(float))
     assert [n for n, _ in ridge.model_.steps] == ["features", "model"]
+
+
+def _comp(metric, diff, verdict, mdd=0.1, p_holm=0.5, n_runs=3):
+    from medimp.evaluate.metrics import Comparison
+
+    return Comparison(task="status_y2" if metric != "r2" else "egfr_y2",
+                      method="clinical+img", other="clinical_only", level="patient_mean",
+                      probe="logistic", n=40, metric=metric, **{f"{metric}_diff": diff},
+                      ci_low=diff - 0.1, ci_high=diff + 0.1, p_value=p_holm, p_holm=p_holm,
+                      min_detectable_diff=mdd, verdict=verdict, n_runs=n_runs)
+
+
+def test_the_answer_reads_the_verdicts():
+    from medimp.evaluate.added import added_value_answers
+
+    open_ = "not decided: not significant after Holm's adjustment (p = 0.5)"
+    [yes] = added_value_answers([_comp("auc", 0.02, open_, 0.15),
+                                 _comp("r2", 0.08, "better", 0.05, p_holm=0.01)])
+    assert yes.answer == "yes" and "egfr_y2 ΔR² +0.080" in yes.sentence
+    [no] = added_value_answers([_comp("brier", 0.05, "worse", p_holm=0.02),
+                                _comp("auc", 0.0, open_)])
+    assert no.answer == "no"
+    [undecided] = added_value_answers([_comp("auc", 0.02, open_, 0.15),
+                                       _comp("brier", -0.01, open_, 0.04),
+                                       _comp("r2", 0.01, open_, 0.06)])
+    assert undecided.answer == "not decided"
+    assert "ΔAUC 0.150, ΔBrier 0.040, ΔR² 0.060 goes unseen" in undecided.sentence
+    assert undecided.min_detectable == {"auc": 0.15, "brier": 0.04, "r2": 0.06}
+    [one] = added_value_answers([_comp("auc", 0.3, "not decided: one pretraining run",
+                                       n_runs=1)])
+    assert one.answer == "not decided" and "one pretraining run" in one.sentence

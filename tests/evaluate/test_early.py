@@ -1,4 +1,4 @@
-"""The "exams up to day D" evaluation level (issue 14)."""
+"""The "exams up to day D" evaluation level (docs/evaluate.md)."""
 
 from __future__ import annotations
 

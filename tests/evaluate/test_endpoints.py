@@ -63,8 +63,12 @@ def test_added_value_comparisons_and_answer(result):
         assert c.other == "clinical_only"
         assert getattr(c, f"{c.metric}_diff") is not None
         assert c.ci_low <= getattr(c, f"{c.metric}_diff") <= c.ci_high
-    medimp = next(c for c in m.added_value if c.method == "clinical+medimp")
-    assert medimp.seed_variance and medimp.n_runs == 3
+    medimp = [c for c in m.added_value if c.method == "clinical+medimp"]
+    assert all(c.n_runs == 3 and c.other_n_runs == 1 for c in medimp)
+    assert any(c.seed_variance for c in medimp)  # unless k = 0 in every fold of every run
+    assert all(c.verdict and c.p_holm is not None for c in medimp)
+    noise = [c for c in m.added_value if c.method == "clinical+noise"]
+    assert all(c.verdict == "not decided: one pretraining run" for c in noise)
     answers = {a.method: a for a in m.added_value_answers}
     assert set(answers) == set(IMAGE)
     assert answers["noise"].answer == "not decided"
@@ -123,3 +127,16 @@ def test_cli_prints_the_answer_and_the_r2_table(eval_cohort, tmp_path):
     assert "img: not decided: one pretraining run" in out.output
     assert "egfr_y2" in out.output and "R²" in out.output
     assert "clinical+img" in out.output
+
+
+def test_bad_endpoint_options_are_refused_in_one_line():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="endpoint_level 'patient_mean' is not among"):
+        EvalConfig(levels=["exam"], endpoint_level="patient_mean")
+    with pytest.raises(ValidationError, match="pca_ks must be non-negative"):
+        EvalConfig(pca_ks=[0, -2])
+    with pytest.raises(ValidationError, match="ridge_alphas must be positive"):
+        EvalConfig(ridge_alphas=[0.0])
+    # the default level follows the levels evaluated
+    assert EvalConfig(levels=["patient_latest"]).endpoint_level == "patient_latest"

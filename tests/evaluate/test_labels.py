@@ -1,4 +1,4 @@
-"""Labels of "poor graft status at K years" follow DESIGN.md exactly."""
+"""Labels of "poor graft status at K years" follow docs/design.md ("Labels") exactly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Losses beyond MEDIMP (issue 14): NT-Xent, soft (MedCLIP) targets, clinical-fact similarity."""
+"""Losses beyond MEDIMP (docs/train.md): NT-Xent, soft (MedCLIP) targets, clinical-fact
+similarity."""
 
 from __future__ import annotations
 

@@ -187,3 +187,30 @@ def test_evaluate_external_refuses_leakage(world, tmp_path) -> None:
     res = cli("evaluate", "--cohort", world["dev"], "--external", world["dev"], "--runs",
               f"ssl={world['runs']}", "--out", tmp_path / "eval", "--no-report")
     assert res.exit_code != 0 and "same patients" in res.output
+
+
+def test_run_of_a_third_cohort_gets_a_note(world, tmp_path) -> None:
+    from medimp.prognosis.external import external_notes
+
+    third = tmp_path / "third"  # EXT without its first patient: another cohort
+    shutil.copytree(world["blank"], third)
+    for name in ("patients.csv", "manifest.csv"):
+        df = pd.read_csv(third / name, dtype={"patient_id": str})
+        df[df["patient_id"] != df["patient_id"].iloc[0]].to_csv(third / name, index=False)
+    notes = external_notes(world["ext"], third, {"ssl": world["runs"]})
+    assert len(notes) == 2 and all("third cohort" in n for n in notes)
+
+
+def test_report_shows_the_external_validation(world) -> None:
+    from medimp.report import write_report
+
+    page = write_report(world["eval"], world["root"] / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="external">'):page.index('<section id="flow">')]
+    m = read_metrics(world["eval"] / "metrics.json")
+    assert m.header.external_cohort in section
+    for r in m.external:
+        if r.run is None and r.auc is not None:  # each model's external AUC, as recorded
+            assert f"{r.auc:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]" in section
+    assert "Internal validation only" not in page
+    # the TRIPOD+AI item is covered now
+    assert "<td>External validation</td><td>External validation</td>" in page

@@ -26,10 +26,10 @@ def test_fixture_tables_with_original_bank(study, fixture_tables, gpt_augs) -> N
     assert list(df.columns) == ["patient_id", "exam", "variant", "prompt"]
     assert df["variant"].tolist()[:10] == list(range(10))
     first = df[(df.patient_id == "001-0001-A-A") & (df.exam == "D15")]
-    # donor 70 y -> high; GFR 22 -> very low; creatinine CV 4 -> stable; D15 -> "two weeks"
+    # donor 70 y -> 65 or more; GFR 22 -> very low; creatinine CV 4 -> minor; D15 -> "two-week"
     assert first.prompt.iloc[0] == (
-        "The kidney donor was high years of age. The patient's GFR was found to be very low "
-        "at the two weeks check-up. Creatinine levels displayed stable fluctuations.")
+        "The kidney donor was 65 or more years of age. The patient's GFR was found to be very "
+        "low at the two-week check-up. Creatinine levels displayed minor fluctuations.")
     assert len(first) == 10 and first.prompt.nunique() == 10
     # patient 001-0002-B-B has no M12 GFR: its GFR sentence is dropped, the others stay
     m12 = df[(df.patient_id == "001-0002-B-B") & (df.exam == "M12")].prompt.iloc[0]

@@ -1,4 +1,4 @@
-"""Clinician wording of the prompts (issue 14): ranges, units, grammar, same facts."""
+"""Clinician wording of the prompts (docs/prompts.md): ranges, units, grammar, same facts."""
 
 from __future__ import annotations
 

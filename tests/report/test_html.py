@@ -10,7 +10,7 @@ from medimp.evaluate import read_metrics
 from medimp.report import write_report
 
 SECTIONS = ("summary", "prediction", "added", "results", "calibration", "decision", "risks",
-            "survival", "flow", "protocol", "limitations", "appendix", "tripod")
+            "survival", "external", "flow", "protocol", "limitations", "appendix", "tripod")
 
 
 @pytest.fixture(scope="module")
@@ -55,28 +55,34 @@ def test_summary_answers_the_question(eval_dir, page) -> None:
 
 
 def test_bottom_line_matches_the_comparison(eval_dir, page) -> None:
-    """Each line's verdict is what the comparison's CI says, and undecided ones name the
-    smallest detectable difference."""
+    """Each horizon's verdict is what the AUC comparison of clinical+medimp (the table plus
+    the images) against the table says, and an undecided one names the smallest detectable
+    difference."""
     m = read_metrics(eval_dir / "metrics.json")
     summary = _section(page, "summary")
-    checked = 0
-    for c in m.comparisons:
-        if c.other != "clinical_only" or c.level != "patient_mean" or c.probe != "logistic":
-            continue
-        k = c.task.removeprefix("status_y")
-        line = re.search(rf"<b>At {k} years:</b> (.*?)</li>", summary, flags=re.S).group(1)
+    comps = [c for c in [*m.comparisons, *m.added_value] if c.level == "patient_mean"
+             and c.auc_diff is not None and c.other == "clinical_only"]
+    for t in m.header.tasks:
+        [c] = [c for c in comps if c.task == t.task and c.method == "clinical+medimp"]
+        line = re.search(rf"<b>At {t.horizon_years} years:</b> (.*?)</li>", summary,
+                         flags=re.S).group(1)
         assert f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" in line
-        if c.ci_low <= 0 <= c.ci_high:
+        assert "adding the images" in line
+        verdict = c.verdict or ("better" if c.ci_low > 0 else "worse" if c.ci_high < 0 else
+                                "not decided")  # a comparison without a verdict: its CI
+        if verdict.startswith("not decided"):  # Holm-adjusted, or one pretraining run
             assert line.startswith("Cannot tell")
             assert f"below {c.min_detectable_diff:.2f}" in line
         else:
-            assert ("better" if c.ci_low > 0 else "worse") in line
-        checked += 1
-    assert checked == len(m.header.tasks)
+            assert f"does {verdict} than the clinical table" in line
 
 
-def test_prediction_defined(page) -> None:
+def test_prediction_defined(eval_dir, page) -> None:
     text = _section(page, "prediction")
+    # each method named is one that was evaluated, and every evaluated one is named
+    methods = re.search(r"<b>Methods\.</b><ul>(.*?)</ul>", text, flags=re.S).group(1)
+    named = re.findall(r"<li><code>([^<]+)</code>:", methods)
+    assert named == list(read_metrics(eval_dir / "metrics.json").header.methods)
     # the clinical predictors by name, split by when they are known
     assert re.search(r"Known at transplantation: donor_age, donor_type, recipient_age, "
                      r"recipient_sex\. Measured at each exam: egfr, creatinine_mg_dl, "
@@ -93,7 +99,7 @@ def test_main_tables_carry_no_internal_parameters(page) -> None:
         assert internal not in main, internal
     results = _section(page, "results")
     assert "<details><summary>Each pretraining run" not in results  # one run per method here
-    assert "bootstrap" not in main.replace("not a bootstrap", "")
+    assert "bootstrap" not in main
 
 
 def test_captions_name_the_interval_computed(eval_dir, page) -> None:
@@ -111,8 +117,9 @@ def test_absolute_risks_and_calibration(page) -> None:
         assert f"<th>{col}</th>" in risks
     assert 'alt="calibration"' in _section(page, "calibration")
     assert 'alt="decision curves"' in _section(page, "decision")
-    # no calibration.parquet in this evaluation: the page says where its plot comes from
-    assert "from the out-of-fold predictions, in fixed predicted-risk groups" in page
+    # the evaluation wrote its calibration and decision-curve tables: the page says it used them
+    assert "from the evaluation&#39;s calibration table" in page
+    assert "from the evaluation&#39;s decision-curve table" in page
 
 
 def test_survival_first_with_numbers_at_risk(eval_dir, page) -> None:
@@ -150,14 +157,16 @@ def test_appendix_keeps_the_encoder_checks(page) -> None:
 
 
 def test_tripod_checklist_says_where_or_not(page) -> None:
-    rows = re.findall(r"<tr><td>([0-9a-z]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
+    rows = re.findall(r"<tr><td>([A-Za-z ]+)</td><td>(.*?)</td><td[^>]*>(.*?)</td><td>(.*?)</td>",
                       _section(page, "tripod"))
     assert len(rows) >= 27
     for _, _, where, note in rows:
         assert where != "–" or note  # covered somewhere, or says why not
-    by_item = {item: where for item, _, where, _ in rows}
-    assert by_item["26c"] == "Calibration" and by_item["14"] == "–"
-    assert by_item["26d"] == "Decision curves"
+    by_topic = {topic: where for _, topic, where, _ in rows}
+    assert by_topic["Model performance: calibration"] == "Calibration"
+    assert by_topic["Model performance: clinical utility (decision curves)"] == "Decision curves"
+    assert by_topic["Fairness: performance in subgroups"] == "–"
+    assert by_topic["External validation"] == "–"  # no external cohort in this evaluation
 
 
 def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:
@@ -170,5 +179,36 @@ def test_report_survives_a_moved_cohort(eval_dir, tmp_path) -> None:
     m = read_metrics(copy / "metrics.json")
     m.header.cohort = str(tmp_path / "gone")
     write_metrics(m, copy / "metrics.json")
+    # an evaluation from before calibration.parquet / decision_curves.parquet existed
+    (copy / "calibration.parquet").unlink()
+    (copy / "decision_curves.parquet").unlink()
     html = write_report(copy).read_text(encoding="utf-8")
     assert "Cohort not found" in html and "ROC curves" in html
+    assert "from the out-of-fold predictions, in fixed predicted-risk groups" in html
+    assert 'alt="decision curves"' in html and "each patient&#39;s risk averaged" in html
+
+
+def test_added_value_table_leads_with_the_reference_combined_model(eval_dir, page) -> None:
+    m = read_metrics(eval_dir / "metrics.json")
+    added = _section(page, "added")
+    main = added[:added.index("<details>")]
+    assert set(re.findall(r"<td>(clinical\+[a-z_]+)", main)) == {"clinical+medimp"}
+    for c in m.added_value:
+        if c.method == "clinical+medimp" and c.level == "patient_mean":
+            diff = c.auc_diff if c.auc_diff is not None else (
+                c.r2_diff if c.r2_diff is not None else c.brier_diff)
+            assert f"{diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]" in main
+    assert "clinical+random_init" in added[added.index("<details>"):]  # folded away
+
+
+def test_calibration_and_continuous_figures_are_the_recorded_ones(eval_dir, page) -> None:
+    m = read_metrics(eval_dir / "metrics.json")
+    [rec] = [r for r in m.records if r.task == "status_y2" and r.method == "clinical_only"
+             and r.run is None and r.level == "patient_mean" and r.probe == "logistic"]
+    assert rec.calibration_slope is not None
+    assert (f"{rec.calibration_slope:.3f} [{rec.calibration_slope_ci_low:.3f}, "
+            f"{rec.calibration_slope_ci_high:.3f}]") in _section(page, "calibration")
+    [reg] = [r for r in m.regression if r.task == "egfr_y2" and r.method == "clinical_only"
+             and r.run is None and r.level == "patient_mean"]
+    assert f"{reg.r2:.3f} [{reg.r2_ci_low:.3f}, {reg.r2_ci_high:.3f}]" in _section(page,
+                                                                                 "results")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 
 from medimp.evaluate import EvalConfig, evaluate, read_metrics
 from medimp.report import write_report
@@ -45,6 +46,10 @@ def test_protocol_names_the_probes_and_models_used(eval_dir, knn_eval) -> None:
     assert "PCA to 3 components" in both and "L2 penalty 0.25" in both
     assert "1 repeats of 3-fold" in both
     assert "patient_latest" not in both  # only the level that was evaluated
+    # the endpoints that ran are described in the header's own words
+    header = read_metrics(knn_eval / "metrics.json").header.protocol
+    for key in ("continuous", "added_value", "calibration"):
+        assert str(escape(header[key])) in both  # as the template escapes it
 
 
 def test_protocol_interval_follows_the_header(eval_dir, tmp_path) -> None:

@@ -22,7 +22,7 @@ def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def poor_status(patients: pd.DataFrame, years: int, threshold: float = 45.0) -> pd.DataFrame:
-    """DESIGN.md label: eGFR < threshold at K years or graft loss before K years."""
+    """The label of docs/design.md: eGFR < threshold at K years or graft loss before K years."""
     day = years * 365.25
     lost = (patients["graft_loss"] == 1) & (patients["graft_loss_days"] <= day)
     known = patients[f"egfr_y{years}"].notna() | lost

@@ -1,4 +1,4 @@
-"""Options beyond MEDIMP (issue 14), each trained for one tiny epoch on the simulated cohort.
+"""Options beyond MEDIMP (docs/train.md), each trained for one tiny epoch on the simulated cohort.
 
 Soft (MedCLIP) targets, SLIP, clinician wording, true SimCLR negatives, the missing-phase mask,
 and pretraining on each patient's earliest exams.
@@ -53,7 +53,7 @@ def test_nt_xent_changes_the_image_ssl_loss(simulated_cohort, tiny_config) -> No
 
 
 def test_image_ssl_is_true_simclr_by_default(tiny_config) -> None:
-    """Issue 14: the baseline medimp is compared with is SimCLR's NT-Xent (2N-2 negatives),
+    """The baseline medimp is compared with is SimCLR's NT-Xent (2N-2 negatives),
     not the cross-view InfoNCE (N-1) it was before; the old loss stays an option."""
     from medimp.models import NTXentLoss
     from medimp.train.module import PretrainModule

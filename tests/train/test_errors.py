@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
+from medimp.data._values import CohortWarning
 from medimp.errors import MedimpError
 from medimp.train import ConfigError, TrainError, pretrain
 
@@ -199,29 +204,74 @@ def test_damaged_model_safetensors(simulated_cohort, tiny_config, tmp_path) -> N
     assert not (tmp_path / "e.parquet").exists()
 
 
-def test_read_only_cohort_with_its_default_cache(simulated_cohort, tiny_config,
-                                                 tmp_path) -> None:
-    import shutil
-
+@contextlib.contextmanager
+def _read_only_cohort(src: Path, at: Path):
+    """``src`` seen read-only: a chmod'ed copy for a normal user; for root (which chmod does not
+    stop) a read-only bind mount, or a skip where mounting is not allowed."""
+    if os.geteuid() != 0:
+        shutil.copytree(src, at)
+        dirs = [at, *(p for p in at.rglob("*") if p.is_dir())]
+        for d in dirs:
+            d.chmod(0o555)
+        try:
+            yield at
+        finally:
+            for d in dirs:
+                d.chmod(0o755)
+        return
     from tests._fs import read_only_view
+
+    with read_only_view(src, at) as ro:
+        yield ro
+
+
+def test_read_only_cohort_trains_with_the_user_cache(simulated_cohort, tiny_config, tmp_path,
+                                                     monkeypatch) -> None:
+    """A cohort on a read-only share trains and embeds: its exams are cached in the user's
+    cache folder, and a warning says where; nothing is written into the cohort."""
+    from typer.testing import CliRunner
+
+    from medimp.cli.main import app
+    from medimp.data.cache import user_cache_dir
 
     src = tmp_path / "cohort"
     shutil.copytree(simulated_cohort, src, ignore=shutil.ignore_patterns(".medimp_cache"))
-    run = pretrain(simulated_cohort, tmp_path / "run", tiny_config("method=random_init"),
-                   progress=False)
-    with read_only_view(src, tmp_path / "ro") as ro:
-        line = _cli_one_line(["embed", "--run", str(run), "--cohort", str(ro), "--out",
-                              str(tmp_path / "e.parquet")])
-        assert str(ro / ".medimp_cache") in line and "read-only file system" in line
-        assert "--cache DIR" in line and "cache_dir=DIR" in line
-        from typer.testing import CliRunner
-
-        from medimp.cli.main import app
-
-        res = CliRunner().invoke(app, ["embed", "--run", str(run), "--cohort", str(ro), "--out",
-                                       str(tmp_path / "e.parquet"), "--cache",
-                                       str(tmp_path / "cache")])  # the fix it names works
+    monkeypatch.setenv("MEDIMP_CACHE_DIR", str(tmp_path / "user-cache"))
+    with _read_only_cohort(src, tmp_path / "ro") as ro:
+        before = sorted(p.relative_to(ro) for p in ro.rglob("*"))
+        config = tiny_config("method=image_ssl", "augment={}", "epochs=1").model_copy(
+            update={"cache_dir": None})
+        with pytest.warns(CohortWarning, match=r"cannot be written.*cached in"):
+            run = pretrain(ro, tmp_path / "run", config, progress=False)
+        assert (run / "model.json").is_file()
+        cache = user_cache_dir(ro)
+        assert cache.is_relative_to(tmp_path / "user-cache") and any(cache.rglob("*"))
+        with pytest.warns(CohortWarning, match=f"cached in {re.escape(str(cache))}"):
+            res = CliRunner().invoke(app, ["embed", "--run", str(run), "--cohort", str(ro),
+                                           "--out", str(tmp_path / "e.parquet")])
         assert res.exit_code == 0, res.output
+        assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
+
+
+def test_unwritable_cache_dir_names_the_folder_not_the_images(simulated_cohort, tiny_config,
+                                                              tmp_path) -> None:
+    """A cache_dir that cannot be written is one error naming it and the setting; the images
+    are not blamed (nothing says 'exam' or 'export them again')."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cache = blocker / "cache"
+    with pytest.raises(MedimpError, match="cache folder cannot be written") as err:
+        pretrain(simulated_cohort, tmp_path / "run", tiny_config(
+            "method=image_ssl", "augment={}").model_copy(update={"cache_dir": str(cache)}),
+            progress=False)
+    assert str(cache) in str(err.value) and "cache_dir" in str(err.value)
+    line = _cli_one_line(["pretrain", "--cohort", str(simulated_cohort), "--out",
+                          str(tmp_path / "run2"), "--no-progress", "--set", f"cache_dir={cache}",
+                          "--set", "preprocess.shape=[16,16,16]", "--method", "image_ssl",
+                          "--set", "image_encoder.name=tiny_cnn_3d"])
+    assert str(cache) in line and "cache_dir=DIR" in line and "--cache DIR" in line
+    assert "exam" not in line and "export" not in line
+    assert not (tmp_path / "run2" / "model.json").exists()
 
 
 def test_full_disk_says_so_and_where(simulated_cohort, train_cache, tmp_path) -> None:
@@ -237,3 +287,19 @@ def test_full_disk_says_so_and_where(simulated_cohort, train_cache, tmp_path) ->
                                f"{disk / 'run'}"), line
         assert "the disk is full" in line
         assert not list((disk / "run").rglob(".*.tmp*"))  # no half-written file left behind
+
+
+def test_resume_may_change_precision_after_a_non_finite_stop(simulated_cohort, tiny_config,
+                                                               tmp_path) -> None:
+    """A bf16 run stopped by non-finite steps is told to resume with precision 32: that
+    resume (and a smaller micro-batch, the same gradient) continues instead of being refused
+    as a changed configuration."""
+    from medimp.train.checkpoint import read_checkpoint
+
+    run = pretrain(simulated_cohort, tmp_path / "run",
+                   tiny_config("method=image_ssl", "augment={}", "precision=bf16-mixed",
+                               "stop_after_epochs=1"), progress=False)
+    pretrain(simulated_cohort, run, tiny_config("method=image_ssl", "augment={}",
+                                                "precision=32", "micro_batch_size=2"),
+             resume=True, progress=False)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1

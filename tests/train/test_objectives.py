@@ -142,7 +142,7 @@ def test_toy_objective_trains_through_the_public_api(simulated_cohort, tiny_conf
 
 
 def test_no_method_name_comparison_outside_objectives() -> None:
-    """The trainer never asks which objective it runs (issue 9): the objectives answer."""
+    """The trainer never asks which objective it runs: the objectives answer."""
     root = Path(__file__).resolve().parents[2]
     names = "|".join(BUILTIN)
     pattern = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")

@@ -71,11 +71,14 @@ def test_ctrl_c_of_a_two_process_run_leaves_both_runs_resumable(simulated_cohort
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(simulated_cohort), str(root),
                              str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900  # generous: two spawned workers on a loaded machine
     # both workers have finished an epoch (each wrote its resume checkpoint)
     while (len(list(root.glob("seed*/checkpoints/last.ckpt"))) < 2 and proc.poll() is None
            and time.monotonic() < deadline):
         time.sleep(0.05)
+    if len(list(root.glob("seed*/checkpoints/last.ckpt"))) < 2:
+        proc.kill()
+        pytest.fail(f"the two runs did not both reach a checkpoint: {proc.communicate()}")
     proc.send_signal(signal.SIGINT)  # the parent alone, as `kill -INT`: it stops its workers
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err

@@ -238,7 +238,13 @@ def init(
     for line in result.guesses:
         out(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     layout = result.layout
-    out(f"images: {len(layout.rows)} found, by path pattern (confirm them):", markup=False)
+    if not layout.rows:
+        out(f"images: none found under {folder} (NIfTI files or DICOM series folders whose "
+            "path names a patient, an exam and a phase); put the image tree inside the folder "
+            "and run init --overwrite, or write manifest.csv by hand (docs/data.md)",
+            markup=False, highlight=False, soft_wrap=True)
+    else:
+        out(f"images: {len(layout.rows)} found, by path pattern (confirm them):", markup=False)
     for line in layout_summary(layout):
         out(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if layout.unmatched:

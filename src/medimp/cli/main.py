@@ -115,8 +115,8 @@ app = typer.Typer(
 )
 
 # Modules under medimp.cli that define register(app); one per pipeline stage.
-_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "evaluate", "prognosis",
-                    "demo")
+_COMMAND_MODULES = ("simulate", "data", "cache", "prompts", "train", "export", "evaluate",
+                    "prognosis", "demo")
 
 
 def _version(value: bool) -> None:

@@ -122,6 +122,10 @@ def _embed(
         "give one for a read-only cohort).", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", help=THREADS_HELP, show_default=False)] = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Also write the embeddings, labelled by patient, exam and level, "
+        "to this new folder for TensorBoard's projector (tensorboard --logdir DIR).",
+        show_default=False)] = None,
 ) -> None:
     """Write per-exam and per-patient embeddings of a cohort with a pretrained encoder."""
     from medimp.train import embed
@@ -130,12 +134,15 @@ def _embed(
     cohort_dir = path_option(cohort, old_cohort, option="--cohort", old_name="COHORT")
     apply_threads(threads)
     df = embed(run_dir, cohort_dir, out=out, batch_size=batch_size, projected=projected,
-               cache_dir=cache, progress=is_interactive())
+               cache_dir=cache, progress=is_interactive(), tensorboard=tensorboard)
     n_exam = int((df["level"] == "exam").sum())
     n_pat = int((df["level"] == "patient").sum())
     dim = sum(c.startswith("e") and c[1:].isdigit() for c in df.columns)
     console.print(f"{n_exam} exams, {n_pat} patients, {dim}-d embeddings -> "
                   f"[bold]{escape(str(out))}[/]")
+    if tensorboard is not None:
+        console.print(f"TensorBoard projector: tensorboard --logdir {escape(str(tensorboard))}",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

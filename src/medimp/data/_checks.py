@@ -10,10 +10,12 @@ import pandas as pd
 
 from medimp.data._findings import RowFindings
 from medimp.data._tables import Collector, check_duplicates, where_of
+from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
 from medimp.study import DYNAMIC_PHASE, Study
 
 
-def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
+def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector,
+                   phases: list[str] | None = None) -> None:
     """Non-empty, one row per volume, every image path exists (Windows separators allowed)."""
     # paths written on Windows ("images\\P001\\pre.nii.gz") work everywhere
     manifest["path"] = manifest["path"].str.replace("\\", "/", regex=False)
@@ -22,7 +24,7 @@ def check_manifest(root: Path, manifest: pd.DataFrame, col: Collector) -> None:
                   "add one row per volume (patient_id, exam, phase, path)",
                   file="manifest.csv")
     check_duplicates(manifest, ["patient_id", "exam", "phase"], "manifest.csv", col)
-    check_dynamic_rows(manifest, col)
+    check_dynamic_rows(manifest, col, phases)
     for i, p in enumerate(manifest["path"]):
         if not isinstance(p, str) or not p:
             continue
@@ -71,9 +73,26 @@ def check_labels(study: Study, manifest: pd.DataFrame | None, exams: pd.DataFram
                           **where_of(manifest, i, "manifest.csv"))
 
 
-def check_dynamic_rows(manifest: pd.DataFrame, col: Collector) -> None:
-    """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both."""
+def check_dynamic_rows(manifest: pd.DataFrame, col: Collector,
+                       phases: list[str] | None = None) -> None:
+    """An exam is either one ``dynamic`` row (a 4D series) or one row per phase, not both;
+    a ``frames`` column gives valid ``phase:index`` pairs."""
+
     dyn = manifest[manifest["phase"] == DYNAMIC_PHASE]
+    if FRAMES_COLUMN in manifest.columns and phases:
+        for i, (phase, text) in enumerate(zip(manifest["phase"], manifest[FRAMES_COLUMN],
+                                              strict=True)):
+            if not isinstance(text, str) or not text.strip():
+                continue
+            try:
+                if phase != DYNAMIC_PHASE:
+                    raise ValueError(f"frames {text!r} on a row of phase {phase!r}: only a "
+                                     f"{DYNAMIC_PHASE!r} row has frames")
+                parse_frames(text, phases)
+            except ValueError as exc:
+                col.error(str(exc), "write phase:index for every phase, e.g. 'pre:0 "
+                          "arterial:6 tubular:20', or leave the cell empty",
+                          **where_of(manifest, i, "manifest.csv"))
     if dyn.empty:
         return
     keys = set(zip(dyn["patient_id"], dyn["exam"], strict=True))
@@ -169,3 +188,60 @@ def check_references(manifest: pd.DataFrame | None, exams: pd.DataFrame | None,
                       **where_of(manifest, i, "manifest.csv"))
 
 
+
+
+def check_mapping_keys(study: Study, tables: dict[str, pd.DataFrame | None],
+                       col: Collector) -> None:
+    """A ``values:`` or ``units:`` entry whose column no table has (a typo, or the file's name
+    of a column that ``columns:`` renames) would be ignored without a word: warn."""
+    if any(df is None for df in tables.values()):
+        return  # a table is missing: its own error says so
+    have = {c for df in tables.values() if df is not None for c in df.columns}
+    renamed = study.columns
+    for key, entries in (("values", study.values), ("units", study.units)):
+        for c in entries:
+            if c in have:
+                continue
+            hint = (f"write the column's name after columns: renames it ({renamed[c]!r})"
+                    if renamed.get(c) in have else
+                    "correct the column name (as the table's header spells it, after "
+                    "columns: renaming)")
+            col.warning(f"study.yaml's {key}: names column {c!r}, which no table has: it is "
+                        "not applied", f"{hint}; columns found: {sorted(have)}",
+                        file="study.yaml")
+
+
+def check_outcome_days(study: Study, patients: pd.DataFrame | None, col: Collector) -> None:
+    """Outcome days that contradict each other (read after ``units:`` are converted): a graft
+    lost after its last follow-up, a graft-loss day for a graft not marked lost (evaluation
+    would ignore it)."""
+    out = study.outcomes
+    if patients is None or not out.graft_loss_days or not {
+            out.graft_loss, out.graft_loss_days} <= set(patients.columns):
+        return
+    lost = pd.to_numeric(patients[out.graft_loss], errors="coerce")
+    loss = pd.to_numeric(patients[out.graft_loss_days], errors="coerce")
+    follow = (pd.to_numeric(patients[out.followup_days], errors="coerce")
+              if out.followup_days in patients.columns else pd.Series(math.nan, patients.index))
+    findings = RowFindings()
+    gl, gd, fd = out.graft_loss, out.graft_loss_days, out.followup_days
+    for i in range(len(patients)):
+        day, last, status = loss.iloc[i], follow.iloc[i], lost.iloc[i]
+        if status == 1 and day > last:
+            findings.add(
+                ("patients.csv", gd, "after_followup"), where_of(patients, i, "patients.csv"),
+                f"{day:g} > {last:g}", severity="warning",
+                one=f"graft lost on day {day:g} after the last follow-up (day {last:g})",
+                many=lambda n, rows: f"{n} grafts lost after their last follow-up: {rows}",
+                fix=f"check the dates: the last follow-up ({fd!r}) is on or after the graft "
+                    f"loss ({gd!r})")
+        elif status == 0 and math.isfinite(day):
+            findings.add(
+                ("patients.csv", gd, "not_lost"), where_of(patients, i, "patients.csv"),
+                f"{day:g}", severity="warning",
+                one=f"graft-loss day {day:g} for a graft marked not lost ({gl!r} = 0): "
+                    "evaluation ignores it",
+                many=lambda n, rows: (f"{n} graft-loss days for grafts marked not lost "
+                                      f"({gl!r} = 0), ignored by evaluation: {rows}"),
+                fix=f"set {gl!r} to 1 if the graft was lost, or empty its graft-loss day/date")
+    findings.emit(col.report)

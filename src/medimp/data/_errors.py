@@ -14,6 +14,7 @@ from typing import Literal
 from medimp.errors import MedimpError
 
 __all__ = [
+    "CacheDirError",
     "CohortError",
     "CorruptFileError",
     "DicomSeriesError",
@@ -111,6 +112,10 @@ class MedimpDataError(MedimpError):
         """This error as a :class:`Problem` row (for validation reports)."""
         return Problem(severity, self.file, self.patient, self.exam, self.phase,
                        self.message, self.fix or "")
+
+
+class CacheDirError(MedimpDataError):
+    """The preprocessing cache folder cannot be written (never a problem of the images)."""
 
 
 class VolumeReadError(MedimpDataError):

@@ -11,6 +11,7 @@ folder (the image checks).
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -88,11 +89,12 @@ def collapse(problems: list[Problem], at_least: int = 3) -> list[Problem]:
     become one, naming their common folder, the count and the first files; order is kept."""
     groups: dict[tuple[str, str, str], list[Problem]] = defaultdict(list)
     for p in problems:
-        groups[(p.severity, p.problem, p.fix)].append(p)
+        if p.file and not re.search(r":\d+$", p.file):  # files, not lines of a table
+            groups[(p.severity, p.problem, p.fix)].append(p)
     out, done = [], set()
     for p in problems:
         key = (p.severity, p.problem, p.fix)
-        same = groups[key]
+        same = groups.get(key, [])
         if len(same) < at_least:
             out.append(p)
             continue

@@ -102,6 +102,7 @@ def header_geometry(path: str | Path) -> dict[str, Any] | None:
     import zlib
 
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     path = Path(path)
     try:
@@ -116,7 +117,7 @@ def header_geometry(path: str | Path) -> dict[str, Any] | None:
         if len(shape) < 3:
             return None
         return _geometry(np.asarray(img.affine, dtype=float), shape)
-    except (ValueError, OSError, EOFError, zlib.error, ImageFileError):
+    except (ValueError, OSError, EOFError, zlib.error, ImageFileError, HeaderDataError):
         return None  # a damaged file (MedimpDataError is a ValueError): the image checks name it
 
 

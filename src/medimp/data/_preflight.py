@@ -17,7 +17,8 @@ from typing import Any
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data._geometry import geometry_problems, header_geometry
-from medimp.data.cache import PreprocessCache, default_cache_dir
+from medimp.data.cache import PreprocessCache
+from medimp.data.cache_dir import resolve_cache_dir
 from medimp.data.preprocess import PreprocessConfig, load_exam_volume
 
 __all__ = ["PreflightReport", "preflight_exams"]
@@ -36,8 +37,8 @@ class PreflightReport:
         first = "; ".join(str(p) for p in self.errors[:shown])
         more = f"; and {len(self.errors) - shown} more" if len(self.errors) > shown else ""
         return (f"{len(self.errors)} of {self.exams} exam(s) cannot be read or preprocessed, "
-                f"so nothing was trained: {first}{more}. `medimp validate {cohort_root}` lists "
-                "every problem with its fix")
+                f"so nothing was trained: {first}{more}. `medimp validate --cohort "
+                f"{cohort_root}` lists every problem with its fix")
 
 
 def preflight_exams(cohort: Any, preprocess: PreprocessConfig,
@@ -54,7 +55,7 @@ def preflight_exams(cohort: Any, preprocess: PreprocessConfig,
         progress: show a progress bar.
     """
     report = PreflightReport(exams=len(keys))
-    cache = PreprocessCache(default_cache_dir(cohort.root) if cache_dir is None else cache_dir)
+    cache = PreprocessCache(resolve_cache_dir(cohort.root, cache_dir))
     todo: Any = list(keys)
     if progress:
         from rich.progress import track

@@ -30,6 +30,8 @@ from medimp.data._checks import (
     check_exams,
     check_labels,
     check_manifest,
+    check_mapping_keys,
+    check_outcome_days,
     check_patients,
     check_references,
     check_study_columns,
@@ -46,6 +48,7 @@ from medimp.data._tables import (
     where_of,
 )
 from medimp.data._values import check_paths_inside, emit_warnings
+from medimp.data.dynamic import FRAMES_COLUMN, parse_frames, select_frames
 from medimp.data.readers import DynamicSeries, Volume, read_series, read_volume
 from medimp.study import DYNAMIC_PHASE, Study, StudyError, TextVariable, load_study
 
@@ -299,21 +302,33 @@ class Cohort:
             MedimpDataError: unreadable series or a timing problem (``DynamicSeriesError``),
                 with the patient and exam filled in.
         """
-        from medimp.data.dynamic import select_frames
 
         key = (str(patient_id), exam)
         path, uid = next(iter(self._index[key].values()))
-        memo_key = (self._resolve(path), uid, check_finite)
+        memo_key = (self._resolve(path), uid, check_finite, key)
         memo = self.__dict__.setdefault("_series_memo", {})
         if memo_key not in memo:
             try:
                 series = read_series(memo_key[0], series_uid=uid, check_finite=check_finite)
-                selection = select_frames(series, self.study)
+                selection = select_frames(series, self.study, self.own_frames(*key))
             except MedimpDataError as exc:
                 raise exc.with_context(patient=key[0], exam=exam) from None
             memo.clear()
             memo[memo_key] = (series, selection)
         return memo[memo_key]
+
+    def own_frames(self, patient_id: str, exam: str) -> dict[str, int] | None:
+        """A dynamic exam's own frames (manifest.csv's optional ``frames`` column, e.g.
+        ``pre:0 arterial:6 tubular:20``), None when study.yaml's ``dynamic:`` decides."""
+
+        m = self.manifest
+        if FRAMES_COLUMN not in m.columns:
+            return None
+        rows = m[(m["patient_id"] == str(patient_id)) & (m["exam"] == exam)
+                 & (m["phase"] == DYNAMIC_PHASE)]
+        text = rows[FRAMES_COLUMN].iloc[0] if len(rows) else None
+        return parse_frames(text, self.study.phase_names) if isinstance(text, str) and \
+            text.strip() else None
 
     def dynamic_selection(self, patient_id: str, exam: str) -> FrameSelection | None:
         """The frames chosen for each phase of a dynamic exam (None for a 3D-per-phase exam)."""
@@ -329,7 +344,8 @@ class Cohort:
             return (uid,)
         spec = self.study.dynamic.model_dump(mode="json")
         seconds = {p.name: p.seconds for p in self.study.phases}
-        return (uid, DYNAMIC_PHASE, {"spec": spec, "phase_seconds": seconds})
+        return (uid, DYNAMIC_PHASE, {"spec": spec, "phase_seconds": seconds,
+                                     "frames": self.own_frames(patient_id, exam)})
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: no 4D array in the pickle
         state = dict(self.__dict__)
@@ -403,7 +419,7 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
             type_table(df, name, study, col)
     manifest, exams, patients = tables["manifest"], tables["exams"], tables["patients"]
     if manifest is not None:
-        check_manifest(root, manifest, col)
+        check_manifest(root, manifest, col, study.phase_names if study else None)
     if exams is not None:
         check_exams(study, exams, col)
     if patients is not None:
@@ -413,6 +429,8 @@ def _load(root: str | os.PathLike[str], strict_paths: bool | None = None
         check_study_columns(study, exams, patients, col)
         check_ranges(study, {"exams": exams, "patients": patients}, col.report, where_of)
         convert_units(study, {"exams": exams, "patients": patients})
+        check_outcome_days(study, patients, col)
+        check_mapping_keys(study, tables, col)
         if manifest is not None:
             strict = study.strict_paths if strict_paths is None else strict_paths
             check_paths_inside(root, manifest, strict, col.report, where_of)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +27,9 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
-from medimp.data.augment import AugmentConfig, build_augment
-from medimp.data.cache import PreprocessCache, default_cache_dir
+from medimp.data.augment import AugmentConfig, Reseeder, build_augment
+from medimp.data.cache import PreprocessCache
+from medimp.data.cache_dir import resolve_cache_dir
 from medimp.data.preprocess import PreprocessConfig, PreprocessError, exam_phases, load_exam_volume
 
 __all__ = ["ExamDataset"]
@@ -41,7 +41,9 @@ class ExamDataset(Dataset):
     Args:
         cohort: a ``Cohort`` (from ``medimp.data.read_cohort``) or the path of a cohort folder.
         preprocess: the preprocessing parameters (default ``PreprocessConfig()``).
-        cache_dir: where preprocessed exams are cached; ``None`` = ``<cohort>/.medimp_cache``;
+        cache_dir: where preprocessed exams are cached; ``None`` = ``<cohort>/.medimp_cache``,
+            or the user's cache folder when the cohort cannot be written (a warning says so;
+            :func:`medimp.data.cache.resolve_cache_dir`);
             ``False`` = no cache (every item is read and preprocessed again).
         augment: an :class:`AugmentConfig` (or ``None`` for no augmentation).
         seed: base seed of the augmentations.
@@ -101,11 +103,12 @@ class ExamDataset(Dataset):
         if cache_dir is False:
             self.cache: PreprocessCache | None = None
         else:
-            root = default_cache_dir(cohort.root) if cache_dir is None else Path(cache_dir)
-            self.cache = PreprocessCache(root, remember_keys=True)
+            self.cache = PreprocessCache(resolve_cache_dir(cohort.root, cache_dir),
+                                         remember_keys=True)
         self.memory = memory
         self.augment = augment
         self._augment = build_augment(augment) if augment is not None else None
+        self._reseed = Reseeder(self._augment) if self._augment is not None else None
         self.seed = int(seed)
         self._epoch: int | None = None
 
@@ -152,7 +155,7 @@ class ExamDataset(Dataset):
         tensor = torch.tensor(image, dtype=torch.float32)  # a writable copy
         mask_t = torch.from_numpy(np.array(mask, dtype=bool))
         if self._augment is not None:
-            self._augment.set_random_state(seed=self._item_seed(index))
+            self._reseed(self._item_seed(index))  # = set_random_state(seed=...), cheaper
             # plain tensors, no MetaTensor bookkeeping: ~2x faster flips and blurs, and the
             # default collate gets ordinary tensors
             previous = get_track_meta()

@@ -1,13 +1,16 @@
 """Dynamic DICOM series: classic (one file per slice, many time points) and enhanced multi-frame.
 
 Every slice of the series -- a classic file, or one frame of an enhanced multi-frame file with
-its per-frame functional groups -- becomes a :class:`_Slice` (position, orientation, size,
-temporal order and time). The slices are grouped by position along the slice normal; each
+its per-frame functional groups -- becomes a :class:`medimp.data.dicom_header.DicomSlice`
+(position, orientation, size, rescale, temporal order and time; the header helper the checks
+use too). The slices are grouped by position along the slice normal; each
 position must hold the same number of time points, sorted by the temporal key
 (``TemporalPositionIdentifier`` / ``TemporalPositionIndex``, else ``TriggerTime`` /
 ``NominalCardiacTriggerDelayTime``, else ``AcquisitionTime`` / ``FrameAcquisitionDateTime``).
 Time points of different geometry (another orientation, size, pixel spacing, slice positions or
-slice count) are :class:`DynamicSeriesError` naming the file, never resampled silently.
+slice count) are :class:`DynamicSeriesError` naming the file, never resampled silently. The
+pixels are read after the headers, one time point at a time (an enhanced file frame by frame),
+and rescaled through pydicom's ``apply_rescale``.
 
 Voxels and affine follow :class:`medimp.data.readers.DicomSeriesReader` (SimpleITK's
 convention): ``array[i, j, k]`` = column ``i``, row ``j``, slice ``k``; LPS converted to RAS+.

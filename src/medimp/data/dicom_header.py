@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from medimp.data._errors import DicomSeriesError
+from medimp.data._errors import CorruptFileError, DicomSeriesError, VolumeReadError
+from medimp.data.geometry import field_of_view, world_spacing
 
 __all__ = [
     "HEADER_TAGS",
@@ -128,15 +129,22 @@ def clock_seconds(value: Any, date: Any = None) -> float:
 
 
 def unwrap_midnight(seconds: np.ndarray) -> np.ndarray:
-    """Times of day (s since midnight) of one series that crosses midnight, made continuous.
+    """Times of one series that crosses midnight, made continuous.
 
     A dynamic series lasts minutes: when its times of day span more than 12 hours, the early
-    ones (before noon) are the next day's. Times with a date (> one day) are returned as given.
+    ones (before noon) are the next day's. Times with a date (seconds since 1970) that span
+    more than 12 hours are read the same way from their times of day: some scanners stamp
+    every image with the series' ``AcquisitionDate``, which then does not turn at midnight
+    while the ``AcquisitionTime`` does. Times within 12 hours are returned as given.
     """
     t = np.asarray(seconds, dtype=np.float64)
-    if t.size and float(t.max()) < _DAY and float(t.max() - t.min()) > _DAY / 2:
-        t = np.where(t < _DAY / 2, t + _DAY, t)
-    return t
+    if not t.size or float(t.max() - t.min()) <= _DAY / 2:
+        return t
+    day0 = np.floor(float(t.min()) / _DAY) * _DAY
+    tod = t - np.floor(t / _DAY) * _DAY  # time of day
+    if float(tod.max() - tod.min()) > _DAY / 2:
+        tod = np.where(tod < _DAY / 2, tod + _DAY, tod)
+    return day0 + tod
 
 
 def _clock(value: Any, date: Any = None) -> float | None:
@@ -159,16 +167,37 @@ def _check_slope(slope: float | None, where: str, file: Path) -> float:
     return slope
 
 
+def _vector(value: Any, n: int, attr: str, where: str, file: Path, *,
+            positive: bool = False) -> np.ndarray:
+    """``value`` as ``n`` finite numbers (``positive``: each above 0), or a DicomSeriesError
+    naming the attribute and the file: a short or zero vector would otherwise fail deep in the
+    geometry maths with a bare numpy error (or be replaced by 1 mm without a word)."""
+    try:
+        v = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        v = np.array([])
+    if v.size != n or not np.isfinite(v).all() or (positive and not (v > 0).all()):
+        raise DicomSeriesError(
+            f"{attr} is {list(v) if v.size else repr(value)} in {where}; {n} "
+            f"{'positive ' if positive else ''}numbers are expected", file=file,
+            fix="export the series again with complete geometry headers, or convert it to "
+                "NIfTI (e.g. `dcm2niix -z y`)")
+    return v
+
+
 def _classic_slice(f: Path, ds: Any) -> DicomSlice:
     for attr in ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"):
         if getattr(ds, attr, None) is None:
             raise DicomSeriesError(f"slice lacks {attr}", file=f,
                                    fix="export the series with full geometry headers")
     s = DicomSlice(file=f, frame=None,
-                   position=np.asarray(ds.ImagePositionPatient, dtype=float),
-                   orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
+                   position=_vector(ds.ImagePositionPatient, 3, "ImagePositionPatient", f.name,
+                                    f),
+                   orientation=_vector(ds.ImageOrientationPatient, 6, "ImageOrientationPatient",
+                                       f.name, f),
                    size=(int(ds.Rows), int(ds.Columns)),
-                   pixel_spacing=np.asarray(getattr(ds, "PixelSpacing", [1.0, 1.0]), dtype=float),
+                   pixel_spacing=_vector(getattr(ds, "PixelSpacing", [1.0, 1.0]), 2,
+                                         "PixelSpacing", f.name, f, positive=True),
                    slope=_check_slope(_num(getattr(ds, "RescaleSlope", None)), f.name, f),
                    intercept=_num(getattr(ds, "RescaleIntercept", None)) or 0.0)
     tpi = _num(getattr(ds, "TemporalPositionIdentifier", None))
@@ -209,6 +238,10 @@ def _enhanced_slices(f: Path, ds: Any) -> list[DicomSlice]:
                 return getattr(item, attr)
         return None
 
+    for attr in ("Rows", "Columns"):
+        if getattr(ds, attr, None) is None:
+            raise DicomSeriesError(f"multi-frame file lacks {attr}", file=f,
+                                   fix="export the series with full geometry headers")
     out = []
     for i, g in enumerate(per):
         pos = get(g, "PlanePositionSequence", "ImagePositionPatient")
@@ -218,12 +251,15 @@ def _enhanced_slices(f: Path, ds: Any) -> list[DicomSlice]:
                 f"frame {i + 1} lacks its plane position or orientation", file=f,
                 fix="export the enhanced file with PlanePosition/PlaneOrientation groups")
         slope = _num(get(g, "PixelValueTransformationSequence", "RescaleSlope"))
-        s = DicomSlice(file=f, frame=i, position=np.asarray(pos, dtype=float),
-                       orientation=np.asarray(iop, dtype=float),
+        where = f"{f.name} frame {i + 1}"
+        spacing = get(g, "PixelMeasuresSequence", "PixelSpacing")
+        s = DicomSlice(file=f, frame=i,
+                       position=_vector(pos, 3, "ImagePositionPatient", where, f),
+                       orientation=_vector(iop, 6, "ImageOrientationPatient", where, f),
                        size=(int(ds.Rows), int(ds.Columns)),
-                       pixel_spacing=np.asarray(get(g, "PixelMeasuresSequence", "PixelSpacing")
-                                                or [1.0, 1.0], dtype=float),
-                       slope=_check_slope(slope, f"{f.name} frame {i + 1}", f),
+                       pixel_spacing=_vector([1.0, 1.0] if spacing is None else spacing, 2,
+                                             "PixelSpacing", where, f, positive=True),
+                       slope=_check_slope(slope, where, f),
                        intercept=_num(get(g, "PixelValueTransformationSequence",
                                           "RescaleIntercept")) or 0.0)
         tpi = _num(get(g, "FrameContentSequence", "TemporalPositionIndex"))
@@ -320,12 +356,45 @@ def rescale(pixels: np.ndarray, s: DicomSlice, ds: Any = None) -> np.ndarray:
 def header_geometry(folder: Path) -> dict[str, Any] | None:
     """``shape``, ``spacing_ras``, ``fov_mm`` of the DICOM series in ``folder`` from its headers
     (classic or enhanced: every frame counts as a slice); None when it holds no slice."""
-    from medimp.data.geometry import field_of_view, world_spacing
-    from medimp.data.readers import _read_dicom_headers
-
-    slices = [s for f, ds in _read_dicom_headers(folder) for s in slices_of(f, ds)]
+    slices = [s for f, ds in read_dicom_headers(folder) for s in slices_of(f, ds)]
     if not slices:
         return None
     affine, shape = series_affine(slices)
     return {"shape": list(shape), "spacing_ras": list(world_spacing(affine)),
             "fov_mm": list(field_of_view(affine, shape))}
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The files of a DICOM series folder (hidden files left out), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def read_dicom_headers(folder: Path) -> list[tuple[Path, Any]]:
+    """``(file, header)`` of every file of a DICOM series folder (``HEADER_TAGS``, no pixels).
+
+    Raises:
+        VolumeReadError: the folder holds no file.
+        CorruptFileError: a file is not DICOM Part 10, or its header cannot be read.
+    """
+    import pydicom
+
+    files = dicom_files(folder)
+    if not files:
+        raise VolumeReadError("DICOM folder holds no files", file=folder,
+                              fix="point manifest.csv at the folder that holds the .dcm files")
+    out = []
+    for f in files:
+        with f.open("rb") as fh:
+            head = fh.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise CorruptFileError(
+                "not a DICOM Part-10 file: no 'DICM' marker after the 128-byte preamble",
+                file=f, fix="remove non-DICOM files from the series folder, or convert old "
+                            "ACR-NEMA files to DICOM Part 10 (e.g. `gdcmconv` or `dcmconv`)")
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        except Exception as exc:
+            raise CorruptFileError(f"DICOM header unreadable ({exc})", file=f,
+                                   fix="export the series again") from exc
+        out.append((f, ds))
+    return out

@@ -18,6 +18,7 @@ naming the file and the fix.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ from medimp.data._errors import DynamicSeriesError
 from medimp.data.readers import DynamicSeries
 from medimp.study import DynamicSpec, Study
 
-__all__ = ["FrameSelection", "arrival_curve", "detect_arrival", "select_frames"]
+__all__ = ["FRAMES_COLUMN", "FrameSelection", "arrival_curve", "detect_arrival", "parse_frames",
+           "select_frames", "timing_warnings"]
+
+#: optional manifest.csv column of a dynamic row: that exam's own frames, "pre:0 arterial:6"
+FRAMES_COLUMN = "frames"
 
 _ALT = ("set dynamic.select: index with dynamic.frames in study.yaml (one frame per phase), "
         "or dynamic.select: time with the arrival_s of your protocol")
@@ -43,7 +48,8 @@ class FrameSelection:
         times: phase -> that frame's time (s after the first frame), None when unknown.
         arrival_s: contrast arrival (s after the first frame): detected (auto), given (time)
             or None (index).
-        method: ``"index"``, ``"time"`` or ``"auto"``.
+        method: ``"index"``, ``"time"``, ``"auto"`` or ``"manifest"`` (the exam's own frames,
+            manifest.csv's ``frames`` column).
         curve: mean intensity of every frame over the arrival region.
         frame_times: every frame's time (s), or None.
         time_source: where the frame times come from.
@@ -158,8 +164,54 @@ def _place(times: np.ndarray, arrival: float, study: Study, spec: DynamicSpec,
     return frames
 
 
-def select_frames(series: DynamicSeries, study: Study) -> FrameSelection:
-    """Choose the frame of every phase of ``study`` in ``series`` by ``study.dynamic``.
+def parse_frames(text: str, phases: list[str]) -> dict[str, int]:
+    """One exam's frames as manifest.csv's ``frames`` column writes them: ``pre:0
+    arterial:6 tubular:20`` (separated by spaces, ``;`` or ``,``).
+
+    Raises:
+        ValueError: not ``phase:index`` pairs, an unknown phase, a phase missing, or a
+            negative index (the message says which).
+    """
+    out: dict[str, int] = {}
+    for item in re.split(r"[\s;,]+", text.strip()):
+        name, sep, idx = item.partition(":")
+        if not sep or not idx.strip().isdigit():
+            raise ValueError(f"frames {text!r}: expected phase:index pairs, e.g. "
+                             f"'{' '.join(f'{p}:{i}' for i, p in enumerate(phases))}'")
+        out[name.strip()] = int(idx)
+    if set(out) != set(phases):
+        raise ValueError(f"frames {text!r} must give one frame for each phase {phases}")
+    return {p: out[p] for p in phases}
+
+
+def timing_warnings(sel: FrameSelection, study: Study, tolerance: float | None = None
+                    ) -> list[str]:
+    """Phases whose chosen frame is far from the phase's seconds in study.yaml (frames chosen
+    by index: the pre-contrast frame stands for the arrival). Far: more than half the phase's
+    delay, and more than ``tolerance`` (default: the median frame step)."""
+    if sel.frame_times is None or sel.method not in ("index", "manifest"):
+        return []
+    steps = np.diff(sel.frame_times)
+    tol = tolerance if tolerance is not None else float(np.median(steps)) if steps.size else 0
+    pre = [p.name for p in study.phases if p.seconds is not None and p.seconds <= 0]
+    ref = sel.times.get(pre[0]) if pre else 0.0
+    out = []
+    for ph in study.phases:
+        t = sel.times.get(ph.name)
+        if ph.seconds is None or ph.seconds <= 0 or t is None or ref is None:
+            continue
+        delay = t - ref
+        if abs(delay - ph.seconds) > max(tol, 0.5 * ph.seconds):
+            out.append(f"phase {ph.name!r} is frame {sel.frames[ph.name]} at {t:g} s, "
+                       f"{delay:g} s after the {pre[0] + ' ' if pre else 'first '}frame, but "
+                       f"study.yaml puts it {ph.seconds:g} s after the arrival")
+    return out
+
+
+def select_frames(series: DynamicSeries, study: Study,
+                  frames: dict[str, int] | None = None) -> FrameSelection:
+    """Choose the frame of every phase of ``study`` in ``series`` by ``study.dynamic`` (or
+    ``frames``, this exam's own choice from manifest.csv's ``frames`` column).
 
     Raises:
         DynamicSeriesError: fewer frames than phases, a frame index past the end, times needed
@@ -177,14 +229,17 @@ def select_frames(series: DynamicSeries, study: Study) -> FrameSelection:
     curve = arrival_curve(series, spec.region)
     times = series.times
     arrival: float | None = None
-    if spec.select == "index":
-        assert spec.frames is not None
-        frames = {ph: int(spec.frames[ph]) for ph in names}
+    method = "manifest" if frames is not None else spec.select
+    if frames is not None or spec.select == "index":
+        given = frames if frames is not None else spec.frames
+        assert given is not None
+        frames = {ph: int(given[ph]) for ph in names}
         late = {ph: f for ph, f in frames.items() if f >= n}
+        where = "manifest.csv frames" if method == "manifest" else "dynamic.frames"
         if late:
             raise DynamicSeriesError(
-                f"dynamic.frames {late} past the last frame ({n} frames: 0-{n - 1})",
-                file=path, fix="correct dynamic.frames in study.yaml for this series length")
+                f"{where} {late} past the last frame ({n} frames: 0-{n - 1})",
+                file=path, fix=f"correct {where} for this series length")
     else:
         if times is None:
             raise DynamicSeriesError(
@@ -210,6 +265,6 @@ def select_frames(series: DynamicSeries, study: Study) -> FrameSelection:
     return FrameSelection(
         frames=frames,
         times={ph: None if times is None else float(times[f]) for ph, f in frames.items()},
-        arrival_s=arrival, method=spec.select, curve=curve,
+        arrival_s=arrival, method=method, curve=curve,
         frame_times=None if times is None else np.asarray(times, dtype=np.float64),
         time_source=series.time_source, path=Path(path))

@@ -28,13 +28,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from medimp._io import atomic_write_text
+from medimp._io import atomic_path
 from medimp._units import QUANTITIES, unit_in_header
 from medimp.data._errors import MedimpDataError
 from medimp.data._layout import Layout, exam_key, propose_manifest
 from medimp.data._mapping import delimiter_of, read_decimal_commas
 from medimp.data._roles import _plain, role_of_words
-from medimp.data._tables import _NA, _WORDS
+from medimp.data._tables import _NA, _WORDS, not_utf8
 from medimp.data._values import read_raw_csv
 from medimp.study import Study, default_study
 
@@ -44,7 +44,7 @@ REVIEW = "# review"
 _DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d",
                  "%d/%m/%y")
 _YES = {"yes", "y", "oui", "true", "vrai", "ja", "si", "positive", "pos", "1"}
-_PHRASES = {15: "two weeks", 30: "first month", 91: "third month", 182: "sixth month",
+_PHRASES = {15: "two-week", 30: "first month", 91: "third month", 182: "sixth month",
             365: "first year", 730: "second year"}
 
 
@@ -95,12 +95,15 @@ def _words(text: str) -> set[str]:
 
 def _date_format(values: list[str]) -> str | None:
     """The first format every value parses with (day-first before month-first)."""
+    return next(iter(_date_formats(values)), None)
+
+
+def _date_formats(values: list[str]) -> list[str]:
+    """Every format of ``_DATE_FORMATS`` that all ``values`` parse with, in that order."""
     if not values or not all(re.search(r"\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}", v) for v in values):
-        return None
-    for fmt in _DATE_FORMATS:
-        if pd.to_datetime(pd.Series(values), format=fmt, errors="coerce").notna().all():
-            return fmt
-    return None
+        return []
+    return [fmt for fmt in _DATE_FORMATS
+            if pd.to_datetime(pd.Series(values), format=fmt, errors="coerce").notna().all()]
 
 
 def _binary(values: list[str]) -> dict[str, float] | None:
@@ -114,11 +117,11 @@ def _binary(values: list[str]) -> dict[str, float] | None:
 
 
 def _id_column(t: _Table, unique: bool) -> str | None:
-    for c in t.df.columns:
-        w = _words(c)
-        if (w & {"patient", "subject", "id", "ipp", "nip", "patientid", "code"}
-                and not w & {"visit", "exam", "date"} and (not unique or t.df[c].is_unique)):
-            return c
+    other = {"visit", "exam", "date", "donor", "donneur"}
+    ok = [c for c in t.df.columns if not _words(c) & other and (not unique or t.df[c].is_unique)]
+    for words in ({"patient", "subject", "ipp", "nip", "patientid"}, {"id", "code"}):
+        if found := [c for c in ok if _words(c) & words]:
+            return found[0]  # a patient's id before any other id (a donor's)
     return t.df.columns[0] if len(t.df.columns) else None
 
 
@@ -167,6 +170,7 @@ class _Guesser:
         self.dates: dict[str, str] = {}
         self.outcomes: dict[str, Any] = {}
         self.variables: dict[str, str] = {}  # variable name -> column
+        self.date_values: list[str] = []  # the values of the date columns used
         self.used: set[tuple[str, str]] = set()
 
     def note(self, key: tuple[str, ...], why: str) -> None:
@@ -234,8 +238,25 @@ class _Guesser:
             return
         self.dates[role] = c
         self.dates.setdefault("format", fmt)
+        self.date_values += t.values(c)
         self.note(("dates", role), f"a date column of {t.name} (header words)")
-        self.note(("dates", "format"), f"every date parses as {fmt} (day first when both fit)")
+        self.date_format()
+
+    def date_format(self) -> None:
+        """One format for every date column (dates.format is shared): the first that all
+        their dates fit, and a plain warning when day-first and month-first both fit."""
+        fits = _date_formats(self.date_values)
+        if not fits:
+            self.note(("dates", "format"), "the date columns are not written alike: "
+                      f"{self.dates['format']} fits the first only")
+            return
+        self.dates["format"] = fits[0]
+        swapped = fits[0].replace("%d", "%D").replace("%m", "%d").replace("%D", "%m")
+        if swapped in fits:
+            self.note(("dates", "format"), f"ambiguous: every date fits both {fits[0]} and "
+                      f"{swapped}; {fits[0]} was chosen: check it against a date you know")
+        else:
+            self.note(("dates", "format"), f"every date parses as {fits[0]}")
 
     def quantities(self) -> None:
         for t in (self.p, self.e):
@@ -297,7 +318,12 @@ def init_cohort(folder: str | os.PathLike[str], *, overwrite: bool = False) -> I
                     "one row per exam exams.csv")
         try:
             tables.append(_Table(root / name))
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        except UnicodeDecodeError:
+            line, problem, _ = not_utf8(root / name)
+            raise MedimpDataError(problem, file=f"{root / name}:{line}", fix=(
+                "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or 'CSV UTF-8' in a "
+                "spreadsheet)")) from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise MedimpDataError(f"unreadable table ({type(exc).__name__}: {exc})",
                                   file=root / name, fix="save it as UTF-8 CSV") from None
     g = _Guesser(*tables)
@@ -310,8 +336,10 @@ def init_cohort(folder: str | os.PathLike[str], *, overwrite: bool = False) -> I
     text, study = _render(root, g, labels, layout)
     study_path, manifest_path = root / "study.yaml", root / "manifest.csv"
     manifest = pd.DataFrame(layout.rows, columns=["patient_id", "exam", "phase", "path"])
-    atomic_write_text(manifest_path, manifest.to_csv(index=False))
-    atomic_write_text(study_path, text)
+    # both written beside, then renamed together: an interruption leaves neither
+    with atomic_path(manifest_path) as tmp_manifest, atomic_path(study_path) as tmp_study:
+        tmp_manifest.write_text(manifest.to_csv(index=False), encoding="utf-8")
+        tmp_study.write_text(text, encoding="utf-8")
     guesses = [f"{'.'.join(k)}: {why}" for k, why in g.notes.items()]
     return InitResult(root, study, study_path, manifest_path, layout, guesses)
 

@@ -8,7 +8,7 @@ Intensities are normalised **once per exam**: robust percentiles (default 1-99) 
 the reference phase (by default the first phase of ``study.yaml``, the pre-contrast one) and the
 same affine map is applied to every phase. Normalising each phase on its own would erase the
 enhancement between phases, which is the perfusion and filtration signal that the encoder must
-see (DESIGN.md). MONAI's ``ScaleIntensityRangePercentiles`` computes its percentiles per image,
+see (docs/design.md). MONAI's ``ScaleIntensityRangePercentiles`` computes its percentiles per image,
 so this one step is written here. A constant (e.g. all-zero) volume maps to zeros, never NaN.
 
 Finally a window of the target shape is cut around the volume centre or the centre of the

@@ -1,6 +1,6 @@
 """Patient-grouped, outcome-stratified splits, and a check that no patient leaks.
 
-All exams of one patient are always on the same side of every split (DESIGN.md: the original
+All exams of one patient are always on the same side of every split (docs/design.md: the original
 code split volumes at random, so a patient's own exams were used to test a model trained on
 them). Splits are over *rows* (usually exams); ``groups`` gives each row's patient.
 """

@@ -22,12 +22,14 @@ import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
 from medimp.data._findings import collapse
+from medimp.data._geometry import geometry_problems
 from medimp.data.cohort import Cohort, _load
-from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.dynamic import select_frames
+from medimp.data.geometry import field_of_view, suggest_preprocess, world_spacing
 from medimp.data.init import count_reviews
 from medimp.data.readers import read_series, read_volume
 from medimp.errors import describe_os_error
-from medimp.study import DYNAMIC_PHASE
+from medimp.study import DYNAMIC_PHASE, default_study, load_study
 
 __all__ = ["ValidationReport", "validate_cohort"]
 
@@ -83,13 +85,13 @@ def _read_checked(cohort: Cohort, path: Path, first: dict[str, Any]) -> tuple[An
     uid = uid if isinstance(uid, str) and uid else None
     if first["phase"] != DYNAMIC_PHASE:
         return read_volume(path, check_finite=False, series_uid=uid), None
-    from medimp.data.dynamic import select_frames
 
     series = read_series(path, check_finite=False, series_uid=uid)
     finite = np.isfinite(series.array)
     if not finite.all():
         return series.frame(int(np.argmin(finite.reshape(-1, series.n_frames).all(0)))), None
-    selection = select_frames(series, cohort.study)
+    selection = select_frames(series, cohort.study,
+                              cohort.own_frames(first["patient_id"], first["exam"]))
     return series.frame(next(iter(selection.frames.values()))), selection
 
 
@@ -121,10 +123,16 @@ def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]
         return [Problem("error", problem=f"unreadable ({type(exc).__name__}: {exc}){also}",
                         fix="export the image again", **where)], {}
     info: dict[str, Any] = {"geometry": _geometry(vol)}
+    out = []
     if selection is not None:
+        from medimp.data.dynamic import timing_warnings
+
         info["dynamic"] = selection.to_dict()
         info["dynamic"]["file"] = rel
-    out = []
+        tol = cohort.study.dynamic.tolerance_s
+        out += [Problem("warning", problem=w, fix="check the frame (dynamic.frames in study.yaml"
+                        " or the manifest's frames column) or the phase's seconds", **where)
+                for w in timing_warnings(selection, cohort.study, tol)]
     a = vol.array
     finite = np.isfinite(a)
     if not finite.all():
@@ -305,7 +313,6 @@ def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[
     """Open every image, add its problems to ``report`` (and the geometry warnings of
     ``medimp.data._geometry`` for the ``preprocess`` window); return the geometry and the
     dynamic series found, per exam ("patient exam")."""
-    from medimp.data._geometry import geometry_problems
     from medimp.data.preprocess import PreprocessConfig
 
     geometry: dict[str, Any] = {}
@@ -329,16 +336,60 @@ def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[
         if progress is not None:
             progress(i + 1, total)
     pre = preprocess or PreprocessConfig()
-    report.warnings.extend(geometry_problems(phase_geometry, pre.shape, pre.spacing,
-                                             geometry_files))
+    found = geometry_problems(phase_geometry, pre.shape, pre.spacing, geometry_files)
+    report.warnings.extend(_one_suggestion(found, list(geometry.values())))
+    report.warnings.extend(implausible_geometry(phase_geometry, geometry_files))
     return geometry, dynamic
+
+
+#: a volume with fewer voxels along an axis, or a field of view under this many millimetres
+#: along an axis, cannot hold a kidney (a transplanted kidney is about 110 x 60 x 50 mm)
+MIN_VOXELS, MIN_FOV_MM = 4, 50.0
+
+
+def implausible_geometry(exams: dict[tuple[str, str], dict[str, dict[str, Any]]],
+                         files: dict[tuple[str, str, str], str]) -> list[Problem]:
+    """One warning for the volumes whose geometry cannot be the study's organ: fewer than
+    ``MIN_VOXELS`` slices along an axis, or a field of view under ``MIN_FOV_MM`` mm."""
+    odd = [(k, ph, g) for k, phases in exams.items() for ph, g in phases.items()
+           if min(g["shape"]) < MIN_VOXELS or min(g["fov_mm"]) < MIN_FOV_MM]
+    if not odd:
+        return []
+    total = sum(len(p) for p in exams.values())
+    (pid, exam), ph, g = odd[0]
+    what = "x".join(map(str, g["shape"])) + " voxels, " + \
+        "x".join(f"{f:.0f}" for f in g["fov_mm"]) + " mm"
+    return [Problem(
+        "warning", files.get((pid, exam, ph)), pid, exam, ph,
+        f"{len(odd)} of {total} volume(s) cannot hold a kidney: fewer than {MIN_VOXELS} "
+        f"voxels or under {MIN_FOV_MM:g} mm along an axis (the first: {what})",
+        "check that these are the study's DCE volumes (not a localiser, a few slices or "
+        "another organ's series); remove them from manifest.csv otherwise")]
+
+
+def _one_suggestion(problems: list[Problem], geometries: list[dict[str, Any]]) -> list[Problem]:
+    """The small-field-of-view warning proposes the spacing and shape of ``medimp validate
+    --suggest-preprocess`` (for a CPU), so that both say the same."""
+    from dataclasses import replace
+
+
+    if not geometries:
+        return problems
+    out = []
+    for p in problems:
+        if "of the preprocessing window" in p.problem:
+            sug = suggest_preprocess(geometries, max_side=32)
+            p = replace(p, fix=f"set preprocess.spacing={sug['spacing']} and preprocess.shape="
+                        f"{sug['shape']} (what `medimp validate --suggest-preprocess` proposes "
+                        "for a CPU; pass them with --set to medimp pretrain)")
+        out.append(p)
+    return out
 
 
 def _partial_cohort(root: Path) -> Cohort | None:
     """A best-effort Cohort over broken tables, so that images can still be checked."""
     import pandas as pd
 
-    from medimp.study import default_study, load_study
 
     try:
         study = load_study(root / "study.yaml")

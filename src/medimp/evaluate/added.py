@@ -33,7 +33,7 @@ from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, refit_t
 from medimp.evaluate.scoring import auc
 
 __all__ = ["CombinedLogisticProbe", "added_name", "added_value_answers", "added_value_table",
-           "combined_features", "holm", "regression_headline"]
+           "combined_features", "regression_headline"]
 
 PREFIX = "clinical+"
 
@@ -174,74 +174,55 @@ def _diff(c: Comparison) -> float:
     return float(getattr(c, f"{c.metric}_diff"))
 
 
-def _improves(c: Comparison) -> bool:
-    """The images help: AUC or R² higher, Brier lower (its whole CI on that side)."""
-    return c.ci_high < 0 if c.metric == "brier" else c.ci_low > 0
-
-
-def _harms(c: Comparison) -> bool:
-    return c.ci_low > 0 if c.metric == "brier" else c.ci_high < 0
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control)."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
-    out = np.empty_like(adj)
-    out[order] = adj
-    return out
-
-
-def added_value_answers(comparisons: Sequence[Comparison], alpha: float = 0.05) -> list:
+def added_value_answers(comparisons: Sequence[Comparison]) -> list[AddedValue]:
     """One answer per image method: "yes", "no" or "not decided" (with the differences that
     would go unseen), from its ``clinical+NAME`` vs ``clinical_only`` comparisons.
 
-    The family of one method (every task and metric) is Holm-adjusted: "yes" needs one
-    comparison in favour of the images with adjusted p < ``alpha``; "no" one against them and
-    none in favour; otherwise "not decided", naming per metric the smallest minimal detectable
-    difference over the tasks. A method with a single pretraining run is never decided: its
-    interval leaves out the seed variance.
+    The comparisons carry their verdicts (:func:`medimp.evaluate.compare.holm_verdicts`,
+    Holm within the method's family of tasks × metrics): "yes" when one is "better" (the
+    images improve the AUC or the R², or lower the Brier score); "no" when one is "worse" and
+    none better; otherwise "not decided", naming per metric the smallest minimal detectable
+    difference over the tasks — or the reason, e.g. a method with a single pretraining run,
+    whose interval has no seed variance.
     """
     by_method: dict[str, list[Comparison]] = {}
     for c in comparisons:
         by_method.setdefault(c.method.removeprefix(PREFIX), []).append(c)
     out = []
     for method, comps in by_method.items():
-        adj = holm([c.p_value for c in comps])
-        sig = [(c, p) for c, p in zip(comps, adj, strict=True) if p < alpha]
-        better = [c for c, _ in sig if _improves(c)]
-        worse = [c for c, _ in sig if _harms(c)]
+        better = [c for c in comps if c.verdict == "better"]
+        worse = [c for c in comps if c.verdict == "worse"]
         mdd: dict[str, float] = {}
         for c in comps:  # identical predictions (k = 0 everywhere) detect nothing: skipped
             if c.min_detectable_diff is not None and c.min_detectable_diff > 0:
                 mdd[c.metric] = min(mdd.get(c.metric, np.inf), c.min_detectable_diff)
         unseen = ", ".join(f"{_WORDS[m]} {v:.3f}" for m, v in sorted(mdd.items()))
-        n_runs = max(c.n_runs for c in comps)
-        if n_runs < 2:
-            answer, sentence = "not decided", (
-                f"not decided: one pretraining run of {method} (its intervals leave out the "
-                "variance between pretraining seeds; pass several runs)")
-        elif better:
+        reasons = sorted({(c.verdict or "").removeprefix("not decided: ") for c in comps
+                          if (c.verdict or "").startswith("not decided")
+                          and " (p = " not in (c.verdict or "")
+                          and "not significant" not in (c.verdict or "")})
+        if better:
             answer = "yes"
             sentence = "yes: " + "; ".join(_said(c) for c in better)
         elif worse:
             answer = "no"
             sentence = "no, the images made the clinical model worse: " + "; ".join(
                 _said(c) for c in worse)
+        elif reasons:
+            answer, sentence = "not decided", f"not decided: {'; '.join(reasons)}"
         else:
             answer = "not decided"
             sentence = (f"not decided at this size (a difference below {unseen} goes unseen)"
                         if unseen else "not decided: the combined model kept the clinical "
                         "table alone (no image component) in every fold")
         out.append(AddedValue(method=method, answer=answer, sentence=sentence,
-                              min_detectable=mdd, n_runs=n_runs))
+                              min_detectable=mdd, n_runs=max(c.n_runs for c in comps)))
     return out
 
 
 def _said(c: Comparison) -> str:
     return (f"{c.task} {_WORDS[c.metric]} {_diff(c):+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-            f" (Holm-adjusted within the method)")
+            f" (p after Holm within the method {c.p_holm:.3g})")
 
 
 # --- printed tables ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["REFERENCE_METHODS", "EvalConfig", "protocol_description"]
 
@@ -65,6 +65,22 @@ class EvalConfig(BaseModel):
                                       description="Ridge penalties tried (eGFR tasks).")
     pca_ks: list[int] = Field([0, 2, 4, 8], description="Image principal components tried by "
                               "the clinical+NAME models (0: the clinical table alone).")
+
+    @model_validator(mode="after")
+    def _endpoint_level_is_evaluated(self) -> EvalConfig:
+        if self.endpoint_level not in self.levels:
+            if "endpoint_level" in self.model_fields_set:
+                raise ValueError(
+                    f"endpoint_level {self.endpoint_level!r} is not among levels "
+                    f"{self.levels}: the clinical+NAME models are compared with clinical_only "
+                    "at that level; add it to levels or choose one of them")
+            self.endpoint_level = self.levels[0]  # the default, where it is not evaluated
+        if any(k < 0 for k in self.pca_ks) or not self.pca_ks:
+            raise ValueError(f"pca_ks must be non-negative numbers of components, got "
+                             f"{self.pca_ks}")
+        if not self.ridge_alphas or any(a <= 0 for a in self.ridge_alphas):
+            raise ValueError(f"ridge_alphas must be positive, got {self.ridge_alphas}")
+        return self
 
 
 def protocol_description(cfg: EvalConfig) -> dict[str, Any]:

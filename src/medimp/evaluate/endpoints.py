@@ -22,6 +22,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
+from medimp._io import atomic_path
 from medimp.evaluate.added import (
     PREFIX,
     CombinedLogisticProbe,
@@ -35,17 +36,12 @@ from medimp.evaluate.calibration import (
     calibration_table,
     decision_curve,
 )
+from medimp.evaluate.compare import PairedComparison, holm_verdicts, paired_comparison
 from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
 from medimp.evaluate.cv import TaskCV, cross_validate
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.inputs import Inputs, before_horizon, task_features
-from medimp.evaluate.intervals import (
-    Interval,
-    corrected_interval,
-    fold_metric,
-    minimal_detectable_difference,
-    paired_auc_interval,
-)
+from medimp.evaluate.intervals import corrected_interval, fold_metric
 from medimp.evaluate.metrics import Comparison, RegressionRecord, Skipped
 from medimp.evaluate.probes import ProbeError
 from medimp.evaluate.regression import (
@@ -59,31 +55,49 @@ from medimp.evaluate.regression import (
     regression_task_name,
 )
 from medimp.evaluate.replicates import Member
+from medimp.evaluate.scoring import auc
 
-__all__ = ["Combined", "RegressionTaskCV", "add_calibration", "combined_members",
-           "curve_tables", "paired_interval", "regression_records", "run_added_binary",
-           "run_regression"]
+__all__ = [
+    "Combined",
+    "RegressionTaskCV",
+    "add_calibration",
+    "combined_members",
+    "curve_tables",
+    "learned",
+    "paired",
+    "regression_records",
+    "run_added_binary",
+    "run_regression",
+    "settle",
+]
 
 
-def paired_interval(metric: str, values_a: np.ndarray, values_b: np.ndarray,
-                    test_train_ratio: float, *, y: np.ndarray | None = None,
-                    runs_a: Sequence[np.ndarray] | None = None,
-                    runs_b: Sequence[np.ndarray] | None = None,
-                    tests: Sequence[tuple[int, np.ndarray]] | None = None) -> Interval:
-    """Metric(a) - metric(b) on the same folds, seed-aware: the test every paired comparison
-    of the evaluation uses (AUC, R², Brier).
+#: Direction of each metric: a paired difference in favour of the first method is positive
+#: for AUC and R², negative for the Brier score.
+HIGHER_IS_BETTER = {"auc": True, "r2": True, "brier": False}
+
+
+def paired(metric: str, values_a: np.ndarray, values_b: np.ndarray, test_train_ratio: float,
+           *, learned: tuple[bool, bool] = (True, True)) -> PairedComparison:
+    """Metric(a) - metric(b) on the same folds: :func:`medimp.evaluate.compare.paired_comparison`
+    (seed-aware corrected resampled t, verdict) with the metric's direction.
 
     Args:
-        metric: "auc" (the AUC test, which also needs ``y``, ``runs_a``, ``runs_b`` and
-            ``tests``), or any fold metric ("r2", "brier", ...).
+        metric: "auc", "r2" or "brier".
         values_a: ``[runs, J]`` fold values of method a.
         values_b: ``[runs, J]`` fold values of method b (the same folds).
         test_train_ratio: ``n_test / n_train`` of the outer folds.
+        learned: whether each method's features come from a pretraining with a seed (one run
+            of such a method is never decided).
     """
-    if metric == "auc" and y is not None and runs_a is not None and runs_b is not None \
-            and tests is not None:
-        return paired_auc_interval(y, runs_a, runs_b, tests, test_train_ratio)
-    return corrected_interval(values_a, test_train_ratio, other=values_b)
+    return paired_comparison(values_a, values_b, test_train_ratio, learned=learned,
+                             higher_is_better=HIGHER_IS_BETTER[metric])
+
+
+def learned(cfg: EvalConfig, method: str) -> bool:
+    """Whether ``method`` (or the images of ``clinical+NAME``) come from a seeded pretraining."""
+    name = method.removeprefix(PREFIX)
+    return name not in REFERENCE_METHODS and name not in cfg.fixed_methods
 
 
 # --- clinical+NAME members -----------------------------------------------------------------
@@ -134,6 +148,8 @@ def run_added_binary(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
                      combined: dict[str, Combined]) -> None:
     """Cross-validate every ``clinical+NAME`` model on a binary task (into ``tcv.results``,
     probe "logistic", level ``cfg.endpoint_level``; the members join ``inp.members``)."""
+    if "logistic" not in cfg.probes:  # compared with clinical_only's logistic probe
+        return
     keys = list(combined)
     outcomes = Parallel(n_jobs=cfg.n_jobs)(
         delayed(_binary_job)(combined[k], tcv, cfg, inp.tables) for k in keys)
@@ -251,33 +267,48 @@ def regression_records(inp: Inputs, rtcv: RegressionTaskCV
     return records, r2
 
 
-def _comparison(where: tuple[str, str, str, int], pair: tuple[str, str], metric: str,
-                iv: Interval, runs: tuple[int, int]) -> Comparison | None:
-    """A :class:`Comparison` of ``pair`` (a minus b) at ``where`` = (task, level, probe, n)."""
-    if not np.isfinite([iv.estimate, iv.low, iv.high, iv.p_value]).all():
-        return None
-    (task, level, probe, n), (a, b) = where, pair
-    return Comparison(task=task, method=a, other=b, level=level, probe=probe, n=n,
-                      metric=metric, **{f"{metric}_diff": iv.estimate},  # type: ignore[arg-type]
-                      ci_low=iv.low, ci_high=iv.high, p_value=iv.p_value, se=iv.se,
-                      n_runs=runs[0], other_n_runs=runs[1],
-                      seed_variance=runs[0] > 1 or runs[1] > 1,
-                      min_detectable_diff=minimal_detectable_difference(iv.se))
+Pair = tuple[tuple[str, str, str, int, str, str, str], PairedComparison]
+"""((task, level, probe, n, method, other, metric), comparison) before Holm."""
+
+
+def settle(pairs: Sequence[Pair], family: Any) -> list[Comparison]:
+    """Holm within each family (``family(key) -> hashable``), then the ``Comparison``
+    records with their verdicts (:func:`medimp.evaluate.compare.holm_verdicts`)."""
+    groups: dict[Any, list[int]] = {}
+    for i, (key, _) in enumerate(pairs):
+        groups.setdefault(family(key), []).append(i)
+    done = [pc for _, pc in pairs]
+    for idx in groups.values():
+        hib = [HIGHER_IS_BETTER[pairs[i][0][6]] for i in idx]
+        for i, pc in zip(idx, holm_verdicts([done[i] for i in idx], higher_is_better=hib),
+                         strict=True):
+            done[i] = pc
+    return [Comparison(task=task, method=a, other=b, level=level, probe=probe, n=n,
+                       metric=metric, **{f"{metric}_diff": pc.estimate},  # type: ignore[arg-type]
+                       ci_low=pc.low, ci_high=pc.high, p_value=pc.p_value, se=pc.se,
+                       n_runs=pc.n_runs, other_n_runs=pc.other_n_runs,
+                       seed_variance=pc.seed_variance > 0, seed_var=pc.seed_variance,
+                       min_detectable_diff=_fin(pc.min_detectable_diff), df=_fin(pc.df),
+                       p_holm=pc.p_holm, verdict=pc.verdict)
+            for ((task, level, probe, n, a, b, metric), _), pc in zip(pairs, done, strict=True)]
+
+
+def _finite(pc: PairedComparison) -> bool:
+    return bool(np.isfinite([pc.estimate, pc.low, pc.high, pc.p_value]).all())
 
 
 def regression_comparisons(cfg: EvalConfig, rtcv: RegressionTaskCV,
-                           r2: dict[tuple[str, str], np.ndarray]) -> list[Comparison]:
+                           r2: dict[tuple[str, str], np.ndarray]) -> list[Pair]:
     """R²(reference method) - R²(each other method), same task and level (seed-aware)."""
-    out = []
+    ref, out = cfg.reference_method, []
     for (name, level), vals in r2.items():
-        mine = r2.get((cfg.reference_method, level))
-        if name == cfg.reference_method or name.startswith(PREFIX) or mine is None:
+        mine = r2.get((ref, level))
+        if name == ref or name.startswith(PREFIX) or mine is None:
             continue
-        iv = paired_interval("r2", mine, vals, rtcv.test_train_ratio)
-        c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
-                        (cfg.reference_method, name), "r2", iv, (len(mine), len(vals)))
-        if c is not None:
-            out.append(c)
+        pc = paired("r2", mine, vals, rtcv.test_train_ratio,
+                    learned=(learned(cfg, ref), learned(cfg, name)))
+        if _finite(pc):
+            out.append(((rtcv.task, level, "ridge", len(rtcv.y), ref, name, "r2"), pc))
     return out
 
 
@@ -286,7 +317,7 @@ def regression_comparisons(cfg: EvalConfig, rtcv: RegressionTaskCV,
 def added_value_comparisons(cfg: EvalConfig, tcv: TaskCV | None,
                             scores: dict[tuple[str, str, str], list[np.ndarray]],
                             rtcv: RegressionTaskCV | None,
-                            r2: dict[tuple[str, str], np.ndarray]) -> list[Comparison]:
+                            r2: dict[tuple[str, str], np.ndarray]) -> list[Pair]:
     """``clinical+NAME`` minus ``clinical_only`` at the endpoint level: ΔAUC and ΔBrier on the
     binary task, ΔR² on the continuous one."""
     level, out = cfg.endpoint_level, []
@@ -294,25 +325,22 @@ def added_value_comparisons(cfg: EvalConfig, tcv: TaskCV | None,
         for (name, lv, probe), runs in scores.items():
             if not name.startswith(PREFIX) or lv != level or probe != "logistic":
                 continue
-            for metric, fn in (("auc", None), ("brier", brier)):
-                if metric == "auc":
-                    iv = paired_interval("auc", np.empty(0), np.empty(0),
-                                         tcv.test_train_ratio, y=tcv.y, runs_a=runs,
-                                         runs_b=base, tests=tcv.tests)
-                else:
-                    va = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in runs])
-                    vb = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in base])
-                    iv = paired_interval("brier", va, vb, tcv.test_train_ratio)
-                c = _comparison((tcv.task, level, "logistic", len(tcv.y)),
-                                (name, "clinical_only"), metric, iv, (len(runs), len(base)))
-                out += [c] if c is not None else []
+            for metric, fn in (("auc", auc), ("brier", brier)):
+                va = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in runs])
+                vb = np.stack([fold_metric(tcv.y, s, tcv.tests, fn) for s in base])
+                pc = paired(metric, va, vb, tcv.test_train_ratio,
+                            learned=(learned(cfg, name), False))
+                if _finite(pc):
+                    out.append(((tcv.task, level, "logistic", len(tcv.y), name,
+                                 "clinical_only", metric), pc))
     if rtcv is not None and (base_r2 := r2.get(("clinical_only", level))) is not None:
         for (name, lv), vals in r2.items():
             if name.startswith(PREFIX) and lv == level:
-                iv = paired_interval("r2", vals, base_r2, rtcv.test_train_ratio)
-                c = _comparison((rtcv.task, level, "ridge", len(rtcv.y)),
-                                (name, "clinical_only"), "r2", iv, (len(vals), len(base_r2)))
-                out += [c] if c is not None else []
+                pc = paired("r2", vals, base_r2, rtcv.test_train_ratio,
+                            learned=(learned(cfg, name), False))
+                if _finite(pc):
+                    out.append(((rtcv.task, level, "ridge", len(rtcv.y), name, "clinical_only",
+                                 "r2"), pc))
     return out
 
 
@@ -384,7 +412,6 @@ class Endpoints:
 
     def write(self, out_dir: Any) -> None:
         """The parquet tables into ``out_dir`` (each atomically)."""
-        from medimp._io import atomic_path
 
         for name, table in self.tables.items():
             with atomic_path(out_dir / name) as tmp:
@@ -406,6 +433,8 @@ def run_endpoints(cfg: EvalConfig, inp: Inputs, task_cvs: Sequence[TaskCV],
     """
     out = Endpoints()
     rtcvs = []
+    reg_pairs: list[Pair] = []
+    added_pairs: list[Pair] = []
     for tcv in task_cvs:
         scores = scores_by_task.get(tcv.task, {})
         rtcv = run_regression(cfg, inp, tcv, combined) if cfg.continuous else None
@@ -414,9 +443,9 @@ def run_endpoints(cfg: EvalConfig, inp: Inputs, task_cvs: Sequence[TaskCV],
             rtcvs.append(rtcv)
             recs, r2 = regression_records(inp, rtcv)
             out.records += recs
-            out.comparisons += regression_comparisons(cfg, rtcv, r2)
+            reg_pairs += regression_comparisons(cfg, rtcv, r2)
         if combined:
-            out.added += added_value_comparisons(cfg, tcv, scores, rtcv, r2)
+            added_pairs += added_value_comparisons(cfg, tcv, scores, rtcv, r2)
         if cfg.calibration:
             cal, dca = curve_tables(cfg, tcv, scores)
             for name, t in (("calibration.parquet", cal), ("decision_curves.parquet", dca)):
@@ -426,5 +455,9 @@ def run_endpoints(cfg: EvalConfig, inp: Inputs, task_cvs: Sequence[TaskCV],
                                                                          ignore_index=True)
     if rtcvs:
         out.tables["egfr_predictions.parquet"] = regression_predictions(inp.members, rtcvs)
+    # Holm families: the R² table of one level (tasks × other methods), as the AUC table's;
+    # the added value of one image method (its tasks × metrics), as its answer
+    out.comparisons = settle(reg_pairs, lambda k: k[1])
+    out.added = settle(added_pairs, lambda k: k[4])
     out.answers = added_value_answers(out.added)
     return out

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from medimp.errors import MedimpError
 
-__all__ = ["EvaluationError"]
+__all__ = ["EvaluationError", "ProbeError"]
 
 
 class EvaluationError(MedimpError):
     """Input the evaluation cannot use; the message names the file/patient and the fix."""
+
+
+class ProbeError(EvaluationError):
+    """The training data cannot fit a probe (e.g. too few patients of one class)."""

@@ -1,6 +1,6 @@
 """Downstream labels: "poor graft status at K years".
 
-DESIGN.md: for each horizon K, a patient is positive if the eGFR at K years is below the
+docs/design.md: for each horizon K, a patient is positive if the eGFR at K years is below the
 threshold (default 45 mL/min/1.73 m², ``study.outcomes.threshold``) or the graft was lost before
 K years (``graft_loss == 1`` and ``graft_loss_days < 365.25 * K``). A patient whose status at K is
 not known (no eGFR at K and no graft loss before K) is left out of that task and counted.

@@ -1,7 +1,7 @@
 """The ``metrics.json`` schema (pydantic) and its atomic writer.
 
-Layout (DESIGN.md): a header with the protocol and the cohort counts, and ``records``, a flat
-list with one record per task × method (× level × probe). The headline rows are
+Layout (docs/design.md): a header with the protocol and the cohort counts, and ``records``, a
+flat list with one record per task × method (× level × probe). The headline rows are
 ``level == "patient_mean"`` and ``probe == "logistic"``. Alongside: ``skipped`` (what could not
 be evaluated, and why), ``comparisons`` (paired, seed-aware tests of AUC differences), ``survival``
 (C-index, log-rank) and ``retrieval`` (R@k, zero-shot).
@@ -126,6 +126,8 @@ class RegressionRecord(_Model):
     probe: Literal["ridge"] = "ridge"
     n_samples: int | None = None
     horizon_years: int | None = None
+    split: Literal["cv"] = Field("cv", description="cross-validated; external records are in "
+                                 "MetricsFile.external")
 
     _fin = field_validator("r2", "r2_ci_low", "r2_ci_high", "mae", "mae_ci_low",
                            "mae_ci_high", "spearman", "spearman_ci_low",

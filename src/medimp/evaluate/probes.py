@@ -24,16 +24,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medimp._registry import Registry
-from medimp.errors import MedimpError
+from medimp.evaluate.errors import ProbeError
 from medimp.evaluate.models import make_model
 from medimp.evaluate.scoring import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
            "list_probes", "refit_threshold", "register_probe", "youden_threshold"]
-
-
-class ProbeError(MedimpError):
-    """The training data cannot fit a probe (e.g. too few patients of one class)."""
 
 
 # --- registry (medimp._registry, the mechanism of every registry) -------------------------------

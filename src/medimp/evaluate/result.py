@@ -20,6 +20,7 @@ import pandas as pd
 from medimp import __version__
 from medimp._io import atomic_path
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.added import added_value_table, regression_headline
 from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.config import EvalConfig, protocol_description
 from medimp.evaluate.cv import CVResult, TaskCV
@@ -94,13 +95,11 @@ class EvalResult:
 
     def regression_table(self, level: str = "patient_mean") -> pd.DataFrame:
         """Methods × ``egfr_yK`` table of "R² [low, high]" (the per-method records)."""
-        from medimp.evaluate.added import regression_headline
 
         return regression_headline(self.metrics, level)
 
     def added_value_table(self) -> pd.DataFrame:
         """``clinical+NAME`` minus ``clinical_only`` per task and metric, with CIs."""
-        from medimp.evaluate.added import added_value_table
 
         return added_value_table(self.metrics)
 

@@ -27,6 +27,7 @@ from medimp.data import Cohort
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import RetrievalRecord, Skipped
+from medimp.prompts import build_prompts
 
 __all__ = ["gfr_bin_prompts", "heldout_patients", "image_text_recall", "recall_chance",
            "retrieval_for_runs", "zero_shot_gfr"]
@@ -142,6 +143,10 @@ def retrieval_for_runs(tables: Cohort, methods: Mapping[str, Any], seed: int,
             out.append(_one_run(tables, name, Path(src), seed))
         except (ValueError, FileNotFoundError, KeyError) as exc:
             skipped.append(Skipped(task="retrieval", method=name, reason=str(exc)))
+        except Exception as exc:  # a late failure must not lose the evaluation written so far
+            skipped.append(Skipped(task="retrieval", method=name, reason=(
+                f"retrieval failed ({type(exc).__name__}: {exc}); the other results are "
+                "written; please report it with the run folder")))
     return out
 
 
@@ -159,7 +164,6 @@ def _has_text_tower(run_dir: Path) -> bool:
 
 
 def _one_run(tables: Cohort, name: str, run_dir: Path, seed: int) -> RetrievalRecord:
-    from medimp.prompts import build_prompts
     from medimp.train import embed, load_text_tower
 
     try:

@@ -160,7 +160,7 @@ class SigLipLoss(nn.Module):
         return -(functional.logsigmoid(labels * logits) * keep).sum() / n
 
 
-# ------------------------------------------------------------------ beyond MEDIMP (issue 14)
+# ------------------------------------------ beyond MEDIMP (docs/train.md, "Beyond MEDIMP")
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, scale: torch.Tensor | float,
                  groups: torch.Tensor | None = None) -> torch.Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020) on two views: every sample has 2N-2 negatives.

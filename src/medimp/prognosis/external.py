@@ -1,10 +1,11 @@
 """External validation: fit on all of DEV, test once on EXT (``evaluate --external``).
 
-``evaluate_external(DEV, EXT, methods, out)`` writes the usual cross-validated evaluation of
-DEV (records ``split: "cv"``) and adds, for every model of :mod:`medimp.prognosis.fit` fitted on
-all labelled patients of DEV (:func:`medimp.prognosis.run.build_folder`, the code behind
-``fit-prognosis``) and applied to EXT (:func:`medimp.prognosis.run.apply_folder`, the code
-behind ``predict``), records with ``split: "external"``:
+``medimp.prognosis.run.evaluate_external(DEV, EXT, methods)`` writes the usual cross-validated
+evaluation of DEV (records ``split: "cv"``) and adds, for every model of
+:mod:`medimp.prognosis.fit` fitted on all labelled patients of DEV
+(:func:`medimp.prognosis.run.build_folder`, the code behind ``fit-prognosis``) and applied to
+EXT (:func:`medimp.prognosis.run.apply_folder`, the code behind ``predict``), records with
+``split: "external"``:
 
 * binary tasks: AUC, balanced accuracy and F1 (at the threshold chosen on DEV), Brier score,
   calibration intercept and slope (logistic recalibration on EXT);
@@ -22,7 +23,6 @@ would be leaked. A run trained on neither cohort gets a note.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,12 @@ import pandas as pd
 
 from medimp.data import read_cohort
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.labels import survival_table
 from medimp.evaluate.replicates import expand_methods
 from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.prognosis.fit import FitConfig, FittedModel, PrognosisError, model_targets
 
-__all__ = ["ExternalScore", "evaluate_external", "external_notes", "score_external"]
+__all__ = ["ExternalScore", "external_notes", "score_external"]
 
 Z95 = 1.959963984540054
 N_BOOT = 1000
@@ -134,7 +135,6 @@ def score_external(kind: str, y: np.ndarray, runs: list[np.ndarray],
 
 
 def _survival(ext: Any, cfg: FitConfig) -> pd.DataFrame | None:
-    from medimp.evaluate.labels import survival_table
 
     try:
         surv = survival_table(ext, cfg.survival_event, cfg.threshold)
@@ -210,25 +210,6 @@ def external_scores(folder: Any, ext_path: Path, applied: Mapping[str, Any],
                          "task": task, "kind": fms[0].kind, "score": score,
                          "patients": keep, "estimates": e})
     return rows
-
-
-def evaluate_external(cohort_path: str | os.PathLike[str],
-                      external_path: str | os.PathLike[str], methods: Mapping[str, Any],
-                      cfg: FitConfig | None = None) -> tuple[Any, list[dict[str, Any]], list[str]]:
-    """Fit every model on DEV, apply to EXT and score it (no files written).
-
-    Returns:
-        ``(folder, scores, notes)``: the fitted :class:`medimp.prognosis.folder.ModelFolder`,
-        :func:`external_scores`' rows and the notes (third-cohort runs).
-    """
-    from medimp.prognosis.run import apply_folder, build_folder
-
-    cfg = cfg or FitConfig()
-    dev, ext = Path(cohort_path), Path(external_path)
-    notes = external_notes(dev, ext, methods)
-    folder = build_folder(dev, methods, cfg)
-    _, applied = apply_folder(folder, ext)
-    return folder, external_scores(folder, ext, applied, cfg), notes
 
 
 def scores_frame(scores: list[dict[str, Any]]) -> pd.DataFrame:

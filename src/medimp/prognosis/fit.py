@@ -33,9 +33,11 @@ import pandas as pd
 
 from medimp.data import Cohort
 from medimp.errors import MedimpError
+from medimp.evaluate.added import combined_features
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels, task_name
 from medimp.evaluate.probes import create_probe
+from medimp.evaluate.regression import RidgeProbe, make_targets, regression_task_name
 
 __all__ = ["CLINICAL", "FitConfig", "FittedModel", "PrognosisError", "apply_model",
            "combine_tables", "fit_model", "model_targets", "patient_matrix"]
@@ -57,13 +59,12 @@ class FitConfig:
     horizons: tuple[int, ...] = (2, 3, 4)
     threshold: float | None = None
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    pca_ks: tuple[int, ...] = (0, 2, 4, 8)
     inner_splits: int = 3
     seed: int = 0
     continuous: bool = True
     survival_event: str = "graft_loss"  # external C-index: graft_loss or poor_status
-
-    def probe_options(self) -> dict[str, Any]:
-        return {"Cs": list(self.Cs), "inner_splits": self.inner_splits, "seed": self.seed}
 
 
 @dataclass
@@ -99,7 +100,6 @@ def model_targets(cohort: Cohort, horizon: int, kind: TaskKind,
         known = lab[lab["known"]]
         return task_name(horizon), pd.DataFrame({"patient_id": known["patient_id"].astype(str),
                                                  "y": known["label"].astype(float)})
-    from medimp.evaluate.regression import make_targets, regression_task_name
 
     tg = make_targets(cohort, horizon, threshold)
     known = tg[tg["known"]]
@@ -109,7 +109,6 @@ def model_targets(cohort: Cohort, horizon: int, kind: TaskKind,
 
 def combine_tables(clinical: pd.DataFrame, embedding: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The clinical table and one run's embedding side by side (clinical columns first)."""
-    from medimp.evaluate.added import combined_features
 
     return combined_features(clinical, embedding)
 
@@ -128,21 +127,21 @@ def patient_matrix(table: pd.DataFrame, cohort: Cohort, patients: np.ndarray,
 
 def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: int) -> Any:
     """The evaluation's probe for this task and feature kind (the same inner-CV choices)."""
-    opts = cfg.probe_options()
     if kind == "binary":
         if features == "combined":
             from medimp.evaluate.added import CombinedLogisticProbe
 
-            return CombinedLogisticProbe(n_clinical=n_clinical, Cs=tuple(cfg.Cs),
+            return CombinedLogisticProbe(n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
                                          inner_splits=cfg.inner_splits, seed=cfg.seed)
         return create_probe("logistic", None, Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
                             seed=cfg.seed, impute=features == "clinical")
-    from medimp.evaluate.regression import RidgeProbe
 
-    del opts
-    ks = (0, 2, 4, 8) if features == "combined" else (0,)
-    return RidgeProbe(method_kind=features, n_clinical=n_clinical, ks=ks,
-                      inner_splits=cfg.inner_splits, seed=cfg.seed)
+    # as the evaluation's own CV builds them (medimp.evaluate.endpoints)
+    opts: dict[str, Any] = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
+                            "seed": cfg.seed, "method_kind": features}
+    if features == "combined":
+        opts |= {"n_clinical": n_clinical, "ks": tuple(cfg.pca_ks)}
+    return RidgeProbe(**opts)
 
 
 def fit_model(table: pd.DataFrame, cohort: Cohort, targets: pd.DataFrame, *, model: str,

@@ -22,10 +22,14 @@ import pandas as pd
 import sklearn
 
 from medimp import __version__
+from medimp._io import output_dir
 from medimp.data import Cohort, read_cohort
 from medimp.data.features import ClinicalFeatures
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
+from medimp.prognosis.card import model_card
+from medimp.prognosis.external import external_notes, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
     FittedModel,
@@ -35,10 +39,18 @@ from medimp.prognosis.fit import (
     fit_all,
     patient_matrix,
 )
-from medimp.prognosis.folder import ModelFolder, RunRef, check_runs, run_files
+from medimp.prognosis.folder import (
+    MODEL_FILES,
+    ModelFolder,
+    RunRef,
+    check_runs,
+    read_model,
+    run_files,
+    write_model,
+)
 
 __all__ = ["PREDICTION_COLUMNS", "apply_folder", "build_folder", "clinical_table",
-           "fit_prognosis", "predict"]
+           "evaluate_external", "fit_prognosis", "predict"]
 
 PREDICTION_COLUMNS = ["patient_id", "model", "task", "estimate", "low", "high", "flags"]
 Z95 = 1.959963984540054
@@ -59,7 +71,6 @@ def clinical_table(builder: ClinicalFeatures, cohort: Cohort) -> pd.DataFrame:
 
 
 def _embed(path: Path, cohort_path: Path) -> pd.DataFrame:
-    from medimp.evaluate.embeddings import read_embeddings
     from medimp.train import embed
 
     return read_embeddings(embed(path, cohort_path))
@@ -81,7 +92,17 @@ def _embedding_stats(ref: RunRef, emb: pd.DataFrame, cohort: Cohort) -> None:
     lw = LedoitWolf().fit(X)
     ref.emb_mean = lw.location_.astype(np.float64)
     ref.emb_precision = lw.precision_.astype(np.float64)
-    ref.dev_distances = np.sort(_mahalanobis(X, ref.emb_mean, ref.emb_precision))
+    # DEV's reference distances are out-of-sample (5-fold): in-sample distances are shrunk by
+    # the fit, and a new patient of the same population would look far from DEV
+    held = np.empty(len(X))
+    folds = np.arange(len(X)) % 5
+    np.random.default_rng(0).shuffle(folds)
+    for f in range(5):
+        te = folds == f
+        if te.any() and (~te).sum() > 1:
+            cv = LedoitWolf().fit(X[~te])
+            held[te] = _mahalanobis(X[te], cv.location_, cv.precision_)
+    ref.dev_distances = np.sort(held)
 
 
 def _mahalanobis(X: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -139,6 +160,7 @@ def build_folder(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any]
     meta = {"medimp_version": __version__, "sklearn_version": sklearn.__version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     config = {"horizons": list(cfg.horizons), "threshold": cfg.threshold, "Cs": list(cfg.Cs),
+              "ridge_alphas": list(cfg.ridge_alphas), "pca_ks": list(cfg.pca_ks),
               "inner_splits": cfg.inner_splits, "seed": cfg.seed, "level": "patient_mean"}
     return ModelFolder(models=models, runs=runs, clinical=builder if clinical is not None
                        else None, dev=dev, config=config, meta=meta)
@@ -162,17 +184,12 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
             (:mod:`medimp.prognosis.external`) and the figures go into the model card and
             ``model.json`` (``external``). Runs pretrained on it are refused (leakage).
     """
-    from medimp._io import output_dir
-    from medimp.prognosis.card import model_card
-    from medimp.prognosis.folder import MODEL_FILES, write_model
 
     final = Path(out)
     sources = [s for m in methods.values() for s in (m if isinstance(m, list | tuple) else [m])]
     with output_dir(final, overwrite=overwrite, what="model folder", error=PrognosisError,
                     keep=[cohort_path, *sources], ours=MODEL_FILES) as tmp:
         if external is not None:
-            from medimp.prognosis.external import external_notes
-
             external_notes(Path(cohort_path), Path(external), methods)  # refuses leakage
         folder = build_folder(cohort_path, methods, cfg, progress)
         if external is not None:
@@ -183,8 +200,6 @@ def fit_prognosis(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any
 
 def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> dict[str, Any]:
     """The external figures of the folder's models (mean over runs), for the model card."""
-    from medimp.prognosis.external import external_scores
-
     _, applied = apply_folder(folder, ext)
     rows = []
     for s in external_scores(folder, ext, applied, cfg or FitConfig()):
@@ -345,8 +360,11 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
         PrognosisError: a model folder holding unexpected files, a run whose files changed,
             a cohort whose phases or clinical columns differ from the model's.
     """
-    from medimp.prognosis.folder import read_model
 
+    if out is not None and Path(model_dir).resolve() in Path(out).resolve().parents:
+        raise PrognosisError(f"--out {out} is inside the model folder {model_dir}, which may "
+                             "hold only its own files (the next predict would refuse it); "
+                             "write the predictions elsewhere")
     if out is not None and Path(out).exists() and not overwrite:
         raise PrognosisError(f"{out} exists; pass --overwrite to replace it or choose another "
                              "--out")
@@ -357,3 +375,20 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
 
         atomic_write_text(out, table.to_csv(index=False, lineterminator="\n"))
     return table
+
+
+def evaluate_external(cohort_path: str | os.PathLike[str],
+                      external_path: str | os.PathLike[str], methods: Mapping[str, Any],
+                      cfg: FitConfig | None = None) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    """Fit every model on DEV, apply to EXT and score it (no files written).
+
+    Returns:
+        ``(folder, scores, notes)``: the fitted :class:`medimp.prognosis.folder.ModelFolder`,
+        :func:`external_scores`' rows and the notes (third-cohort runs).
+    """
+    cfg = cfg or FitConfig()
+    dev, ext = Path(cohort_path), Path(external_path)
+    notes = external_notes(dev, ext, methods)
+    folder = build_folder(dev, methods, cfg)
+    _, applied = apply_folder(folder, ext)
+    return folder, external_scores(folder, ext, applied, cfg), notes

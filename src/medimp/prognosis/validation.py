@@ -18,11 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from medimp._io import output_dir
 from medimp.data.fingerprint import cohort_fingerprint
 from medimp.evaluate import EvalConfig, EvalResult, evaluate
 from medimp.evaluate.metrics import ExternalRecord, write_metrics
-from medimp.prognosis.external import evaluate_external, external_notes
+from medimp.evaluate.result import EVAL_OUTPUTS
+from medimp.prognosis.external import external_notes
 from medimp.prognosis.fit import FitConfig, PrognosisError
+from medimp.prognosis.run import evaluate_external
 
 __all__ = ["evaluate_with_external", "external_records", "fit_config"]
 
@@ -30,8 +33,9 @@ __all__ = ["evaluate_with_external", "external_records", "fit_config"]
 def fit_config(cfg: EvalConfig) -> FitConfig:
     """The fitting options that match an evaluation protocol (same grids, seed, horizons)."""
     return FitConfig(horizons=tuple(cfg.horizons), threshold=cfg.threshold, Cs=tuple(cfg.Cs),
+                     ridge_alphas=tuple(cfg.ridge_alphas), pca_ks=tuple(cfg.pca_ks),
                      inner_splits=cfg.inner_splits, seed=cfg.seed,
-                     survival_event=cfg.survival_event)
+                     continuous=cfg.continuous, survival_event=cfg.survival_event)
 
 
 def _triple(score: Mapping[str, Any], name: str, fields: tuple[str, str, str]
@@ -88,8 +92,6 @@ def evaluate_with_external(  # noqa: PLR0917 - the order of medimp.evaluate.eval
     Raises:
         PrognosisError: EXT is DEV, or a run was pretrained on EXT (leakage), before any work.
     """
-    from medimp._io import output_dir
-    from medimp.evaluate.result import EVAL_OUTPUTS
 
     cfg = config or EvalConfig()
     dev, ext = Path(cohort_path), Path(external_path)

@@ -11,6 +11,8 @@ import functools
 import os
 from pathlib import Path
 
+from medimp._textmodel import default_text_model_path, masked_mean
+
 __all__ = ["SentenceSimilarity", "load_similarity"]
 
 
@@ -38,7 +40,6 @@ class SentenceSimilarity:
     """
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, batch_size: int = 32):
-        from medimp._textmodel import default_text_model_path
 
         self.model_path = Path(model_path) if model_path else default_text_model_path()
         self.batch_size = batch_size
@@ -48,7 +49,6 @@ class SentenceSimilarity:
         """[len(texts), H] L2-normalised embeddings (a torch tensor)."""
         import torch
 
-        from medimp._textmodel import masked_mean
 
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:

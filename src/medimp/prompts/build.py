@@ -25,12 +25,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from medimp._io import atomic_path
 from medimp.data.cohort import Cohort, leakage_reason
 from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import value_to_word
 from medimp.prompts.errors import ColumnError, LeakageError, PromptError
+from medimp.prompts.paraphrase import rules_bank
 from medimp.prompts.templates import DATE_SLOT, check_prompt, check_template, fill_template
-from medimp.study import Study
+from medimp.study import Study, default_study
 
 __all__ = [
     "PROMPT_COLUMNS",
@@ -53,8 +55,6 @@ _TABLE_FILE = {"patients": "patients.csv", "exams": "exams.csv"}
 
 def default_bank(study: Study | None = None, n: int = 10) -> ParaphraseBank:
     """The ``rules`` backend's bank of ``n`` variants of the study's templates (offline)."""
-    from medimp.prompts.paraphrase import rules_bank
-    from medimp.study import default_study
 
     return rules_bank(study or default_study(), n=n)
 
@@ -267,7 +267,6 @@ def build_prompts(cohort, bank: ParaphraseBank | str | os.PathLike[str] | None =
 
 def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a prompts table as parquet, atomically."""
-    from medimp._io import atomic_path
 
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

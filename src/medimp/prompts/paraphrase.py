@@ -20,7 +20,7 @@ from typing import Protocol
 
 from medimp._io import atomic_write_text
 from medimp.prompts.backends.rules import BACKEND_NAME, MODEL_NAME, rules_paraphrases
-from medimp.prompts.bank import ParaphraseBank, Provenance, save_bank
+from medimp.prompts.bank import BANK_FORMAT, ParaphraseBank, Provenance, load_bank, save_bank
 from medimp.prompts.errors import BackendError, NotEnoughVariantsError, PromptError
 from medimp.prompts.privacy import assert_safe_to_send
 from medimp.prompts.templates import check_template
@@ -30,7 +30,7 @@ from medimp.prompts.validate import (
     ValidationReport,
     Validator,
 )
-from medimp.study import Study
+from medimp.study import Study, default_study, load_study
 
 __all__ = [
     "AugmentResult",
@@ -319,8 +319,6 @@ def load_templates(source: str | os.PathLike[str], study: Study | None = None
     ``source`` is ``"default"`` (MEDIMP's templates), a ``study.yaml`` (its variables'
     templates), or a bank file (``.txt``/``.yaml``: its sources).
     """
-    from medimp.prompts.bank import BANK_FORMAT, load_bank
-    from medimp.study import default_study, load_study
 
     if str(source) == "default":
         study = study or default_study()

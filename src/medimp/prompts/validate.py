@@ -19,10 +19,11 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from medimp.prompts.bank import ParaphraseBank, load_bank
 from medimp.prompts.bins import variable_words
 from medimp.prompts.errors import TemplateError
 from medimp.prompts.templates import DATE_SLOT, template_slots
-from medimp.study import Study
+from medimp.study import Study, default_study
 
 __all__ = [
     "DEFAULT_MIN_SIMILARITY",
@@ -70,6 +71,47 @@ def normalise_for_duplicates(text: str) -> str:
     """Lower-case, punctuation removed, whitespace collapsed: equal means duplicate."""
     text = re.sub(r"[^\w{}\s]", " ", text.lower())
     return re.sub(r"\s+", " ", text).strip()
+
+
+_SUFFIXES = ("ions", "ion", "ings", "ing", "ed", "es", "s", "ly")
+
+
+def _stem(word: str) -> str:
+    """A crude English stem: one inflectional suffix off ("fluctuations" -> "fluctuat")."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[:-len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def _same_stem(a: str, b: str) -> bool:
+    """Two words of one stem ("fluctuating", "fluctuations"; "year", "years"; not "marked",
+    "market")."""
+    return _stem(a) == _stem(b)
+
+
+def repeated_slot_words(sentence: str, fills: dict[str, list[str]]) -> list[str]:
+    """Reasons why a slot's words repeat a word of the rest of ``sentence``.
+
+    ``fills`` maps each slot to the words it can be filled with; "Creatinine levels displayed
+    {adj} fluctuations." with {adj} = "fluctuating" reads "fluctuating fluctuations". Words
+    shorter than 4 letters are not compared.
+    """
+    try:
+        slots = set(template_slots(sentence))
+    except TemplateError:
+        return []
+    rest = [w for w in _words(sentence) if len(w) >= 4]
+    reasons = []
+    for slot in sorted(slots & set(fills)):
+        for filled in fills[slot]:
+            hit = next(((part, r) for part in _WORD.findall(filled.lower()) if len(part) >= 4
+                        for r in rest if _same_stem(part, r)), None)
+            if hit is not None:
+                reasons.append(f"slot word {filled!r} of {{{slot}}} repeats {hit[1]!r} in its "
+                               "sentence")
+    return reasons
 
 
 def sentence_problems(source: str, candidate: str) -> list[str]:
@@ -155,11 +197,17 @@ class Validator:
         min_similarity: minimum MiniLM cosine similarity to the source; ``None`` skips the
             semantic check (model-free, e.g. for the curated rules backend at build time).
         similarity: a ``SentenceSimilarity`` to reuse (default: the shared bundled MiniLM).
+        repeated_words: also reject a sentence whose slot words repeat one of its words
+            (:func:`repeated_slot_words`; ``check_bank`` / ``medimp prompts check``). Off when a
+            bank is built for training, so that a study.yaml with MEDIMP's own words still
+            trains.
     """
 
     def __init__(self, study: Study, sources: dict[str, str], variables: list[str],
-                 min_similarity: float | None = DEFAULT_MIN_SIMILARITY, similarity=None):
+                 min_similarity: float | None = DEFAULT_MIN_SIMILARITY, similarity=None,
+                 *, repeated_words: bool = False):
         self.study = study
+        self.repeated_words = repeated_words
         self.sources = sources
         self.variables = variables
         self.min_similarity = min_similarity
@@ -170,6 +218,12 @@ class Validator:
         for var in study.variables:
             words = variable_words(var)
             self._fill[var.slot] = words[-1] if words else var.name.replace("_", " ")
+
+    def _slot_words(self, variable: str) -> dict[str, list[str]]:
+        """The words each slot of ``variable``'s sentence can be filled with."""
+        var = self.study.variable(variable)
+        return {var.slot: variable_words(var),
+                DATE_SLOT: [e.phrase for e in self.study.exams if e.phrase]}
 
     def _similarity(self):
         if self._sim is None:
@@ -260,23 +314,26 @@ class Validator:
         pairs = [(self.sources[v], by_var[v]) for v in self.variables]
         for var, (src, cand) in zip(self.variables, pairs, strict=True):
             res.reasons += [f"{var}: {r}: {cand!r}" for r in sentence_problems(src, cand)]
+            if self.repeated_words:
+                res.reasons += [f"{var}: {r}: {cand!r}"
+                                for r in repeated_slot_words(cand, self._slot_words(var))]
         return ordered, pairs
 
 
 def check_bank(bank, study: Study | None = None,
                min_similarity: float | None = DEFAULT_MIN_SIMILARITY) -> ValidationReport:
-    """Validate every variant of an existing bank against its sources.
+    """Validate every variant of an existing bank against its sources, a slot word repeated
+    in its sentence included (:func:`repeated_slot_words`).
 
     Args:
         bank: a ``ParaphraseBank`` or a bank file (``.txt``/``.yaml``).
         study: maps slots to variables (default: MEDIMP's study).
         min_similarity: MiniLM threshold (None: skip the semantic check).
     """
-    from medimp.prompts.bank import ParaphraseBank, load_bank
-    from medimp.study import default_study
 
     study = study or default_study()
     if not isinstance(bank, ParaphraseBank):
         bank = load_bank(bank, study)
-    validator = Validator(study, bank.sources, bank.variables, min_similarity=min_similarity)
+    validator = Validator(study, bank.sources, bank.variables, min_similarity=min_similarity,
+                          repeated_words=True)
     return validator.validate(bank.lines())

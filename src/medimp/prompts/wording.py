@@ -1,7 +1,8 @@
 """Prompts a clinician would write: grammatical templates, bins stated with ranges and units.
 
-MEDIMP's prompts ("The kidney donor was low years of age.", "Creatinine levels displayed
-fluctuating fluctuations.", "at the two weeks check-up") read badly and hide the bin edges.
+MEDIMP's original words read badly ("The kidney donor was low years of age.", "Creatinine levels
+displayed fluctuating fluctuations.", "at the two weeks check-up"; the default study's words now
+read as English) and hide the bin edges.
 :func:`clinician_study` rewrites a study's MEDIMP variables (matched by name: ``donor_age``,
 ``gfr``, ``creatinine_variability``) into sentences such as
 

@@ -17,6 +17,7 @@ from medimp.data import Cohort
 from medimp.evaluate.embeddings import feature_columns, level_data
 from medimp.evaluate.labels import make_labels
 from medimp.evaluate.metrics import MetricsFile
+from medimp.prompts import build_prompts
 from medimp.report import figures
 
 __all__ = ["embedding_map", "example_prompts", "example_volumes", "histories", "strip_png"]
@@ -78,7 +79,6 @@ def example_volumes(cohort: Cohort, n_exams: int = 2) -> list[dict[str, str]]:
 
 def example_prompts(cohort: Cohort, n: int = 6) -> pd.DataFrame | None:
     """The first prompt of the first exams (what image–text pretraining read)."""
-    from medimp.prompts import build_prompts
 
     try:
         prompts = build_prompts(cohort)

@@ -291,7 +291,9 @@ def calibration_plot(table: pd.DataFrame, tasks: list[str],
                 label += f" (int. {a:+.2f}, slope {b:.2f})"
             x = grp["mean_predicted"].to_numpy(float)
             y = grp["observed"].to_numpy(float)
-            err = [y - grp["observed_low"].to_numpy(float), grp["observed_high"] - y]
+            # clipped: a Wilson bound equal to the rate can differ from it by rounding
+            err = np.clip([y - grp["observed_low"].to_numpy(float),
+                           grp["observed_high"].to_numpy(float) - y], 0, None)
             ax.errorbar(x + 0.006 * i, y, yerr=err, fmt="-o", ms=4, capsize=2, label=label,
                         color=f"C{i}")
         ax.plot([0, 1], [0, 1], ":", color="grey", label="ideal")

@@ -28,7 +28,7 @@ from medimp.data import Cohort, read_cohort
 from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.metrics import MetricsFile, read_metrics
 from medimp.report import appendix, figures, prediction, usefulness
-from medimp.report.answer import added_value, bottom_line, task_classes
+from medimp.report.answer import added_value, answers, bottom_line, task_classes
 from medimp.report.figures import format_p
 from medimp.report.flow import cohort_flow
 from medimp.report.tripod import checklist
@@ -75,7 +75,37 @@ def _attr(obj: Any, name: str) -> Any:
 
 def _task_label(metrics: MetricsFile, task: str) -> str:
     t = next((t for t in metrics.header.tasks if t.task == task), None)
-    return task if t is None else f"{t.horizon_years} years (n={t.n_known}, {t.n_pos} poor)"
+    if t is not None:
+        return f"{t.horizon_years} years (n={t.n_known}, {t.n_pos} poor)"
+    if task.startswith("egfr_y"):
+        return f"eGFR at {task.removeprefix('egfr_y')} years"
+    return task
+
+
+def _external(metrics: MetricsFile) -> dict[str, Any] | None:
+    """Models fitted on the whole development cohort, tested once on the external cohort."""
+    records = list(_attr(metrics, "external") or [])
+    if not records:
+        return None
+
+    def row(r) -> dict[str, str]:
+        out = {"horizon": (f"{r.task.removeprefix('status_y')} years" if r.task.startswith(
+            "status_y") else _task_label(metrics, r.task)),
+            "method": r.method if r.run is None else f"{r.method} · {r.run}",
+            "patients": str(r.n) + (f" ({r.n_pos} poor)" if r.n_pos is not None else "")}
+        for field, label in (("auc", "AUC"), ("r2", "R²"), ("brier", "Brier"),
+                             ("calibration_intercept", "calibration intercept"),
+                             ("calibration_slope", "calibration slope"),
+                             ("c_index", "Harrell's C")):
+            out[label] = _ci(_attr(r, field), _attr(r, field + "_ci_low"),
+                             _attr(r, field + "_ci_high"))
+        return out
+
+    own = pd.DataFrame([row(r) for r in records if r.run is None])
+    runs = pd.DataFrame([row(r) for r in records if r.run is not None])
+    own = own.loc[:, [c for c in own.columns if (own[c] != "–").any()]]
+    return {"cohort": metrics.header.external_cohort or "not recorded",
+            "table": _table(own), "runs": _table(runs) if not runs.empty else None}
 
 
 def _method_table(metrics: MetricsFile, records: list, value) -> pd.DataFrame:
@@ -93,6 +123,14 @@ def _method_table(metrics: MetricsFile, records: list, value) -> pd.DataFrame:
     if any(n > 1 for n in n_runs.values()):
         table.insert(0, "runs", [n_runs.get(m, 1) for m in table.index])
     return table.reset_index()
+
+
+def _r2_cell(r) -> str:
+    cell = _ci(r.r2, r.r2_ci_low, r.r2_ci_high)
+    if r.n_runs > 1:
+        cell += " †"
+    cell += f"; MAE {r.mae:.1f}"
+    return cell + (f"; ρ {r.spearman:.2f}" if r.spearman is not None else "")
 
 
 def _auc_cell(r) -> str:
@@ -113,7 +151,8 @@ def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
                f"test folds of the patient-level AUC, with its 95% CI ({interval}). "
                "† marks a method with several pretraining runs: its value is the mean over "
                "runs, its CI includes the variance between runs, and sd is the spread of the "
-               "runs' AUCs; every other CI comes from one run and leaves the seed variance out. "
+               "runs' AUCs; a pretrained method with one run leaves its seed variance out "
+               "(the clinical table and the oracle have none). "
                "Features: the mean over each patient's exams; logistic probe.")
     other = [{"title": title, "table": _table(_method_table(metrics, own, value))}
              for title, value in (
@@ -122,7 +161,8 @@ def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
                      r.balanced_accuracy_ci_high)),
                  ("F1 at the Youden threshold", lambda r: _ci(r.f1, r.f1_ci_low, r.f1_ci_high)))
              ] if own else []
-    regression = [r for r in metrics.records if _attr(r, "r2") is not None and r.run is None]
+    regression = [r for r in (_attr(metrics, "regression") or [])
+                  if r.run is None and (r.level, r.probe) == ("patient_mean", "ridge")]
     roc_png = None
     pred = _predictions(eval_dir)
     if pred is not None and not pred.empty:
@@ -133,10 +173,8 @@ def _results(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         "runs": _table(_method_table(metrics, runs, lambda r: _ci(
             r.auc, r.auc_ci_low, r.auc_ci_high))) if runs else None,
         "other": other,
-        "regression": _table(_method_table(metrics, regression, lambda r: (
-            f"R² {_ci(r.r2, _attr(r, 'r2_ci_low'), _attr(r, 'r2_ci_high'))}"
-            + (f"; MAE {_attr(r, 'mae'):.1f}" if _attr(r, "mae") is not None else "")))
-        ) if regression else None,
+        "regression": _table(_method_table(metrics, regression, _r2_cell))
+        if regression else None,
         "roc_png": roc_png, "decided": _decided(metrics), "notes": metrics.header.notes,
     }
 
@@ -242,11 +280,25 @@ def _usefulness(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
     """Calibration, decision curves and absolute risks, their tables ready for the template."""
     use = usefulness.sections(eval_dir, metrics, _predictions(eval_dir))
     cal = use["calibration"]
-    if cal is not None and cal["summary"] is not None:
-        cal["summary"] = _table(cal["summary"])
+    if cal is not None:
+        for key in ("summary", "more"):
+            cal[key] = _table(cal[key]) if cal[key] is not None else None
     for t in (use["risks"] or {}).get("tasks", []):
         t["groups"], t["thresholds"] = _table(t["groups"]), _table(t["thresholds"])
     return use
+
+
+def _added(metrics: MetricsFile) -> dict[str, list[dict[str, Any]]]:
+    """The added-value rows: the reference method's (its clinical+ model, else itself) first,
+    every other candidate folded away."""
+    ref = str(metrics.header.reference_method)
+    found = added_value(metrics)
+    main_name = (f"clinical+{ref}" if any(a.candidate == f"clinical+{ref}" for a in found)
+                 else ref)
+    rows = [dict(a.__dict__, short=a.short(), horizon=_task_label(metrics, a.task).split(" (")[0])
+            for a in found]
+    return {"added": [r for r in rows if r["candidate"] == main_name],
+            "added_more": [r for r in rows if r["candidate"] != main_name]}
 
 
 def _simulated(metrics: MetricsFile, cohort: Cohort | None) -> bool | None:
@@ -272,14 +324,15 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
         "threshold": f"{h.threshold:g}", "horizons": h.horizons,
         "reference": str(h.reference_method), "simulated": _simulated(metrics, cohort),
         "classes": task_classes(metrics), "bottom_line": bottom_line(metrics),
+        "answers": answers(metrics),
         "exams": prediction.exams_used(cohort), "predictors": preds,
         "method_sentences": prediction.method_sentences(metrics, names),
         "overlap": prediction.pretraining_overlap(metrics),
-        "added": [dict(a.__dict__, words=a.words(), horizon=_task_label(metrics, a.task))
-                  for a in added_value(metrics)],
+        **_added(metrics),
         "results": _results(eval_dir, metrics),
         **_usefulness(eval_dir, metrics),
         "survival": _survival(eval_dir, metrics),
+        "external": _external(metrics),
         "flow": cohort_flow(metrics, cohort),
         "protocol": prediction.protocol_items(metrics),
         "interval": prediction.interval_name(metrics),
@@ -297,9 +350,8 @@ def _context(eval_dir: Path, metrics: MetricsFile) -> dict[str, Any]:
                                         "source": list(h.methods.values())})),
     }
     rendered = {"summary", "prediction", "flow", "protocol", "limitations"}
-    rendered |= {key for key, ctx_key in (("added", "added"), ("calibration", "calibration"),
-                                          ("decision", "decision"), ("risks", "risks"))
-                 if ctx[ctx_key]}
+    rendered |= {key for key in ("added", "calibration", "decision", "risks", "external")
+                 if ctx[key]}
     if ctx["results"]["auc"]:
         rendered.add("results")
     ctx["tripod"] = checklist(rendered)

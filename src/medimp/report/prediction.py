@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medimp.data import Cohort
+from medimp.data.features import ClinicalFeatures
 from medimp.evaluate.metrics import MetricsFile
 
 __all__ = ["exams_used", "method_sentences", "predictors", "pretraining_overlap",
@@ -53,7 +54,6 @@ def predictors(cohort: Cohort | None) -> dict[str, list[str]] | None:
     (:class:`medimp.data.features.ClinicalFeatures`, the ``clinical_only`` builder)."""
     if cohort is None:
         return None
-    from medimp.data.features import ClinicalFeatures
 
     try:
         feats = ClinicalFeatures("all").fit(cohort, cohort.exam_keys()).features_
@@ -180,13 +180,18 @@ def protocol_items(metrics: MetricsFile) -> list[dict[str, str]]:
         {"title": "Decision threshold", "text":
          "Youden's J on the inner-CV out-of-fold probabilities of the training folds (never "
          "the test fold); it sets balanced accuracy and F1 only."},
-        {"title": "Intervals", "text":
-         "each metric is computed on every test fold and averaged; its 95% CI is the corrected "
-         "resampled t (Nadeau & Bengio 2003), not a bootstrap; for a method with several "
-         "pretraining runs the variance between runs is added (seed-aware CI)."},
+        {"title": "Metrics and intervals", "text": f"{p.get('metrics', 'not recorded')}."},
         {"title": "Paired test", "text":
          f"{p.get('paired_test', 'not recorded')}."},
     ]
+    ran = {"continuous": bool(getattr(metrics, "regression", None)),
+           "added_value": any(m.startswith("clinical+") for m in h.methods),
+           "calibration": any(getattr(r, "brier", None) is not None for r in metrics.records)}
+    for key, title in (("continuous", "Continuous endpoints"),
+                       ("added_value", "Combined models"),
+                       ("calibration", "Calibration and net benefit")):
+        if ran[key] and isinstance(p.get(key), str):  # the header's own words, when it ran
+            items.append({"title": title, "text": f"{p[key]}."})
     if p.get("survival", True):
         event = {"graft_loss": "graft loss (censored at the end of follow-up)",
                  "poor_status": "graft loss or the first yearly eGFR below the threshold"

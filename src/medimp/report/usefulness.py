@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medimp.evaluate.calibration import decision_curve
 from medimp.evaluate.metrics import MetricsFile
 from medimp.report import figures, risks
 from medimp.report.answer import CLINICAL
@@ -83,21 +84,20 @@ def _calibration(eval_dir: Path, metrics: MetricsFile, per_patient: dict, focus:
     table = table.assign(task=table["task"].map(lambda t: labels.get(t, t)))
     png = figures.calibration_plot(table, [labels.get(t, t) for t in tasks],
                                    {(labels.get(t, t), m): v for (t, m), v in fits.items()})
-    summary = None
-    if any(_attr(r, "brier") is not None for r in recs.values()):
-        fields = [("brier", "Brier score"), ("calibration_intercept", "calibration intercept"),
-                  ("calibration_slope", "calibration slope")]
-        summary = pd.DataFrame([{
-            "horizon": labels.get(t, t), "method": m,
-            **{label: _ci(_attr(r, f), _attr(r, f + "_ci_low"), _attr(r, f + "_ci_high"))
-               for f, label in fields}} for (t, m), r in sorted(recs.items())
-            if _attr(r, "brier") is not None])
-    return {"png": png, "source": source, "summary": summary}
+    fields = [("brier", "Brier score"), ("calibration_intercept", "calibration intercept"),
+              ("calibration_slope", "calibration slope")]
+    rows = [{"horizon": labels.get(t, t), "method": m,
+             **{label: _ci(_attr(r, f), _attr(r, f + "_ci_low"), _attr(r, f + "_ci_high"))
+                for f, label in fields}}
+            for (t, m), r in sorted(recs.items()) if _attr(r, "brier") is not None]
+    summary = pd.DataFrame([r for r in rows if r["method"] in focus]) if rows else None
+    more = pd.DataFrame([r for r in rows if r["method"] not in focus])
+    return {"png": png, "source": source, "summary": summary,
+            "more": more if not more.empty else None}
 
 
 def _decision(eval_dir: Path, per_patient: dict, focus: list[str],
               labels: dict[str, str]) -> dict[str, Any] | None:
-    from medimp.evaluate.calibration import decision_curve
 
     table = _read(eval_dir / "decision_curves.parquet", focus)
     source = "the evaluation's decision-curve table (net benefit averaged over CV repeats)"

@@ -141,7 +141,7 @@ def simulate_clinical(
 
 
 def poor_status(patients: pd.DataFrame, years: int, study: Study | None = None) -> pd.Series:
-    """Poor graft status at ``years``: 1/0, NaN when unknown (DESIGN.md's default label)."""
+    """Poor graft status at ``years``: 1/0, NaN when unknown (docs/design.md's label)."""
     study = study or default_study()
     out = study.outcomes
     day = years * _DAYS_PER_YEAR

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_dir, atomic_write_bytes, atomic_write_text, refuse_foreign_entries
-from medimp.errors import MedimpError
 from medimp.simulate.anatomy import draw_patient_geometry, exam_anatomy
 from medimp.simulate.clinical import simulate_clinical
+from medimp.simulate.errors import SimulationError
 from medimp.simulate.kinetics import exam_kinetics
 from medimp.simulate.signal import phase_volumes
 from medimp.simulate.site import SiteProfile, site_profile
@@ -34,10 +34,6 @@ MIN_PATIENTS = 10
 FORMATS = ("nifti", "dicom")
 _MISSING_PHASE_P = 0.02
 _N_FIGURE_PATIENTS = 3
-
-
-class SimulationError(MedimpError):
-    """Invalid simulator arguments (sizes, patient count, output folder)."""
 
 
 @dataclass(frozen=True)

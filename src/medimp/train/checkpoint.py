@@ -22,7 +22,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from medimp._io import atomic_path, atomic_write_text
-from medimp.train.config import PretrainConfig, TrainError, config_from_dict
+from medimp.models import ProjectionHead, create_image_encoder, create_text_encoder
+from medimp.train.config import PretrainConfig, TrainError, config_changes, config_from_dict
 from medimp.train.objectives import get_objective
 
 __all__ = [
@@ -89,7 +90,6 @@ def check_checkpoint(ckpt: dict[str, Any], config: PretrainConfig, path: Path) -
 def check_resume_config(ckpt: dict[str, Any], config: PretrainConfig, path: Path) -> None:
     """Refuse to resume with a configuration that changes what the run computes (epochs,
     learning rate, batch, data...): only the options of ``RUNTIME_OPTIONS`` may change."""
-    from medimp.train.config import config_changes
 
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not isinstance(saved, dict):
@@ -184,7 +184,6 @@ def _config(info: dict[str, Any], run_dir: Path) -> PretrainConfig:
 def load_image_encoder(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, Any]:
     """The run's image encoder (eval mode; forward [B,C,D,H,W] -> features [B,F]) and its
     ``PreprocessConfig``. Weights come from safetensors; nothing is unpickled."""
-    from medimp.models import create_image_encoder
 
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
@@ -209,7 +208,6 @@ class ImageTower(nn.Module):
 
 def load_image_tower(run_dir: str | os.PathLike[str]) -> tuple[ImageTower, Any]:
     """Encoder + projection (the embedding compared with text in retrieval) and preprocessing."""
-    from medimp.models import ProjectionHead
 
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)
@@ -227,7 +225,6 @@ def load_text_tower(run_dir: str | os.PathLike[str]) -> Callable[[list[str]], to
     The frozen part of the text encoder is re-read from the model path recorded in
     ``model.json``; the trained layers and the projection come from ``model.safetensors``.
     """
-    from medimp.models import ProjectionHead, create_text_encoder
 
     run_dir = Path(run_dir)
     info = load_run_info(run_dir)

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from medimp._io import atomic_write_text
-from medimp.errors import MedimpError
+from medimp.train.errors import ConfigError, TrainError, TrainingInterrupted
 
 __all__ = [
     "RUNTIME_OPTIONS",
@@ -44,18 +44,6 @@ __all__ = [
     "load_config",
     "save_config",
 ]
-
-class TrainError(MedimpError):
-    """Pretraining cannot start or continue (bad cohort, run folder, checkpoint...)."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training; the message says after which epoch and how to resume."""
-
-
-class ConfigError(TrainError):
-    """A pretraining config (file, override or checkpoint) is invalid; the message says why."""
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -299,7 +287,8 @@ class PretrainConfig(_Strict):
 # options that say how a run is executed, not what it computes: a resumed run may change them
 RUNTIME_OPTIONS = ("stop_after_epochs", "num_workers", "in_memory", "log_every_n_steps", "mlflow",
                    "cache_dir", "accelerator", "devices", "strategy", "num_nodes", "compile",
-                   "cudnn_benchmark", "dist_timeout_minutes", "optim.fused")
+                   "cudnn_benchmark", "dist_timeout_minutes", "optim.fused", "precision",
+                   "channels_last", "micro_batch_size")
 
 
 def config_changes(saved: dict[str, Any], new: dict[str, Any], prefix: str = "",

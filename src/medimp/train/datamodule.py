@@ -21,6 +21,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medimp.data import holdout_split, read_cohort
+from medimp.data.features import ClinicalFeatures
+from medimp.data.phases import drop_phases, encoder_channels, encoder_input
 from medimp.train.config import ConfigError, PretrainConfig, TrainError
 from medimp.train.objectives import ItemFields, Objective, PretrainData, create_objective
 
@@ -54,7 +57,6 @@ def split_patients(patients: Sequence[str], val_fraction: float, seed: int
     The draw is ``medimp.data.holdout_split``'s; at least 2 patients always stay in training
     (a contrastive loss needs negatives).
     """
-    from medimp.data import holdout_split
 
     patients = sorted(set(patients))
     if len(patients) < 2:
@@ -130,7 +132,6 @@ class TabularFeaturizer:
         self.missing_indicator = missing_indicator
 
     def fit(self, cohort: Any, keys: Sequence[tuple[str, str]]) -> TabularFeaturizer:
-        from medimp.data.features import ClinicalFeatures
 
         self.features_ = ClinicalFeatures("variables", sep="=").fit(cohort, keys)
         table = self.features_.transform(cohort, keys)
@@ -206,7 +207,6 @@ class _Items(Dataset):
 
     def _mask(self, item: dict[str, Any], i: int) -> torch.Tensor:
         """The exam's phase mask, with this epoch's phase dropout (training set only)."""
-        from medimp.data.phases import drop_phases
 
         mask = torch.as_tensor(item["phase_mask"], dtype=torch.bool)
         if self.phase_dropout > 0:
@@ -215,7 +215,6 @@ class _Items(Dataset):
         return mask
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from medimp.data.phases import encoder_input
 
         if int(self._shared_epoch[0]) != self.epoch:  # a persistent worker, at a new epoch
             self._apply_epoch(int(self._shared_epoch[0]))
@@ -260,14 +259,62 @@ def _available_memory() -> int:
     return 0
 
 
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as 2**63 rounded down to a page
+
+
+def _cgroup_room(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+                 ) -> int | None:
+    """Bytes this process's memory cgroup still allows (a SLURM job's ``--mem``, a container's
+    limit), or None without a limit. ``MemAvailable`` counts the whole node, not the job."""
+    try:
+        lines = proc.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if controllers == "":  # cgroup v2
+            base, files = root, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for folder in (base / path.strip().lstrip("/"), base):  # the path, or a namespaced root
+            try:
+                limit = (folder / files[0]).read_text(encoding="utf-8").strip()
+                used = int((folder / files[1]).read_text(encoding="utf-8").strip())
+            except (OSError, ValueError):
+                continue
+            if limit.isdigit() and int(limit) < _NO_LIMIT:
+                rooms.append(max(int(limit) - used, 0))
+            break
+    return min(rooms) if rooms else None
+
+
+def _local_processes(config: PretrainConfig) -> int:
+    """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, srun's tasks per node,
+    or the devices Lightning will start itself (before it starts them)."""
+    counts = [int(os.environ.get(name, "") or 0) if os.environ.get(name, "").isdigit() else 0
+              for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE")]
+    if isinstance(config.devices, int):
+        counts.append(config.devices)
+    return max([1, *counts])
+
+
 def _fits_in_memory(n_exams: int, n_phases: int, preprocess: Any, config: PretrainConfig
                     ) -> bool:
     """``config.in_memory``, or (None) whether the preprocessed exams, one copy per loader
-    process, fit in a quarter of the available memory."""
+    process of every training process on this machine, fit in a quarter of the memory
+    available (to this process's cgroup, when it has a limit)."""
     if config.in_memory is not None:
         return bool(config.in_memory)
     size = n_exams * n_phases * int(np.prod(preprocess.shape)) * 4
-    return size * (1 + config.num_workers) < _available_memory() // 4
+    copies = (1 + config.num_workers) * _local_processes(config)
+    room = _available_memory()
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        room = min(room, cgroup) if room else cgroup
+    return size * copies < room // 4
 
 
 class PretrainDataModule(LightningDataModule):
@@ -288,7 +335,6 @@ class PretrainDataModule(LightningDataModule):
                  cache_dir: str | os.PathLike[str] | None = None,
                  objective: Objective | None = None) -> None:
         super().__init__()
-        from medimp.data import read_cohort
 
         self.cfg = config
         self.objective = objective or create_objective(config.method, config)
@@ -329,7 +375,6 @@ class PretrainDataModule(LightningDataModule):
                                  augment=self.augment, cache_dir=self.cache_dir,
                                  seed=config.seed, memory={} if self.in_memory else None)
         self.objective.prepare(self.data)
-        from medimp.data.phases import encoder_channels
 
         self.in_channels = encoder_channels(
             len(self.cohort.study.phases)

@@ -18,18 +18,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from medimp._io import atomic_path, output_dir
+from medimp.data import ExamDataset, read_cohort
+from medimp.data.phases import encoder_input
 from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
+from medimp.train.datamodule import collate
 
-__all__ = ["embed"]
+__all__ = ["embed", "write_projector"]
 
 
 @torch.no_grad()
 def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
           out: str | os.PathLike[str] | None = None, *, batch_size: int = 8,
           projected: bool = False, num_workers: int = 0,
-          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False
-          ) -> pd.DataFrame:
+          cache_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+          tensorboard: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Embed every exam of ``cohort_path`` with the image encoder of ``run_dir``.
 
     Args:
@@ -41,17 +45,20 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
         num_workers: DataLoader workers.
         cache_dir: preprocessed-volume cache folder (shared with training if the same).
         progress: show a rich progress bar.
+        tensorboard: also write the embeddings to this folder (new or empty) for
+            TensorBoard's projector, labelled by patient, exam and level
+            (:func:`write_projector`).
 
     Raises:
-        TrainError: run folder incomplete, or the cohort's phases differ from the run's.
+        TrainError: run folder incomplete, the cohort's phases differ from the run's, or the
+            ``tensorboard`` folder is not empty.
     """
     import json
 
-    from medimp._io import atomic_path
-    from medimp.data import ExamDataset, read_cohort
-    from medimp.train.datamodule import collate
 
     run_dir = Path(run_dir)
+    if tensorboard is not None:  # refused before the embedding, not after minutes of it
+        _check_projector_dir(Path(tensorboard))
     if projected:
         model, prep = load_image_tower(run_dir)
     else:
@@ -78,13 +85,50 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if out is not None:
         with atomic_path(out) as tmp:
             df.to_parquet(tmp, index=False)
+    if tensorboard is not None:
+        write_projector(df, tensorboard, tag=f"{run_dir.name}{'_projected' if projected else ''}")
     return df
+
+
+def _check_projector_dir(path: Path) -> None:
+    """The rule :func:`write_projector`'s ``output_dir`` applies, checked before any work."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise TrainError(f"{path} is not an empty folder; give a new folder for the TensorBoard "
+                         "projector (a second set of embeddings there would be listed beside the "
+                         "first)")
+
+
+def write_projector(df: pd.DataFrame, log_dir: str | os.PathLike[str],
+                    tag: str = "embeddings") -> Path:
+    """Write an ``embed`` table to ``log_dir`` (a new or empty folder) for TensorBoard's
+    projector (``tensorboard --logdir DIR``, "Projector" tab): one point per row, labelled by
+    ``patient_id``, ``exam`` and ``level`` (colour or search by patient). Written by torch's
+    ``SummaryWriter.add_embedding`` into a temporary folder that replaces ``log_dir`` when
+    complete.
+
+    Raises:
+        TrainError: ``log_dir`` exists and is not an empty folder.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+
+    cols = [c for c in df.columns if c.startswith("e") and c[1:].isdigit()]
+    labels = [[str(p), str(e), str(lv)] for p, e, lv in
+              zip(df["patient_id"], df["exam"], df["level"], strict=True)]
+    with output_dir(log_dir, what="TensorBoard projector folder", error=TrainError) as tmp:
+        writer = SummaryWriter(log_dir=str(tmp))
+        try:
+            writer.add_embedding(torch.from_numpy(df[cols].to_numpy(np.float32)),
+                                 metadata=labels, metadata_header=["patient_id", "exam", "level"],
+                                 tag=tag)
+        finally:
+            writer.close()
+    return Path(log_dir)
 
 
 def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: bool,
              mask_mode: str = "zero") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Features of every exam the loader serves, and its (patient_id, exam)."""
-    from medimp.data.phases import encoder_input
 
     rows_id: list[tuple[str, str]] = []
     feats: list[np.ndarray] = []

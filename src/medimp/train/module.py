@@ -24,19 +24,17 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.nn.functional import normalize
 
-from medimp.train.config import PretrainConfig
+from medimp.models import ProjectionHead, create_image_encoder
+from medimp.models.distributed import is_distributed
+from medimp.train.config import PretrainConfig, TrainError
+from medimp.train.gradcache import gradcache_backward
 from medimp.train.objectives import create_objective
+from medimp.train.precision import resolve_precision
 
 # consecutive bf16/fp16 steps with a non-finite loss or gradient skipped before giving up
 _MAX_SKIPPED = 5
 
 __all__ = ["PretrainModule", "WarmupCosine", "is_distributed", "param_groups"]
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one process."""
-    return (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)
 
 
 class WarmupCosine:
@@ -90,7 +88,6 @@ class PretrainModule(LightningModule):
                  tower_args: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from medimp.models import ProjectionHead, create_image_encoder
 
         self.cfg = PretrainConfig.model_validate(config)
         cfg = self.cfg
@@ -135,7 +132,6 @@ class PretrainModule(LightningModule):
         trainer = getattr(self, "_trainer", None)
         if trainer is not None:
             return str(trainer.precision)
-        from medimp.train.precision import resolve_precision
 
         return resolve_precision(self.cfg.precision, self.cfg.accelerator)
 
@@ -184,24 +180,25 @@ class PretrainModule(LightningModule):
                           f"is skipped, weights unchanged ({self.skipped_steps} skipped so far)",
                           stacklevel=2)
             return
-        from medimp.train.config import TrainError
 
         bad = [n for n, p in self.named_parameters()
                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
         where = (f" in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
                  if what == "gradient" and bad else "")
         in_a_row = "" if self._fp32() else f", {self._skipped_in_a_row} steps in a row"
+        # a resume keeps the learning rate (medimp.train.checkpoint.check_resume_config)
+        todo = ("lower optim.lr in a new run" if self._fp32() else
+                "--resume --set precision=32, or lower optim.lr in a new run")
         raise TrainError(
             f"non-finite training {what} at epoch {self.current_epoch + 1}, step "
             f"{self.global_step} (precision {self._precision()!r}{in_a_row}, channels_last "
             f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}){where}; checkpoints/last.ckpt "
-            "holds the last good epoch: lower optim.lr, or use precision '32', and --resume")
+            f"holds the last good epoch: {todo}")
 
     def cached_loss(self, batch: dict[str, Any], micro_batch_size: int, *,
                     defer_last: bool = False, grad_scale: float = 1.0) -> Any:
         """Gradient caching (``micro_batch_size``): accumulate the gradient of the whole batch's
         loss micro-batch by micro-batch (``medimp.train.gradcache``); returns its result."""
-        from medimp.train.gradcache import gradcache_backward
 
         return gradcache_backward(lambda b: self.embed(b, "train"),
                                   lambda e, b: self.objective.loss(self, e, b), batch,
@@ -234,8 +231,7 @@ class PretrainModule(LightningModule):
                     f"non-finite training loss at epoch {self.current_epoch + 1}, step "
                     f"{self.global_step} (precision {self._precision()!r}, channels_last "
                     f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt "
-                    "holds the last good epoch: lower optim.lr, or use precision '32', and "
-                    "--resume")
+                    "holds the last good epoch: lower optim.lr in a new run")
             # skipped (or refused, under fp32 in several processes) in on_before_optimizer_step,
             # by every process alike; the backward of a zero loss keeps them in step
             self._bad_loss = True

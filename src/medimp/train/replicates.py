@@ -14,6 +14,9 @@ after the other, or in ``jobs`` worker processes at once:
   version), runs not yet started are not started, and :class:`TrainingInterrupted` says how
   many had finished;
 - a failed run stops the others too, unless ``keep_going`` (its error is then returned).
+
+The worker processes are spawned: a script that calls ``train_runs(..., jobs=2)`` needs the
+usual ``if __name__ == "__main__":`` guard around its work (each worker imports the script).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medimp.train.config import TrainingInterrupted
+from medimp.train.errors import TrainingInterrupted
+from medimp.train.run import pretrain
 
 __all__ = ["RunJob", "RunOutcome", "method_seed_runs", "seed_run_dir", "seed_runs",
            "train_runs"]
@@ -145,7 +149,6 @@ def _train_here(runs: Sequence[RunJob], *, threads: int | None, progress: bool,
 
 
 def _pretrain(job: RunJob, *, progress: bool) -> None:
-    from medimp.train.run import pretrain
 
     pretrain(job.cohort, job.out, job.config, resume=job.resume, overwrite=job.overwrite,
              progress=progress)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from medimp.data._values import CohortWarning
+from medimp.data.fingerprint import cohort_fingerprint
 from medimp.train._runfolder import RunFolder, is_global_zero, run_folder
 from medimp.train.callbacks import (
     HISTORY_COLUMNS,
@@ -44,7 +46,10 @@ from medimp.train.config import (
     load_config,
     save_config,
 )
+from medimp.train.datamodule import PretrainDataModule
+from medimp.train.module import PretrainModule
 from medimp.train.objectives import create_objective
+from medimp.train.precision import explain_precision
 
 __all__ = ["pretrain", "resolve_config"]
 
@@ -70,7 +75,6 @@ def resolve_config(config: PretrainConfig | dict[str, Any] | str | os.PathLike[s
 def _check_precision(config: PretrainConfig) -> tuple[str, str]:
     """The precision the run uses (``auto`` resolved for this machine) and why, after the
     checks."""
-    from medimp.train.precision import explain_precision
 
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision '16-mixed' needs a CUDA GPU; use 'bf16-mixed' or '32' on CPU")
@@ -149,9 +153,6 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
               *, resume: bool, progress: bool) -> None:
     from lightning.pytorch import seed_everything
 
-    from medimp.data.fingerprint import cohort_fingerprint
-    from medimp.train.datamodule import PretrainDataModule
-    from medimp.train.module import PretrainModule
 
     run_dir = folder.work  # == folder.path unless a finished run is being replaced
     cfg = resolve_config(config, run_dir, resume)
@@ -243,10 +244,12 @@ def _quiet() -> None:
 def _callbacks(cfg: PretrainConfig, objective: Any, run_dir: Path, *, has_val: bool,
                progress: bool) -> list[Any]:
     """History, the resume (last) and best checkpoints, early stop, the objective's own."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv")]
+    # the learning rate of every step reaches the loggers (TensorBoard, CSV, MLflow) as "lr"
+    callbacks: list[Any] = [HistoryCallback(run_dir / "history.csv"),
+                            LearningRateMonitor(logging_interval="step")]
     # "best" before "last": both act at the end of an epoch in list order, and last.ckpt stores
     # the best callback's state as it is then; saved first, last.ckpt held the best score of
     # the epoch before, and a resumed run forgot the last epoch's best (a worse later epoch
@@ -324,7 +327,6 @@ def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
     """Every image the run will read is read and preprocessed (into the cache) now: a damaged
     one fails here, named, not inside epoch 1; geometry problems are warned about."""
     from medimp.data._preflight import preflight_exams
-    from medimp.data._values import CohortWarning
 
     report = preflight_exams(dm.cohort, dm.preprocess, [*dm.train_keys, *dm.val_keys],
                              cache_dir, progress=progress and is_global_zero())

@@ -34,6 +34,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from medimp.models import ClipLoss, SigLipLoss
+from medimp.models.distributed import is_distributed
+
 if TYPE_CHECKING:
     from lightning.pytorch import Callback
 
@@ -200,7 +203,6 @@ class Objective:
 
 def make_contrastive_loss(config: PretrainConfig) -> nn.Module:
     """The config's contrastive loss module (``loss.name``: clip or siglip)."""
-    from medimp.models import ClipLoss, SigLipLoss
 
     return ClipLoss() if config.loss.name == "clip" else SigLipLoss()
 
@@ -227,7 +229,6 @@ class ContrastiveObjective(Objective):
 
     def loss(self, model: Any, embeddings: dict[str, torch.Tensor],
              batch: dict[str, Any]) -> torch.Tensor:
-        from medimp.train.module import is_distributed
 
         a, b = embeddings["image"], embeddings[self.partner]
         groups = batch["patient_idx"].to(a.device).long()

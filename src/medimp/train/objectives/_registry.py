@@ -14,7 +14,7 @@ import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from medimp._registry import Registry
-from medimp.train.config import ConfigError
+from medimp.train.errors import ConfigError
 
 if TYPE_CHECKING:
     from medimp.train.config import PretrainConfig

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medimp.train.config import ConfigError
+from medimp.train.errors import ConfigError
 from medimp.train.objectives._base import (
     ContrastiveObjective,
     ItemFields,

@@ -19,7 +19,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medimp.train.config import ConfigError
+from medimp.models import SoftClipLoss, fact_similarity
+from medimp.models.distributed import is_distributed
+from medimp.prompts.facts import fact_matrix
+from medimp.train.errors import ConfigError
 from medimp.train.objectives._base import ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 from medimp.train.objectives.medimp import Medimp
@@ -72,7 +75,6 @@ class MedclipSoft(Medimp):
 
     def prepare(self, data: PretrainData) -> None:
         super().prepare(data)
-        from medimp.prompts.facts import fact_matrix
 
         rows, self.ordinal = fact_matrix(self.prompt_study(data), data.cohort.exams,
                                          data.cohort.patients, data.keys)
@@ -82,15 +84,12 @@ class MedclipSoft(Medimp):
         return _WithFacts(super().item_fields(data, keys), self.facts, self.ordinal)
 
     def build(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
-        from medimp.models import SoftClipLoss
 
         return {**self.build_towers(embed_dim, **tower_args),
                 "loss_fn": SoftClipLoss(sharpness=self.options.sharpness)}
 
     def loss(self, model: Any, embeddings: dict[str, torch.Tensor],
              batch: dict[str, Any]) -> torch.Tensor:
-        from medimp.models import fact_similarity
-        from medimp.train.module import is_distributed
 
         a, b = embeddings["image"], embeddings["text"]
         groups = batch["patient_idx"].to(a.device).long()

@@ -18,7 +18,11 @@ import torch
 from torch import nn
 from torch.nn.functional import normalize
 
-from medimp.train.config import ConfigError, TrainError
+from medimp._textmodel import default_text_model_path
+from medimp.models import ProjectionHead, create_text_encoder
+from medimp.prompts import build_prompts, build_prompts_from_tables, exam_words
+from medimp.prompts.wording import study_for
+from medimp.train.errors import ConfigError, TrainError
 from medimp.train.objectives._base import ContrastiveObjective, ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 
@@ -52,7 +56,6 @@ def text_model_path(config: Any) -> str:
     Raises:
         ConfigError: ``text.path`` is not a Hugging Face model folder.
     """
-    from medimp._textmodel import default_text_model_path
 
     if config.text.path is None:
         return str(default_text_model_path())
@@ -102,7 +105,6 @@ class Medimp(ContrastiveObjective):
             self.content = self._content_ids(data)
 
     def _load_prompts(self, data: PretrainData) -> dict[Key, list[str]]:
-        from medimp.prompts import build_prompts, build_prompts_from_tables
 
         if self.config.prompts.wording == "original":
             df = build_prompts(data.cohort, seed=self.config.seed)
@@ -123,14 +125,12 @@ class Medimp(ContrastiveObjective):
 
     def prompt_study(self, data: PretrainData) -> Any:
         """The study whose templates and bins the prompts use (``prompts.wording``)."""
-        from medimp.prompts.wording import study_for
 
         return study_for(data.cohort.study, self.config.prompts.wording)
 
     @staticmethod
     def _content_ids(data: PretrainData) -> dict[Key, int]:
         """One id per distinct set of prompt words (the binned facts an exam's prompts state)."""
-        from medimp.prompts import exam_words
 
         ids: dict[tuple, int] = {}
         return {k: ids.setdefault(tuple(sorted(exam_words(data.cohort, *k).items())), len(ids))
@@ -156,7 +156,6 @@ class Medimp(ContrastiveObjective):
 
     # ------------------------------------------------------------------------ model side
     def build_towers(self, embed_dim: int, **tower_args: Any) -> dict[str, nn.Module]:
-        from medimp.models import ProjectionHead, create_text_encoder
 
         t = self.config.text
         enc = create_text_encoder(t.path, pooling=t.pooling, freeze=t.freeze, cache=t.cache)

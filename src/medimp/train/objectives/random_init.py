@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from medimp.train.config import ConfigError
+from medimp.train.errors import ConfigError
 from medimp.train.objectives._base import Objective, make_contrastive_loss
 from medimp.train.objectives._registry import register_objective
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.functional import normalize
 
+from medimp.models import NTXentLoss, ProjectionHead
+from medimp.models.distributed import is_distributed
 from medimp.train.objectives._base import ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 from medimp.train.objectives.image_ssl import _VIEW2_SEED_OFFSET, _SecondView
@@ -67,7 +69,6 @@ class Slip(Medimp):
 
     def build(self, embed_dim: int, image_features: int = 0,
               **tower_args: Any) -> dict[str, nn.Module]:
-        from medimp.models import NTXentLoss, ProjectionHead
 
         # medimp's towers first: the same initialisation of the shared parts for a given seed
         out = super().build(embed_dim, **tower_args)
@@ -88,7 +89,6 @@ class Slip(Medimp):
 
     def loss(self, model: Any, embeddings: dict[str, torch.Tensor],
              batch: dict[str, Any]) -> torch.Tensor:
-        from medimp.train.module import is_distributed
 
         clip = super().loss(model, embeddings, batch)
         z1, z2 = embeddings["ssl1"], embeddings["ssl2"]

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.functional import normalize
 
+from medimp.models import create_tabular_encoder
+from medimp.train.datamodule import TabularFeaturizer
 from medimp.train.objectives._base import ContrastiveObjective, ItemFields, Key, PretrainData
 from medimp.train.objectives._registry import register_objective
 
@@ -38,7 +40,6 @@ class TabularClip(ContrastiveObjective):
     partner = "tabular"
 
     def prepare(self, data: PretrainData) -> None:
-        from medimp.train.datamodule import TabularFeaturizer
 
         # the only place that chooses the clinical feature builder
         self.featurizer = TabularFeaturizer(self.config.tabular.missing_indicator)
@@ -57,7 +58,6 @@ class TabularClip(ContrastiveObjective):
 
     def build_towers(self, embed_dim: int, n_tabular: int = 0,
                      **tower_args: Any) -> dict[str, nn.Module]:
-        from medimp.models import create_tabular_encoder
 
         if n_tabular < 1:
             raise ValueError("tabular_clip needs at least one clinical variable")

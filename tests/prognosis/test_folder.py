@@ -1,0 +1,98 @@
+"""The model folder read back: a crafted or damaged model.json is one PrognosisError, and a
+run's recorded hashes cannot be emptied to skip the check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from medimp.prognosis import PrognosisError
+from medimp.prognosis.fit import FittedModel
+from medimp.prognosis.folder import (
+    ModelFolder,
+    RunRef,
+    check_runs,
+    read_model,
+    run_files,
+    write_model,
+)
+
+
+def model_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A real folder (write_model) holding one fitted logistic pipeline and one run."""
+    import sklearn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] + rng.normal(0, 0.5, 40) > 0).astype(int)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"weights")
+    (run / "model.json").write_text("{}")
+    ref = RunRef("ssl", None, str(run), run_files(run), {"phases": ["pre"]})
+    fm = FittedModel(model="ssl", method="ssl", run=None, task="status_y2", kind="binary",
+                     features="embedding", pipeline=pipe, columns=["e0", "e1", "e2"],
+                     threshold=0.5, n=40, n_pos=int(y.sum()))
+    folder = ModelFolder(models=[fm], runs=[ref], clinical=None,
+                         dev={"phases": ["pre"]}, config={},
+                         meta={"sklearn_version": sklearn.__version__})
+    root = tmp_path / "model"
+    root.mkdir()
+    write_model(folder, root, "card\n")
+    return root, run
+
+
+def edit(root: Path, change) -> None:
+    doc = json.loads((root / "model.json").read_text())
+    change(doc)
+    (root / "model.json").write_text(json.dumps(doc))
+
+
+def test_written_folder_reads_back(tmp_path: Path) -> None:
+    root, _ = model_folder(tmp_path)
+    folder = read_model(root)
+    check_runs(folder.runs)
+    assert folder.models[0].key == "ssl/status_y2"
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("runs"),
+    lambda d: d["models"][0]["pipeline"]["state"].update(C={"__float__": "not a number"}),
+    lambda d: d["runs"][0].update(files=None),
+    lambda d: d.update(models={"a": 1}),
+])
+def test_crafted_model_json_is_one_error(tmp_path: Path, change) -> None:
+    root, _ = model_folder(tmp_path)
+    edit(root, change)
+    with pytest.raises(PrognosisError, match=r"model\.json"):
+        read_model(root)
+
+
+def test_emptied_run_hashes_do_not_skip_the_check(tmp_path: Path) -> None:
+    root, run = model_folder(tmp_path)
+    edit(root, lambda d: d["runs"][0].update(files={}))
+    (run / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(PrognosisError, match="hash"):
+        check_runs(read_model(root).runs)
+
+
+def test_predict_refuses_to_write_into_the_model_folder(tmp_path: Path) -> None:
+    """predictions.csv inside MODEL/ would make the folder unreadable (a foreign entry)."""
+    import medimp
+
+    root, _ = model_folder(tmp_path)
+    cohort = tmp_path / "cohort"  # refused before the cohort is looked at
+    with pytest.raises(PrognosisError, match="inside the model folder"):
+        medimp.predict(root, cohort, root / "predictions.csv")
+    with pytest.raises(PrognosisError, match="inside the model folder"):
+        medimp.predict(root, cohort, root / "sub" / ".." / "p.csv")
+    assert sorted(p.name for p in root.iterdir()) == ["arrays.safetensors", "model.json",
+                                                      "model_card.md"]
+    read_model(root)
