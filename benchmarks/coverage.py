@@ -272,16 +272,16 @@ def summarise(df: pd.DataFrame) -> dict[str, dict]:
         out[f"R={r}"] = {
             "reps": reps, "coverage": round(g["cover"].mean(), 3),
             "coverage_95ci": _wilson(int(g["cover"].sum()), reps),
-            "mean_width": round(g["width"].mean(), 3),
+            "median_width": round(float(g["width"].median()), 3),
             "verdict_issued": r > 1,
             "false_positive_rate": round(fp / reps, 3) if r > 1 else None,
             "fpr_95ci": _wilson(fp, reps) if r > 1 else None,
             "share_p_below_0.05": round(float((g["p"] < 0.05).mean()), 3),
             "sd_of_difference": round(float(g["diff"].std()), 3),
             "mean_df": round(float(g["df"].mean()), 1),
-            "mean_min_detectable_diff": round(float(g["mdd"].mean()), 3),
+            "median_min_detectable_diff": round(float(g["mdd"].median()), 3),
             "before_coverage": round(g["cover_before"].mean(), 3),
-            "before_mean_width": round(g["width_before"].mean(), 3),
+            "before_median_width": round(float(g["width_before"].median()), 3),
             "before_false_positive_rate": round(g["fp_before"].mean(), 3)}
     return out
 
@@ -352,11 +352,11 @@ def main() -> None:
         if s is None:
             continue
         fpr = "–" if s["false_positive_rate"] is None else f"{s['false_positive_rate']:.3f}"
-        print(f"{r:>4} {s['reps']:>5} {s['coverage']:>9.3f} {s['mean_width']:>6.3f} "
+        print(f"{r:>4} {s['reps']:>5} {s['coverage']:>9.3f} {s['median_width']:>6.3f} "
               f"{'yes' if s['verdict_issued'] else 'no':>8} {fpr:>6} "
               f"{s['share_p_below_0.05']:>6.3f} {s['mean_df']:>5.1f} "
-              f"{s['mean_min_detectable_diff']:>6.3f} | {s['before_coverage']:>12.3f} "
-              f"{s['before_mean_width']:>6.3f} {s['before_false_positive_rate']:>6.3f}")
+              f"{s['median_min_detectable_diff']:>6.3f} | {s['before_coverage']:>12.3f} "
+              f"{s['before_median_width']:>6.3f} {s['before_false_positive_rate']:>6.3f}")
 
 
 if __name__ == "__main__":
