@@ -96,3 +96,19 @@ def test_predict_refuses_to_write_into_the_model_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["arrays.safetensors", "model.json",
                                                       "model_card.md"]
     read_model(root)
+
+
+def test_missing_exam_flag_is_against_the_models_exams(simulated_cohort: Path) -> None:
+    """A cohort lacking an exam the model was fitted on is flagged, whatever its study.yaml."""
+    from medimp.data import read_cohort
+    from medimp.prognosis.run import _flags
+
+    cohort = read_cohort(simulated_cohort)
+    exams = list(cohort.study.exam_names)
+    folder = ModelFolder(models=[], runs=[], clinical=None, config={},
+                         dev={"phases": list(cohort.study.phase_names),
+                              "exams": [*exams, "Y5"]})
+    patients = np.array(sorted({str(p) for p, _ in cohort.exam_keys()}))
+    flags = _flags(folder, cohort, None, {}, patients)
+    assert all(any(f.startswith("missing_exams:") and "Y5" in f for f in flags[p])
+               for p in patients)
