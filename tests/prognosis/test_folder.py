@@ -112,3 +112,23 @@ def test_missing_exam_flag_is_against_the_models_exams(simulated_cohort: Path) -
     flags = _flags(folder, cohort, None, {}, patients)
     assert all(any(f.startswith("missing_exams:") and "Y5" in f for f in flags[p])
                for p in patients)
+
+
+def test_arrays_of_another_shape_are_one_error(tmp_path: Path) -> None:
+    """A folder whose arrays and model.json were edited together (the hash then matches):
+    a coefficient vector of the wrong length is refused by name, not a numpy traceback."""
+    from safetensors.numpy import load_file, save_file
+
+    from medimp.prognosis.fit import apply_model
+    from medimp.prognosis.folder import file_sha256
+
+    root, _ = model_folder(tmp_path)
+    arrays = load_file(str(root / "arrays.safetensors"))
+    key = next(k for k in arrays if k.endswith("/coef_"))
+    arrays[key] = np.zeros((1, 5))
+    save_file(arrays, str(root / "arrays.safetensors"))
+    edit(root, lambda d: d["files"].update({"arrays.safetensors":
+                                            file_sha256(root / "arrays.safetensors")}))
+    fm = read_model(root).models[0]
+    with pytest.raises(PrognosisError, match=r"ssl/status_y2.*refit"):
+        apply_model(fm, np.zeros((4, 3)), np.array(["a", "b", "c", "d"]))
