@@ -132,3 +132,31 @@ def test_arrays_of_another_shape_are_one_error(tmp_path: Path) -> None:
     fm = read_model(root).models[0]
     with pytest.raises(PrognosisError, match=r"ssl/status_y2.*refit"):
         apply_model(fm, np.zeros((4, 3)), np.array(["a", "b", "c", "d"]))
+
+
+def test_embedding_far_from_dev_flags_the_shifted_patient(simulated_cohort: Path) -> None:
+    """The Mahalanobis flag: DEV's own patients are rarely flagged, a shifted one is."""
+    import pandas as pd
+
+    from medimp.data import read_cohort
+    from medimp.prognosis.run import _embedding_stats, _flags
+
+    cohort = read_cohort(simulated_cohort)
+    keys = [(str(p), str(e)) for p, e in cohort.exam_keys()]
+    rng = np.random.default_rng(0)
+    emb = pd.DataFrame(rng.normal(size=(len(keys), 6)), columns=[f"e{i}" for i in range(6)])
+    emb.insert(0, "patient_id", [p for p, _ in keys])
+    emb.insert(1, "exam", [e for _, e in keys])
+    emb.insert(2, "level", "exam")
+    ref = RunRef("ssl", None, "unused", {}, {})
+    _embedding_stats(ref, emb, cohort)
+    patients = np.array(sorted({p for p, _ in keys}))
+    folder = ModelFolder(models=[], runs=[ref], clinical=None, config={},
+                         dev={"exams": list(cohort.study.exam_names)})
+    far = "embedding_far_from_dev:ssl"
+    shifted = emb.copy()
+    shifted.loc[shifted["patient_id"] == patients[0], ["e0", "e1"]] += 25.0
+    flags = _flags(folder, cohort, None, {"ssl": shifted}, patients)
+    assert far in flags[patients[0]]
+    same = _flags(folder, cohort, None, {"ssl": emb}, patients)
+    assert sum(far in same[p] for p in patients) <= 1
