@@ -112,3 +112,51 @@ def test_missing_exam_flag_is_against_the_models_exams(simulated_cohort: Path) -
     flags = _flags(folder, cohort, None, {}, patients)
     assert all(any(f.startswith("missing_exams:") and "Y5" in f for f in flags[p])
                for p in patients)
+
+
+def test_arrays_of_another_shape_are_one_error(tmp_path: Path) -> None:
+    """A folder whose arrays and model.json were edited together (the hash then matches):
+    a coefficient vector of the wrong length is refused by name, not a numpy traceback."""
+    from safetensors.numpy import load_file, save_file
+
+    from medimp.prognosis.fit import apply_model
+    from medimp.prognosis.folder import file_sha256
+
+    root, _ = model_folder(tmp_path)
+    arrays = load_file(str(root / "arrays.safetensors"))
+    key = next(k for k in arrays if k.endswith("/coef_"))
+    arrays[key] = np.zeros((1, 5))
+    save_file(arrays, str(root / "arrays.safetensors"))
+    edit(root, lambda d: d["files"].update({"arrays.safetensors":
+                                            file_sha256(root / "arrays.safetensors")}))
+    fm = read_model(root).models[0]
+    with pytest.raises(PrognosisError, match=r"ssl/status_y2.*refit"):
+        apply_model(fm, np.zeros((4, 3)), np.array(["a", "b", "c", "d"]))
+
+
+def test_embedding_far_from_dev_flags_the_shifted_patient(simulated_cohort: Path) -> None:
+    """The Mahalanobis flag: DEV's own patients are rarely flagged, a shifted one is."""
+    import pandas as pd
+
+    from medimp.data import read_cohort
+    from medimp.prognosis.run import _embedding_stats, _flags
+
+    cohort = read_cohort(simulated_cohort)
+    keys = [(str(p), str(e)) for p, e in cohort.exam_keys()]
+    rng = np.random.default_rng(0)
+    emb = pd.DataFrame(rng.normal(size=(len(keys), 6)), columns=[f"e{i}" for i in range(6)])
+    emb.insert(0, "patient_id", [p for p, _ in keys])
+    emb.insert(1, "exam", [e for _, e in keys])
+    emb.insert(2, "level", "exam")
+    ref = RunRef("ssl", None, "unused", {}, {})
+    _embedding_stats(ref, emb, cohort)
+    patients = np.array(sorted({p for p, _ in keys}))
+    folder = ModelFolder(models=[], runs=[ref], clinical=None, config={},
+                         dev={"exams": list(cohort.study.exam_names)})
+    far = "embedding_far_from_dev:ssl"
+    shifted = emb.copy()
+    shifted.loc[shifted["patient_id"] == patients[0], ["e0", "e1"]] += 25.0
+    flags = _flags(folder, cohort, None, {"ssl": shifted}, patients)
+    assert far in flags[patients[0]]
+    same = _flags(folder, cohort, None, {"ssl": emb}, patients)
+    assert sum(far in same[p] for p in patients) <= 1
