@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from _common import write_result
@@ -30,7 +29,7 @@ from medimp.demo import DemoConfig, _pretrain_config
 from medimp.evaluate import EvalConfig, evaluate
 from medimp.simulate import simulate_cohort
 from medimp.study import default_study, load_study, save_study
-from medimp.train import pretrain
+from medimp.train.replicates import RunJob, train_runs
 
 # make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
 # and the arguments of the smallest configuration
@@ -73,23 +72,24 @@ def main() -> None:
     _kdigo_copy(cohort, kdigo)
 
     variants: dict[str, tuple[Path, dict]] = {
-        "medimp": (cohort, _pretrain_config(demo, "medimp")),
-        "medimp_content_mask": (cohort, {**_pretrain_config(demo, "medimp"),
+        "medimp": (cohort, _pretrain_config(demo, "medimp", demo.seed)),
+        "medimp_content_mask": (cohort, {**_pretrain_config(demo, "medimp", demo.seed),
                                          "loss": {"same_content_mask": True}}),
-        "medimp_kdigo": (kdigo, _pretrain_config(demo, "medimp")),
-        "medimp_2x_epochs": (cohort, {**_pretrain_config(demo, "medimp"),
+        "medimp_kdigo": (kdigo, _pretrain_config(demo, "medimp", demo.seed)),
+        "medimp_2x_epochs": (cohort, {**_pretrain_config(demo, "medimp", demo.seed),
                                       "epochs": 2 * demo.epochs}),
-        "image_ssl": (cohort, _pretrain_config(demo, "image_ssl")),
-        "tabular_clip": (cohort, _pretrain_config(demo, "tabular_clip")),
-        "random_init": (cohort, _pretrain_config(demo, "random_init")),
+        "image_ssl": (cohort, _pretrain_config(demo, "image_ssl", demo.seed)),
+        "tabular_clip": (cohort, _pretrain_config(demo, "tabular_clip", demo.seed)),
+        "random_init": (cohort, _pretrain_config(demo, "random_init", demo.seed)),
     }
     runs: dict[str, Path] = {}
     seconds: dict[str, float] = {}
     final_loss: dict[str, float | None] = {}
-    for name, (src, cfg) in variants.items():
-        t0 = time.perf_counter()
-        runs[name] = pretrain(src, work / "runs" / name, cfg, progress=False, overwrite=True)
-        seconds[name] = time.perf_counter() - t0
+    jobs = [RunJob(name, src, work / "runs" / name, cfg, overwrite=True)
+            for name, (src, cfg) in variants.items()]
+    for outcome in train_runs(jobs, log=lambda m: None):  # one after the other, in process
+        name = outcome.job.name
+        runs[name], seconds[name] = outcome.job.out, outcome.seconds or 0.0
         hist = runs[name] / "history.csv"
         final_loss[name] = None
         if hist.is_file():

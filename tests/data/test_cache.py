@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-from medimp.data import cache as cache_mod
 from medimp.data.cache import CacheWarning, PreprocessCache, content_hash
 from medimp.data.preprocess import PreprocessConfig, preprocess_exam
 
@@ -131,9 +130,11 @@ def test_hashes_are_memoised_not_reread(tmp_path, exam_files, monkeypatch) -> No
     job.get(cache)
     cache.flush()
     reads = []
-    real = cache_mod._sha256_of
-    monkeypatch.setattr(cache_mod, "_sha256_of", lambda p: reads.append(p) or real(p))
-    cache_mod._memo.clear()  # as in a new process: only hashes.json is left
+    from medimp.data import _hashing
+
+    real = _hashing._sha256_of
+    monkeypatch.setattr(_hashing, "_sha256_of", lambda p: reads.append(p) or real(p))
+    _hashing._memo.clear()  # as in a new process: only hashes.json is left
     for _ in range(3):
         job.get(PreprocessCache(tmp_path / "cache"))
     assert reads == [] and job.calls == 1

@@ -121,3 +121,58 @@ def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
     [note] = [g for g in r.guesses if g.startswith("dates.format")]
     assert r.study.dates is not None and r.study.dates.format == "%d/%m/%Y"
     assert "ambiguous" not in note, note
+
+
+def test_init_takes_the_patient_id_not_a_donor_id_before_it(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    folder = _export(tmp_path / "donor", ["03/04/2019", "13/02/2018"],
+                     ["07/06/2019", "05/05/2018"])
+    pats = pd.read_csv(folder / "patients.csv", dtype=str)
+    pats.insert(0, "Donor ID", ["D9", "D8"])
+    pats.to_csv(folder / "patients.csv", index=False)
+    r = init_cohort(folder)
+    assert r.study.columns == {"Patient ID": "patient_id", "Visit": "exam"}
+
+
+def test_a_unit_of_another_quantity_on_an_outcome_column_is_an_error(four) -> None:
+    """units: µmol/L on an eGFR outcome made it a creatinine: its 40-60 values became
+    0.5-0.7 'mg/dL' (all within creatinine's range) and every patient a poor status."""
+    from medimp.data import CohortError
+
+    _yaml_lines(four, "units:", "  egfr_y2: umol/L", "  followup_days: mg/dL")
+    with pytest.raises(CohortError) as ei:
+        read_cohort(four)
+    text = [p.problem for p in ei.value.problems]
+    assert any("'egfr_y2'" in t and "µmol/L" in t and "egfr" in t for t in text), text
+    assert any("'followup_days'" in t and "mg/dL" in t and "days" in t for t in text), text
+
+
+def test_an_exam_dated_before_the_transplant_is_named_with_its_date_column(tmp_path) -> None:
+    from medimp.data.init import init_cohort
+
+    folder = _export(tmp_path / "early", ["13/04/2019", "11/02/2018"],
+                     ["07/06/2019", "05/01/2018"])
+    init_cohort(folder)
+    report = validate_cohort(folder, read_images=False)
+    [p] = [e for e in report.errors if "Exam date" in e.problem or "days_post" in e.problem]
+    assert "'05/01/2018' is before the patient's transplant date ('Transplant date')" \
+        in p.problem and p.patient == "2"
+
+
+def test_a_word_the_values_map_lacks_gets_a_hint_about_the_map(four) -> None:
+    """'Oui' in a column mapped {Yes: 1, No: 0}: the hint names the map, not 'write
+    values: {Yes: 1, No: 0}' (already there) or 'write a number'."""
+    from medimp.data import CohortError
+
+    _edit(four, "patients.csv", graft_loss=["Yes", "No", "Oui", "No"],
+          donor_type=["A", "B", "Peut-être", "B"])
+    _yaml_lines(four, "values:", "  graft_loss: {Yes: 1, No: 0}",
+                "  donor_type: {A: 1, B: 0}")
+    with pytest.raises(CohortError) as ei:
+        read_cohort(four)
+    by_col = {p.problem.split(":")[0]: p for p in ei.value.problems}
+    for c, word in (("graft_loss", "Oui"), ("donor_type", "Peut-être")):
+        p = by_col[f"column {c!r}"]
+        assert "a word that values: does not map" in p.problem, p
+        assert f"add {word!r} to the words of {c!r} under values:" in p.fix, p

@@ -146,12 +146,29 @@ def apply_dates(study: Study | None, tables: dict[str, pd.DataFrame | None], col
         if target is None or column is None or (table, column) not in parsed or df is None:
             continue
         start = df["patient_id"].map(by_pid)
-        days = (parsed[(table, column)] - pd.to_datetime(start)).dt.days
-        df[target] = days.astype(float)
+        days = (parsed[(table, column)] - pd.to_datetime(start)).dt.days.astype(float)
+        _before_transplant(df, column, days < 0, f"{table}.csv", d.transplant,
+                           findings=findings, where=where)
+        df[target] = days.where(days >= 0)  # reported above, not again as a range
         lost = parsed[(table, column)].notna() & start.isna()
+        findings.emit(col.report)
         if lost.any():
             pids = sorted(set(df.loc[lost, "patient_id"]))
             col.warning(f"{int(lost.sum())} date(s) of column {column!r} without a transplant "
                         f"date ({d.transplant!r}) for patient(s) {pids[:5]}"
                         f"{' ...' if len(pids) > 5 else ''}: their {target} is unknown",
                         "fill in the transplant date in patients.csv", file=f"{table}.csv")
+
+
+def _before_transplant(df: pd.DataFrame, column: str, before: pd.Series, file: str,
+                       transplant: str, *, findings: RowFindings, where: Any) -> None:
+    for i in [int(k) for k in before.to_numpy().nonzero()[0]]:
+        value = df[column].iloc[i]
+        findings.add((file, column, "before"), where(df, i, file), value, severity="error",
+                     one=f"column {column!r}: {value!r} is before the patient's transplant date "
+                         f"({transplant!r})",
+                     many=lambda n, rows, c=column: (
+                         f"column {c!r}: {n} dates are before the patient's transplant date "
+                         f"({transplant!r}): {rows}"),
+                     fix="correct the date or the transplant date (or dates.format in "
+                         "study.yaml, if day and month are swapped)")

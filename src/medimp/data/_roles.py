@@ -59,8 +59,9 @@ def role_of_words(text: str) -> str | None:
     return None
 
 
-def column_roles(study: Study) -> dict[str, Quantity]:
-    """Column -> the quantity it measures, for every column study.yaml says something of."""
+def _mapped_roles(study: Study) -> dict[str, str]:
+    """Column -> quantity name from what study.yaml maps it to (an eGFR outcome, a day
+    count) and the built-in names: no unit can make such a column another quantity."""
     roles: dict[str, str] = {}
     out = study.outcomes
     for col in out.egfr.values():
@@ -70,6 +71,12 @@ def column_roles(study: Study) -> dict[str, Quantity]:
             roles[col] = "days"
     for col, q in _NAMED.items():
         roles.setdefault(col, q)
+    return roles
+
+
+def column_roles(study: Study) -> dict[str, Quantity]:
+    """Column -> the quantity it measures, for every column study.yaml says something of."""
+    roles = _mapped_roles(study)
     for v in study.variables:
         if v.kind == "numeric" and v.column not in roles:
             role = role_of_words(v.column) or role_of_words(v.name)
@@ -125,6 +132,16 @@ def check_ranges(study: Study, tables: dict[str, pd.DataFrame | None],
     columns whose values fit another unit better (once), and numeric text variables without
     any range (``report(severity, problem, fix, **where)``)."""
     roles = column_roles(study)
+    mapped = _mapped_roles(study)
+    for c, unit in study.units.items():
+        declared = quantity_of_unit(unit, hint=mapped.get(c))
+        if c in mapped and declared is not None and declared.name != mapped[c]:
+            units = ", ".join(QUANTITIES[mapped[c]].factors)
+            report("error", f"units: declares {unit} (a unit of {declared.name}) for column "
+                   f"{c!r}, which study.yaml reads as {mapped[c]}",
+                   f"declare one of its units ({units}) or remove it from units:",
+                   file="study.yaml")
+            roles[c] = QUANTITIES[mapped[c]]
     findings = RowFindings()
     for name in ("exams", "patients"):
         df = tables.get(name)

@@ -117,11 +117,11 @@ def _binary(values: list[str]) -> dict[str, float] | None:
 
 
 def _id_column(t: _Table, unique: bool) -> str | None:
-    for c in t.df.columns:
-        w = _words(c)
-        if (w & {"patient", "subject", "id", "ipp", "nip", "patientid", "code"}
-                and not w & {"visit", "exam", "date"} and (not unique or t.df[c].is_unique)):
-            return c
+    other = {"visit", "exam", "date", "donor", "donneur"}
+    ok = [c for c in t.df.columns if not _words(c) & other and (not unique or t.df[c].is_unique)]
+    for words in ({"patient", "subject", "ipp", "nip", "patientid"}, {"id", "code"}):
+        if found := [c for c in ok if _words(c) & words]:
+            return found[0]  # a patient's id before any other id (a donor's)
     return t.df.columns[0] if len(t.df.columns) else None
 
 

@@ -59,6 +59,8 @@ class FitConfig:
     horizons: tuple[int, ...] = (2, 3, 4)
     threshold: float | None = None
     Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    pca_ks: tuple[int, ...] = (0, 2, 4, 8)
     inner_splits: int = 3
     seed: int = 0
     continuous: bool = True
@@ -129,14 +131,17 @@ def _probe(kind: TaskKind, features: FeatureKind, cfg: FitConfig, n_clinical: in
         if features == "combined":
             from medimp.evaluate.added import CombinedLogisticProbe
 
-            return CombinedLogisticProbe(n_clinical=n_clinical, Cs=tuple(cfg.Cs),
+            return CombinedLogisticProbe(n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
                                          inner_splits=cfg.inner_splits, seed=cfg.seed)
         return create_probe("logistic", None, Cs=tuple(cfg.Cs), inner_splits=cfg.inner_splits,
                             seed=cfg.seed, impute=features == "clinical")
 
-    ks = (0, 2, 4, 8) if features == "combined" else (0,)
-    return RidgeProbe(method_kind=features, n_clinical=n_clinical, ks=ks,
-                      inner_splits=cfg.inner_splits, seed=cfg.seed)
+    # as the evaluation's own CV builds them (medimp.evaluate.endpoints)
+    opts: dict[str, Any] = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
+                            "seed": cfg.seed, "method_kind": features}
+    if features == "combined":
+        opts |= {"n_clinical": n_clinical, "ks": tuple(cfg.pca_ks)}
+    return RidgeProbe(**opts)
 
 
 def fit_model(table: pd.DataFrame, cohort: Cohort, targets: pd.DataFrame, *, model: str,
@@ -199,15 +204,22 @@ class Applied:
 def apply_model(fm: FittedModel, X: np.ndarray, patients: np.ndarray) -> Applied:
     """Estimates of a fitted model for the rows of ``X`` (patient_mean features)."""
     pipe = fm.pipeline
-    z1 = _design(pipe, np.asarray(X, dtype=float))
-    if fm.kind == "binary":
-        est = pipe.predict_proba(X)[:, 1]
-        eta = pipe.decision_function(X)
-    else:
-        est = pipe.predict(X)
-        eta = est
-    var = np.einsum("ij,jk,ik->i", z1, fm.coef_cov, z1) if fm.coef_cov is not None \
-        else np.zeros(len(z1))
+    try:
+        z1 = _design(pipe, np.asarray(X, dtype=float))
+        if fm.kind == "binary":
+            est = pipe.predict_proba(X)[:, 1]
+            eta = pipe.decision_function(X)
+        else:
+            est = pipe.predict(X)
+            eta = est
+        var = np.einsum("ij,jk,ik->i", z1, fm.coef_cov, z1) if fm.coef_cov is not None \
+            else np.zeros(len(z1))
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        # arrays of another shape or type than the pipeline's (a damaged or edited folder)
+        raise PrognosisError(f"{fm.key}: the saved model cannot be applied to its "
+                             f"{len(fm.columns)} feature columns ({type(exc).__name__}: {exc}); "
+                             "the model folder was damaged or edited, refit with medimp "
+                             "fit-prognosis") from exc
     if fm.kind == "continuous" and fm.resid_var is not None:
         var = var + fm.resid_var
     return Applied(patients=np.asarray(patients, dtype=str), estimate=np.asarray(est, float),

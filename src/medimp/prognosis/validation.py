@@ -33,8 +33,9 @@ __all__ = ["evaluate_with_external", "external_records", "fit_config"]
 def fit_config(cfg: EvalConfig) -> FitConfig:
     """The fitting options that match an evaluation protocol (same grids, seed, horizons)."""
     return FitConfig(horizons=tuple(cfg.horizons), threshold=cfg.threshold, Cs=tuple(cfg.Cs),
+                     ridge_alphas=tuple(cfg.ridge_alphas), pca_ks=tuple(cfg.pca_ks),
                      inner_splits=cfg.inner_splits, seed=cfg.seed,
-                     survival_event=cfg.survival_event)
+                     continuous=cfg.continuous, survival_event=cfg.survival_event)
 
 
 def _triple(score: Mapping[str, Any], name: str, fields: tuple[str, str, str]

@@ -287,7 +287,8 @@ class PretrainConfig(_Strict):
 # options that say how a run is executed, not what it computes: a resumed run may change them
 RUNTIME_OPTIONS = ("stop_after_epochs", "num_workers", "in_memory", "log_every_n_steps", "mlflow",
                    "cache_dir", "accelerator", "devices", "strategy", "num_nodes", "compile",
-                   "cudnn_benchmark", "dist_timeout_minutes", "optim.fused")
+                   "cudnn_benchmark", "dist_timeout_minutes", "optim.fused", "precision",
+                   "channels_last", "micro_batch_size")
 
 
 def config_changes(saved: dict[str, Any], new: dict[str, Any], prefix: str = "",

@@ -186,11 +186,14 @@ class PretrainModule(LightningModule):
         where = (f" in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
                  if what == "gradient" and bad else "")
         in_a_row = "" if self._fp32() else f", {self._skipped_in_a_row} steps in a row"
+        # a resume keeps the learning rate (medimp.train.checkpoint.check_resume_config)
+        todo = ("lower optim.lr in a new run" if self._fp32() else
+                "--resume --set precision=32, or lower optim.lr in a new run")
         raise TrainError(
             f"non-finite training {what} at epoch {self.current_epoch + 1}, step "
             f"{self.global_step} (precision {self._precision()!r}{in_a_row}, channels_last "
             f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}){where}; checkpoints/last.ckpt "
-            "holds the last good epoch: lower optim.lr, or use precision '32', and --resume")
+            f"holds the last good epoch: {todo}")
 
     def cached_loss(self, batch: dict[str, Any], micro_batch_size: int, *,
                     defer_last: bool = False, grad_scale: float = 1.0) -> Any:
@@ -228,8 +231,7 @@ class PretrainModule(LightningModule):
                     f"non-finite training loss at epoch {self.current_epoch + 1}, step "
                     f"{self.global_step} (precision {self._precision()!r}, channels_last "
                     f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt "
-                    "holds the last good epoch: lower optim.lr, or use precision '32', and "
-                    "--resume")
+                    "holds the last good epoch: lower optim.lr in a new run")
             # skipped (or refused, under fp32 in several processes) in on_before_optimizer_step,
             # by every process alike; the backward of a zero loss keeps them in step
             self._bad_loss = True
