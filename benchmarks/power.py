@@ -14,8 +14,10 @@ For n patients, repetitions run the evaluation's own CV (5-fold, 2 repeats, logi
 with inner-CV C) and the seed-aware paired test
 (``medimp.evaluate.intervals.paired_auc_interval``); the share of p < 0.05 is the power, and
 the test's standard error gives the patient part of the variance, ``SE² ≈ c / n + seed part``,
-from which the n reaching 80% power is solved for every Δ and number of seeds:
-``Δ = 2.8 · sqrt(c / n + sd² (1/S_A + 1/S_B))``. Δ is the ΔAUC the evaluation measures
+from which the n reaching 80% power is solved for every Δ and number of seeds: Δ = the
+minimal detectable difference of SE = sqrt(c / n + sd² (1/S_A + 1/S_B)) from the noncentral t
+with the Welch–Satterthwaite df of those parts (about 2.8·SE with many df, 4·SE at 3-4 df; one
+run per method: "never", such a comparison is not decided). Δ is the ΔAUC the evaluation measures
 (cross-validated), which differs from the population Δ of the simulation (the noisier method
 loses more to the probe's finite training set; both are printed).
 
@@ -32,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
 from medimp.evaluate.cv import cross_validate, make_splits
-from medimp.evaluate.intervals import paired_auc_interval
+from medimp.evaluate.intervals import minimal_detectable_difference, paired_auc_interval
 from medimp.evaluate.probes import LogisticProbe
 from medimp.evaluate.scoring import auc
 from medimp.simulate.clinical import poor_status, simulate_clinical
@@ -47,7 +48,6 @@ BENCH_MINUTES = 10
 BENCH_SMALL = ['--reps', '2', '--sizes', '80', '--deltas', '0.1']
 
 DIMS = 8
-Z = float(norm.ppf(0.975) + norm.ppf(0.8))  # 2.80
 
 
 def cohort(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,17 +178,40 @@ def main() -> None:
 SEEDS = (1, 3, 5, 10)
 
 
+def detectable(c: float, n_known: float, seed_sd: float, seeds: int,
+               folds: int = 10) -> float:
+    """The minimal detectable ΔAUC of the seed-aware paired test with ``seeds`` runs per
+    method: SE² = c/n + 2·sd²/seeds, degrees of freedom by Welch–Satterthwaite (the fold part
+    has ``folds`` - 1, each method's seed part seeds - 1), 80% power at alpha 0.05 from the
+    noncentral t (``medimp.evaluate.intervals.minimal_detectable_difference``)."""
+    terms = [(c / n_known, folds - 1.0)]
+    if seed_sd > 0:
+        if seeds < 2:
+            return float("inf")  # no seed variance to estimate: not decided
+        terms += [(seed_sd**2 / seeds, seeds - 1.0)] * 2
+    var = sum(v for v, _ in terms)
+    df = var**2 / sum(v**2 / d for v, d in terms)
+    return minimal_detectable_difference(float(np.sqrt(var)), df)
+
+
 def needed_table(c: float, share_known: float, deltas: list[float],
                  seed_sd: float) -> dict[str, dict[str, int | str]]:
-    """Patients to enrol for 80% power, per ΔAUC, seed sd (0 and assumed) and seeds/method."""
+    """Patients to enrol for 80% power, per ΔAUC, seed sd (0 and assumed) and seeds/method
+    ("never": even infinitely many patients leave the seed part above the budget, or one
+    run per method, whose comparisons are not decided)."""
     out: dict[str, dict[str, int | str]] = {}
     for sd in sorted({0.0, seed_sd}):
         for delta in deltas:
             row: dict[str, int | str] = {}
             for seeds in SEEDS:
-                left = (delta / Z) ** 2 - sd**2 * 2 / seeds
-                row[f"{seeds} seeds"] = (int(np.ceil(c / left / share_known)) if left > 0
-                                         else "never")
+                if detectable(c, 1e9, sd, seeds) > delta:
+                    row[f"{seeds} seeds"] = "never"
+                    continue
+                lo, hi = 2.0, 1e9  # patients with a known label: bisection on the MDD
+                while hi - lo > 0.5:
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if detectable(c, mid, sd, seeds) > delta else (lo, mid)
+                row[f"{seeds} seeds"] = int(np.ceil(hi / share_known))
             out[f"delta={delta} seed_sd={sd}"] = row
     return out
 

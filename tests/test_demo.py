@@ -47,6 +47,11 @@ def test_seed_aware_records_and_comparisons(demo) -> None:
     assert agg and all(r.n_runs == 2 for r in agg)
     assert {r.run for r in m.records if r.method == "medimp"} == {None, "seed0", "seed1"}
     assert all(c.seed_variance for c in m.comparisons)
+    # every comparison has a verdict, and the demo says them in one sentence per task
+    assert all(c.verdict for c in m.comparisons if c.metric == "auc")
+    tasks = {c.task for c in m.comparisons if c.metric == "auc" and c.level == "patient_mean"
+             and c.probe == "logistic"}
+    assert sorted(s.split(":")[0] for s in demo.decided) == sorted(tasks)
 
 
 def test_metrics_schema_and_cis(demo) -> None:

@@ -110,6 +110,7 @@ class DemoResult:
     regression: Any = None  # eGFR R² table (methods × egfr_yK)
     added_value: Any = None  # clinical+NAME minus clinical_only
     added_value_answers: list = field(default_factory=list)  # "do the images add anything?"
+    decided: list[str] = field(default_factory=list)  # the verdicts in words, one per task
     timings: dict[str, float] = field(default_factory=dict)
     """Wall seconds of each stage (they add up to the demo's time)."""
     run_seconds: dict[str, float] = field(default_factory=dict)
@@ -216,7 +217,8 @@ def run_demo(out_dir: str | os.PathLike[str], config: DemoConfig | None = None, 
     report = step("report", lambda: write_report(eval_dir))
     return DemoResult(out_dir=out, cohort=cohort_dir, runs=runs, eval_dir=eval_dir,
                       report=report, headline=result.headline(),
-                      comparisons=result.comparison_table(), timings=timings,
+                      comparisons=result.comparison_table(), decided=result.decided(),
+                      timings=timings,
                       regression=result.regression_table(),
                       added_value=result.added_value_table(),
                       added_value_answers=list(result.metrics.added_value_answers),

@@ -317,8 +317,9 @@ class Study(_Strict):
     ranges: dict[str, Range | None] = Field(
         default_factory=dict,
         description="Column -> plausible {min, max} of a numeric column of exams.csv or "
-        "patients.csv; added to DEFAULT_RANGES (the built-in columns); null turns a default "
-        "off. The eGFR outcome columns share the range of 'egfr' unless given.",
+        "patients.csv, in its quantity's unit; it replaces the range of the column's role "
+        "(medimp._units); null turns it off. The eGFR outcome columns share the range of "
+        "'egfr' unless given.",
     )
     out_of_range: Literal["error", "warning"] = Field(
         "error", description="What a value outside its range is: an error (the cohort is "

@@ -158,3 +158,21 @@ def test_an_exam_dated_before_the_transplant_is_named_with_its_date_column(tmp_p
     [p] = [e for e in report.errors if "Exam date" in e.problem or "days_post" in e.problem]
     assert "'05/01/2018' is before the patient's transplant date ('Transplant date')" \
         in p.problem and p.patient == "2"
+
+
+def test_a_word_the_values_map_lacks_gets_a_hint_about_the_map(four) -> None:
+    """'Oui' in a column mapped {Yes: 1, No: 0}: the hint names the map, not 'write
+    values: {Yes: 1, No: 0}' (already there) or 'write a number'."""
+    from medimp.data import CohortError
+
+    _edit(four, "patients.csv", graft_loss=["Yes", "No", "Oui", "No"],
+          donor_type=["A", "B", "Peut-être", "B"])
+    _yaml_lines(four, "values:", "  graft_loss: {Yes: 1, No: 0}",
+                "  donor_type: {A: 1, B: 0}")
+    with pytest.raises(CohortError) as ei:
+        read_cohort(four)
+    by_col = {p.problem.split(":")[0]: p for p in ei.value.problems}
+    for c, word in (("graft_loss", "Oui"), ("donor_type", "Peut-être")):
+        p = by_col[f"column {c!r}"]
+        assert "a word that values: does not map" in p.problem, p
+        assert f"add {word!r} to the words of {c!r} under values:" in p.fix, p

@@ -90,11 +90,11 @@ def test_holm_adjusts_step_down_and_verdicts_follow_it() -> None:
 
 def test_sentences_read_naturally_when_nothing_is_decided() -> None:
     s = verdict_sentence("status_y4", "medimp", [
-        ("clinical_only", "not decided: not significant after Holm's adjustment (p = 0.4)"),
+        ("clinical_only", "not decided: not significant (Holm p = 0.4)"),
         ("image_ssl", f"not decided: {ONE_RUN}"),
-        ("oracle", "not decided: not significant after Holm's adjustment (p = 0.2)")])
-    assert s == ("status_y4: nothing is decided (clinical_only and oracle: not significant "
-                 "after Holm's adjustment; image_ssl: one pretraining run).")
+        ("oracle", "not decided: not significant (Holm p = 0.2)")])
+    assert s == ("status_y4: nothing is decided (clinical_only and oracle: not significant; "
+                 "image_ssl: one pretraining run).")
     assert "no method" not in s
     s = verdict_sentence("status_y2", "medimp", [("random_init", "better"),
                                                  ("oracle", "worse")])

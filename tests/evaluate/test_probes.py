@@ -121,3 +121,33 @@ def test_inner_splits_are_scikit_learns_and_memoised(groups) -> None:
         for (tr, te), (wtr, wte) in zip(inner_splits(*args), want, strict=True):
             np.testing.assert_array_equal(tr, wtr)
             np.testing.assert_array_equal(te, wte)
+
+
+@pytest.mark.parametrize("cls", [LogisticProbe, KNNProbe])
+def test_threshold_is_the_refitted_models_own(cls) -> None:
+    """Youden's J on the inner-CV predictions fixes how many training patients to call
+    positive; the threshold makes the *refitted* model call exactly that many of them
+    positive. The inner models' cut-off, in their probability units, did not: the refitted
+    model (more data, same penalty) gives more extreme probabilities."""
+    from medimp.evaluate.probes import group_mean
+
+    X, y, g = _data(seed=4, n_pat=40)
+    X = X + np.random.default_rng(5).normal(0, 1.5, X.shape)  # overlapping classes
+    probe = cls(seed=0).fit(X, y, groups=g)
+    own = group_mean(probe._own_scores(X, y, g), g)[1]
+    assert probe.n_called_ > 0
+    assert int((own >= probe.threshold_).sum()) == probe.n_called_
+    assert ((probe.predict_proba(X)[:, 1] >= probe.threshold_) == probe.predict(X)).all()
+
+    def differs(seed: int) -> bool:
+        rng = np.random.default_rng(seed)
+        z = rng.normal(size=40)
+        Xh = np.column_stack([z + rng.normal(0, 1, 40), rng.normal(size=(40, 15))])
+        yh = (z > 0).astype(int)
+        p = cls(seed=0).fit(Xh, yh)
+        return int((p._own_scores(Xh, yh, np.arange(40)) >= p.inner_threshold_).sum()
+                   ) != p.n_called_
+
+    # with many features the refitted model's scale differs from the inner models': their
+    # cut-off, used as it was before, would call another number of patients positive
+    assert any(differs(seed) for seed in range(4))

@@ -95,6 +95,7 @@ def test_resume_refuses_a_changed_configuration(simulated_cohort, tiny_config, t
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["medimp_world"]["world_size"] == 1
     before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    config_before = (run / "config.yaml").read_bytes()
     for change, shown in (("epochs=3", "epochs: 2 -> 3"),
                           ("optim.lr=0.5", "optim.lr: 0.001 -> 0.5"),
                           ("batch_size=2", "batch_size: 4 -> 2")):
@@ -108,6 +109,8 @@ def test_resume_refuses_a_changed_configuration(simulated_cohort, tiny_config, t
         pretrain(simulated_cohort, run, tiny_config(
             "method=tabular_clip", "strategy=ddp_spawn", "accelerator=cpu", "devices=2"),
             resume=True, progress=False)
+    # the refused world is not written into config.yaml (a plain --resume would repeat it)
+    assert (run / "config.yaml").read_bytes() == config_before
     # run-time options may change (stop_after_epochs, num_workers, log interval)
     pretrain(simulated_cohort, run, tiny_config("method=tabular_clip", "num_workers=1",
                                                 "log_every_n_steps=5"),

@@ -63,3 +63,18 @@ def test_auto_says_why(monkeypatch) -> None:
     else:
         assert chosen == "32" and "no bf16 instructions" in why
     assert explain_precision("32", "cpu") == ("32", "precision '32' as configured")
+
+
+def test_auto_is_fp32_on_a_gpu_that_only_emulates_bf16(monkeypatch) -> None:
+    """A V100 or T4 (compute capability 7.x): torch's ``is_bf16_supported()`` says yes by
+    default because a bf16 tensor can be made there, but it has no bf16 tensor cores; ``auto``
+    keeps fp32 and says why (docs/train.md: bf16 on Ampere or later)."""
+    from medimp.train.precision import explain_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-32GB")
+    # what torch answers on such a GPU: yes with emulation, no without
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    chosen, why = explain_precision("auto", "gpu")
+    assert chosen == "32" and "V100" in why and "no native bf16" in why

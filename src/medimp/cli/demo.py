@@ -80,6 +80,8 @@ def demo_command(
                       markup=False)
         console.print(result.comparisons.to_string(index=False), highlight=False,
                       markup=False)
+        for sentence in result.decided:  # Holm over the table; one pretraining run: none
+            console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
     total = sum(result.timings.values())
     console.print(f"\ntotal {total / 60:.1f} min; report: {result.report}", highlight=False,
                   markup=False)

@@ -183,7 +183,7 @@ def where_of(df: pd.DataFrame, i: int, file: str) -> dict[str, Any]:
 
 
 def check_rows(df: pd.DataFrame, file: str, str_cols: list[str], num_cols: list[str],
-                col: Collector) -> None:
+                col: Collector, *, mapped: set[str] | None = None) -> None:
     """pydantic row validation: ids present, numeric columns numeric and finite (cells that
     are not numbers: one finding per column and kind, with a hint)."""
     model = _row_model(f"{file}_row", str_cols, num_cols)
@@ -196,7 +196,7 @@ def check_rows(df: pd.DataFrame, file: str, str_cols: list[str], num_cols: list[
             for err in exc.errors():
                 c = str(err["loc"][0]) if err["loc"] else "?"
                 not_a_number(findings, file, c, rec.get(c), where=where_of(df, i, file),
-                             detail=f" ({err['msg']})")
+                             detail=f" ({err['msg']})", mapped=c in (mapped or ()))
         for c in str_cols:
             if not isinstance(rec.get(c), str) or not rec[c]:
                 col.error(f"column {c!r} is empty", f"fill in {c!r}", **where_of(df, i, file))
@@ -211,10 +211,15 @@ _NA = {"na", "n/a", "nan", "none", "null", "-", "--", ".", "?", "nd", "n.d.", "u
 _WITH_UNIT = re.compile(r"^[+-]?\d+([.,]\d+)?\s*[^\d\s].*$")
 
 
-def number_hint(c: str, value: object) -> tuple[str, str, str]:
-    """(kind, what it looks like, fix) of a cell that should be a number and is not."""
+def number_hint(c: str, value: object, mapped: bool = False) -> tuple[str, str, str]:
+    """(kind, what it looks like, fix) of a cell that should be a number and is not
+    (``mapped``: study.yaml's values: has a map for the column, without this word)."""
     v = str(value).strip()
     low = v.lower()
+    if mapped and low not in _NA and not re.match(r"^[+-]?\d+,\d+$", v):
+        return ("unmapped", " (a word that values: does not map)",
+                f"add {v!r} to the words of {c!r} under values: in study.yaml, declare it "
+                "missing (missing_values), or correct the cell")
     if _DATE.match(v):
         return ("date", " (it looks like a date)",
                 f"declare the column under dates: in study.yaml (dates are turned into days "
@@ -237,9 +242,10 @@ def number_hint(c: str, value: object) -> tuple[str, str, str]:
 
 
 def not_a_number(findings: RowFindings, file: str, c: str, value: object, *,
-                 where: dict[str, Any], detail: str = "", note: str = "") -> None:
+                 where: dict[str, Any], detail: str = "", note: str = "",
+                 mapped: bool = False) -> None:
     """Add a cell that should hold a number to ``findings`` (grouped by column and hint)."""
-    kind, looks, fix = number_hint(c, value)
+    kind, looks, fix = number_hint(c, value, mapped)
     findings.add((file, c, kind), where, value, severity="error",
                  one=f"column {c!r}: {value!r} is not a number{note}{looks or detail}",
                  many=lambda n, rows, c=c, looks=looks, note=note: (
@@ -270,7 +276,7 @@ def numeric_columns(study: Study, table: str, df: pd.DataFrame) -> list[str]:
 
 
 def coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
-                          col: Collector) -> None:
+                          col: Collector, *, mapped: set[str] | None = None) -> None:
     """Columns not described by study.yaml: numeric when every filled cell is numeric; an error
     when a mostly numeric column holds a few words (a typo that would silently become text)."""
     for c in df.columns:
@@ -289,7 +295,8 @@ def coerce_other_columns(df: pd.DataFrame, skip: set[str], file: str,
             for i in filled.index[bad.to_numpy()]:
                 not_a_number(findings, file, c, df.at[i, c],
                              where=where_of(df, df.index.get_loc(i), file),
-                             note=" (the column is otherwise numeric)")
+                             note=" (the column is otherwise numeric)",
+                             mapped=c in (mapped or ()))
             findings.emit(col.report)
 
 
@@ -303,9 +310,10 @@ def type_table(df: pd.DataFrame, name: str, study: Study | None, col: Collector)
     """
     ids = list(REQUIRED[name])
     num = numeric_columns(study, name, df) if study else []
-    check_rows(df, f"{name}.csv", ids, num, col)
+    mapped = set(study.values) if study is not None else set()
+    check_rows(df, f"{name}.csv", ids, num, col, mapped=mapped)
     for c in num:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     if study is not None and name != "manifest":
         cat = {v.column for v in study.variables if v.table == name}
-        coerce_other_columns(df, set(ids) | set(num) | cat, f"{name}.csv", col)
+        coerce_other_columns(df, set(ids) | set(num) | cat, f"{name}.csv", col, mapped=mapped)

@@ -4,8 +4,8 @@
   cell) mean "unknown", never pandas' long default list (``NA``, ``None``, ``null``, ``n/a``,
   ``nan`` ...), and never in the id columns: a patient named ``NA`` stays a patient, and ``n/a``
   in a numeric column is an error unless it is declared missing.
-* Plausible ranges (``study.yaml`` ``ranges`` over :data:`medimp.study.DEFAULT_RANGES`): a donor
-  aged -5 or an eGFR of 9999 is an error (or a warning, ``out_of_range: warning``).
+* Plausible ranges live in :mod:`medimp.data._roles` (by a column's role and unit, from
+  :data:`medimp._units.QUANTITIES` and ``study.yaml``'s ``ranges``).
 * Manifest paths that lead outside the cohort folder (``../``, an absolute path, a symlink
   out): a warning, or an error under ``strict_paths``.
 """

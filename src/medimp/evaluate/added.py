@@ -29,7 +29,7 @@ from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import AddedValue, Comparison
 from medimp.evaluate.models import make_model, make_preprocessor
-from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, youden_threshold
+from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, refit_threshold
 from medimp.evaluate.scoring import auc
 
 __all__ = ["CombinedLogisticProbe", "added_name", "added_value_answers", "added_value_table",
@@ -146,11 +146,14 @@ class CombinedLogisticProbe(ClassifierMixin, BaseEstimator):
         self.inner_scores_ = scores
         self.best_param_ = c
         self.best_k_ = int(max(0, min(k, n_image, len(y) - 1)))
-        self.threshold_ = youden_threshold(yg, per_patient[best]) \
-            if len(np.unique(yg)) == 2 else 0.5
         self.model_ = make_model("binary", "combined", C=c, n_clinical=self.n_clinical,
                                  k=self.best_k_, seed=self.seed,
                                  max_iter=self.max_iter).fit(X, y)
+        self.threshold_ = 0.5
+        if len(np.unique(yg)) == 2:  # from the refitted model's own scores of its patients
+            own = self.model_.predict_proba(X)[:, 1]
+            self.threshold_ = refit_threshold(yg, per_patient[best],
+                                              group_mean(own[done], groups[done])[1])[0]
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

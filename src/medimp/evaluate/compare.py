@@ -75,8 +75,7 @@ def decide(estimate: float, p_value: float, *, alpha: float = 0.05,
     if not np.isfinite(p_value):
         return "not decided: the difference's variance is undefined"
     if p_value >= alpha:
-        what = "after Holm's adjustment" if adjusted else "at the 5% level"
-        return f"not decided: not significant {what} (p = {p_value:.2g})"
+        return f"not decided: not significant ({'Holm ' if adjusted else ''}p = {p_value:.2g})"
     return "better" if (estimate > 0) == higher_is_better else "worse"
 
 
@@ -159,7 +158,7 @@ def verdict_sentence(task: str, method: str, verdicts: Sequence[tuple[str, str]]
     """One sentence on what is decided for ``task``: ``verdicts`` are (other, verdict).
 
     Reads naturally whatever is decided, e.g. "status_y2: medimp is better than random_init;
-    not decided against clinical_only (not significant after Holm's adjustment)." or
+    not decided against clinical_only (not significant)." or
     "status_y4: nothing is decided (clinical_only: not significant ...; image_ssl: one
     pretraining run)."
     """
@@ -168,7 +167,7 @@ def verdict_sentence(task: str, method: str, verdicts: Sequence[tuple[str, str]]
     reasons: dict[str, list[str]] = {}
     for o, v in verdicts:
         if v not in ("better", "worse"):
-            why = v.removeprefix("not decided").lstrip(": ").split(" (p = ")[0]
+            why = v.removeprefix("not decided").lstrip(": ").split(" (")[0]
             reasons.setdefault(why or "no test", []).append(o)
     parts = [f"{method} is {word} than {_names(names)}"
              for word, names in (("better", better), ("worse", worse)) if names]

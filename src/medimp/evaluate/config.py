@@ -121,5 +121,8 @@ def protocol_description(cfg: EvalConfig) -> dict[str, Any]:
                         "recalibration of each repeat's out-of-fold probabilities; net benefit "
                         "TP/n - FP/n · t/(1-t)"),
         "survival_metric": ("Harrell's C on each test fold (risks of one fitted model, never "
-                            "pooled across folds), averaged; CI as for the AUC"),
+                            "pooled across folds), averaged weighted by each fold's comparable "
+                            "pairs (folds without a pair left out and counted); CI as for the "
+                            "AUC with the effective number of folds; the log-rank p of the "
+                            "median risk split is descriptive, not a test"),
     }

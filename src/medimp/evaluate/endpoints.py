@@ -40,7 +40,7 @@ from medimp.evaluate.compare import PairedComparison, holm_verdicts, paired_comp
 from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
 from medimp.evaluate.cv import TaskCV, cross_validate
 from medimp.evaluate.errors import EvaluationError
-from medimp.evaluate.inputs import Inputs
+from medimp.evaluate.inputs import Inputs, before_horizon, task_features
 from medimp.evaluate.intervals import corrected_interval, fold_metric
 from medimp.evaluate.metrics import Comparison, RegressionRecord, Skipped
 from medimp.evaluate.probes import ProbeError
@@ -136,8 +136,9 @@ def _binary_job(c: Combined, tcv: TaskCV, cfg: EvalConfig, tables: Any):
         return CombinedLogisticProbe(c.n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
                                      inner_splits=cfg.inner_splits, seed=cfg.seed)
     try:
+        table = before_horizon(tables, c.table, tcv.horizon)  # no exam shows the outcome
         with threadpool_limits(1, user_api="blas"):
-            return cross_validate(c.table, tcv.patients, tcv.y, level=cfg.endpoint_level,
+            return cross_validate(table, tcv.patients, tcv.y, level=cfg.endpoint_level,
                                   tables=tables, splits=tcv.splits, make_probe=probe)
     except (EvaluationError, ProbeError, KeyError) as exc:
         return str(exc)
@@ -191,10 +192,11 @@ def run_regression(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
                             n_graft_loss=int(rows["reason"].str.startswith("graft_loss").sum()))
     common = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
               "seed": cfg.seed}
-    jobs = [(key, level, inp.features[key],
+    features = task_features(inp, tcv.horizon)  # exams before the horizon and the loss
+    jobs = [(key, level, features[key],
              {**common, "method_kind": "clinical" if inp.impute[key] else "embedding"})
-            for key in inp.features for level in cfg.levels]
-    jobs += [(key, cfg.endpoint_level, c.table,
+            for key in features for level in cfg.levels]
+    jobs += [(key, cfg.endpoint_level, before_horizon(inp.tables, c.table, tcv.horizon),
               {**common, "method_kind": "combined", "n_clinical": c.n_clinical,
                "ks": tuple(cfg.pca_ks)}) for key, c in combined.items()]
     outcomes = Parallel(n_jobs=cfg.n_jobs)(

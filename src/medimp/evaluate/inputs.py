@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medimp._io import atomic_path
@@ -25,7 +26,13 @@ from medimp.evaluate.baselines import clinical_features, oracle_features
 from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
 from medimp.evaluate.embeddings import check_embeddings, read_embeddings
 from medimp.evaluate.errors import EvaluationError
-from medimp.evaluate.labels import load_cohort, make_labels, task_name
+from medimp.evaluate.labels import (
+    DAYS_PER_YEAR,
+    load_cohort,
+    loss_and_followup,
+    make_labels,
+    task_name,
+)
 from medimp.evaluate.metrics import Skipped, TaskCount
 from medimp.evaluate.replicates import (
     Member,
@@ -34,7 +41,8 @@ from medimp.evaluate.replicates import (
     expand_methods,
 )
 
-__all__ = ["Inputs", "load_inputs", "load_method", "save_embeddings", "sources_header"]
+__all__ = ["HORIZON_WINDOW_DAYS", "Inputs", "before_horizon", "exam_cutoffs", "load_inputs",
+           "load_method", "save_embeddings", "sources_header", "task_features"]
 
 
 def load_method(name: str, source: str | os.PathLike[str] | pd.DataFrame,
@@ -54,17 +62,85 @@ def _source(src: Any) -> str:
     return "DataFrame" if isinstance(src, pd.DataFrame) else str(src)
 
 
+#: An exam this close to the horizon is the horizon's visit (a K-year eGFR is measured at a
+#: visit within about three months of K years): it may carry the outcome, so it is left out.
+HORIZON_WINDOW_DAYS = 91
+
+
+def exam_cutoffs(tables: Cohort, horizon_years: int) -> dict[str, float]:
+    """Per patient, the day from which an exam can no longer feed a task at
+    ``horizon_years``: the horizon's visit window (K·365.25 - ``HORIZON_WINDOW_DAYS`` days),
+    or the graft loss when it came first."""
+    lost, loss_days, _ = loss_and_followup(tables)
+    day_k = DAYS_PER_YEAR * horizon_years - HORIZON_WINDOW_DAYS
+    cut = np.where(lost & np.isfinite(loss_days), np.minimum(loss_days, day_k), day_k)
+    return dict(zip(tables.patients["patient_id"].astype(str), cut.astype(float), strict=True))
+
+
+def _usable(tables: Cohort, cutoffs: Mapping[str, float], pids, exams) -> np.ndarray:
+    """Whether each (patient, exam) was taken before its patient's cut-off (an exam of unknown
+    day, neither in exams.csv nor in study.yaml, is not)."""
+    days = {}
+    out = np.zeros(len(pids), dtype=bool)
+    for i, (p, e) in enumerate(zip(pids, exams, strict=True)):
+        key = (str(p), str(e))
+        if key not in days:
+            days[key] = tables.exam_day(*key)
+        out[i] = days[key] < cutoffs.get(key[0], -np.inf)
+    return out
+
+
 def _task_counts(tables: Cohort, horizons: list[int], threshold: float | None):
     counts, labels = [], {}
+    imaged = tables.exam_keys()
     for k in horizons:
         lab = make_labels(tables, k, threshold)
+        cut = exam_cutoffs(tables, k)
+        known_ids = set(lab.loc[lab["known"], "patient_id"])
+        keys = [key for key in imaged if key[0] in known_ids]
+        ok = _usable(tables, cut, [p for p, _ in keys], [e for _, e in keys])
+        with_exam = {p for (p, _), good in zip(keys, ok, strict=True) if good}
+        no_exam = lab["known"] & ~lab["patient_id"].isin(with_exam)
+        lab = lab.assign(known=lab["known"] & ~no_exam)  # no exam before the cut-off: out
         labels[k] = lab
         known = lab[lab["known"]]
-        counts.append(TaskCount(task=task_name(k), horizon_years=k, n_known=len(known),
-                                n_pos=int(known["label"].sum()),
-                                n_unknown=int((~lab["known"]).sum()),
-                                n_graft_loss=int((lab["reason"] == "graft_loss").sum())))
+        why = lab.loc[~lab["known"] & ~no_exam, "unknown_reason"].value_counts()
+        counts.append(TaskCount(
+            task=task_name(k), horizon_years=k, n_known=len(known),
+            n_pos=int(known["label"].sum()), n_unknown=int((~lab["known"] & ~no_exam).sum()),
+            n_graft_loss=int(known["reason"].str.startswith("graft_loss").sum()),
+            n_graft_loss_undated=int((known["reason"] == "graft_loss_undated").sum()),
+            n_unknown_by_reason={str(r): int(n) for r, n in why.items()},
+            n_exams_dropped=int((~ok).sum()), n_no_exam=int(no_exam.sum())))
     return counts, labels
+
+
+def before_horizon(tables: Cohort, df: pd.DataFrame, horizon_years: int,
+                   cutoffs: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """``df`` (embeddings-table layout) without the exams taken at or after the horizon or
+    after the patient's graft loss (:func:`exam_cutoffs`), so that no exam shows the outcome.
+
+    A table that loses exams also loses its precomputed patient rows (``patient``,
+    ``patient_latest``): they are recomputed from the exams kept. Unchanged otherwise.
+    """
+    cut = exam_cutoffs(tables, horizon_years) if cutoffs is None else cutoffs
+    exam_rows = (df["level"] == "exam").to_numpy()
+    ok = np.ones(len(df), dtype=bool)
+    ok[exam_rows] = _usable(tables, cut, df.loc[exam_rows, "patient_id"],
+                            df.loc[exam_rows, "exam"])
+    if ok.all():
+        return df
+    return df[ok & exam_rows].reset_index(drop=True)
+
+
+def task_features(inp: Inputs, horizon_years: int) -> dict[str, pd.DataFrame]:
+    """Every method's table for the task at ``horizon_years`` (:func:`before_horizon`),
+    cached per horizon."""
+    if horizon_years not in inp.cut:
+        cut = exam_cutoffs(inp.tables, horizon_years)
+        inp.cut[horizon_years] = {key: before_horizon(inp.tables, df, horizon_years, cut)
+                                  for key, df in inp.features.items()}
+    return inp.cut[horizon_years]
 
 
 @dataclass
@@ -80,6 +156,7 @@ class Inputs:
     impute: dict[str, bool] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cut: dict[int, dict[str, pd.DataFrame]] = field(default_factory=dict)  # task_features
 
 
 def load_inputs(cfg: EvalConfig, cohort_path: Path, methods: Mapping[str, Any]) -> Inputs:

@@ -64,6 +64,10 @@ def _run_matrix(values: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.asarray(values, dtype=float))
 
 
+def _means(m: np.ndarray) -> np.ndarray:
+    return m.mean(axis=1)
+
+
 def _interaction_ms(m: np.ndarray) -> float:
     """Run × fold interaction mean square of a ``[runs, J]`` table (two-way ANOVA without
     replication): what is left of each value after its run's and its fold's effects."""
@@ -81,7 +85,7 @@ def _satterthwaite(terms: list[tuple[float, float]], var: float, fallback: float
 def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
                        other: np.ndarray | None = None, null: float = 0.0,
                        clip: tuple[float, float] | None = None,
-                       level: float = 0.95) -> Interval:
+                       level: float = 0.95, weights: np.ndarray | None = None) -> Interval:
     """Corrected resampled t interval of a mean fold value (or of a paired difference).
 
     Args:
@@ -93,6 +97,9 @@ def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
         null: value tested by the p-value (0 for a difference, 0.5 for an AUC).
         clip: bounds of the metric (e.g. (0, 1)) applied to the interval.
         level: coverage of the interval.
+        weights: ``[J]`` weight of each fold (e.g. its comparable pairs for a C-index): the
+            estimate is the weighted mean, s² the weighted variance and J the effective
+            number of folds (Σw)²/Σw²; None: equal weights.
 
     Folds where a metric is undefined (NaN) in any run are left out. With ``D_j`` the
     (run-averaged) value or difference of fold j, ``s²`` its variance over the J folds and,
@@ -114,23 +121,34 @@ def corrected_interval(values: np.ndarray, test_train_ratio: float, *,
         nan = float("nan")
         return Interval(nan, nan, nan, nan, nan, nan, n_runs, None)
     per_fold = mats[0].mean(axis=0) - (mats[1].mean(axis=0) if other is not None else 0.0)
-    estimate = float(per_fold.mean())
-    c = 1.0 / n_folds + test_train_ratio
-    fold_terms = [(c * float(per_fold.var(ddof=1)), n_folds - 1.0)]
+    if weights is None:
+        estimate = float(per_fold.mean())
+        s2, j_eff, run_means = float(per_fold.var(ddof=1)), float(n_folds), _means
+    else:
+        wp = np.asarray(weights, dtype=float)[keep]
+        wp = wp / wp.sum()
+        estimate = float(wp @ per_fold)
+        s2 = float(wp @ (per_fold - estimate) ** 2 / (1.0 - float(wp @ wp)))
+        j_eff = 1.0 / float(wp @ wp)
+
+        def run_means(m: np.ndarray, wp: np.ndarray = wp) -> np.ndarray:
+            return m @ wp
+    c = 1.0 / j_eff + test_train_ratio
+    fold_terms = [(c * s2, j_eff - 1.0)]
     seed_terms: list[tuple[float, float]] = []
     seed_sd = None
     for i, m in enumerate(mats):
         r = m.shape[0]
         if r > 1:
-            sd = float(m.mean(axis=1).std(ddof=1))
+            sd = float(run_means(m).std(ddof=1))
             seed_sd = sd if i == 0 else seed_sd
             seed_terms.append((sd**2 / r, r - 1.0))
             fold_terms.append((-c * _interaction_ms(m) / r, (r - 1.0) * (n_folds - 1)))
-    fold_var = sum(t for t, _ in fold_terms)
+    fold_var = sum(t for t, _ in fold_terms) if np.isfinite(s2) else 0.0
     if fold_var <= 0:  # the folds vary no more than the interaction explains
         fold_var, fold_terms = 0.0, []
     var = fold_var + sum(t for t, _ in seed_terms)
-    df = _satterthwaite(fold_terms + seed_terms, var, float(n_folds - 1))
+    df = _satterthwaite(fold_terms + seed_terms, var, j_eff - 1.0)
     se = float(np.sqrt(var))
     if se == 0:
         lo = hi = estimate

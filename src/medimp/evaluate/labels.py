@@ -18,7 +18,8 @@ import pandas as pd
 from medimp.data import Cohort, read_cohort
 from medimp.evaluate.errors import EvaluationError
 
-__all__ = ["DAYS_PER_YEAR", "load_cohort", "make_labels", "survival_table", "task_name"]
+__all__ = ["DAYS_PER_YEAR", "load_cohort", "loss_and_followup", "make_labels", "survival_table",
+           "task_name"]
 
 DAYS_PER_YEAR = 365.25
 
@@ -48,7 +49,16 @@ def make_labels(cohort: Any, horizon_years: int, threshold: float | None = None)
 
     Returns:
         One row per patient: ``patient_id``, ``label`` (0/1, or -1 when unknown), ``known``
-        (bool) and ``reason`` ("graft_loss", "egfr" or "unknown").
+        (bool), ``reason`` ("graft_loss", "graft_loss_undated", "egfr" or "unknown") and
+        ``unknown_reason`` ("" when known; "followup_short": follow-up ended before K without
+        an eGFR at K, "egfr_missing": followed past K without an eGFR at K,
+        "followup_unknown", or "graft_loss_undated": lost without a date, follow-up beyond K
+        and no eGFR at K).
+
+    A graft lost without a date (``graft_loss`` 1, no ``graft_loss_days``) was lost by the end
+    of follow-up: it is positive at every horizon K that follow-up ended before; at a later
+    horizon its eGFR at K decides, else it is unknown. The survival table places that loss
+    at the end of follow-up (:func:`survival_table`): one rule for both.
     """
     tables = load_cohort(cohort)
     out = tables.study.outcomes
@@ -67,25 +77,47 @@ def make_labels(cohort: Any, horizon_years: int, threshold: float | None = None)
                 "fix outcomes in study.yaml"
             )
     egfr = pd.to_numeric(pats[col], errors="coerce").to_numpy(float)
-    lost = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
-    if out.graft_loss_days and out.graft_loss_days in pats.columns:
-        loss_days = pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
-    else:
-        loss_days = np.full(len(pats), np.nan)
-    lost_before = lost & (loss_days < DAYS_PER_YEAR * horizon_years)
+    lost, loss_days, follow = loss_and_followup(tables)
+    day_k = DAYS_PER_YEAR * horizon_years
+    lost_before = lost & (loss_days < day_k)
+    # a loss without a date happened by the end of follow-up: before K if follow-up ended first
+    undated = lost & ~np.isfinite(loss_days)
+    undated_before = undated & (follow < day_k)
     has_egfr = np.isfinite(egfr)
     label = np.full(len(pats), -1, dtype=int)
     reason = np.full(len(pats), "unknown", dtype=object)
     label[has_egfr] = (egfr[has_egfr] < thr).astype(int)
     reason[has_egfr] = "egfr"
-    label[lost_before] = 1
+    label[lost_before | undated_before] = 1
     reason[lost_before] = "graft_loss"
+    reason[undated_before] = "graft_loss_undated"
+    why = np.full(len(pats), "", dtype=object)
+    unknown = label < 0
+    why[unknown & (follow < day_k)] = "followup_short"
+    why[unknown & (follow >= day_k)] = "egfr_missing"
+    why[unknown & ~np.isfinite(follow)] = "followup_unknown"
+    why[unknown & undated] = "graft_loss_undated"
     return pd.DataFrame({
         "patient_id": pats["patient_id"].astype(str).to_numpy(),
         "label": label,
         "known": label >= 0,
         "reason": reason,
+        "unknown_reason": why,
     })
+
+
+def loss_and_followup(tables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per patient: graft lost (bool), the day of the loss (NaN: lost without a date, or not
+    lost) and the end of follow-up (NaN when unknown)."""
+    out = tables.study.outcomes
+    pats = tables.patients
+    lost = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
+    nan = np.full(len(pats), np.nan)
+    loss = (pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
+            if out.graft_loss_days and out.graft_loss_days in pats.columns else nan)
+    follow = (pd.to_numeric(pats[out.followup_days], errors="coerce").to_numpy(float)
+              if out.followup_days and out.followup_days in pats.columns else nan)
+    return lost, np.where(lost, loss, np.nan), follow
 
 
 def survival_table(cohort: Any, event: str = "graft_loss",
@@ -94,10 +126,12 @@ def survival_table(cohort: Any, event: str = "graft_loss",
 
     Args:
         cohort: a cohort path or a read cohort.
-        event: "graft_loss": time is ``graft_loss_days`` for lost grafts, ``followup_days``
-            (censored) otherwise. "poor_status": the composite of graft loss and the first
-            yearly horizon with eGFR below ``threshold`` (event at K·365.25 days); otherwise
-            censored at the last horizon with a known eGFR (the last time the status was seen).
+        event: "graft_loss": time is ``graft_loss_days`` for lost grafts (the end of
+            follow-up for a loss without a date, as in :func:`make_labels`),
+            ``followup_days`` (censored) otherwise. "poor_status": the composite of graft
+            loss and the first yearly horizon with eGFR below ``threshold`` (event at
+            K·365.25 days); otherwise censored at the last horizon with a known eGFR (the last
+            time the status was seen).
             Use it when graft losses are too few for a Cox model.
         threshold: eGFR cut-off for "poor_status"; default ``study.outcomes.threshold``.
 
@@ -113,13 +147,10 @@ def survival_table(cohort: Any, event: str = "graft_loss",
             f"{tables.root / 'patients.csv'}: survival needs columns {out.graft_loss!r} and "
             f"{out.followup_days!r}"
         )
-    lost = pd.to_numeric(pats[out.graft_loss], errors="coerce").fillna(0).to_numpy() == 1
-    follow = pd.to_numeric(pats[out.followup_days], errors="coerce").to_numpy(float)
-    if out.graft_loss_days and out.graft_loss_days in pats.columns:
-        loss = pd.to_numeric(pats[out.graft_loss_days], errors="coerce").to_numpy(float)
-    else:
-        loss = np.full(len(pats), np.nan)
-    time = np.where(lost & np.isfinite(loss), loss, follow)
+    lost, loss_days, follow = loss_and_followup(tables)
+    # one rule with the binary tasks: a loss without a date is placed at the end of follow-up
+    loss_time = np.where(lost, np.where(np.isfinite(loss_days), loss_days, follow), np.inf)
+    time = np.where(lost, loss_time, follow)
     hit = lost.copy()
     if event == "poor_status":
         thr = out.threshold if threshold is None else float(threshold)
@@ -133,7 +164,6 @@ def survival_table(cohort: Any, event: str = "graft_loss",
             poor = np.isfinite(egfr) & (egfr < thr) & ~np.isfinite(first_poor)
             first_poor[poor] = day
             last_seen[np.isfinite(egfr)] = day
-        loss_time = np.where(lost & np.isfinite(loss), loss, np.inf)
         t_event = np.minimum(first_poor, loss_time)
         hit = np.isfinite(t_event)
         time = np.where(hit, t_event, last_seen)

@@ -244,13 +244,19 @@ class SurvivalRecord(_Model):
     n_runs: int = 1
     n: int
     n_events: int
-    c_index: float = Field(description="Harrell's C per test fold, averaged")
+    c_index: float = Field(description="Harrell's C per test fold, averaged weighted by the "
+                           "fold's comparable pairs")
     c_index_ci_low: float
     c_index_ci_high: float
     c_index_sd: float | None = Field(None, description="sd between runs (n_runs > 1)")
-    logrank_p: float | None = None
+    logrank_p: float | None = Field(None, description="descriptive only: log-rank p of the "
+                                    "patients above vs below the median cross-validated risk; "
+                                    "not a test of the model (the C-index's CI is)")
     pca_components: int
     penalizer: float
+    n_folds: int | None = Field(None, description="outer folds (repeats x folds)")
+    n_folds_dropped: int = Field(0, description="folds without a comparable pair (no event): "
+                                 "left out of the C-index")
 
 
 class RetrievalRecord(_Model):
@@ -282,6 +288,16 @@ class TaskCount(_Model):
     n_pos: int
     n_unknown: int
     n_graft_loss: int
+    n_graft_loss_undated: int = Field(0, description="of n_graft_loss: lost without a date, "
+                                      "follow-up ended before the horizon (counted positive)")
+    n_unknown_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="unknown status by reason: followup_short, "
+        "egfr_missing, followup_unknown, graft_loss_undated (lost without a date, followed "
+        "beyond the horizon, no eGFR there)")
+    n_exams_dropped: int = Field(0, description="imaged exams of the task's patients on or "
+                                 "after the horizon or the graft loss: not used as features")
+    n_no_exam: int = Field(0, description="patients with a known status but no imaged exam "
+                           "before the horizon or the graft loss: left out of the task")
 
 
 class Header(_Model):

@@ -29,7 +29,7 @@ from medimp.evaluate.models import make_model
 from medimp.evaluate.scoring import auc
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
-           "list_probes", "register_probe", "youden_threshold"]
+           "list_probes", "refit_threshold", "register_probe", "youden_threshold"]
 
 
 # --- registry (medimp._registry, the mechanism of every registry) -------------------------------
@@ -100,6 +100,29 @@ def youden_threshold(y: np.ndarray, scores: np.ndarray) -> float:
     best = int(np.argmax(j))
     cut = float(thr[best])
     return min(cut, 1.0) if np.isfinite(cut) else 1.0
+
+
+def refit_threshold(y: np.ndarray, inner: np.ndarray, own: np.ndarray
+                    ) -> tuple[float, float, int]:
+    """The decision threshold of a refitted model, from its own scores of its training
+    patients.
+
+    Youden's J on the inner-CV out-of-fold scores ``inner`` (labels ``y``) sets the share of
+    training patients to call positive; the threshold is the score at which the refitted
+    model, scoring the same patients (``own``), calls that share positive. The inner models
+    were fitted on fewer patients, so their probabilities are on another scale than the
+    refitted model's (less extreme): a cut-off in probability units taken from them shifted
+    balanced accuracy and F1 of the refitted model.
+
+    Returns:
+        (threshold for the refitted model, the inner cut-off, patients called positive).
+    """
+    cut = youden_threshold(y, inner)
+    k = int(np.sum(inner >= cut))
+    if k == 0:
+        return 1.0, cut, 0  # call nobody positive, as the inner cut-off did
+    ranked = np.sort(np.asarray(own, dtype=float))[::-1]
+    return float(ranked[min(k, len(ranked)) - 1]), cut, k
 
 
 _SPLITS: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -197,10 +220,17 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
         best = int(np.nanargmax(scores)) if np.any(np.isfinite(scores)) else 0
         self.best_param_ = grid[best]
         self.inner_scores_ = scores
-        both = len(np.unique(yg)) == 2
-        self.threshold_ = youden_threshold(yg, per_patient[best]) if both else 0.5
         self.model_ = self._make(self.best_param_, len(y)).fit(X, y)
+        self.threshold_, self.inner_threshold_, self.n_called_ = 0.5, 0.5, -1
+        if len(np.unique(yg)) == 2:  # from the refitted model's own scores of its patients
+            _, own = group_mean(self._own_scores(X, y, groups)[done], groups[done])
+            self.threshold_, self.inner_threshold_, self.n_called_ = refit_threshold(
+                yg, per_patient[best], own)
         return self
+
+    def _own_scores(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The refitted model's scores of its training samples."""
+        return self.model_.predict_proba(X)[:, 1]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities of class 0 and 1."""
@@ -273,6 +303,23 @@ class KNNProbe(_InnerCVProbe):
     def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
         k = max(1, min(int(value), n_train - 1))
         return KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine")
+
+    def _own_scores(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The refitted k-NN's scores of its training samples, each from its k nearest
+        samples of *other* patients (a sample is its own nearest neighbour at distance 0,
+        which would return its label)."""
+        Xt = self.model_[:-1].transform(np.asarray(X, dtype=float))
+        knn = self.model_[-1]
+        k = knn.n_neighbors
+        _, per_group = np.unique(groups, return_counts=True)
+        dist, idx = knn.kneighbors(Xt, n_neighbors=min(len(y), k + int(per_group.max())))
+        out = np.empty(len(y))
+        for i in range(len(y)):
+            other = groups[idx[i]] != groups[i]
+            d, j = dist[i][other][:k], idx[i][other][:k]
+            w = 1.0 / np.maximum(d, 1e-12)
+            out[i] = float(w @ y[j] / w.sum()) if len(j) else 0.5
+        return out
 
     @property
     def k_(self) -> int:

@@ -47,7 +47,13 @@ from medimp.evaluate.endpoints import (
     without_combined,
 )
 from medimp.evaluate.errors import EvaluationError
-from medimp.evaluate.inputs import Inputs, load_inputs, load_method, save_embeddings
+from medimp.evaluate.inputs import (
+    Inputs,
+    load_inputs,
+    load_method,
+    save_embeddings,
+    task_features,
+)
 from medimp.evaluate.intervals import corrected_interval, fold_metric
 from medimp.evaluate.labels import survival_table, task_name
 from medimp.evaluate.metrics import (
@@ -155,8 +161,9 @@ def _run_task(cfg: EvalConfig, inp: Inputs, k: int, bar: _Progress) -> TaskCV | 
         bar.advance(len(jobs))
         return None
     tcv = TaskCV(task=task, horizon=k, patients=patients, y=y, splits=splits)
+    features = task_features(inp, k)  # only exams before the horizon and the graft loss
     outcomes = Parallel(n_jobs=cfg.n_jobs, return_as="generator")(
-        delayed(_cv_job)(inp.features[key], patients, y, level=level, tables=inp.tables,
+        delayed(_cv_job)(features[key], patients, y, level=level, tables=inp.tables,
                          splits=splits, factory=_probe_factory(cfg, probe, inp.impute[key]))
         for key, level, probe in jobs)
     for (key, level, probe), res in zip(jobs, outcomes, strict=True):
@@ -265,15 +272,19 @@ def _survival_table(cfg: EvalConfig, inp: Inputs) -> pd.DataFrame | None:
 
 def _survival_record(cfg: EvalConfig, res, values: np.ndarray, method: str,
                      run: str | None) -> SurvivalRecord | None:
-    iv = corrected_interval(values, res.test_train_ratio, null=0.5, clip=(0, 1))
+    pairs = res.fold_pairs
+    iv = corrected_interval(values, res.test_train_ratio, null=0.5, clip=(0, 1),
+                            weights=pairs)
     if not np.isfinite([iv.estimate, iv.low, iv.high]).all():
         return None
+    dropped = int((~np.isfinite(np.atleast_2d(values)).all(axis=0)).sum())
     return SurvivalRecord(
         task=_survival_task(cfg), method=method, run=run, n_runs=iv.n_runs,
         n=len(res.patients), n_events=int(res.event.sum()), c_index=iv.estimate,
         c_index_ci_low=iv.low, c_index_ci_high=iv.high, c_index_sd=iv.seed_sd,
         logrank_p=res.logrank_p if run is not None or iv.n_runs == 1 else None,
-        pca_components=res.n_components, penalizer=cfg.cox_penalizer)
+        pca_components=res.n_components, penalizer=cfg.cox_penalizer,
+        n_folds=int(np.atleast_2d(values).shape[1]), n_folds_dropped=dropped)
 
 
 def _run_survival(cfg: EvalConfig, inp: Inputs):
@@ -283,7 +294,9 @@ def _run_survival(cfg: EvalConfig, inp: Inputs):
     records: list[SurvivalRecord] = []
     rows: list[pd.DataFrame] = []
     by_method: dict[str, list] = {}
-    for key, df in inp.features.items():
+    # features: exams before the first horizon and before the graft loss (a landmark)
+    features = task_features(inp, min(cfg.horizons)) if cfg.horizons else inp.features
+    for key, df in features.items():
         m = inp.members[key]
         try:
             res = cox_cross_validate(df, surv, inp.tables, n_splits=cfg.n_splits,

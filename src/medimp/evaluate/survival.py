@@ -3,10 +3,14 @@
 In the same repeated, patient-grouped CV as the probes (stratified by event): on each training
 fold, standardise, reduce with PCA, fit a penalised Cox model (lifelines ``CoxPHFitter``) and
 score the test patients. Harrell's C is computed **on each test fold** with that fold's model,
-so risks of different models are never ranked against each other; the fold values are averaged
-and their CI is the corrected resampled t (:mod:`medimp.evaluate.intervals`), as for the AUC.
-For the Kaplan–Meier plot only, risks become within-fold percentiles, averaged over repeats;
-patients are split at the median into a high and a low risk group, compared by a log-rank test.
+so risks of different models are never ranked against each other; with few events a fold holds
+few comparable pairs, so the fold values are averaged **weighted by their comparable pairs**
+(a fold without a pair is left out and counted) and their CI is the corrected resampled t
+(:mod:`medimp.evaluate.intervals`) with the effective number of folds. For the Kaplan–Meier
+plot only, risks become within-fold percentiles, averaged over repeats; patients are split at
+the median into a high and a low risk group. Their log-rank p is **descriptive**: the split
+comes from the same cross-validated risks, so it is not a test of the model (the C-index's CI
+is).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from medimp.evaluate.embeddings import level_data
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.intervals import corrected_interval
 
-__all__ = ["SurvivalResult", "cox_cross_validate", "harrell_c"]
+__all__ = ["SurvivalResult", "comparable_pairs", "cox_cross_validate", "harrell_c"]
 
 
 @dataclass
@@ -46,6 +50,7 @@ class SurvivalResult:
     n_components: int
     fold_c: np.ndarray  # [folds × repeats] Harrell's C of each test fold (NaN: no pair)
     test_train_ratio: float
+    fold_pairs: np.ndarray | None = None  # [folds × repeats] comparable pairs of each fold
 
 
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
@@ -56,6 +61,14 @@ def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
         return float(concordance_index(time, -np.asarray(risk), event))
     except ZeroDivisionError:  # lifelines: no comparable pair (e.g. no event in the fold)
         return float("nan")
+
+
+def comparable_pairs(time: np.ndarray, event: np.ndarray) -> int:
+    """Pairs whose order of failure is known: one patient fails (event) before the other's
+    time (Harrell's definition; the C-index is a share of these)."""
+    t = np.asarray(time, dtype=float)
+    e = np.asarray(event).astype(bool)
+    return int(np.sum(e[:, None] & (t[:, None] < t[None, :])))
 
 
 def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohort, *,
@@ -86,6 +99,7 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
     n_rep = max(s.repeat for s in splits) + 1
     risk = np.full((n_rep, len(patients)), np.nan)
     fold_c = np.full(len(splits), np.nan)
+    pairs = np.zeros(len(splits))
     k_used = n_components
     for j, split in enumerate(splits):
         tr, te = split.train, split.test
@@ -108,9 +122,10 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
                                       ) from exc
         r = cph.predict_log_partial_hazard(pd.DataFrame(z_te, columns=cols)).to_numpy()
         fold_c[j] = harrell_c(time[te], event[te], r)
+        pairs[j] = comparable_pairs(time[te], event[te])
         risk[split.repeat, te] = (rankdata(r) - 0.5) / len(r)
     ratio = float(np.mean([len(s.test) / len(s.train) for s in splits]))
-    iv = corrected_interval(fold_c, ratio, null=0.5, clip=(0, 1))
+    iv = corrected_interval(fold_c, ratio, null=0.5, clip=(0, 1), weights=pairs)
     mean_risk = risk.mean(axis=0)
     group = (mean_risk > np.median(mean_risk)).astype(int)
     p = None
@@ -121,4 +136,4 @@ def cox_cross_validate(features: pd.DataFrame, surv: pd.DataFrame, tables: Cohor
     return SurvivalResult(patients=patients, time=time, event=event, risk=risk,
                           c_index=iv.estimate, c_index_ci=(iv.low, iv.high),
                           logrank_p=p, group=group, n_components=k_used, fold_c=fold_c,
-                          test_train_ratio=ratio)
+                          test_train_ratio=ratio, fold_pairs=pairs)

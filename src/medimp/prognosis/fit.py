@@ -204,15 +204,22 @@ class Applied:
 def apply_model(fm: FittedModel, X: np.ndarray, patients: np.ndarray) -> Applied:
     """Estimates of a fitted model for the rows of ``X`` (patient_mean features)."""
     pipe = fm.pipeline
-    z1 = _design(pipe, np.asarray(X, dtype=float))
-    if fm.kind == "binary":
-        est = pipe.predict_proba(X)[:, 1]
-        eta = pipe.decision_function(X)
-    else:
-        est = pipe.predict(X)
-        eta = est
-    var = np.einsum("ij,jk,ik->i", z1, fm.coef_cov, z1) if fm.coef_cov is not None \
-        else np.zeros(len(z1))
+    try:
+        z1 = _design(pipe, np.asarray(X, dtype=float))
+        if fm.kind == "binary":
+            est = pipe.predict_proba(X)[:, 1]
+            eta = pipe.decision_function(X)
+        else:
+            est = pipe.predict(X)
+            eta = est
+        var = np.einsum("ij,jk,ik->i", z1, fm.coef_cov, z1) if fm.coef_cov is not None \
+            else np.zeros(len(z1))
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        # arrays of another shape or type than the pipeline's (a damaged or edited folder)
+        raise PrognosisError(f"{fm.key}: the saved model cannot be applied to its "
+                             f"{len(fm.columns)} feature columns ({type(exc).__name__}: {exc}); "
+                             "the model folder was damaged or edited, refit with medimp "
+                             "fit-prognosis") from exc
     if fm.kind == "continuous" and fm.resid_var is not None:
         var = var + fm.resid_var
     return Applied(patients=np.asarray(patients, dtype=str), estimate=np.asarray(est, float),

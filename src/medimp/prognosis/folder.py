@@ -208,20 +208,27 @@ def read_model(root: str | os.PathLike[str]) -> ModelFolder:
         check_sklearn_version(str(doc.get("sklearn_version")), str(root))
         arrays = load_file(str(arrays_path))
         models = [_read_model_entry(m, arrays) for m in doc["models"]]
-    except (SerializationError, KeyError, TypeError) as exc:
+        runs = [_read_run_entry(r, arrays) for r in doc["runs"]]
+        clinical = clinical_from_state(doc["clinical"]) if doc.get("clinical") else None
+        dev, config = dict(doc["dev"]), dict(doc["config"])
+    except SerializationError as exc:
         raise PrognosisError(f"{root}: {exc}") from exc
-    runs = []
-    for r in doc["runs"]:
-        s = r.get("stats")
-        runs.append(RunRef(r["method"], r["run"], r["path"], dict(r["files"]), dict(r["info"]),
-                           arrays.get(f"{s}/mean") if s else None,
-                           arrays.get(f"{s}/precision") if s else None,
-                           arrays.get(f"{s}/dev_distances") if s else None))
-    clinical = clinical_from_state(doc["clinical"]) if doc.get("clinical") else None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # a damaged or hand-edited model.json: one line, not a traceback from deep inside
+        raise PrognosisError(f"{root / 'model.json'}: malformed entry ({type(exc).__name__}: "
+                             f"{exc}); refit with medimp fit-prognosis") from exc
     meta = {k: doc[k] for k in ("medimp_version", "sklearn_version", "created", "external")
             if k in doc}
-    return ModelFolder(models=models, runs=runs, clinical=clinical, dev=doc["dev"],
-                       config=doc["config"], meta=meta)
+    return ModelFolder(models=models, runs=runs, clinical=clinical, dev=dev, config=config,
+                       meta=meta)
+
+
+def _read_run_entry(r: dict[str, Any], arrays: dict[str, np.ndarray]) -> RunRef:
+    s = r.get("stats")
+    return RunRef(str(r["method"]), r["run"], str(r["path"]), dict(r["files"]), dict(r["info"]),
+                  arrays[f"{s}/mean"] if s else None,
+                  arrays[f"{s}/precision"] if s else None,
+                  arrays[f"{s}/dev_distances"] if s else None)
 
 
 def _read_model_entry(m: dict[str, Any], arrays: dict[str, np.ndarray]) -> FittedModel:
@@ -243,8 +250,12 @@ def check_runs(runs: list[RunRef]) -> None:
     """Refuse a run that is missing or whose files changed since the model was fitted."""
     for r in runs:
         path = Path(r.path)
-        for name, want in r.files.items():
+        for name in RUN_FILES:  # every file, whatever model.json lists (it may be edited)
+            want = r.files.get(name)
             f = path / name
+            if not want:
+                raise PrognosisError(f"run {r.key}: the model folder records no hash of {name}; "
+                                     "it was damaged or edited, refit with medimp fit-prognosis")
             if not f.is_file():
                 raise PrognosisError(f"run {r.key}: {f} is missing; the model needs the run it "
                                      "was fitted with (move it back or refit)")

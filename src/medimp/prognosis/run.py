@@ -153,7 +153,7 @@ def build_folder(cohort_path: str | os.PathLike[str], methods: Mapping[str, Any]
     tasks = {m.task: (m.n, m.n_pos) for m in models}
     dev = {"cohort": str(cohort_path.resolve()), "fingerprint": fp,
            "n_patients": len(cohort.patients), "n_exams": len(cohort.exam_keys()),
-           "phases": list(cohort.study.phase_names),
+           "phases": list(cohort.study.phase_names), "exams": list(cohort.study.exam_names),
            "tasks": [{"task": t, "n": n, "n_pos": p} for t, (n, p) in tasks.items()],
            "clinical_ranges": _clinical_ranges(clinical, builder) if clinical is not None
            else {}}
@@ -223,7 +223,9 @@ def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> 
 def _flags(folder: ModelFolder, cohort: Cohort, clinical: pd.DataFrame | None,
            embeddings: dict[str, pd.DataFrame], patients: np.ndarray) -> dict[str, list[str]]:
     flags: dict[str, list[str]] = {p: [] for p in patients}
-    exams = list(cohort.study.exam_names)
+    # the exams the model was fitted on (a folder written before they were recorded: the
+    # cohort's own), so that a cohort without the model's exams is flagged
+    exams = list(folder.dev.get("exams") or cohort.study.exam_names)
     phases = list(cohort.study.phase_names)
     have = {(str(p), str(e)) for p, e in cohort.exam_keys()}
     man = cohort.manifest
@@ -361,6 +363,10 @@ def predict(model_dir: str | os.PathLike[str], cohort: str | os.PathLike[str],
             a cohort whose phases or clinical columns differ from the model's.
     """
 
+    if out is not None and Path(model_dir).resolve() in Path(out).resolve().parents:
+        raise PrognosisError(f"--out {out} is inside the model folder {model_dir}, which may "
+                             "hold only its own files (the next predict would refuse it); "
+                             "write the predictions elsewhere")
     if out is not None and Path(out).exists() and not overwrite:
         raise PrognosisError(f"{out} exists; pass --overwrite to replace it or choose another "
                              "--out")

@@ -259,16 +259,62 @@ def _available_memory() -> int:
     return 0
 
 
+_NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as 2**63 rounded down to a page
+
+
+def _cgroup_room(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+                 ) -> int | None:
+    """Bytes this process's memory cgroup still allows (a SLURM job's ``--mem``, a container's
+    limit), or None without a limit. ``MemAvailable`` counts the whole node, not the job."""
+    try:
+        lines = proc.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if controllers == "":  # cgroup v2
+            base, files = root, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):  # cgroup v1
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        for folder in (base / path.strip().lstrip("/"), base):  # the path, or a namespaced root
+            try:
+                limit = (folder / files[0]).read_text(encoding="utf-8").strip()
+                used = int((folder / files[1]).read_text(encoding="utf-8").strip())
+            except (OSError, ValueError):
+                continue
+            if limit.isdigit() and int(limit) < _NO_LIMIT:
+                rooms.append(max(int(limit) - used, 0))
+            break
+    return min(rooms) if rooms else None
+
+
+def _local_processes(config: PretrainConfig) -> int:
+    """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, srun's tasks per node,
+    or the devices Lightning will start itself (before it starts them)."""
+    counts = [int(os.environ.get(name, "") or 0) if os.environ.get(name, "").isdigit() else 0
+              for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE")]
+    if isinstance(config.devices, int):
+        counts.append(config.devices)
+    return max([1, *counts])
+
+
 def _fits_in_memory(n_exams: int, n_phases: int, preprocess: Any, config: PretrainConfig
                     ) -> bool:
     """``config.in_memory``, or (None) whether the preprocessed exams, one copy per loader
-    process of every training process on this machine, fit in a quarter of the available
-    memory."""
+    process of every training process on this machine, fit in a quarter of the memory
+    available (to this process's cgroup, when it has a limit)."""
     if config.in_memory is not None:
         return bool(config.in_memory)
     size = n_exams * n_phases * int(np.prod(preprocess.shape)) * 4
-    copies = (1 + config.num_workers) * int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return size * copies < _available_memory() // 4
+    copies = (1 + config.num_workers) * _local_processes(config)
+    room = _available_memory()
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        room = min(room, cgroup) if room else cgroup
+    return size * copies < room // 4
 
 
 class PretrainDataModule(LightningDataModule):

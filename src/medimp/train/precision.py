@@ -76,7 +76,9 @@ def explain_precision(precision: str, accelerator: str = "auto") -> tuple[str, s
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if on_gpu:
         name = torch.cuda.get_device_name()
-        if torch.cuda.is_bf16_supported():
+        # emulation excluded: torch's default also says yes on a V100 or T4, where bf16 runs
+        # without tensor cores and slower than fp32
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16-mixed", f"auto: the GPU ({name}) computes bf16 natively"
         return "32", f"auto: the GPU ({name}) has no native bf16"
     flags = cpu_bf16_flags()

@@ -184,8 +184,6 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
         # the process group's start (in trainer.fit), then read the filled cache
         _preflight(dm, cache_dir, progress)
     folder.create()  # every check passed: only now is anything written
-    if is_global_zero():
-        save_config(cfg, run_dir / "config.yaml")
     _run_log(run_dir, f"precision {precision}: {why}", echo=progress)
 
     extra: dict[str, Any] = {
@@ -204,6 +202,9 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
     if not objective.trains:
         from medimp._io import atomic_write_text
 
+        if is_global_zero():
+            save_config(cfg, run_dir / "config.yaml")
+
         export_model(module, run_dir, {**extra, "epochs_trained": 0, "global_step": 0,
                                        "created": _now()})
         atomic_write_text(run_dir / "history.csv", ",".join(HISTORY_COLUMNS) + "\n")
@@ -214,6 +215,8 @@ def _pretrain(cohort_path: str | os.PathLike[str], folder: RunFolder,
     trainer = _trainer(cfg, run_dir, callbacks, progress, precision)
     if ckpt is not None:
         check_world(ckpt, int(trainer.world_size), last)
+    if is_global_zero():  # after the world check: a refused resume leaves config.yaml as it was
+        save_config(cfg, run_dir / "config.yaml")
     if cfg.compile:
         module.image_encoder.compile()  # in place: the weights keep their names
     _run_log(run_dir, f"{trainer.world_size} process(es) x batch {cfg.batch_size} x "
