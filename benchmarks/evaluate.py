@@ -62,7 +62,7 @@ def main() -> None:
         methods = _tables(cohort, args.methods, args.dim)
         for name, cfg in PROTOCOLS.items():
             t = time.perf_counter()
-            res = evaluate(cohort, methods, Path(tmp) / "eval", cfg)
+            res = evaluate(cohort, methods, Path(tmp) / "eval", cfg, overwrite=True)
             wall = time.perf_counter() - t
             results.append({"protocol": name, "wall_s": round(wall, 1),
                             "records": len(res.metrics.records),
