@@ -24,7 +24,7 @@ from medimp.simulate import simulate_cohort
 
 # make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
 # and the arguments of the smallest configuration
-BENCH_MINUTES = 20  # two demo-sized evaluations; not finished under a load of 15-20
+BENCH_MINUTES = 6  # two demo-sized evaluations (5x3 CV): about 1.5 + 2.5 min quiet
 BENCH_SMALL = ['--patients', '30', '--methods', '1', '--runs', '1', '--repeats', '1']
 
 
