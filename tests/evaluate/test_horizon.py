@@ -11,7 +11,7 @@ import pytest
 
 from medimp.evaluate import EvalConfig, evaluate, make_labels, survival_table
 from medimp.evaluate.config import EvalConfig as Config
-from medimp.evaluate.inputs import load_inputs
+from medimp.evaluate.inputs import before_horizon, exam_cutoffs, load_inputs
 from medimp.study import ExamSpec, load_study, save_study
 from tests.evaluate.conftest import truth_embeddings
 
@@ -116,3 +116,25 @@ def test_a_graft_lost_without_a_date_is_positive_until_follow_up_ends(eval_cohor
     assert t2.n_unknown_by_reason.get("followup_short", 0) >= 1
     assert t3.n_unknown_by_reason["graft_loss_undated"] == 1
     assert sum(t3.n_unknown_by_reason.values()) == t3.n_unknown
+
+
+def test_no_exam_after_the_end_of_follow_up_of_a_graft_lost_without_a_date(eval_cohort,
+                                                                          tmp_path) -> None:
+    """The undated loss happened by the end of follow-up (the rule of the labels and of the
+    survival table): an exam after that day may show the lost graft and is left out."""
+    cohort = tmp_path / "undated_exam"
+    shutil.copytree(eval_cohort, cohort)
+    pats = pd.read_csv(cohort / "patients.csv", dtype={"patient_id": str})
+    exams = pd.read_csv(cohort / "exams.csv", dtype={"patient_id": str})
+    pid = pats.loc[0, "patient_id"]
+    last = float(exams.loc[exams["patient_id"] == pid, "days_post_transplant"].max())
+    pats.loc[0, ["graft_loss", "graft_loss_days", "followup_days"]] = [1, np.nan, last - 1]
+    pats.to_csv(cohort / "patients.csv", index=False)
+    inp = load_inputs(Config(horizons=[2]), cohort, {})
+    cut = exam_cutoffs(inp.tables, 2)
+    assert cut[pid] == last - 1
+    emb = truth_embeddings(eval_cohort, 1.0, seed=0)
+    kept = before_horizon(inp.tables, emb, 2)
+    mine = kept[(kept["patient_id"] == pid) & (kept["level"] == "exam")]
+    days = [inp.tables.exam_day(pid, e) for e in mine["exam"]]
+    assert days and max(days) < last

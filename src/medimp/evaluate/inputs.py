@@ -70,10 +70,12 @@ HORIZON_WINDOW_DAYS = 91
 def exam_cutoffs(tables: Cohort, horizon_years: int) -> dict[str, float]:
     """Per patient, the day from which an exam can no longer feed a task at
     ``horizon_years``: the horizon's visit window (K·365.25 - ``HORIZON_WINDOW_DAYS`` days),
-    or the graft loss when it came first."""
-    lost, loss_days, _ = loss_and_followup(tables)
+    or the graft loss when it came first. A loss without a date is placed at the end of
+    follow-up, as in :func:`medimp.evaluate.labels.make_labels` and the survival table."""
+    lost, loss_days, follow = loss_and_followup(tables)
     day_k = DAYS_PER_YEAR * horizon_years - HORIZON_WINDOW_DAYS
-    cut = np.where(lost & np.isfinite(loss_days), np.minimum(loss_days, day_k), day_k)
+    loss_at = np.where(np.isfinite(loss_days), loss_days, follow)
+    cut = np.where(lost & np.isfinite(loss_at), np.minimum(loss_at, day_k), day_k)
     return dict(zip(tables.patients["patient_id"].astype(str), cut.astype(float), strict=True))
 
 
