@@ -125,6 +125,7 @@ def test_monai_bundle_loads_and_runs_with_monais_tools(run, simulated_cohort, tr
     bundle_run(run_id="run", init_id="initialize", config_file=str(out / "configs" /
                "inference.json"), meta_file=str(out / "configs" / "metadata.json"),
                bundle_root=str(out), output_dir=str(tmp_path / "eval"))
+    assert torch.is_grad_enabled()  # running the bundle leaves the caller's autograd as it was
     written = sorted((tmp_path / "eval").glob("*.npy"))
     samples = sorted((out / "sample").glob("*.npz"))
     assert [f.stem for f in written] == [f.stem for f in samples] == ["sample0", "sample1"]

@@ -44,11 +44,12 @@ _INFERENCE: dict[str, Any] = {
     "datalist": "$sorted(glob.glob(os.path.join(@dataset_dir, '*.npz')))",
     "load": "$lambda f: (lambda d: (torch.from_numpy(d['image'])[None].float().to(@device), "
             "torch.from_numpy(d['phase_mask'])[None].float().to(@device)))(np.load(f))",
-    "embed": "$lambda f: @network(*@load(f))[0].cpu().numpy()",
+    # no_grad as a decorator: a global torch.set_grad_enabled(False) in "initialize" would leak
+    # into the caller of monai.bundle.run (its later training steps had no gradients)
+    "embed": "$torch.no_grad()(lambda f: @network(*@load(f))[0].cpu().numpy())",
     "save": "$lambda f: np.save(os.path.join(@output_dir, "
             "os.path.basename(f)[:-len('.npz')] + '.npy'), @embed(f))",
-    "initialize": ["$torch.set_grad_enabled(False)",
-                   "$os.makedirs(@output_dir, exist_ok=True)"],
+    "initialize": ["$os.makedirs(@output_dir, exist_ok=True)"],
     "run": ["$[@save(f) for f in @datalist]"],
 }
 
