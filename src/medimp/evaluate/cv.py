@@ -125,16 +125,11 @@ def cross_validate(features: pd.DataFrame, patients: np.ndarray, y: np.ndarray, 
                     n_samples=len(data.patient_id))
 
 
-@dataclass
-class TaskCV:
-    """Cross-validation output of one task: its splits and each (key, level, probe) result."""
+class OuterFolds:
+    """What a task's outer splits (``self.splits``) give every comparison of that task: the
+    test folds and the corrected-t ratio. Shared by the binary and the eGFR tasks."""
 
-    task: str
-    horizon: int
-    patients: np.ndarray
-    y: np.ndarray
     splits: list[Split]
-    results: dict[tuple[str, str, str], CVResult] = field(default_factory=dict)
 
     @property
     def tests(self) -> list[tuple[int, np.ndarray]]:
@@ -145,6 +140,18 @@ class TaskCV:
     def test_train_ratio(self) -> float:
         """Mean ``n_test / n_train`` of the outer folds."""
         return float(np.mean([len(s.test) / len(s.train) for s in self.splits]))
+
+
+@dataclass
+class TaskCV(OuterFolds):
+    """Cross-validation output of one task: its splits and each (key, level, probe) result."""
+
+    task: str
+    horizon: int
+    patients: np.ndarray
+    y: np.ndarray
+    splits: list[Split]
+    results: dict[tuple[str, str, str], CVResult] = field(default_factory=dict)
 
     def fold_rows(self) -> list[pd.DataFrame]:
         """The train/test patients of every fold (rows of ``folds.parquet``)."""

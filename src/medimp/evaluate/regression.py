@@ -28,6 +28,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from medimp.data import Cohort, assert_no_patient_leak
+from medimp.evaluate.cv import OuterFolds
 from medimp.evaluate.embeddings import level_data
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.labels import load_cohort, make_labels
@@ -278,7 +279,7 @@ def cross_validate_regression(features: pd.DataFrame, patients: np.ndarray, y: n
 
 
 @dataclass
-class RegressionTaskCV:
+class RegressionTaskCV(OuterFolds):
     """Cross-validation output of one continuous task (the binary task's folds)."""
 
     task: str
@@ -288,16 +289,6 @@ class RegressionTaskCV:
     splits: list
     n_graft_loss: int
     results: dict[tuple[str, str], RegressionCVResult] = field(default_factory=dict)
-
-    @property
-    def tests(self) -> list[tuple[int, np.ndarray]]:
-        """``(repeat, test indices)`` of each outer fold."""
-        return [(s.repeat, s.test) for s in self.splits]
-
-    @property
-    def test_train_ratio(self) -> float:
-        """Mean ``n_test / n_train`` of the outer folds."""
-        return float(np.mean([len(s.test) / len(s.train) for s in self.splits]))
 
 
 def regression_predictions(members: Any, rtcvs: list[RegressionTaskCV]) -> pd.DataFrame:
