@@ -32,6 +32,7 @@ import pandas as pd
 
 from medimp.data import read_cohort
 from medimp.data.fingerprint import cohort_fingerprint
+from medimp.evaluate.calibration import brier
 from medimp.evaluate.labels import survival_table
 from medimp.evaluate.replicates import expand_methods
 from medimp.evaluate.scoring import auc, balanced_accuracy, f1
@@ -87,7 +88,7 @@ def _metrics(kind: str, y: np.ndarray, p: np.ndarray, threshold: float | None
              ) -> dict[str, np.ndarray]:
     """Metric name -> value along the last axis (works on [B, n] bootstrap draws too)."""
     if kind == "binary":
-        return {"auc": auc(y, p), "brier": np.mean((p - y) ** 2, axis=-1),
+        return {"auc": auc(y, p), "brier": brier(y, p),
                 "balanced_accuracy": balanced_accuracy(y, p >= threshold),
                 "f1": f1(y, p >= threshold)}
     from scipy.stats import rankdata

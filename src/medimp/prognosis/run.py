@@ -29,7 +29,7 @@ from medimp.data.fingerprint import cohort_fingerprint
 from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
 from medimp.prognosis.card import model_card
-from medimp.prognosis.external import external_notes, external_scores
+from medimp.prognosis.external import Z95, external_notes, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
     FittedModel,
@@ -53,7 +53,6 @@ __all__ = ["PREDICTION_COLUMNS", "apply_folder", "build_folder", "clinical_table
            "evaluate_external", "fit_prognosis", "predict"]
 
 PREDICTION_COLUMNS = ["patient_id", "model", "task", "estimate", "low", "high", "flags"]
-Z95 = 1.959963984540054
 OUTLIER_PERCENTILE = 99.0
 
 
