@@ -154,7 +154,7 @@ def test_study_template_with_unknown_slot(fixture_tables) -> None:
 
     raw = default_study().model_dump()
     raw["variables"][1]["template"] = "The GFR was {gfr} at the {when} check-up."
-    study = Study.model_validate(raw)  # study.py only checks that the own slot is there
+    study = Study.model_validate(raw)  # the schema only checks that the own slot is there
     exams, patients = fixture_tables
     with pytest.raises(TemplateError, match=r"study\.yaml: .*unknown slot\(s\) \{when\}"):
         build_prompts_from_tables(study, exams, patients)

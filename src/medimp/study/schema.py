@@ -1,44 +1,25 @@
-"""The ``study.yaml`` schema: what the columns of a cohort directory mean.
+"""The ``study.yaml`` schema: the pydantic models of what the columns of a cohort mean.
 
-This module is the base layer of the pipeline: every stage (simulate, data, prompts, train,
-evaluate) may import it, and it imports no stage. It describes
-
-* the exams (label, nominal day after transplant, the phrase used in prompts),
-* the contrast phases (label, nominal seconds after the bolus),
-* the text variables (which table and column, when the value is known, how it becomes words),
-* the outcome columns and the default "poor graft status" threshold.
-
-The defaults reproduce MEDIMP (Milecki et al., MIDL 2023): donor age low/high at 65 years;
-GFR extremely low <15, very low <30, low <45, medium <60, high >=60 mL/min/1.73 m²;
-creatinine variability stable/unstable.
+``Study`` and its parts: the exams (label, nominal day after transplant, the phrase used in
+prompts), the contrast phases (label, nominal seconds after the bolus), how the phases of a
+dynamic series are chosen, the text variables (which table and column, when the value is
+known, how it becomes words), the outcome columns and the "poor graft status" threshold, and
+the plausible range of each numeric column. Reading and writing the file is
+:mod:`medimp.study.files`; MEDIMP's defaults are :mod:`medimp.study.defaults`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medimp._io import atomic_write_text
 from medimp._units import QUANTITIES, normalise_unit
-from medimp.errors import MedimpError, validation_problems
 
 __all__ = [
     "DEFAULT_RANGES",
     "DYNAMIC_PHASE",
-    "GFR_BINNINGS",
-    "KDIGO_GFR_BINS",
     "Bin",
     "DateColumns",
     "DynamicSpec",
@@ -47,25 +28,12 @@ __all__ = [
     "PhaseSpec",
     "Range",
     "Study",
-    "StudyError",
     "TextVariable",
-    "default_study",
-    "load_study",
-    "save_study",
 ]
 
 
 # The manifest.csv phase of a row that holds a whole dynamic (4D) series.
 DYNAMIC_PHASE = "dynamic"
-
-
-class StudyError(MedimpError):
-    """``study.yaml`` is missing, unreadable or inconsistent; ``problems`` lists each problem
-    (``loc: message``) when there are several."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.problems = list(problems) if problems else [message]
 
 
 class _Strict(BaseModel):
@@ -373,7 +341,6 @@ class Study(_Strict):
     @field_validator("units")
     @classmethod
     def _known_units(cls, v: dict[str, str]) -> dict[str, str]:
-
         out = {}
         for col, unit in v.items():
             known = normalise_unit(unit)
@@ -430,6 +397,7 @@ class Study(_Strict):
             out.setdefault(col, DEFAULT_RANGES["egfr"])
         out.update(self.ranges)
         return {c: r for c, r in out.items() if r is not None}
+
     @model_validator(mode="after")
     def _dynamic_phases(self) -> Study:
         d, names = self.dynamic, [p.name for p in self.phases]
@@ -463,125 +431,3 @@ class Study(_Strict):
                 return v
         raise KeyError(f"unknown variable {name!r}; study.yaml lists "
                        f"{[v.name for v in self.variables]}")
-
-
-GFR_BINS = [
-    Bin(label="extremely low", upper=15),
-    Bin(label="very low", upper=30),
-    Bin(label="low", upper=45),
-    Bin(label="medium", upper=60),
-    Bin(label="high"),
-]
-
-
-# KDIGO 2012 GFR categories G1..G5 (mL/min/1.73 m²), as words that fit "GFR was found to be …".
-KDIGO_GFR_BINS = [
-    Bin(label="in the kidney failure range", upper=15),  # G5
-    Bin(label="severely decreased", upper=30),  # G4
-    Bin(label="moderately to severely decreased", upper=45),  # G3b
-    Bin(label="mildly to moderately decreased", upper=60),  # G3a
-    Bin(label="mildly decreased", upper=90),  # G2
-    Bin(label="normal or high"),  # G1
-]
-
-GFR_BINNINGS = {"medimp": GFR_BINS, "kdigo": KDIGO_GFR_BINS}
-
-
-def default_study(
-    name: str = "medimp-default", gfr_binning: Literal["medimp", "kdigo"] = "medimp"
-) -> Study:
-    """MEDIMP's variables, bins and templates over the simulator's column names.
-
-    Args:
-        name: study name.
-        gfr_binning: ``"medimp"`` (the paper's five bins, the default) or ``"kdigo"`` (the six
-            KDIGO G-stages, G5 <15 … G1 >=90).
-    """
-    if gfr_binning not in GFR_BINNINGS:
-        raise StudyError(f"unknown gfr_binning {gfr_binning!r}; choose one of {list(GFR_BINNINGS)}")
-    return Study(
-        name=name,
-        exams=[
-            ExamSpec(name="D15", days=15, phrase="two-week"),
-            ExamSpec(name="D30", days=30, phrase="first month"),
-            ExamSpec(name="M3", days=91, phrase="third month"),
-            ExamSpec(name="M12", days=365, phrase="first year"),
-        ],
-        phases=[
-            PhaseSpec(name="pre", seconds=0.0),
-            PhaseSpec(name="arterial", seconds=30.0),
-            PhaseSpec(name="tubular", seconds=180.0),
-        ],
-        variables=[
-            TextVariable(
-                name="donor_age",
-                table="patients",
-                column="donor_age",
-                known_at="transplant",
-                # words that read as English in the template and its paraphrases ("was under 65
-                # years of age", "the donor's age was 65 or more")
-                bins=[Bin(label="under 65", upper=65), Bin(label="65 or more")],
-                slot="age",
-                template="The kidney donor was {age} years of age.",
-            ),
-            TextVariable(
-                name="gfr",
-                table="exams",
-                column="egfr",
-                known_at="exam",
-                bins=list(GFR_BINNINGS[gfr_binning]),
-                slot="gfr",
-                template="The patient's GFR was found to be {gfr} at the {date} check-up.",
-            ),
-            TextVariable(
-                name="creatinine_variability",
-                table="exams",
-                column="creatinine_cv",
-                known_at="exam",
-                # coefficient of variation (%) of serum creatinine over the weeks before the exam
-                # adjectives of "fluctuations" ("fluctuating fluctuations" repeated the noun)
-                bins=[Bin(label="minor", upper=15.0), Bin(label="marked")],
-                synonyms={
-                    "minor": ["minor", "small", "slight"],
-                    "marked": ["marked", "large", "strong"],
-                },
-                slot="adj",
-                template="Creatinine levels displayed {adj} fluctuations.",
-            ),
-        ],
-        baseline_columns=["donor_age", "donor_type", "recipient_age", "recipient_sex"],
-        exam_columns=["egfr", "creatinine_mg_dl", "creatinine_cv"],
-    )
-
-
-def load_study(path: str | os.PathLike[str]) -> Study:
-    """Read and validate ``study.yaml``; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: study.yaml not found; every cohort directory needs one "
-                         "(see `medimp simulate` for an example)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from exc
-    if raw is None:
-        raise StudyError(f"{path}: study.yaml is empty; `medimp init --cohort {path.parent}` "
-                         "writes one from the cohort's tables and images (see docs/data.md)")
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: expected a mapping at the top level (exams:, phases:, "
-                         f"variables:, ...); `medimp init --cohort {path.parent}` writes one "
-                         "from the cohort's tables and images (see docs/data.md)")
-    try:
-        return Study.model_validate(raw)
-    except ValidationError as exc:  # one line per problem, without pydantic's URLs
-        problems = validation_problems(exc.errors())
-        if len(problems) == 1:
-            raise StudyError(f"{path}: {problems[0]}") from None
-        lines = "".join(f"\n  - {p}" for p in problems)
-        raise StudyError(f"{path}: {len(problems)} problems:{lines}", problems) from None
-
-
-def save_study(study: Study, path: str | os.PathLike[str]) -> None:
-    """Write ``study.yaml`` atomically (temp file in the same folder, then rename)."""
-    text = yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    atomic_write_text(path, text)
