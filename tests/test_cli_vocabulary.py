@@ -5,6 +5,7 @@ The commands are enumerated from the typer app, so a command added later is chec
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -25,7 +26,8 @@ SYNONYMS = {
     "--runs": ("--run-dirs", "--pretrained"),
 }
 #: Commands that compute (torch or BLAS work): each takes --threads.
-COMPUTING = {("simulate",), ("pretrain",), ("embed",), ("evaluate",), ("demo",)}
+COMPUTING = {("simulate",), ("pretrain",), ("embed",), ("export",), ("evaluate",), ("demo",),
+             ("fit-prognosis",), ("predict",)}
 #: The positionals the vocabulary keeps (a source that is neither a cohort nor a run).
 POSITIONALS = {("import-medimp",): ["ROOT"], ("prompts", "check"): ["BANK"],
                ("prompts", "augment"): ["TEMPLATES"], ("predict",): ["MODEL"]}
@@ -79,7 +81,38 @@ def test_every_shared_option_reads_the_same_everywhere() -> None:
                     assert "threads" in help_text and "MEDIMP_THREADS" in (p.help or ""), words
                 if opt in seen:
                     seen[opt] += 1
-    assert seen["--jobs"] >= 4 and seen["--threads"] >= 5 and seen["--cohort"] >= 8, seen
+    assert seen["--jobs"] >= 4 and seen["--threads"] >= 8 and seen["--cohort"] >= 8, seen
+
+
+@pytest.mark.parametrize("command", ["fit-prognosis", "predict"])
+def test_prognosis_commands_apply_threads(command, tmp_path, monkeypatch) -> None:
+    """fit-prognosis and predict read --threads (else $MEDIMP_THREADS) and limit the threads
+    before they read anything; a bad value is a usage error naming the option."""
+    import torch
+
+    args = {"fit-prognosis": ["fit-prognosis", "--runs", f"ssl={tmp_path / 'run'}"],
+            "predict": ["predict", str(tmp_path / "model")]}[command]
+    args += ["--cohort", str(tmp_path / "no_cohort"), "--out", str(tmp_path / "out")]
+    runner = CliRunner()
+    bad = runner.invoke(app, [*args, "--threads", "0"])
+    assert bad.exit_code == 2, bad.output
+    assert bad.stderr.strip() == (f"error: --threads 0: give a number of threads >= 1 "
+                                  f"(see 'medimp {command} --help')")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("MEDIMP_THREADS", "abc")
+    env_bad = runner.invoke(app, args)
+    assert env_bad.exit_code == 2 and "$MEDIMP_THREADS='abc'" in env_bad.stderr
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        res = runner.invoke(app, [*args, "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    # the threads are set, then the missing cohort is refused
+    assert res.exit_code == 2 and "not a cohort directory" in res.stderr, res.output
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert not (tmp_path / "out").exists()
 
 
 def test_old_spellings_warn_once_and_still_work(simulated_cohort, tmp_path) -> None:

@@ -60,7 +60,8 @@ def world(make_cohort, tmp_path_factory) -> dict[str, Path]:
               "--no-survival", "--no-report")
     assert res.exit_code == 0, res.output
     assert "external validation" in res.output
-    res = cli("fit-prognosis", "--cohort", dev, "--runs", f"ssl={runs}", "--out", root / "model")
+    res = cli("fit-prognosis", "--cohort", dev, "--runs", f"ssl={runs}", "--out", root / "model",
+              "--threads", "1")
     assert res.exit_code == 0, res.output
     blank = root / "ext_blank"
     shutil.copytree(ext, blank)
@@ -73,7 +74,8 @@ def world(make_cohort, tmp_path_factory) -> dict[str, Path]:
 
 def test_predict_reproduces_the_external_figures(world) -> None:
     out = world["root"] / "predictions.csv"
-    res = cli("predict", world["model"], "--cohort", world["blank"], "--out", out)
+    res = cli("predict", world["model"], "--cohort", world["blank"], "--out", out,
+              "--threads", "1")
     assert res.exit_code == 0, res.output
     pred = pd.read_csv(out, dtype={"patient_id": str}, keep_default_na=False,
                        na_values=[""])

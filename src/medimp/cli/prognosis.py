@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimp.cli._common import console, fail, is_interactive
+from medimp.cli._common import THREADS_HELP, apply_threads, console, fail, is_interactive
 
 
 def _methods(runs: list[str] | None) -> dict[str, Path | list[Path]]:
@@ -35,11 +35,14 @@ def fit_prognosis_command(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an earlier model folder (only once the new one is "
         "complete).")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Fit the prognosis models on all labelled patients of a cohort and save them (no pickles)."""
     from medimp.prognosis import FitConfig, fit_prognosis
     from medimp.prognosis.folder import read_model
 
+    apply_threads(threads)
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
     cfg = FitConfig(horizons=tuple(horizons or (2, 3, 4)), threshold=threshold, seed=seed)
@@ -64,10 +67,13 @@ def predict_command(
     out: Annotated[Path, typer.Option("--out", help="predictions.csv to write.")],
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace --out if it exists.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help=THREADS_HELP, show_default=False)] = None,
 ) -> None:
     """Apply a prognosis model folder: one row per patient x model x task, with flags."""
     from medimp.prognosis import predict
 
+    apply_threads(threads)
     if not (cohort / "study.yaml").is_file():
         fail(f"{cohort}: not a cohort directory (no study.yaml)")
     if out.is_dir():
