@@ -212,3 +212,56 @@ def test_calibration_and_continuous_figures_are_the_recorded_ones(eval_dir, page
              and r.run is None and r.level == "patient_mean"]
     assert f"{reg.r2:.3f} [{reg.r2_ci_low:.3f}, {reg.r2_ci_high:.3f}]" in _section(page,
                                                                                  "results")
+
+
+def _old_metrics_without_intervals(eval_dir, folder) -> list[dict]:
+    """A copy of the evaluation whose metrics.json looks written before verdicts existed (no
+    ``verdict``, ``p_holm`` or added-value answers) and whose comparisons lack their CI
+    (``ci_low`` absent, ``ci_high`` null); returns its headline comparisons."""
+    import json
+    import shutil
+
+    shutil.copytree(eval_dir, folder)
+    data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("comparisons", "regression_comparisons", "added_value"):
+        for c in data[key]:
+            for gone in ("verdict", "p_holm", "ci_low"):
+                c.pop(gone, None)
+            c["ci_high"] = None
+    data.pop("added_value_answers")
+    (folder / "metrics.json").write_text(json.dumps(data), encoding="utf-8")
+    return [c for c in data["comparisons"] if (c["level"], c["probe"]) ==
+            ("patient_mean", "logistic") and c["method"] == data["header"]["reference_method"]]
+
+
+def test_old_metrics_without_verdicts_or_intervals_say_not_decided(eval_dir, tmp_path) -> None:
+    """Without a verdict the report decides from the CI; without a CI either, every comparison
+    is "not decided" (never "better" or "worse") and the interval cells say it is missing."""
+    from medimp.report.html import NO_CI_VERDICT
+
+    comps = _old_metrics_without_intervals(eval_dir, tmp_path / "eval")
+    assert comps
+    html = write_report(tmp_path / "eval").read_text(encoding="utf-8")
+    results = _section(html, "results")
+    rows = re.findall(r"<tr>(.*?)</tr>", results[results.index("min. detectable ΔAUC"):],
+                      flags=re.S)
+    verdicts = [re.findall(r"<td>(.*?)</td>", r, flags=re.S)[-1] for r in rows[:len(comps)]]
+    assert verdicts == [NO_CI_VERDICT] * len(comps)
+    for c in comps:
+        assert f"<td>{c['auc_diff']:+.3f} [no CI]</td>" in results
+    assert "nothing is decided" in results and "better than" not in results
+    added = _section(html, "added")
+    assert "[no 95% CI in metrics.json]" in added
+    assert "better than the table" not in added and "worse than the table" not in added
+
+
+def test_unreadable_metrics_names_the_file(eval_dir, tmp_path) -> None:
+    """A metrics.json that is not one is an EvaluationError naming the file and the field."""
+    from medimp.evaluate.errors import EvaluationError
+
+    path = tmp_path / "metrics.json"
+    path.write_text((eval_dir / "metrics.json").read_text(encoding="utf-8")
+                    .replace('"p_value"', '"p_val"', 1), encoding="utf-8")
+    with pytest.raises(EvaluationError, match=r"metrics\.json: not a metrics\.json medimp can "
+                       r"read \(comparisons\.0\.p_value: Field required.*medimp evaluate"):
+        read_metrics(path)

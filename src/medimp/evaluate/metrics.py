@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medimp._io import atomic_write_text
+from medimp.errors import validation_problems
+from medimp.evaluate.errors import EvaluationError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -201,8 +203,10 @@ class Comparison(_Model):
     auc_diff: float | None = None
     r2_diff: float | None = None
     brier_diff: float | None = None
-    ci_low: float
-    ci_high: float
+    ci_low: float | None = Field(None, description="95% CI of the difference; null or absent "
+                                 "only in a file written without one (the report then says "
+                                 "'not decided')")
+    ci_high: float | None = None
     p_value: float = Field(ge=0, le=1)
     se: float | None = None
     n_runs: int = Field(1, description="runs of the method")
@@ -356,5 +360,14 @@ def write_metrics(metrics: MetricsFile, path: str | os.PathLike[str]) -> Path:
 
 
 def read_metrics(path: str | os.PathLike[str]) -> MetricsFile:
-    """Read and validate ``metrics.json``."""
-    return MetricsFile.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    """Read and validate ``metrics.json``; a file that is not one is an
+    :class:`~medimp.evaluate.errors.EvaluationError` naming the file and its first problems."""
+    path = Path(path)
+    try:
+        return MetricsFile.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as exc:
+        problems = validation_problems(exc.errors())
+        shown = "; ".join(problems[:3]) + (f"; ... ({len(problems)} problems)"
+                                           if len(problems) > 3 else "")
+        raise EvaluationError(f"{path}: not a metrics.json medimp can read ({shown}); run "
+                              "`medimp evaluate` again to write it") from None

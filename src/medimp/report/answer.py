@@ -40,8 +40,8 @@ class AddedValue:
     combined: bool  # True: the clinical table plus the images; False: the images alone
     metric: str  # "AUC", "R²", ...
     diff: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None: the metrics.json holds no interval (an older file)
+    ci_high: float | None
     p_value: float | None
     p_holm: float | None
     min_detectable: float | None
@@ -55,10 +55,16 @@ class AddedValue:
             return "cannot tell apart"
         return f"cannot tell apart (a difference below {self.min_detectable:.2f} is missed)"
 
+    def delta(self) -> str:
+        """The difference and its 95% CI, e.g. "ΔAUC +0.012 [-0.030, +0.054]"."""
+        if self.ci_low is None or self.ci_high is None:
+            return f"Δ{self.metric} {self.diff:+.3f} [no 95% CI in metrics.json]"
+        return f"Δ{self.metric} {self.diff:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
+
     def words(self) -> str:
         """The verdict for a clinician, with the numbers it rests on."""
         what = "adding the images" if self.combined else f"{self.candidate} alone"
-        delta = f"Δ{self.metric} {self.diff:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
+        delta = self.delta()
         if self.verdict == "better":
             return f"{what} does better than the clinical table ({delta})."
         if self.verdict == "worse":
@@ -92,6 +98,8 @@ def _verdict(c: Any, sign: float, metric: str) -> str:
         return "undecided"  # e.g. "not decided: one pretraining run", whatever the CI says
     if given in ("better", "worse"):
         return given if sign > 0 else {"better": "worse", "worse": "better"}[given]
+    if c.ci_low is None or c.ci_high is None:
+        return "undecided"  # an older file without the interval: nothing to decide from
     lo, hi = sorted((sign * c.ci_low, sign * c.ci_high))
     if metric in LOWER_IS_BETTER:
         lo, hi = -hi, -lo
@@ -125,7 +133,8 @@ def added_value(metrics: MetricsFile) -> list[AddedValue]:
         metric = _metric_of(c)
         if candidate == "oracle" or metric is None:
             continue
-        lo, hi = sorted((sign * c.ci_low, sign * c.ci_high))
+        lo, hi = (None, None) if c.ci_low is None or c.ci_high is None else sorted(
+            (sign * c.ci_low, sign * c.ci_high))
         out.append(AddedValue(
             task=c.task, candidate=candidate, combined=candidate.startswith("clinical+"),
             metric=metric[0], diff=sign * metric[1], ci_low=lo, ci_high=hi,

@@ -197,7 +197,9 @@ def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
     holm = any(_attr(c, "p_holm") is not None for c in comps)
     table = pd.DataFrame([{
         "task": c.task, "vs": c.other,
-        "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+        "ΔAUC [95% CI]": f"{c.auc_diff:+.3f} " + (
+            "[no CI]" if c.ci_low is None or c.ci_high is None
+            else f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"),
         "p": format_p(c.p_value),
         **({"p (Holm)": "–" if c.p_holm is None else format_p(c.p_holm)} if holm else {}),
         "runs": f"{c.n_runs} vs {c.other_n_runs}",
@@ -207,12 +209,20 @@ def _decided(metrics: MetricsFile) -> dict[str, Any] | None:
     return {"sentences": sentences, "table": _table(table), "holm": holm}
 
 
+#: The verdict of a comparison that has neither a verdict nor an interval (an older file).
+NO_CI_VERDICT = "not decided: metrics.json gives no 95% CI"
+
+
 def _verdict_of(c: Any) -> str:
-    """The comparison's verdict; a file written before verdicts existed: from its CI."""
+    """The comparison's verdict; a file written before verdicts existed: from its CI, and
+    "not decided" when it has none."""
     given = _attr(c, "verdict")
     if given:
         return str(given)
-    return ("better" if c.ci_low > 0 else "worse" if c.ci_high < 0 else
+    low, high = _attr(c, "ci_low"), _attr(c, "ci_high")
+    if low is None or high is None:
+        return NO_CI_VERDICT
+    return ("better" if low > 0 else "worse" if high < 0 else
             "not decided: the 95% CI includes 0")
 
 
@@ -295,8 +305,8 @@ def _added(metrics: MetricsFile) -> dict[str, list[dict[str, Any]]]:
     found = added_value(metrics)
     main_name = (f"clinical+{ref}" if any(a.candidate == f"clinical+{ref}" for a in found)
                  else ref)
-    rows = [dict(a.__dict__, short=a.short(), horizon=_task_label(metrics, a.task).split(" (")[0])
-            for a in found]
+    rows = [dict(a.__dict__, short=a.short(), delta=a.delta(),
+                 horizon=_task_label(metrics, a.task).split(" (")[0]) for a in found]
     return {"added": [r for r in rows if r["candidate"] == main_name],
             "added_more": [r for r in rows if r["candidate"] != main_name]}
 
