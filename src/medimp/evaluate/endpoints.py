@@ -1,5 +1,6 @@
 """The clinic's questions inside the evaluation (docs/evaluate.md, "Continuous endpoints",
-"Added value over the clinical table", "Calibration and decision curves").
+"Added value over the clinical table", "Calibration and decision curves"): records,
+comparisons and tables of the fits of :mod:`medimp.evaluate.endpoint_fits`.
 
 * ``egfr_yK`` regression tasks (:mod:`medimp.evaluate.regression`) for every method, on the
   outer folds of the binary task of the same horizon;
@@ -19,17 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
 
 from medimp._io import atomic_path
-from medimp.evaluate.added import (
-    PREFIX,
-    CombinedLogisticProbe,
-    added_name,
-    added_value_answers,
-    combined_features,
-)
+from medimp.evaluate.added import PREFIX, added_value_answers
 from medimp.evaluate.calibration import (
     brier,
     calibration_summary,
@@ -38,23 +31,22 @@ from medimp.evaluate.calibration import (
 )
 from medimp.evaluate.compare import PairedComparison, holm_verdicts, paired_comparison
 from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
-from medimp.evaluate.cv import TaskCV, cross_validate
-from medimp.evaluate.errors import EvaluationError
-from medimp.evaluate.inputs import Inputs, before_horizon, task_features
+from medimp.evaluate.cv import TaskCV
+from medimp.evaluate.endpoint_fits import (
+    Combined,
+    combined_members,
+    run_added_binary,
+    run_regression,
+)
+from medimp.evaluate.inputs import Inputs
 from medimp.evaluate.intervals import corrected_interval, fold_metric
 from medimp.evaluate.metrics import Comparison, RegressionRecord, Skipped
-from medimp.evaluate.probes import ProbeError
 from medimp.evaluate.regression import (
     RegressionCVResult,
     RegressionTaskCV,
-    RidgeProbe,
-    cross_validate_regression,
     fold_scores,
-    make_targets,
     regression_predictions,
-    regression_task_name,
 )
-from medimp.evaluate.replicates import Member
 from medimp.evaluate.scoring import auc
 
 __all__ = [
@@ -99,119 +91,6 @@ def learned(cfg: EvalConfig, method: str) -> bool:
     name = method.removeprefix(PREFIX)
     return name not in REFERENCE_METHODS and name not in cfg.fixed_methods
 
-
-# --- clinical+NAME members -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Combined:
-    """One ``clinical+NAME`` feature table (one per run of NAME)."""
-
-    member: Member
-    table: pd.DataFrame
-    n_clinical: int
-
-
-def combined_members(inp: Inputs) -> dict[str, Combined]:
-    """``clinical+NAME`` tables for every image method's runs (none without clinical_only)."""
-    clinical = inp.features.get("clinical_only")
-    if clinical is None:
-        return {}
-    out: dict[str, Combined] = {}
-    for key, m in list(inp.members.items()):
-        if m.method in REFERENCE_METHODS or m.method.startswith(PREFIX):
-            continue
-        try:
-            table, n_clin = combined_features(clinical, inp.features[key], m.key)
-        except EvaluationError as exc:
-            inp.skipped.append(Skipped(task="*", method=added_name(m.method), run=m.run,
-                                       reason=str(exc)))
-            continue
-        member = Member(added_name(m.method), m.run, f"clinical table + {m.key}")
-        out[member.key] = Combined(member, table, n_clin)
-    return out
-
-
-def _binary_job(c: Combined, tcv: TaskCV, cfg: EvalConfig, tables: Any):
-    def probe() -> CombinedLogisticProbe:
-        return CombinedLogisticProbe(c.n_clinical, ks=tuple(cfg.pca_ks), Cs=tuple(cfg.Cs),
-                                     inner_splits=cfg.inner_splits, seed=cfg.seed)
-    try:
-        table = before_horizon(tables, c.table, tcv.horizon)  # no exam shows the outcome
-        with threadpool_limits(1, user_api="blas"):
-            return cross_validate(table, tcv.patients, tcv.y, level=cfg.endpoint_level,
-                                  tables=tables, splits=tcv.splits, make_probe=probe)
-    except (EvaluationError, ProbeError, KeyError) as exc:
-        return str(exc)
-
-
-def run_added_binary(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
-                     combined: dict[str, Combined]) -> None:
-    """Cross-validate every ``clinical+NAME`` model on a binary task (into ``tcv.results``,
-    probe "logistic", level ``cfg.endpoint_level``; the members join ``inp.members``)."""
-    if "logistic" not in cfg.probes:  # compared with clinical_only's logistic probe
-        return
-    keys = list(combined)
-    outcomes = Parallel(n_jobs=cfg.n_jobs)(
-        delayed(_binary_job)(combined[k], tcv, cfg, inp.tables) for k in keys)
-    for key, res in zip(keys, outcomes, strict=True):
-        m = combined[key].member
-        if isinstance(res, str):
-            inp.skipped.append(Skipped(task=tcv.task, method=m.method, run=m.run,
-                                       reason=f"{tcv.task} {key}: {res}"))
-            continue
-        inp.members[key] = m
-        tcv.results[(key, cfg.endpoint_level, "logistic")] = res
-
-
-# --- continuous tasks ----------------------------------------------------------------------
-
-def _regression_job(table: pd.DataFrame, rtcv: RegressionTaskCV, level: str, tables: Any,
-                    probe: dict[str, Any]) -> RegressionCVResult | str:
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            return cross_validate_regression(table, rtcv.patients, rtcv.y, level=level,
-                                             tables=tables, splits=rtcv.splits,
-                                             make_probe=lambda: RidgeProbe(**probe))
-    except (EvaluationError, ProbeError, KeyError) as exc:
-        return str(exc)
-
-
-def run_regression(cfg: EvalConfig, inp: Inputs, tcv: TaskCV,
-                   combined: dict[str, Combined]) -> RegressionTaskCV | None:
-    """The ``egfr_yK`` task of a binary task ``status_yK``: every method and each
-    ``clinical+NAME`` at ``cfg.endpoint_level``, on the binary task's folds."""
-    task = regression_task_name(tcv.horizon)
-    try:
-        tg = make_targets(inp.tables, tcv.horizon, inp.threshold).set_index("patient_id")
-    except EvaluationError as exc:
-        inp.skipped.append(Skipped(task=task, reason=f"task {task}: {exc}"))
-        return None
-    rows = tg.loc[tcv.patients]
-    rtcv = RegressionTaskCV(task=task, horizon=tcv.horizon, patients=tcv.patients,
-                            y=rows["target"].to_numpy(float), splits=tcv.splits,
-                            n_graft_loss=int(rows["reason"].str.startswith("graft_loss").sum()))
-    common = {"alphas": tuple(cfg.ridge_alphas), "inner_splits": cfg.inner_splits,
-              "seed": cfg.seed}
-    features = task_features(inp, tcv.horizon)  # exams before the horizon and the loss
-    jobs = [(key, level, features[key],
-             {**common, "method_kind": "clinical" if inp.impute[key] else "embedding"})
-            for key in features for level in [cfg.endpoint_level]]
-    jobs += [(key, cfg.endpoint_level, before_horizon(inp.tables, c.table, tcv.horizon),
-              {**common, "method_kind": "combined", "n_clinical": c.n_clinical,
-               "ks": tuple(cfg.pca_ks)}) for key, c in combined.items()]
-    outcomes = Parallel(n_jobs=cfg.n_jobs)(
-        delayed(_regression_job)(table, rtcv, level, inp.tables, probe)
-        for _, level, table, probe in jobs)
-    for (key, level, _, _), res in zip(jobs, outcomes, strict=True):
-        if isinstance(res, str):
-            m = combined[key].member if key in combined else inp.members[key]
-            inp.skipped.append(Skipped(task=task, method=m.method, run=m.run,
-                                       reason=f"{task} {key} level={level}: {res}"))
-            continue
-        if key in combined:
-            inp.members[key] = combined[key].member
-        rtcv.results[(key, level)] = res
-    return rtcv
 
 
 def _fin(v: float) -> float | None:
