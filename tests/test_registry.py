@@ -55,7 +55,7 @@ def test_ordered_entries_and_mapping_view() -> None:
 
 
 def test_every_registry_of_medimp_uses_it() -> None:
-    from medimp.data.readers import READERS
+    from medimp.data.io.readers import READERS
     from medimp.evaluate.probes import _PROBES
     from medimp.models._registry import _IMAGE_ENCODERS
     from medimp.prompts.backends._registry import _BACKENDS

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medimp.data.augment import AugmentConfig, build_augment, load_augment_config
+from medimp.data.pipeline.augment import AugmentConfig, build_augment, load_augment_config
 
 
 def _exam(seed: int = 0) -> torch.Tensor:
@@ -89,7 +89,7 @@ def test_none_is_identity() -> None:
 def test_reseeding_in_place_gives_monai_s_own_draws(probability) -> None:
     """``Reseeder`` (the generators re-seeded in place) augments exactly as MONAI's
     ``set_random_state(seed=...)`` (a new generator for every transform at every call)."""
-    from medimp.data.augment import Reseeder
+    from medimp.data.pipeline.augment import Reseeder
 
     cfg = AugmentConfig(flip_prob=probability, affine_prob=probability,
                         blur_prob=probability, noise_prob=probability, gamma_prob=probability)

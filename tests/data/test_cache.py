@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medimp.cli.main import app
-from medimp.data.cache import CacheWarning, PreprocessCache, content_hash
-from medimp.data.preprocess import PreprocessConfig, preprocess_exam
+from medimp.data.pipeline.cache import CacheWarning, PreprocessCache, content_hash
+from medimp.data.pipeline.preprocess import PreprocessConfig, preprocess_exam
 
 from ._pipe_helpers import kidney_phases, load_nifti, write_nifti
 
@@ -130,7 +130,7 @@ def test_hashes_are_memoised_not_reread(tmp_path, exam_files, monkeypatch) -> No
     job.get(cache)
     cache.flush()
     reads = []
-    from medimp.data import _hashing
+    from medimp.data.pipeline import _hashing
 
     real = _hashing._sha256_of
     monkeypatch.setattr(_hashing, "_sha256_of", lambda p: reads.append(p) or real(p))

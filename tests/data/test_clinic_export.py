@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from medimp.cli.main import app
 from medimp.data import read_cohort
-from medimp.data.init import init_cohort
+from medimp.data.cohort.init import init_cohort
 from medimp.study import load_study
 from tests.data._clinic import EXPORT, clinic_export, clinic_id
 

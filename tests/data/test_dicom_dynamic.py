@@ -13,8 +13,8 @@ import pytest
 
 from medimp.data import read_cohort, read_volume, validate_cohort
 from medimp.data._errors import DicomSeriesError, InvalidVolumeError
-from medimp.data.preprocess import PreprocessConfig, load_exam_volume
-from medimp.data.readers import read_series
+from medimp.data.io.readers import read_series
+from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 from tests.data._dynamic_helpers import (
     EXPECTED_FRAMES,
     TIMES,

@@ -1,4 +1,4 @@
-"""One DICOM header helper (medimp.data.dicom_header) for the reader and the checks: enhanced
+"""One DICOM header helper (medimp.data.io.dicom_header) for the reader and the checks: enhanced
 multi-frame geometry, RescaleSlope 0 refused, rescale through pydicom, times through
 pydicom.valuerep (midnight, time zones), pixels read one time point at a time. Every file is
 written for real with pydicom."""
@@ -15,10 +15,10 @@ import pytest
 
 from medimp.data import read_volume
 from medimp.data._errors import DicomSeriesError
-from medimp.data._geometry import header_geometry
-from medimp.data.dicom_header import clock_seconds, unwrap_midnight
-from medimp.data.geometry import field_of_view, world_spacing
-from medimp.data.readers import read_series
+from medimp.data.cohort._geometry_checks import header_geometry
+from medimp.data.io.dicom_header import clock_seconds, unwrap_midnight
+from medimp.data.io.geometry import field_of_view, world_spacing
+from medimp.data.io.readers import read_series
 from tests.data._dynamic_helpers import TIMES, make_classic_dicom_cohort, make_enhanced_dicom_cohort
 from tests.data.conftest import write_dicom_series
 
@@ -50,7 +50,7 @@ def test_enhanced_file_geometry_is_read_by_the_checks(dicom_cohort: Path, tmp_pa
     assert classic == geo
     # the field-of-view check before pretraining sees the file (it was skipped silently)
     from medimp.data import PreprocessConfig, read_cohort
-    from medimp.data._preflight import preflight_exams
+    from medimp.data.pipeline._preflight import preflight_exams
 
     cohort = read_cohort(root)
     assert cohort.is_dynamic(pid, exam)

@@ -15,9 +15,8 @@ import yaml
 
 from medimp.data import read_cohort, validate_cohort
 from medimp.data._errors import CohortError, DynamicSeriesError, InvalidVolumeError
-from medimp.data.dynamic import select_frames
-from medimp.data.preprocess import PreprocessConfig, load_exam_volume
-from medimp.data.readers import (
+from medimp.data.io.frames import select_frames
+from medimp.data.io.readers import (
     ImageReader,
     NiftiReader,
     Volume,
@@ -27,6 +26,7 @@ from medimp.data.readers import (
     read_series,
     register_reader,
 )
+from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 from medimp.study import default_study
 from tests.data._dynamic_helpers import EXPECTED_FRAMES, TIMES, make_nifti4d_cohort
 
@@ -208,7 +208,7 @@ def test_reader_registry_is_a_decorator_like_the_model_registry(tmp_path: Path) 
         with pytest.raises(VolumeReadError, match="cannot read a dynamic"):
             read_series(tmp_path / "v.npy")
     finally:
-        from medimp.data.readers import _READERS
+        from medimp.data.io.readers import _READERS
 
         _READERS.pop("npy_test", None)
 
@@ -238,7 +238,7 @@ def test_cli_validate_prints_frames_fov_and_a_preprocessing_suggestion(nifti4d: 
 
 
 def test_suggest_preprocess_fits_the_field_of_view() -> None:
-    from medimp.data.geometry import field_of_view, suggest_preprocess, window_coverage
+    from medimp.data.io.geometry import field_of_view, suggest_preprocess, window_coverage
 
     assert field_of_view(np.diag([-2.0, 2.0, 3.0, 1.0]), (100, 50, 20)) == (200.0, 100.0, 60.0)
     geos = [{"fov_mm": [300.0, 250.0, 100.0], "spacing_ras": [1.5, 1.5, 3.0]}] * 5
@@ -256,7 +256,7 @@ def test_suggest_preprocess_does_not_pad_a_coarse_cohort() -> None:
     """16 voxels of 12 mm (the simulator's 16^3 cohorts): the window is rounded up to 32 voxels,
     so its spacing must shrink to fit the field of view, not stay 12 mm (a window twice the FOV,
     the organ an eighth of the volume: found by the review)."""
-    from medimp.data.geometry import suggest_preprocess
+    from medimp.data.io.geometry import suggest_preprocess
 
     geos = [{"fov_mm": [205.0, 208.0, 176.0], "spacing_ras": [12.0, 11.75, 10.8]}] * 5
     sug = suggest_preprocess(geos, max_side=32)

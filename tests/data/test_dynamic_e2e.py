@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medimp.data import read_cohort, validate_cohort
-from medimp.data.preprocess import PreprocessConfig, load_exam_volume
+from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 from tests.data._dynamic_helpers import (
     EXPECTED_FRAMES,
     make_classic_dicom_cohort,

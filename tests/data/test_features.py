@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import read_cohort
-from medimp.data.features import ClinicalFeatures, clinical_columns
+from medimp.data.pipeline.features import ClinicalFeatures, clinical_columns
 from medimp.study import Bin, TextVariable, load_study, save_study
 
 

@@ -226,7 +226,7 @@ def test_many_outcomes_unknown_counts_what_is_known(tiny_cohort) -> None:
 
 
 def test_a_nifti_4d_in_the_lab_tree_is_a_dynamic_row(tmp_path) -> None:
-    from medimp.data._layout import propose_manifest
+    from medimp.data.cohort._layout import propose_manifest
 
     img = nib.Nifti1Image(np.zeros((4, 4, 4, 5), np.float32), np.eye(4))
     (tmp_path / "P7" / "M3").mkdir(parents=True)
@@ -237,7 +237,7 @@ def test_a_nifti_4d_in_the_lab_tree_is_a_dynamic_row(tmp_path) -> None:
 
 
 def test_dicom_series_folders_of_a_lab_tree_become_manifest_rows(tmp_path) -> None:
-    from medimp.data._layout import propose_manifest
+    from medimp.data.cohort._layout import propose_manifest
     from tests.data.conftest import write_dicom_series
 
     arr = np.random.default_rng(0).uniform(0, 100, (8, 8, 4)).astype(np.float32)
@@ -255,7 +255,7 @@ def test_dicom_series_folders_of_a_lab_tree_become_manifest_rows(tmp_path) -> No
 
 def test_collapse_joins_files_not_lines_of_a_table() -> None:
     from medimp.data._errors import Problem
-    from medimp.data._findings import collapse
+    from medimp.data.cohort._findings import collapse
 
     lines = [Problem("error", f"exams.csv:{i}", problem="column 'exam' is empty")
              for i in (2, 3, 4)]

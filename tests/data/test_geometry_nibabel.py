@@ -1,4 +1,4 @@
-"""Geometry of rotated volumes (medimp.data.geometry) against nibabel's reorientation of the same
+"""Geometry of rotated volumes (medimp.data.io.geometry) against nibabel's reorientation of the same
 file, and against what MONAI's Orientation transform (the preprocessing's) does with it."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medimp.data._geometry import header_geometry
-from medimp.data.geometry import field_of_view, ras_shape, world_spacing
-from medimp.data.readers import read_volume
+from medimp.data.cohort._geometry_checks import header_geometry
+from medimp.data.io.geometry import field_of_view, ras_shape, world_spacing
+from medimp.data.io.readers import read_volume
 
 ZOOMS = (3.4, 3.7, 2.7)  # all different: a wrong axis assignment cannot go unnoticed
 SHAPE = (7, 9, 5)
@@ -82,7 +82,7 @@ def test_geometry_equals_the_grid_preprocessing_reorients_to(name: str) -> None:
 def test_the_double_oblique_volume_of_the_old_bug_has_no_zero_spacing(tmp_path: Path) -> None:
     """Beyond ~45 degrees the old nearest-axis rule put two voxel axes on one world axis and
     gave the third a spacing of 0 mm; validate --json printed [2.7, 3.7, 0.0]."""
-    from medimp.data.geometry import suggest_preprocess
+    from medimp.data.io.geometry import suggest_preprocess
 
     aff = _affine(ROTATIONS["oblique_x40_y35"])
     spacing = world_spacing(aff)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medimp.data import validate_cohort
-from medimp.data.preprocess import PreprocessConfig
+from medimp.data.pipeline.preprocess import PreprocessConfig
 from tests.data.conftest import write_nifti
 
 IMG = "images/P002/D15/arterial.nii.gz"
@@ -37,7 +37,7 @@ def test_small_field_of_view_in_the_window_warns(cohort_factory) -> None:
     assert "3 of 3 volume(s)" in w.problem
     assert "51x51x72 mm field of view, fills 3% of the 192x192x192 mm window" in w.problem
     # the same spacing and shape as `medimp validate --suggest-preprocess` (CPU) proposes
-    from medimp.data.geometry import suggest_preprocess
+    from medimp.data.io.geometry import suggest_preprocess
 
     sug = suggest_preprocess(report.summary["geometry"].values(), max_side=32)
     assert f"preprocess.spacing={sug['spacing']} and preprocess.shape={sug['shape']}" in w.fix

@@ -19,7 +19,7 @@ from medimp.data import (
     read_volume,
     validate_cohort,
 )
-from medimp.data.import_medimp import CREATININE_STD_BINS, map_phase
+from medimp.data.cohort.import_medimp import CREATININE_STD_BINS, map_phase
 from tests.data.conftest import snapshot, write_dicom_series, write_nifti
 
 
@@ -209,7 +209,7 @@ def test_cli_import_without_images_exit_1(orig, tmp_path: Path) -> None:
 
 def test_imported_original_feeds_preprocessing_without_nan(orig, tmp_path: Path) -> None:
     """The all-zero dummy behind every imported sequence is preprocessed to finite zeros."""
-    from medimp.data.preprocess import PreprocessConfig, load_exam_volume
+    from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 
     out = tmp_path / "c"
     import_medimp(orig["root"], orig["csv"], out, fallback_volume=orig["dummy"])

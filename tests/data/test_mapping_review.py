@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from medimp.data import read_cohort, validate_cohort
-from medimp.data._roles import role_of_words
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort._roles import role_of_words
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 
 
 def _edit(root: Path, name: str, **columns: list) -> None:
@@ -102,7 +102,7 @@ def test_init_picks_the_date_format_that_every_date_column_fits(tmp_path) -> Non
     """Transplant dates that fit both orders and an exam date only month-first fits: the
     format is month-first for all (day-first from the first column made every exam date an
     error, or worse, a wrong day count)."""
-    from medimp.data.init import init_cohort
+    from medimp.data.cohort.init import init_cohort
 
     r = init_cohort(_export(tmp_path / "us", ["03/04/2019", "11/02/2018"],
                             ["07/15/2019", "05/11/2018"]))
@@ -110,7 +110,7 @@ def test_init_picks_the_date_format_that_every_date_column_fits(tmp_path) -> Non
 
 
 def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
-    from medimp.data.init import init_cohort
+    from medimp.data.cohort.init import init_cohort
 
     r = init_cohort(_export(tmp_path / "amb", ["03/04/2019", "11/02/2018"],
                             ["07/06/2019", "05/05/2018"]))
@@ -124,7 +124,7 @@ def test_init_says_when_every_date_fits_day_and_month_first(tmp_path) -> None:
 
 
 def test_init_takes_the_patient_id_not_a_donor_id_before_it(tmp_path) -> None:
-    from medimp.data.init import init_cohort
+    from medimp.data.cohort.init import init_cohort
 
     folder = _export(tmp_path / "donor", ["03/04/2019", "13/02/2018"],
                      ["07/06/2019", "05/05/2018"])
@@ -149,7 +149,7 @@ def test_a_unit_of_another_quantity_on_an_outcome_column_is_an_error(four) -> No
 
 
 def test_an_exam_dated_before_the_transplant_is_named_with_its_date_column(tmp_path) -> None:
-    from medimp.data.init import init_cohort
+    from medimp.data.cohort.init import init_cohort
 
     folder = _export(tmp_path / "early", ["13/04/2019", "11/02/2018"],
                      ["07/06/2019", "05/01/2018"])

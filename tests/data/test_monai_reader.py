@@ -13,8 +13,8 @@ from monai.transforms import EnsureChannelFirst, LoadImage, LoadImaged
 
 from medimp.data import read_volume
 from medimp.data._errors import DicomSeriesError, InvalidVolumeError
-from medimp.data.monai_reader import MedimpReader, medimp_only
-from medimp.data.readers import read_series
+from medimp.data.io.monai_reader import MedimpReader, medimp_only
+from medimp.data.io.readers import read_series
 from tests.data.conftest import write_dicom_series, write_nifti
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medimp.data.preprocess import PreprocessConfig, PreprocessError, preprocess_exam
+from medimp.data.pipeline.preprocess import PreprocessConfig, PreprocessError, preprocess_exam
 
 PHASES = ["pre", "arterial", "tubular"]
 KEEP = {"spacing": None, "orientation": "RAS"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medimp.data.splits import (
+from medimp.data.pipeline.splits import (
     SplitLeakError,
     assert_no_patient_leak,
     holdout_split,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from medimp.data import CohortError, read_cohort, validate_cohort
-from medimp.data._values import CohortWarning
+from medimp.data.cohort._values import CohortWarning
 
 
 def _edit(root: Path, name: str, fn) -> None:

@@ -122,7 +122,7 @@ def test_exam_words_on_a_cohort(simulated_cohort: Path) -> None:
 def test_imported_original_cohort_uses_its_gpt_augs(medimp_original: Path, gpt_augs: Path,
                                                    tmp_path: Path) -> None:
     from medimp.data import read_cohort
-    from medimp.data.import_medimp import import_medimp
+    from medimp.data.cohort.import_medimp import import_medimp
 
     out = tmp_path / "orig"
     import_medimp(medimp_original / "dummy_mri_dataset",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from medimp.data import ExamDataset, read_cohort
-from medimp.data.phases import drop_phases, encoder_input
+from medimp.data.pipeline.phases import drop_phases, encoder_input
 from medimp.train import ConfigError, embed, load_image_encoder, pretrain
 from medimp.train.datamodule import PretrainDataModule, earliest_exams
 

@@ -77,7 +77,7 @@ def test_pretrain_seeds_writes_one_replicate_per_seed(simulated_cohort, train_ca
                                                       tmp_path) -> None:
     import json
 
-    from medimp.data.fingerprint import cohort_fingerprint
+    from medimp.data.cohort.fingerprint import cohort_fingerprint
     from medimp.evaluate.replicates import check_replicates, expand_methods
 
     cfg = _tiny_config_file(tmp_path, train_cache)

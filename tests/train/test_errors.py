@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medimp.data._values import CohortWarning
+from medimp.data.cohort._values import CohortWarning
 from medimp.errors import MedimpError
 from medimp.train import ConfigError, TrainError, pretrain
 
@@ -235,7 +235,7 @@ def test_read_only_cohort_trains_with_the_user_cache(simulated_cohort, tiny_conf
     from typer.testing import CliRunner
 
     from medimp.cli.main import app
-    from medimp.data.cache import user_cache_dir
+    from medimp.data.pipeline.cache import user_cache_dir
 
     src = tmp_path / "cohort"
     shutil.copytree(simulated_cohort, src, ignore=shutil.ignore_patterns(".medimp_cache"))

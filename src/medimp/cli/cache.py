@@ -16,7 +16,7 @@ _OLD_HELP = "Deprecated: the positional COHORT; use --cohort."
 
 
 def _resolve(cohort: Path | None, old: Path | None, cache: Path | None) -> Path:
-    from medimp.data.cache import default_cache_dir
+    from medimp.data.pipeline.cache import default_cache_dir
 
     cohort = path_option(cohort, old, option="--cohort", old_name="COHORT", required=False)
     if cache is not None:
@@ -50,7 +50,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Show how many preprocessed exams a cache holds, its size and its hit counts."""
-    from medimp.data.cache import PreprocessCache
+    from medimp.data.pipeline.cache import PreprocessCache
 
     root = _resolve(cohort, old_cohort, cache)
     store = PreprocessCache(root)
@@ -99,7 +99,7 @@ def clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete (required).")] = False,
 ) -> None:
     """Delete a cache folder (preprocessed exams are recomputed on next use)."""
-    from medimp.data.cache import PreprocessCache
+    from medimp.data.pipeline.cache import PreprocessCache
 
     root = _resolve(cohort, old_cohort, cache)
     store = PreprocessCache(root)

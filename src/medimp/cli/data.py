@@ -85,7 +85,7 @@ def validate(
     Also prints, per exam, the field of view and how much of it the default preprocessing
     window keeps, and for dynamic (4D) series the frames and times chosen for each phase.
     """
-    from medimp.data.validate import validate_cohort
+    from medimp.data.cohort.validate import validate_cohort
 
     cohort = path_option(cohort_opt, old_cohort, option="--cohort", old_name="COHORT")
     if not cohort.is_dir():
@@ -143,8 +143,8 @@ def _print_dynamic(dynamic: dict[str, dict]) -> None:
 def _print_geometry(geometry: dict[str, dict], suggest: bool) -> None:
     if not geometry:
         return
-    from medimp.data.geometry import suggest_preprocess, window_coverage
-    from medimp.data.preprocess import PreprocessConfig
+    from medimp.data.io.geometry import suggest_preprocess, window_coverage
+    from medimp.data.pipeline.preprocess import PreprocessConfig
 
     cfg = PreprocessConfig()
     spacing = cfg.spacing
@@ -189,7 +189,7 @@ def import_medimp(
                         ] = False,
 ) -> None:
     """Convert the original MEDIMP layout into a cohort folder and report what was not mapped."""
-    from medimp.data.import_medimp import import_medimp as run_import
+    from medimp.data.cohort.import_medimp import import_medimp as run_import
 
     with _progress("copying images", enabled=not json_out) as update:
         report = run_import(root, clinical, out, augs=augs, overwrite=overwrite,
@@ -224,7 +224,7 @@ def init(
     marked '# review'), then run `medimp validate --cohort FOLDER`."""
     import json
 
-    from medimp.data.init import init_cohort, layout_summary
+    from medimp.data.cohort.init import init_cohort, layout_summary
 
     folder = path_option(cohort, old_folder, option="--cohort", old_name="FOLDER")
     if not folder.is_dir():

@@ -1,11 +1,14 @@
 """medimp.data: read, check, preprocess and serve a cohort directory.
 
-Ingestion (readers, cohort reading, validation, import of the original MEDIMP layout) and the
-pipeline (preprocessing, cache, augmentation, splits, datasets) live in separate modules; the
-names below are the public API (see docs/ARCHITECTURE.md).
+Three subpackages, by role: ``io`` (image files: readers, DICOM headers, dynamic series,
+geometry, the MONAI reader), ``cohort`` (the cohort directory contract: tables, ``Cohort``,
+validation, fingerprint, ``medimp init`` and the import of the original MEDIMP layout) and
+``pipeline`` (preprocessing, cache, augmentation, datasets, splits, clinical features); errors
+shared by all three in ``_errors``. The names below are the public API (see
+docs/ARCHITECTURE.md).
 """
 
-# --- ingestion (data-io): readers, cohort, validation, import ---
+# --- ingestion (io, cohort): readers, cohort, validation, import ---
 from medimp.data._errors import (
     CohortError,
     CorruptFileError,
@@ -17,15 +20,15 @@ from medimp.data._errors import (
     VolumeReadError,
 )
 from medimp.data.cohort import Cohort, leakage_reason, read_cohort
-from medimp.data.import_medimp import ImportReport, import_medimp
-from medimp.data.readers import (
+from medimp.data.cohort.import_medimp import ImportReport, import_medimp
+from medimp.data.cohort.validate import ValidationReport, validate_cohort
+from medimp.data.io.readers import (
     DicomSeriesReader,
     NiftiReader,
     Volume,
     get_reader,
     read_volume,
 )
-from medimp.data.validate import ValidationReport, validate_cohort
 
 __all__ = [
     "Cohort",
@@ -55,23 +58,23 @@ __all__ = [
 # Imported on first use (PEP 562): they pull in torch, MONAI and scikit-learn, which commands
 # such as `medimp validate` do not need.
 _PIPELINE_EXPORTS = {
-    "PreprocessConfig": "medimp.data.preprocess",
-    "PreprocessError": "medimp.data.preprocess",
-    "load_exam_volume": "medimp.data.preprocess",
-    "preprocess_exam": "medimp.data.preprocess",
-    "PreprocessCache": "medimp.data.cache",
-    "CacheWarning": "medimp.data.cache",
-    "content_hash": "medimp.data.cache",
-    "default_cache_dir": "medimp.data.cache",
-    "AugmentConfig": "medimp.data.augment",
-    "build_augment": "medimp.data.augment",
-    "load_augment_config": "medimp.data.augment",
-    "SplitLeakError": "medimp.data.splits",
-    "assert_no_patient_leak": "medimp.data.splits",
-    "holdout_split": "medimp.data.splits",
-    "patient_folds": "medimp.data.splits",
-    "patient_kfold": "medimp.data.splits",
-    "ExamDataset": "medimp.data.dataset",
+    "PreprocessConfig": "medimp.data.pipeline.preprocess",
+    "PreprocessError": "medimp.data.pipeline.preprocess",
+    "load_exam_volume": "medimp.data.pipeline.preprocess",
+    "preprocess_exam": "medimp.data.pipeline.preprocess",
+    "PreprocessCache": "medimp.data.pipeline.cache",
+    "CacheWarning": "medimp.data.pipeline.cache",
+    "content_hash": "medimp.data.pipeline.cache",
+    "default_cache_dir": "medimp.data.pipeline.cache",
+    "AugmentConfig": "medimp.data.pipeline.augment",
+    "build_augment": "medimp.data.pipeline.augment",
+    "load_augment_config": "medimp.data.pipeline.augment",
+    "SplitLeakError": "medimp.data.pipeline.splits",
+    "assert_no_patient_leak": "medimp.data.pipeline.splits",
+    "holdout_split": "medimp.data.pipeline.splits",
+    "patient_folds": "medimp.data.pipeline.splits",
+    "patient_kfold": "medimp.data.pipeline.splits",
+    "ExamDataset": "medimp.data.pipeline.dataset",
 }
 
 

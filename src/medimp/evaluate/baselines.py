@@ -6,8 +6,8 @@ so that they go through exactly the same probes and splits as learned embeddings
 * ``clinical_only``: the clinical table at the exam — baseline variables known at transplant
   (``study.baseline_columns`` and text variables with ``known_at: transplant``) and the exam's
   own measurements (``study.exam_columns`` and text variables with ``known_at: exam``), built
-  by :class:`medimp.data.features.ClinicalFeatures`, as ``tabular_clip``'s input is. Nothing
-  measured after the exam, and no outcome column, ever enters.
+  by :class:`medimp.data.pipeline.features.ClinicalFeatures`, as ``tabular_clip``'s input is.
+  Nothing measured after the exam, and no outcome column, ever enters.
 * ``oracle``: the simulator's latent truth (``truth.csv``) at the exam. This module is the only
   place in medimp that reads it, and only to draw the ceiling row of the comparison.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from medimp.data import Cohort
-from medimp.data.features import ClinicalFeatures
+from medimp.data.pipeline.features import ClinicalFeatures
 from medimp.evaluate.errors import EvaluationError
 
 __all__ = ["clinical_features", "oracle_features"]
@@ -26,7 +26,7 @@ __all__ = ["clinical_features", "oracle_features"]
 def clinical_features(tables: Cohort) -> pd.DataFrame:
     """The clinical table at each imaged exam, in the embeddings-table layout.
 
-    The features are :class:`medimp.data.features.ClinicalFeatures` (``"all"``): the one
+    The features are :class:`medimp.data.pipeline.features.ClinicalFeatures` (``"all"``): the one
     clinical feature builder, whose known-at rule is :meth:`medimp.data.Cohort.value_at`.
     Missing values are left as NaN: the probe imputes them from its training folds.
     """

@@ -21,7 +21,7 @@ import pandas as pd
 
 from medimp._io import atomic_path
 from medimp.data import Cohort
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.evaluate.baselines import clinical_features, oracle_features
 from medimp.evaluate.config import REFERENCE_METHODS, EvalConfig
 from medimp.evaluate.embeddings import check_embeddings, read_embeddings

@@ -19,7 +19,7 @@ import pandas as pd
 
 from medimp import __version__
 from medimp._io import atomic_path
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.evaluate.added import added_value_table, regression_headline
 from medimp.evaluate.compare import verdict_sentence
 from medimp.evaluate.config import EvalConfig, protocol_description

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from medimp.data import read_cohort
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.evaluate.calibration import brier
 from medimp.evaluate.labels import survival_table
 from medimp.evaluate.replicates import expand_methods

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from medimp._io import atomic_path, atomic_write_text
-from medimp.data.features import ClinicalFeature, ClinicalFeatures
+from medimp.data.pipeline.features import ClinicalFeature, ClinicalFeatures
 from medimp.prognosis.fit import FittedModel, PrognosisError
 from medimp.prognosis.serialize import (
     SerializationError,

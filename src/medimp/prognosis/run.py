@@ -24,8 +24,8 @@ import sklearn
 from medimp import __version__
 from medimp._io import output_dir
 from medimp.data import Cohort, read_cohort
-from medimp.data.features import ClinicalFeatures
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort.fingerprint import cohort_fingerprint
+from medimp.data.pipeline.features import ClinicalFeatures
 from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
 from medimp.prognosis.card import model_card

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medimp._io import output_dir
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.evaluate import EvalConfig, EvalResult, evaluate
 from medimp.evaluate.metrics import ExternalRecord, write_metrics
 from medimp.evaluate.result import EVAL_OUTPUTS

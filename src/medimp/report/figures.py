@@ -247,7 +247,7 @@ def dynamic_curve(selection: Mapping[str, object], title: str) -> str:
     or given contrast arrival and the frame chosen for each phase marked.
 
     Args:
-        selection: :meth:`medimp.data.dynamic.FrameSelection.to_dict` of the series.
+        selection: :meth:`medimp.data.io.frames.FrameSelection.to_dict` of the series.
         title: figure title (patient and exam).
     """
     curve = np.asarray(selection["curve"], dtype=float)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medimp.data import Cohort
-from medimp.data.features import ClinicalFeatures
+from medimp.data.pipeline.features import ClinicalFeatures
 from medimp.evaluate.metrics import MetricsFile
 
 __all__ = ["exams_used", "method_sentences", "predictors", "pretraining_overlap",
@@ -51,7 +51,7 @@ def _first_source(metrics: MetricsFile, method: str) -> str:
 
 def predictors(cohort: Cohort | None) -> dict[str, list[str]] | None:
     """The clinical table's predictors by name: known at transplant, and measured at each exam
-    (:class:`medimp.data.features.ClinicalFeatures`, the ``clinical_only`` builder)."""
+    (:class:`medimp.data.pipeline.features.ClinicalFeatures`, the ``clinical_only`` builder)."""
     if cohort is None:
         return None
 

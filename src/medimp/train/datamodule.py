@@ -22,8 +22,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medimp.data import holdout_split, read_cohort
-from medimp.data.features import ClinicalFeatures
-from medimp.data.phases import drop_phases, encoder_channels, encoder_input
+from medimp.data.pipeline.features import ClinicalFeatures
+from medimp.data.pipeline.phases import drop_phases, encoder_channels, encoder_input
 from medimp.train.config import ConfigError, PretrainConfig, TrainError
 from medimp.train.objectives import ItemFields, Objective, PretrainData, create_objective
 
@@ -121,7 +121,7 @@ class PatientInterleavedSampler(Sampler[int]):
 class TabularFeaturizer:
     """The prompts' clinical variables as numbers, for the ``tabular_clip`` baseline.
 
-    The values known at each exam come from :class:`medimp.data.features.ClinicalFeatures`
+    The values known at each exam come from :class:`medimp.data.pipeline.features.ClinicalFeatures`
     (the one clinical feature builder; a value not known at an exam is missing there).
     Numeric variables are standardised with training-patient statistics, categorical ones
     one-hot encoded; a missing value is 0 plus a 0/1 indicator column. Follows scikit-learn's
@@ -225,7 +225,7 @@ class _Items(Dataset):
                                "patient_id": pid, "exam": exam}
         out.update(self.fields(i, pid, exam))
         # every volume of the item (the image, an objective's second view) shows missing and
-        # dropped phases the same way, as embed() will (medimp.data.phases)
+        # dropped phases the same way, as embed() will (medimp.data.pipeline.phases)
         mask = self._mask(item, i)
         for key, value in out.items():
             if (isinstance(value, torch.Tensor) and value.ndim == 4

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from medimp._io import atomic_path, output_dir
 from medimp.data import ExamDataset, read_cohort
-from medimp.data.phases import encoder_input
+from medimp.data.pipeline.phases import encoder_input
 from medimp.train.checkpoint import load_image_encoder, load_image_tower
 from medimp.train.config import TrainError
 from medimp.train.datamodule import collate
@@ -141,7 +141,7 @@ def _forward(model: torch.nn.Module, loader: DataLoader, total: int, progress: b
         task = bar.add_task("embedding exams", total=total)
     try:
         for batch in loader:
-            # a missing phase is presented exactly as in training (medimp.data.phases)
+            # a missing phase is presented exactly as in training (medimp.data.pipeline.phases)
             x = encoder_input(batch["image"].float(), batch["phase_mask"], mask_mode)
             z = model(x)
             feats.append(z.float().cpu().numpy())

@@ -5,7 +5,7 @@ The exported model takes what medimp's preprocessing makes of an exam (docs/data
 ``phase_mask`` ``[B, C]`` float32 (1: acquired, 0: missing), and returns the embeddings
 ``embed`` gives (``[B, num_features]`` encoder features, or with ``projected`` the unit vectors
 of the shared image-text space). How the missing phases are shown to the encoder
-(:func:`medimp.data.phases.encoder_input`) is part of the exported graph; the preprocessing
+(:func:`medimp.data.pipeline.phases.encoder_input`) is part of the exported graph; the preprocessing
 (orientation, spacing, per-exam intensity scale, window, phase order) is recorded in
 ``medimp_export.json`` and the model card, since it runs before the model.
 
@@ -47,7 +47,7 @@ _COMMON = ["medimp_export.json", "MODEL_CARD.md"]
 
 class ExportedEncoder(nn.Module):
     """``(image [B, C, D, H, W], phase_mask [B, C]) -> embeddings``: the encoder input of
-    :func:`medimp.data.phases.encoder_input` written with tensor operations only, so that
+    :func:`medimp.data.pipeline.phases.encoder_input` written with tensor operations only, so that
     tracing and ONNX keep it, followed by the run's image encoder (or tower)."""
 
     def __init__(self, model: nn.Module, mask_mode: str) -> None:

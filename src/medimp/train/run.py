@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from medimp.data._values import CohortWarning
-from medimp.data.fingerprint import cohort_fingerprint
+from medimp.data.cohort._values import CohortWarning
+from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.train._runfolder import RunFolder, is_global_zero, run_folder
 from medimp.train.callbacks import (
     HISTORY_COLUMNS,
@@ -329,7 +329,7 @@ def _export_trained(module: Any, run_dir: Path, extra: dict[str, Any], callbacks
 def _preflight(dm: Any, cache_dir: Path | None, progress: bool) -> None:
     """Every image the run will read is read and preprocessed (into the cache) now: a damaged
     one fails here, named, not inside epoch 1; geometry problems are warned about."""
-    from medimp.data._preflight import preflight_exams
+    from medimp.data.pipeline._preflight import preflight_exams
 
     report = preflight_exams(dm.cohort, dm.preprocess, [*dm.train_keys, *dm.val_keys],
                              cache_dir, progress=progress and is_global_zero())

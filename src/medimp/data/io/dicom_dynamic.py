@@ -1,7 +1,7 @@
 """Dynamic DICOM series: classic (one file per slice, many time points) and enhanced multi-frame.
 
 Every slice of the series -- a classic file, or one frame of an enhanced multi-frame file with
-its per-frame functional groups -- becomes a :class:`medimp.data.dicom_header.DicomSlice`
+its per-frame functional groups -- becomes a :class:`medimp.data.io.dicom_header.DicomSlice`
 (position, orientation, size, rescale, temporal order and time; the header helper the checks
 use too). The slices are grouped by position along the slice normal; each
 position must hold the same number of time points, sorted by the temporal key
@@ -12,7 +12,7 @@ slice count) are :class:`DynamicSeriesError` naming the file, never resampled si
 pixels are read after the headers, one time point at a time (an enhanced file frame by frame),
 and rescaled through pydicom's ``apply_rescale``.
 
-Voxels and affine follow :class:`medimp.data.readers.DicomSeriesReader` (SimpleITK's
+Voxels and affine follow :class:`medimp.data.io.readers.DicomSeriesReader` (SimpleITK's
 convention): ``array[i, j, k]`` = column ``i``, row ``j``, slice ``k``; LPS converted to RAS+.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from medimp.data._errors import CorruptFileError, DicomSeriesError, DynamicSeriesError
-from medimp.data.dicom_header import (
+from medimp.data.io.dicom_header import (
     DicomSlice,
     rescale,
     series_affine,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medimp.data._mapping import delimiter_of
+from medimp.data.cohort._mapping import delimiter_of
 from medimp.errors import MedimpError
 from medimp.study import load_study
 

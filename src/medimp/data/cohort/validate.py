@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from medimp.data._errors import MedimpDataError, Problem
-from medimp.data._findings import collapse
-from medimp.data._geometry import geometry_problems
-from medimp.data.cohort import Cohort, _load
-from medimp.data.dynamic import select_frames
-from medimp.data.geometry import field_of_view, suggest_preprocess, world_spacing
-from medimp.data.init import count_reviews
-from medimp.data.readers import read_series, read_volume
+from medimp.data.cohort._findings import collapse
+from medimp.data.cohort._geometry_checks import geometry_problems
+from medimp.data.cohort.init import count_reviews
+from medimp.data.cohort.read import _load
+from medimp.data.cohort.view import Cohort
+from medimp.data.io.frames import select_frames
+from medimp.data.io.geometry import field_of_view, suggest_preprocess, world_spacing
+from medimp.data.io.readers import read_series, read_volume
 from medimp.errors import describe_os_error
 from medimp.study import DYNAMIC_PHASE, default_study, load_study
 
@@ -46,7 +47,7 @@ class ValidationReport:
             phases per exam as {number of phases: exams}, outcome counts with missing);
             ``geometry``: per exam ("P001 D15") its shape, spacing and field of view (mm, RAS
             axes); ``dynamic``: per dynamic exam the chosen frames and times
-            (:meth:`medimp.data.dynamic.FrameSelection.to_dict`).
+            (:meth:`medimp.data.io.frames.FrameSelection.to_dict`).
     """
 
     root: Path
@@ -125,7 +126,7 @@ def _check_image(cohort: Cohort, rel: str, rows: list[dict[str, Any]]
     info: dict[str, Any] = {"geometry": _geometry(vol)}
     out = []
     if selection is not None:
-        from medimp.data.dynamic import timing_warnings
+        from medimp.data.io.frames import timing_warnings
 
         info["dynamic"] = selection.to_dict()
         info["dynamic"]["file"] = rel
@@ -311,9 +312,9 @@ def _check_images(cohort: Cohort, files: dict[tuple[str, str | None], list[dict[
                   report: ValidationReport, progress: Callable[[int, int], None] | None,
                   preprocess: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Open every image, add its problems to ``report`` (and the geometry warnings of
-    ``medimp.data._geometry`` for the ``preprocess`` window); return the geometry and the
-    dynamic series found, per exam ("patient exam")."""
-    from medimp.data.preprocess import PreprocessConfig
+    ``medimp.data.cohort._geometry_checks`` for the ``preprocess`` window); return the
+    geometry and the dynamic series found, per exam ("patient exam")."""
+    from medimp.data.pipeline.preprocess import PreprocessConfig
 
     geometry: dict[str, Any] = {}
     dynamic: dict[str, Any] = {}

@@ -44,8 +44,8 @@ import numpy as np
 import safetensors.numpy
 
 from medimp._io import atomic_write_bytes, atomic_write_text
-from medimp.data._hashing import content_hash
-from medimp.data.cache_dir import (  # the cache folder of a cohort; re-exported here
+from medimp.data.pipeline._hashing import content_hash
+from medimp.data.pipeline.cache_dir import (  # the cache folder of a cohort; re-exported here
     USER_CACHE_ENV,
     cache_write_problem,
     default_cache_dir,

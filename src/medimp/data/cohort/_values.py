@@ -4,7 +4,7 @@
   cell) mean "unknown", never pandas' long default list (``NA``, ``None``, ``null``, ``n/a``,
   ``nan`` ...), and never in the id columns: a patient named ``NA`` stays a patient, and ``n/a``
   in a numeric column is an error unless it is declared missing.
-* Plausible ranges live in :mod:`medimp.data._roles` (by a column's role and unit, from
+* Plausible ranges live in :mod:`medimp.data.cohort._roles` (by a column's role and unit, from
   :data:`medimp._units.QUANTITIES` and ``study.yaml``'s ``ranges``).
 * Manifest paths that lead outside the cohort folder (``../``, an absolute path, a symlink
   out): a warning, or an error under ``strict_paths``.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medimp.data._errors import Problem
-from medimp.data._findings import RowFindings
+from medimp.data.cohort._findings import RowFindings
 from medimp.study import Study
 
 __all__ = ["CohortWarning", "apply_missing_values", "check_paths_inside", "emit_warnings",

@@ -4,7 +4,7 @@ A damaged image (truncated, NaN, an absurd header, a DICOM series with a missing
 surface inside epoch 1, hours into a real run. :func:`preflight_exams` preprocesses every exam
 into the preprocessing cache up front (a cache hit costs a ``stat`` and a read: a second run
 pays nearly nothing), collects *every* failure with its file, patient, exam and phase, and adds
-the geometry warnings of :mod:`medimp.data._geometry`.
+the geometry warnings of :mod:`medimp.data.cohort._geometry_checks`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from medimp.data._errors import MedimpDataError, Problem
-from medimp.data._geometry import geometry_problems, header_geometry
-from medimp.data.cache import PreprocessCache
-from medimp.data.cache_dir import resolve_cache_dir
-from medimp.data.preprocess import PreprocessConfig, load_exam_volume
+from medimp.data.cohort._geometry_checks import geometry_problems, header_geometry
+from medimp.data.pipeline.cache import PreprocessCache
+from medimp.data.pipeline.cache_dir import resolve_cache_dir
+from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 
 __all__ = ["PreflightReport", "preflight_exams"]
 

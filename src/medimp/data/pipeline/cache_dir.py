@@ -1,6 +1,6 @@
 """Where a cohort's preprocessed exams are cached: the cohort's own folder, a folder given
 (``cache_dir``), or, for a cohort that cannot be written (a read-only share), the user's cache
-folder (docs/data-pipeline.md). ``medimp.data.cache`` re-exports these names."""
+folder (docs/data-pipeline.md). ``medimp.data.pipeline.cache`` re-exports these names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from medimp.data._errors import CacheDirError
-from medimp.data._values import CohortWarning
+from medimp.data.cohort._values import CohortWarning
 from medimp.errors import describe_os_error
 
 __all__ = ["USER_CACHE_ENV", "cache_write_problem", "default_cache_dir", "resolve_cache_dir",

@@ -1,5 +1,5 @@
-"""Content hashes of source images for the preprocessing cache's keys (``medimp.data.cache``
-re-exports :func:`content_hash`)."""
+"""Content hashes of source images for the preprocessing cache's keys
+(``medimp.data.pipeline.cache`` re-exports :func:`content_hash`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """DICOM headers in one place: slice geometry, rescale and times, for classic and enhanced files.
 
-The reader (:mod:`medimp.data.readers`, :mod:`medimp.data.dicom_dynamic`) and the geometry
+The reader (:mod:`medimp.data.io.readers`, :mod:`medimp.data.io.dicom_dynamic`) and the geometry
 checks (``medimp validate``, pretrain's preflight) read a series' geometry through this module,
 so they agree on every file:
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medimp.data._errors import CorruptFileError, DicomSeriesError, VolumeReadError
-from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.io.geometry import field_of_view, world_spacing
 
 __all__ = [
     "HEADER_TAGS",

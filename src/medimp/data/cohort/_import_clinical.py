@@ -1,5 +1,5 @@
 """The original MEDIMP layout's clinical table, read into the cohort's exams and patients
-(``medimp.data.import_medimp``), and the import report."""
+(``medimp.data.cohort.import_medimp``), and the import report."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from medimp.data._errors import ImportMappingError, Problem
-from medimp.data._tables import not_utf8
+from medimp.data.cohort._tables import not_utf8
 
 _EXAM_RE = re.compile(r"^([DJM])\s*0*(\d+)$", re.IGNORECASE)
 

@@ -28,12 +28,12 @@ import pandas as pd
 
 from medimp._io import atomic_dir, refuse_foreign_entries
 from medimp.data._errors import ImportMappingError
-from medimp.data._import_clinical import (
+from medimp.data.cohort._import_clinical import (
     ImportReport,
     _exam_label,
     _read_clinical,
 )
-from medimp.data.cohort import _load
+from medimp.data.cohort.read import _load
 from medimp.study import Bin, Study, TextVariable, default_study, save_study
 
 __all__ = ["CREATININE_STD_BINS", "ImportReport", "import_medimp", "import_study", "map_phase"]

@@ -17,9 +17,14 @@ import pandas as pd
 from pydantic import AfterValidator, BeforeValidator, ValidationError, create_model
 
 from medimp.data._errors import Problem
-from medimp.data._findings import RowFindings
-from medimp.data._mapping import apply_values, delimiter_of, read_decimal_commas, rename_columns
-from medimp.data._values import ID_COLUMNS, apply_missing_values, read_raw_csv
+from medimp.data.cohort._findings import RowFindings
+from medimp.data.cohort._mapping import (
+    apply_values,
+    delimiter_of,
+    read_decimal_commas,
+    rename_columns,
+)
+from medimp.data.cohort._values import ID_COLUMNS, apply_missing_values, read_raw_csv
 from medimp.study import Study
 
 MANIFEST_REQUIRED = ("patient_id", "exam", "phase", "path")

@@ -7,7 +7,7 @@
 * the field separator (comma, semicolon, tab) is detected, and a decimal comma in a
   semicolon- or tab-separated file (``49,3``) is read as a decimal point.
 
-``units:`` are converted after the range checks (:mod:`medimp.data._roles`). Nothing here
+``units:`` are converted after the range checks (:mod:`medimp.data.cohort._roles`). Nothing here
 writes a file: the export stays as the clinic made it. See docs/data.md.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from medimp.data._findings import RowFindings
+from medimp.data.cohort._findings import RowFindings
 from medimp.study import Study
 
 __all__ = ["apply_dates", "apply_values", "delimiter_of", "human_date_format",

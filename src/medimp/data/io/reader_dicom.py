@@ -1,5 +1,5 @@
 """The DICOM series reader (a folder of one series, classic or enhanced, 3D or dynamic);
-registered as ``dicom`` (``medimp.data.readers``)."""
+registered as ``dicom`` (``medimp.data.io.readers``)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from medimp.data._errors import (
     InvalidVolumeError,
     VolumeReadError,
 )
-from medimp.data._reader_base import (
+from medimp.data.io._reader_base import (
     DynamicSeries,
     ImageReader,
     Volume,
     register_reader,
 )
-from medimp.data.dicom_dynamic import read_dynamic_dicom
-from medimp.data.dicom_header import (
+from medimp.data.io.dicom_dynamic import read_dynamic_dicom
+from medimp.data.io.dicom_header import (
     is_multiframe,
     slices_of,
 )
-from medimp.data.dicom_header import read_dicom_headers as _read_dicom_headers
+from medimp.data.io.dicom_header import read_dicom_headers as _read_dicom_headers
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
@@ -85,7 +85,7 @@ class DicomSeriesReader(ImageReader):
             raise InvalidVolumeError("DICOM series has a single slice; a 3D volume is expected",
                                      file=folder, fix="export the whole series")
         f0, d0 = items[0]
-        for f, ds in items:  # attributes present, RescaleSlope not 0 (medimp.data.dicom_header)
+        for f, ds in items:  # attributes present, RescaleSlope not 0 (medimp.data.io.dicom_header)
             slices_of(f, ds)
         iop0 = np.asarray(d0.ImageOrientationPatient, dtype=float)
         ps0 = np.asarray(getattr(d0, "PixelSpacing", [1.0, 1.0]), dtype=float)

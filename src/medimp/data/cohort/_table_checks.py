@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medimp.data._findings import RowFindings
-from medimp.data._tables import Collector, check_duplicates, where_of
-from medimp.data.dynamic import FRAMES_COLUMN, parse_frames
+from medimp.data.cohort._findings import RowFindings
+from medimp.data.cohort._tables import Collector, check_duplicates, where_of
+from medimp.data.io.frames import FRAMES_COLUMN, parse_frames
 from medimp.study import DYNAMIC_PHASE, Study
 
 

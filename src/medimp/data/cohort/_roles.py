@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medimp._units import QUANTITIES, Quantity, quantity_of_unit
-from medimp.data._findings import RowFindings
+from medimp.data.cohort._findings import RowFindings
 from medimp.study import Range, Study
 
 __all__ = ["check_ranges", "column_roles", "convert_units", "role_of_words"]

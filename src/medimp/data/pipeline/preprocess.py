@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from medimp.data._errors import MedimpDataError
 
 if TYPE_CHECKING:
-    from medimp.data.cache import PreprocessCache
+    from medimp.data.pipeline.cache import PreprocessCache
 
 __all__ = [
     "PreprocessConfig",

@@ -7,7 +7,7 @@
   encoder learns nothing.
 
 Both are warnings (``medimp validate``, and ``pretrain`` before its first step). Geometries are
-the dicts of :mod:`medimp.data.geometry` (``shape``, ``spacing_ras``, ``fov_mm``, RAS order, the
+the dicts of :mod:`medimp.data.io.geometry` (``shape``, ``spacing_ras``, ``fov_mm``, RAS order, the
 order of the preprocessing ``spacing`` and ``shape``).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from medimp.data._errors import Problem
-from medimp.data.geometry import field_of_view, world_spacing
+from medimp.data.io.geometry import field_of_view, world_spacing
 
 __all__ = ["PHASE_RATIO", "WINDOW_FILL", "geometry_problems", "header_geometry"]
 
@@ -107,7 +107,7 @@ def header_geometry(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     try:
         if path.is_dir():
-            from medimp.data.dicom_header import header_geometry as dicom_geometry
+            from medimp.data.io.dicom_header import header_geometry as dicom_geometry
 
             return dicom_geometry(path)
         import nibabel as nib

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medimp.data.import_medimp import map_phase
+from medimp.data.cohort.import_medimp import map_phase
 from medimp.study import DYNAMIC_PHASE
 
 __all__ = ["Layout", "exam_key", "propose_manifest"]

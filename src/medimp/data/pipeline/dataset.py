@@ -27,10 +27,15 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 from torch.utils.data import Dataset
 
-from medimp.data.augment import AugmentConfig, Reseeder, build_augment
-from medimp.data.cache import PreprocessCache
-from medimp.data.cache_dir import resolve_cache_dir
-from medimp.data.preprocess import PreprocessConfig, PreprocessError, exam_phases, load_exam_volume
+from medimp.data.pipeline.augment import AugmentConfig, Reseeder, build_augment
+from medimp.data.pipeline.cache import PreprocessCache
+from medimp.data.pipeline.cache_dir import resolve_cache_dir
+from medimp.data.pipeline.preprocess import (
+    PreprocessConfig,
+    PreprocessError,
+    exam_phases,
+    load_exam_volume,
+)
 
 __all__ = ["ExamDataset"]
 
@@ -43,7 +48,7 @@ class ExamDataset(Dataset):
         preprocess: the preprocessing parameters (default ``PreprocessConfig()``).
         cache_dir: where preprocessed exams are cached; ``None`` = ``<cohort>/.medimp_cache``,
             or the user's cache folder when the cohort cannot be written (a warning says so;
-            :func:`medimp.data.cache.resolve_cache_dir`);
+            :func:`medimp.data.pipeline.cache.resolve_cache_dir`);
             ``False`` = no cache (every item is read and preprocessed again).
         augment: an :class:`AugmentConfig` (or ``None`` for no augmentation).
         seed: base seed of the augmentations.

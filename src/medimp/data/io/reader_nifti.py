@@ -1,5 +1,5 @@
 """The NIfTI reader (``.nii``/``.nii.gz``, 3D or a 4D dynamic series with its dcm2niix/BIDS
-sidecar); registered as ``nifti`` (``medimp.data.readers``)."""
+sidecar); registered as ``nifti`` (``medimp.data.io.readers``)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from medimp.data._errors import (
     InvalidVolumeError,
     VolumeReadError,
 )
-from medimp.data._reader_base import (
+from medimp.data.io._reader_base import (
     _NIFTI_FIX,
     DynamicSeries,
     ImageReader,
     Volume,
     register_reader,
 )
-from medimp.data.dicom_header import (
+from medimp.data.io.dicom_header import (
     clock_seconds,
     unwrap_midnight,
 )

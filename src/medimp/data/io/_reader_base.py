@@ -1,5 +1,5 @@
 """The image readers' common part: the volume types, the checks every reader applies, the
-registry and the reader base class (``medimp.data.readers`` re-exports them)."""
+registry and the reader base class (``medimp.data.io.readers`` re-exports them)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from medimp.data._errors import (
     InvalidVolumeError,
     VolumeReadError,
 )
-from medimp.data.geometry import voxel_sizes
+from medimp.data.io.geometry import voxel_sizes
 
 _NIFTI_FIX = "export the volume again (e.g. with dcm2niix) and check the copy finished"
 
