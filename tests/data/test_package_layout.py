@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 import medimp.data
+from tests.test_import_graph import import_graph
 
 DATA = Path(medimp.data.__file__).resolve().parent
 MAX_LINES = 450
+#: the groups, left to right: a module imports its own group and the groups to its left
+GROUPS = ("io", "cohort", "pipeline")
+#: the one import to the right: validate's preprocessing check, inside that function
+RIGHTWARD = {("medimp.data.cohort.validate", "medimp.data.pipeline.preprocess")}
 
 #: old path -> new path, for the module paths docs/*.md documented as public
 MOVED = {
@@ -35,7 +40,23 @@ def test_groups_by_role() -> None:
     assert top == {old.rsplit(".", 1)[1] for old in MOVED}, "only the old paths' stubs"
 
 
-@pytest.mark.parametrize("folder", ["io", "cohort", "pipeline"])
+def _group(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["medimp", "data"] or len(parts) < 3 or parts[2] not in GROUPS:
+        return None
+    return GROUPS.index(parts[2])
+
+
+def test_a_group_imports_only_the_groups_to_its_left() -> None:
+    """``io`` reads no table and knows no preprocessing; ``cohort`` knows no pipeline."""
+    wrong = {(module, target) for module, targets in import_graph().items()
+             if (here := _group(module)) is not None
+             for target in targets
+             if (there := _group(target)) is not None and there > here}
+    assert wrong == RIGHTWARD
+
+
+@pytest.mark.parametrize("folder", GROUPS)
 def test_no_two_modules_of_a_group_share_a_name(folder: str) -> None:
     """No ``geometry`` beside ``_geometry``, no ``dynamic`` beside ``dicom_dynamic``."""
     names = _modules(DATA / folder)

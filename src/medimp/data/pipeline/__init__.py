@@ -7,5 +7,6 @@
 * :mod:`~medimp.data.pipeline.splits` (patient-grouped folds) and
   :mod:`~medimp.data.pipeline.features` (clinical features known at each exam).
 
-These import torch, MONAI or scikit-learn; the package itself imports nothing.
+Most of these import torch, MONAI or scikit-learn; the package itself imports nothing, and
+``medimp.data`` loads them on first use.
 """
