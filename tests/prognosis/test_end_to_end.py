@@ -122,6 +122,50 @@ def test_external_records_have_every_metric(world) -> None:
     assert {r.method for r in m.external} == {"clinical_only", "ssl", "clinical+ssl"}
 
 
+def test_model_card_says_which_interval_each_figure_has(world, tmp_path) -> None:
+    """fit-prognosis --external puts EXT's figures into the card, and the card says how each
+    CI was made: AUC, Brier and R² by a bootstrap over EXT's patients, the calibration
+    intercept and slope by the Wald variance of the recalibration fit (a symmetric interval,
+    the same figures as evaluate --external's records)."""
+    from medimp.prognosis.card import INTERVALS
+
+    res = cli("fit-prognosis", "--cohort", world["dev"], "--runs", f"ssl={world['runs']}",
+              "--external", world["ext"], "--out", tmp_path / "model")
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "model" / "model_card.md").read_text(encoding="utf-8")
+    validation = card[card.index("## Validation"):card.index("## Not validated")]
+    assert "bootstrap over its patients (1000 resamples)" in INTERVALS[0]
+    assert INTERVALS[1].startswith("- calibration intercept and slope: not a bootstrap, a "
+                                   "normal interval from the Wald variance")
+    assert all(line in validation.splitlines() for line in INTERVALS)
+    assert "95% CIs from a bootstrap over its patients" not in card  # not for every figure
+    header = next(line for line in validation.splitlines() if line.startswith("| model"))
+    assert header == ("| model | task | n | AUC (bootstrap) | Brier (bootstrap) | calibration "
+                      "intercept (Wald) | slope (Wald) | R² (bootstrap) |")
+    rows = {(cells[0], cells[1]): cells for line in validation.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")
+            and (cells := [c.strip() for c in line.strip("|").split("|")])}
+    metrics = read_metrics(world["eval"] / "metrics.json")
+    checked = 0
+    for rec in metrics.external:
+        if rec.run is not None or rec.calibration_intercept is None:
+            continue
+        cells = rows[(rec.method, rec.task)]
+        for cell, (est, lo, hi) in (
+                (cells[5], (rec.calibration_intercept, rec.calibration_intercept_ci_low,
+                            rec.calibration_intercept_ci_high)),
+                (cells[6], (rec.calibration_slope, rec.calibration_slope_ci_low,
+                            rec.calibration_slope_ci_high))):
+            if est is None:  # undefined (e.g. perfect separation): said, not NaN
+                assert cell == "–"
+                continue
+            assert cell == f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+            assert hi - est == pytest.approx(est - lo, rel=1e-6)  # Wald: symmetric
+        assert cells[3] == f"{rec.auc:.3f} [{rec.auc_ci_low:.3f}, {rec.auc_ci_high:.3f}]"
+        checked += 1
+    assert checked >= 3  # clinical_only, ssl and clinical+ssl at least once
+
+
 def test_predict_refuses_other_phases(world, tmp_path) -> None:
     other = tmp_path / "other"
     shutil.copytree(world["blank"], other)

@@ -10,9 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from medimp.prognosis.external import N_BOOT
 from medimp.prognosis.folder import ModelFolder
 
 __all__ = ["model_card"]
+
+
+#: How each external figure's 95% CI is computed (medimp.prognosis.external), as the card says.
+INTERVALS = (
+    f"- AUC, Brier score, R²: a percentile bootstrap over its patients ({N_BOOT} resamples); "
+    "a model with several pretraining runs gives the mean over its runs, with a normal "
+    "interval from the bootstrap variance of that mean plus the between-run variance divided "
+    "by the number of runs.",
+    "- calibration intercept and slope: not a bootstrap, a normal interval from the Wald "
+    "variance of the logistic recalibration fit on its patients (plus the between-run "
+    "variance divided by the number of runs, for several runs).",
+    "- –: not defined on this cohort (e.g. the calibration slope of risks that separate the "
+    "classes perfectly).",
+)
 
 
 def _fmt(v: Any) -> str:
@@ -66,9 +81,10 @@ def model_card(folder: ModelFolder) -> str:
     lines += ["", "## Validation", ""]
     if ext:
         lines += [f"External validation on `{ext.get('cohort')}` ({ext.get('n_patients')} "
-                  "patients): 95% CIs from a bootstrap over its patients (plus the "
-                  "between-run variance for several runs).", "",
-                  "| model | task | n | AUC | Brier | calibration intercept | slope | R² |",
+                  "patients), the models applied once as fitted. Each figure's 95% CI:", "",
+                  *INTERVALS, "",
+                  "| model | task | n | AUC (bootstrap) | Brier (bootstrap) | calibration "
+                  "intercept (Wald) | slope (Wald) | R² (bootstrap) |",
                   "|---|---|---|---|---|---|---|---|"]
         for rec in ext.get("records", []):
             lines.append("| {model} | {task} | {n} | {auc} | {brier} | {ci} | {cs} | {r2} |"

@@ -23,6 +23,7 @@ would be leaked. A run trained on neither cohort gets a note.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from medimp.data import read_cohort
 from medimp.data.cohort.fingerprint import cohort_fingerprint
 from medimp.evaluate.calibration import brier
 from medimp.evaluate.labels import survival_table
+from medimp.evaluate.metrics import ExternalRecord
 from medimp.evaluate.replicates import expand_methods
 from medimp.evaluate.scoring import auc, balanced_accuracy, f1
 from medimp.prognosis.fit import FitConfig, FittedModel, PrognosisError, model_targets
 
-__all__ = ["ExternalScore", "external_notes", "score_external"]
+__all__ = ["ExternalScore", "external_notes", "external_records", "score_external"]
 
 Z95 = 1.959963984540054
 N_BOOT = 1000
@@ -225,3 +227,47 @@ def scores_frame(scores: list[dict[str, Any]]) -> pd.DataFrame:
                 row[name] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _triple(score: Mapping[str, Any], name: str, fields: tuple[str, str, str]
+            ) -> dict[str, float | None]:
+    if name not in score:
+        return {}
+    est, lo, hi = score[name]
+    return {f: _finite(v) for f, v in zip(fields, (est, lo, hi), strict=True)}
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def external_records(scores: list[dict[str, Any]]) -> list[ExternalRecord]:
+    """One :class:`ExternalRecord` per row of
+    :func:`medimp.prognosis.external.external_scores`."""
+    out = []
+    for s in scores:
+        sc = s["score"]
+        rec: dict[str, Any] = {"task": s["task"], "method": s["model"], "run": s["run"],
+                               "n_runs": sc["n_runs"], "n": sc["n"], "n_pos": sc["n_pos"]}
+        rec |= _triple(sc, "auc", ("auc", "auc_ci_low", "auc_ci_high"))
+        rec |= _triple(sc, "brier", ("brier", "brier_ci_low", "brier_ci_high"))
+        rec |= _triple(sc, "calibration_intercept", ("calibration_intercept",
+                                                     "calibration_intercept_ci_low",
+                                                     "calibration_intercept_ci_high"))
+        rec |= _triple(sc, "calibration_slope", ("calibration_slope",
+                                                 "calibration_slope_ci_low",
+                                                 "calibration_slope_ci_high"))
+        rec |= _triple(sc, "r2", ("r2", "r2_ci_low", "r2_ci_high"))
+        rec |= _triple(sc, "c_index", ("c_index", "c_index_ci_low", "c_index_ci_high"))
+        for name in ("balanced_accuracy", "f1", "mae", "spearman"):
+            if name in sc:
+                rec[name] = _finite(sc[name][0])
+        if sc.get("auc_sd") is not None:
+            rec["auc_sd"] = sc["auc_sd"]
+        for name, lo, hi in (("auc", 0.0, 1.0), ("c_index", 0.0, 1.0), ("r2", None, 1.0)):
+            if rec.get(name) is not None and rec.get(f"{name}_ci_low") is not None:
+                if lo is not None:  # normal intervals stay inside the metric's range
+                    rec[f"{name}_ci_low"] = max(lo, rec[f"{name}_ci_low"])
+                rec[f"{name}_ci_high"] = min(hi, rec[f"{name}_ci_high"])
+        out.append(ExternalRecord(**rec))
+    return out

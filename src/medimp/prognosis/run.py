@@ -29,7 +29,7 @@ from medimp.data.pipeline.features import ClinicalFeatures
 from medimp.evaluate.embeddings import read_embeddings
 from medimp.evaluate.replicates import check_replicates, expand_methods
 from medimp.prognosis.card import model_card
-from medimp.prognosis.external import Z95, external_notes, external_scores
+from medimp.prognosis.external import Z95, external_notes, external_records, external_scores
 from medimp.prognosis.fit import (
     FitConfig,
     FittedModel,
@@ -201,17 +201,20 @@ def _external_summary(folder: ModelFolder, ext: Path, cfg: FitConfig | None) -> 
     """The external figures of the folder's models (mean over runs), for the model card."""
     _, applied = apply_folder(folder, ext)
     rows = []
-    for s in external_scores(folder, ext, applied, cfg or FitConfig()):
-        if s["run"] is not None:
+    # the figures of evaluate --external's records (undefined ones null: "–" in the card)
+    for r in external_records(external_scores(folder, ext, applied, cfg or FitConfig())):
+        if r.run is not None:
             continue
-        rec: dict[str, Any] = {"method": s["model"], "task": s["task"], "n": s["score"]["n"]}
-        for name, key in (("auc", "auc_text"), ("brier", "brier_text"),
-                          ("calibration_intercept", "cal_int_text"),
-                          ("calibration_slope", "cal_slope_text"), ("r2", "r2_text")):
-            if name in s["score"]:
-                est, lo, hi = s["score"][name]
-                rec[name] = [est, lo, hi]
-                rec[key] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+        rec: dict[str, Any] = {"method": r.method, "task": r.task, "n": r.n}
+        figures = ((("auc", "auc_text"), ("brier", "brier_text"),
+                    ("calibration_intercept", "cal_int_text"),
+                    ("calibration_slope", "cal_slope_text")) if r.n_pos is not None
+                   else (("r2", "r2_text"),))  # binary tasks, else continuous ones
+        for name, key in figures:
+            est, lo, hi = (getattr(r, f) for f in (name, f"{name}_ci_low", f"{name}_ci_high"))
+            rec[name] = [est, lo, hi]
+            rec[key] = ("–" if est is None else f"{est:.3f}" if lo is None or hi is None
+                        else f"{est:.3f} [{lo:.3f}, {hi:.3f}]")
         rows.append(rec)
     return {"cohort": str(ext.resolve()), "fingerprint": cohort_fingerprint(ext),
             "n_patients": len(read_cohort(ext).patients), "records": rows}
