@@ -20,6 +20,7 @@ from medimp.train import (
     pretrain,
 )
 from medimp.train.checkpoint import read_checkpoint
+from medimp.train.precision import explain_precision
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,10 @@ def test_run_folder_contents(medimp_run) -> None:
     assert info["preprocess"]["shape"] == [16, 16, 16]
     assert not set(info["train_patients"]) & set(info["val_patients"])
     assert info["epochs_trained"] == 2 and np.isfinite(info["best_val_loss"])
+    # precision "auto": what this machine's flags give, recorded with the reason, and logged
+    chosen, why = explain_precision("auto", "auto")
+    assert (info["precision"], info["precision_reason"]) == (chosen, why)
+    assert f"precision {chosen}: {why}" in (medimp_run / "logs" / "run.log").read_text()
     state = load_file(medimp_run / "model.safetensors")
     prefixes = {k.split(".")[0] for k in state}
     assert {"image_encoder", "image_proj", "text_proj", "text_encoder", "loss_fn"} <= prefixes

@@ -181,10 +181,10 @@ class PretrainConfig(_Strict):
                                          "(each step keeps its own negatives: not a larger "
                                          "contrastive batch; see micro_batch_size).")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
-        "auto", description="'auto': 'bf16-mixed' where the hardware computes bf16 natively "
-        "(CUDA GPUs with bf16; CPUs with AMX-BF16 or AVX512-BF16), else '32' (see "
-        "medimp.train.precision); '32', 'bf16-mixed' (CPU or GPU), '16-mixed' (GPU only, loss "
-        "scaling).")
+        "auto", description="'auto': 'bf16-mixed' where bf16 is faster than fp32 (CUDA GPUs "
+        "with bf16 tensor cores; CPUs with AMX-BF16, not AVX512-BF16 alone), else '32' (see "
+        "medimp.train.precision; the run log says why); '32', 'bf16-mixed' (CPU or GPU), "
+        "'16-mixed' (GPU only, loss scaling).")
     channels_last: bool = Field(False, description="Use the channels-last 3D memory format.")
     compile: bool = Field(False, description="torch.compile the image encoder (pays back on "
                           "long runs and GPUs; the first steps compile; docs/performance.md).")
