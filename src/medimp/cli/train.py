@@ -39,7 +39,8 @@ def _pretrain(  # noqa: PLR0917 - one parameter per CLI option
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="auto (bf16 where native) | 32 | bf16-mixed | 16-mixed (GPU).")] = None,
+        "--precision", help="auto (bf16 on a bf16 GPU or an AMX CPU, else 32) | 32 | "
+        "bf16-mixed | 16-mixed (GPU).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(
