@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
 
 from medimp.evaluate.embeddings import feature_columns
 from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.metrics import AddedValue, Comparison
-from medimp.evaluate.models import make_model, make_preprocessor
+from medimp.evaluate.models import make_model
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits, refit_threshold
 from medimp.evaluate.scoring import auc
+from medimp.evaluate.shared import combined_split, logistic_scores
 
 __all__ = ["CombinedLogisticProbe", "added_name", "added_value_answers", "added_value_table",
            "combined_features", "regression_headline"]
@@ -127,14 +127,13 @@ class CombinedLogisticProbe(ClassifierMixin, BaseEstimator):
                 if len(np.unique(y[tr])) < 2:
                     continue
                 kmax = int(max(0, min(max(ks), n_image, len(tr) - 1)))
-                pre = make_preprocessor("combined", n_clinical=self.n_clinical, k=kmax,
-                                        seed=self.seed)
-                z_tr, z_te = pre.fit_transform(X[tr]), pre.transform(X[te])
+                # the clinical part is shared by every image method's model, and so are the
+                # k = 0 fits on it (each computed once, medimp.evaluate.shared)
+                z_tr, z_te = combined_split(X[tr], X[te], self.n_clinical, kmax, self.seed)
                 for g, (k, c) in enumerate(grid):
                     cols = self.n_clinical + min(k, kmax)
-                    clf = LogisticRegression(C=c, max_iter=self.max_iter)
-                    oof[g, te] = clf.fit(z_tr[:, :cols], y[tr]).predict_proba(
-                        z_te[:, :cols])[:, 1]
+                    oof[g, te] = logistic_scores(z_tr[:, :cols], y[tr], z_te[:, :cols], c,
+                                                 self.max_iter)
         done = np.all(np.isfinite(oof), axis=0)
         _, yg = group_mean(y[done].astype(float), groups[done])
         yg = (yg > 0.5).astype(int)

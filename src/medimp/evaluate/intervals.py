@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 
 from medimp.evaluate.scoring import auc
 
@@ -198,11 +198,20 @@ def _rejection(crit: float, df: float, nc: float) -> float:
     if np.isfinite(upper) and np.isfinite(lower):
         return float(upper + lower)
 
-    def given_v(v: float) -> float:
-        c = crit * np.sqrt(v / df)
-        return float((stats.norm.sf(c - nc) + stats.norm.cdf(-c - nc)) * stats.chi2.pdf(v, df))
+    return float(integrate.quad(_given_v, 0, np.inf, args=(crit, df, nc), limit=200)[0])
 
-    return float(integrate.quad(given_v, 0, np.inf, limit=200)[0])
+
+def _given_v(v: float, crit: float, df: float, nc: float) -> float:
+    """The integrand of :func:`_rejection`: P(|Z + nc| > crit·sqrt(v/df)) times the chi-square
+    density of v. ``stats.norm.sf(x)``, ``stats.norm.cdf(x)`` and ``stats.chi2.pdf(v, df)``
+    written as the ``scipy.special`` expressions those distributions evaluate (the same
+    numbers, without their per-call overhead: quad calls this hundreds of times per root)."""
+    if not 0 < v < np.inf:  # outside the chi-square's support
+        return 0.0
+    c = crit * np.sqrt(v / df)
+    pdf = np.exp(special.xlogy(df / 2.0 - 1, v) - v / 2.0 - special.gammaln(df / 2.0)
+                 - (np.log(2) * df) / 2.0)
+    return float((special.ndtr(-(c - nc)) + special.ndtr(-c - nc)) * pdf)
 
 
 def auc_interval(y: np.ndarray, runs: Sequence[np.ndarray],

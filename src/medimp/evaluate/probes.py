@@ -27,6 +27,7 @@ from medimp._registry import Registry
 from medimp.evaluate.errors import ProbeError
 from medimp.evaluate.models import make_model
 from medimp.evaluate.scoring import auc
+from medimp.evaluate.shared import scaled_split
 
 __all__ = ["KNNProbe", "LogisticProbe", "ProbeError", "create_probe", "group_mean",
            "list_probes", "refit_threshold", "register_probe", "youden_threshold"]
@@ -205,11 +206,9 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
             for tr, te in inner_splits(y, groups, n_inner, self.seed):
                 if len(np.unique(y[tr])) < 2:
                     continue
-                prep = make_pipeline(*_prep(self.impute)).fit(X[tr])
-                x_tr, x_te = prep.transform(X[tr]), prep.transform(X[te])
-                for g, value in enumerate(grid):
-                    clf = self._classifier(value, len(tr)).fit(x_tr, y[tr])
-                    oof[g, te] = clf.predict_proba(x_te)[:, 1]
+                # the same scaled folds for every probe of this table (computed once)
+                x_tr, x_te = scaled_split(X[tr], X[te], self.impute)
+                oof[:, te] = self._inner_scores(x_tr, y[tr], x_te, grid)
         done = np.all(np.isfinite(oof), axis=0)
         _, yg = group_mean(y[done].astype(float), groups[done])
         yg = (yg > 0.5).astype(int)
@@ -227,6 +226,13 @@ class _InnerCVProbe(ClassifierMixin, BaseEstimator):
             self.threshold_, self.inner_threshold_, self.n_called_ = refit_threshold(
                 yg, per_patient[best], own)
         return self
+
+    def _inner_scores(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                      grid: Sequence[float | int]) -> np.ndarray:
+        """``[len(grid), n_test]`` probabilities of class 1 of one inner fold's classifier per
+        grid value (``x_train``/``x_test`` already scaled)."""
+        return np.stack([self._classifier(value, len(y_train)).fit(x_train, y_train)
+                         .predict_proba(x_test)[:, 1] for value in grid])
 
     def _own_scores(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The refitted model's scores of its training samples."""
@@ -302,7 +308,21 @@ class KNNProbe(_InnerCVProbe):
 
     def _classifier(self, value: float | int, n_train: int) -> BaseEstimator:
         k = max(1, min(int(value), n_train - 1))
-        return KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine")
+        # brute force: what "auto" chooses for the cosine metric anyway; explicit, because
+        # _inner_scores fits once for every k (the fitted state does not depend on k then)
+        return KNeighborsClassifier(n_neighbors=k, weights="distance", metric="cosine",
+                                    algorithm="brute")
+
+    def _inner_scores(self, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                      grid: Sequence[float | int]) -> np.ndarray:
+        """One brute-force fit (it stores the training samples) asked for each k in turn:
+        the same probabilities as one fit per k."""
+        clf = self._classifier(grid[0], len(y_train)).fit(x_train, y_train)
+        out = np.empty((len(grid), len(x_test)))
+        for g, value in enumerate(grid):
+            clf.set_params(n_neighbors=self._classifier(value, len(y_train)).n_neighbors)
+            out[g] = clf.predict_proba(x_test)[:, 1]
+        return out
 
     def _own_scores(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """The refitted k-NN's scores of its training samples, each from its k nearest

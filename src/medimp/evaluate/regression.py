@@ -34,6 +34,7 @@ from medimp.evaluate.errors import EvaluationError
 from medimp.evaluate.labels import load_cohort, make_labels
 from medimp.evaluate.models import make_model, make_preprocessor
 from medimp.evaluate.probes import ProbeError, group_mean, inner_splits
+from medimp.evaluate.shared import combined_split
 
 __all__ = ["RegressionCVResult", "RegressionTaskCV", "RidgeProbe", "cross_validate_regression",
            "fold_scores", "mae", "make_targets", "r2", "regression_predictions",
@@ -198,10 +199,13 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
         n_inner = min(self.inner_splits, n_groups // 2)
         for tr, te in inner_splits(_strata(y, groups), groups, n_inner, self.seed):
             kmax = _cap_k(max(ks), n_image, len(tr))
-            pre = make_preprocessor(self.method_kind, n_clinical=self.n_clinical, k=kmax,
-                                    seed=self.seed)
-            z_tr = pre.fit_transform(X[tr])
-            z_te = pre.transform(X[te])
+            if self.method_kind == "combined":  # the clinical part shared across methods
+                z_tr, z_te = combined_split(X[tr], X[te], self.n_clinical, kmax, self.seed)
+            else:
+                pre = make_preprocessor(self.method_kind, n_clinical=self.n_clinical, k=kmax,
+                                        seed=self.seed)
+                z_tr = pre.fit_transform(X[tr])
+                z_te = pre.transform(X[te])
             for i, k in enumerate(ks):
                 cols = self.n_clinical + min(k, kmax) if self.method_kind == "combined" \
                     else z_tr.shape[1]
