@@ -118,11 +118,13 @@ def _compare(y, target, tests, ratio, a, b, *, one_run: bool = False
         pc = paired(name, va, vb, ratio, learned=(not one_run, not one_run))
         out[name] = {"diff": pc.estimate, "p": pc.p_value, "se": pc.se,
                      "mdd": pc.min_detectable_diff, "df": pc.df,
-                     "run_sd": float(np.nanmean(va, axis=1).std(ddof=1))}
+                     "run_sd": (float(np.nanmean(va, axis=1).std(ddof=1)) if len(va) > 1
+                                else float("nan"))}
     return out
 
 
 def one_rep(n: int, rep: int, args) -> dict:
+    t0 = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         tables, ids, y, target, z = _cohort(n, seed=1000 * n + rep)
         rng = np.random.default_rng([n, rep])
@@ -134,11 +136,13 @@ def one_rep(n: int, rep: int, args) -> dict:
                                     ("b", args.sigma_b))}
         fitted = {k: _method(tables, ids, y, target, splits, v, tuple(args.Cs))
                   for k, v in runs.items()}
-        return {"n": n, "rep": rep, "n_known": len(y), "n_pos": int(y.sum()),
-                "null": _compare(y, target, tests, ratio, fitted["a"], fitted["a2"]),
-                "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"]),
-                "alt_fixed": _compare(y, target, tests, ratio, fitted["a"], fitted["b"],
-                                      one_run=True)}
+        row = {"n": n, "rep": rep, "n_known": len(y), "n_pos": int(y.sum()),
+               "null": _compare(y, target, tests, ratio, fitted["a"], fitted["a2"]),
+               "alt": _compare(y, target, tests, ratio, fitted["a"], fitted["b"]),
+               "alt_fixed": _compare(y, target, tests, ratio, fitted["a"], fitted["b"],
+                                     one_run=True)}
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -153,7 +157,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     for n in sorted({r["n"] for r in rows}):
         sub = [r for r in rows if r["n"] == n]
         row: dict = {"n": n, "reps": len(sub), "n_pos": float(np.mean([r["n_pos"] for r in sub])),
-                     "n_known": float(np.mean([r["n_known"] for r in sub]))}
+                     "n_known": float(np.mean([r["n_known"] for r in sub])),
+                     "seconds_per_rep": float(np.mean([r.get("seconds", np.nan) for r in sub]))}
         # the printed answer's family (Holm over the three metrics of one horizon): a
         # "yes" or "no" on two draws of one process is a false positive
         k = sum(float(np.min(holm([r["null"][m]["p"] for m in ("auc", "r2", "brier")])))
@@ -216,7 +221,10 @@ def main() -> None:
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
     table = summarise(rows)
-    minutes = (time.perf_counter() - t0) / 60
+    # --summarise: the repetitions' own time (their runs may have been split over several
+    # invocations: a repetition depends only on its size and number, not on the order)
+    minutes = (sum(r.get("seconds", 0.0) for r in rows) if args.summarise
+               else time.perf_counter() - t0) / 60
     write_result("power_endpoints", {"args": {k: (str(v) if isinstance(v, Path) else v)
                                               for k, v in vars(args).items()},
                                      "minutes": minutes, "summary": table, "reps": rows},
