@@ -193,6 +193,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--reps-per-size", type=int, nargs="+", default=None,
                     help="repetitions of each size (default --reps for all)")
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="number of the first repetition: a repetition depends only on its size "
+                    "and number, so a run may be continued (another --out) and the .jsonl "
+                    "files joined for --summarise")
     ap.add_argument("--summarise", action="store_true",
                     help="only summarise the repetitions already in the .jsonl beside --out")
     ap.add_argument("--repeats", type=int, default=3, help="outer CV repeats (5-fold)")
@@ -211,7 +215,7 @@ def main() -> None:
     # a run stopped early still leaves its repetitions (--summarise summarises that file)
     reps = dict(zip(args.sizes, args.reps_per_size or [args.reps] * len(args.sizes),
                     strict=True))
-    order = [(n, rep) for rep in range(max(reps.values())) for n in args.sizes
+    order = [(n, args.first_rep + rep) for rep in range(max(reps.values())) for n in args.sizes
              if rep < reps[n]]
     log = args.out.with_suffix(".jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
