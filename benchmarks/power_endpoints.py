@@ -21,9 +21,13 @@ tests that ``medimp evaluate`` prints):
   detectable difference (80% power, α 0.05, from the test's SE) and the share detected, for
   the AUC and the R² of the same pair.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/power_endpoints.py --reps 100 --jobs 2
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/power_endpoints.py --reps 300 --jobs 1
 
-Writes benchmarks/results/power_endpoints.json and prints the table of docs/evaluate.md.
+(docs/evaluate.md's figures; ``--reps-per-size`` gives each size its own count.) A repetition
+depends only on its size and number, so a run may be split: ``--first-rep`` continues one under
+another ``--out``, and ``--summarise`` summarises the .jsonl beside ``--out`` (join the files
+first). Writes benchmarks/results/power_endpoints.json (every repetition, with its seconds) and
+prints the tables of docs/evaluate.md.
 """
 
 from __future__ import annotations
@@ -251,15 +255,15 @@ def main() -> None:
               f"R² {r['run_sd_r2']:.3f}, Brier {r['run_sd_brier']:.4f}")
     print(f"{minutes:.1f} min; 5x{args.repeats} CV, logistic Cs {args.Cs}, 3 runs per method, "
           f"sigma {args.sigma} vs {args.sigma_b}, seed spread {args.seed_spread}")
-    print("| n | positives | FPR ΔAUC | FPR ΔR² | FPR ΔBrier | FPR answer (Holm) | "
+    print("| n | reps | positives | FPR ΔAUC | FPR ΔR² | FPR ΔBrier | FPR answer (Holm) | "
           "ΔAUC (median MDD, power) | ΔR² (median MDD, power) | median df (null) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in table:
         fpr = " | ".join(f"{r[f'fpr_{m}']:.3f} [{r[f'fpr_{m}_ci'][0]:.3f}, "
                          f"{r[f'fpr_{m}_ci'][1]:.3f}]" for m in ("auc", "r2", "brier"))
         fpr += (f" | {r['fpr_answer']:.3f} [{r['fpr_answer_ci'][0]:.3f}, "
                 f"{r['fpr_answer_ci'][1]:.3f}]")
-        print(f"| {r['n']} | {r['n_pos']:.0f} of {r['n_known']:.0f} | {fpr} | "
+        print(f"| {r['n']} | {r['reps']} | {r['n_pos']:.0f} of {r['n_known']:.0f} | {fpr} | "
               f"{r['diff_auc']:+.3f} ({r['mdd_auc_median']:.3f}, {r['power_auc']:.2f}) | "
               f"{r['diff_r2']:+.3f} ({r['mdd_r2_median']:.3f}, {r['power_r2']:.2f}) | "
               + " / ".join(f"{r[f'df_{m}_median']:.1f}" for m in ("auc", "r2", "brier"))

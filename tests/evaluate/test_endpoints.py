@@ -4,6 +4,8 @@ calibration on every binary record, the curve tables, and the printed answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,6 +116,7 @@ def test_curve_tables_written(result):
 
 
 def test_cli_prints_the_answer_and_the_r2_table(eval_cohort, tmp_path):
+    from medimp.cli.evaluate import FPR_DOCS
     from medimp.cli.main import app
 
     emb = tmp_path / "medimp.parquet"
@@ -124,6 +127,7 @@ def test_cli_prints_the_answer_and_the_r2_table(eval_cohort, tmp_path):
         "--no-knn", "--no-survival", "--no-report"])
     assert out.exit_code == 0, out.output
     assert "Do the images add anything" in out.output
+    assert FPR_DOCS in out.output  # the answer points at the tests' measured error rates
     assert "img: not decided: one pretraining run" in out.output
     assert "egfr_y2" in out.output and "R²" in out.output
     assert "clinical+img" in out.output
@@ -140,3 +144,11 @@ def test_bad_endpoint_options_are_refused_in_one_line():
         EvalConfig(ridge_alphas=[0.0])
     # the default level follows the levels evaluated
     assert EvalConfig(levels=["patient_latest"]).endpoint_level == "patient_latest"
+
+
+def test_the_printed_pointer_to_the_error_rates_names_a_section_that_exists():
+    from medimp.cli.evaluate import FPR_DOCS
+
+    page, _, heading = FPR_DOCS.partition(", ")
+    text = (Path(__file__).resolve().parents[2] / page).read_text(encoding="utf-8")
+    assert any(line.startswith("## " + heading.strip('"')) for line in text.splitlines())

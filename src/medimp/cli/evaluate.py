@@ -19,6 +19,9 @@ from medimp.cli._common import (
     warn_deprecated,
 )
 
+#: Where the paired tests' measured false-positive rates are: every printed verdict points there.
+FPR_DOCS = 'docs/evaluate.md, "Which endpoint sees a difference"'
+
 
 def _pairs(values: list[str], option: str) -> dict[str, list[Path]]:
     """NAME=PATH options; a name given several times collects pretraining replicates."""
@@ -146,8 +149,8 @@ def _print_tables(result, reference: str) -> None:
     console.print(f"\npaired test (corrected repeated k-fold t, seed-aware), {reference} minus "
                   "each method:", markup=False)
     console.print(comp.to_string(index=False), highlight=False, soft_wrap=True, markup=False)
-    console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05):",
-                  markup=False)
+    console.print("\nwhat is decided (p after Holm's adjustment over the table < 0.05; the "
+                  f"test's measured false-positive rate: {FPR_DOCS}):", markup=False)
     for sentence in result.decided():
         console.print(f"  {sentence}", highlight=False, soft_wrap=True, markup=False)
 
@@ -161,6 +164,9 @@ def print_added_value_answer(answers: list) -> None:
     for a in answers:
         console.print(f"  {a.method}: {a.sentence}", highlight=False, soft_wrap=True,
                       markup=False)
+    console.print(f"  (how often these tests decide between two equal methods, and which "
+                  f"endpoint sees a difference: {FPR_DOCS})", highlight=False, soft_wrap=True,
+                  markup=False)
     console.print("")
 
 
