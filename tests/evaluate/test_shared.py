@@ -167,3 +167,23 @@ def test_jobs_1_and_2_write_the_same_results(make_cohort, tmp_path) -> None:
     pd.testing.assert_frame_equal(e1, e2, check_exact=True)
     methods_seen = {r["method"] for r in m1["records"]}
     assert {"clinical+medimp", "clinical+image_ssl"} <= methods_seen and m1["regression"]
+
+
+def test_store_is_bounded_in_bytes_and_ignores_memory_layout(monkeypatch):
+    """A repeat returns the very arrays stored (also for the same values in another memory
+    layout); past MAX_BYTES the oldest entries are dropped and computed again."""
+    from medimp.evaluate import shared
+
+    clear()
+    rng = np.random.default_rng(0)
+    xs = [(rng.normal(size=(40, 6)), rng.normal(size=(10, 6))) for _ in range(3)]
+    first = scaled_split(*xs[0], False)
+    assert scaled_split(np.asfortranarray(xs[0][0]), xs[0][1], False)[0] is first[0]
+    one_entry = first[0].nbytes + first[1].nbytes
+    monkeypatch.setattr(shared, "MAX_BYTES", 2 * one_entry)
+    last = [scaled_split(*x, False) for x in xs][-1]
+    assert scaled_split(*xs[-1], False)[0] is last[0]  # kept
+    again = scaled_split(*xs[0], False)  # dropped as the oldest: computed again, same values
+    assert again[0] is not first[0]
+    np.testing.assert_array_equal(again[0], first[0])
+    clear()

@@ -4,7 +4,7 @@ An evaluation fits many probes on the same numbers: the logistic and the k-NN pr
 task, method and level scale the same inner training folds; every run of every image method's
 ``clinical+NAME`` model scales the same clinical columns of the same patients, and with k = 0
 image components fits the same logistic regressions on them. This module keeps those results,
-keyed by the **content** of the arrays (their bytes, shape, dtype and memory layout) and the
+keyed by the **content** of the arrays (their values, shape and dtype) and the
 settings, so a repeat gets back the very arrays the first computation returned: the results are
 bit-identical to computing again, only faster. Each process keeps its own bounded store (with
 ``--jobs N`` every worker has one; results do not depend on which worker computes).
@@ -31,21 +31,34 @@ __all__ = ["clear", "combined_split", "logistic_scores", "scaled_split"]
 #: inner folds), the clinical part and the k = 0 fits by the next image method's model (45 and
 #: 720 entries later). Scaled folds are the large entries (tens of kB), fits' scores small.
 MAX_ENTRIES = {"scaled": 256, "clinical": 256, "logistic": 8192}
+#: ... and at most this many bytes of arrays per store, whatever the number of entries: a large
+#: cohort with wide embeddings (thousands of rows x 768 features: megabytes per scaled fold)
+#: keeps fewer entries instead of gigabytes in every worker.
+MAX_BYTES = 256 * 2**20
 
 _STORES: dict[str, OrderedDict[bytes, Any]] = {}
+_SIZES: dict[str, int] = {}
 
 
 def clear() -> None:
     """Forget every stored result (each process's stores are independent)."""
     _STORES.clear()
+    _SIZES.clear()
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    return sum(_nbytes(v) for v in value) if isinstance(value, tuple) else 0
 
 
 def _digest(*parts: Any) -> bytes:
-    """A key for arrays (content, dtype, shape, strides) and plain settings."""
+    """A key for arrays (values, dtype, shape: the memory layout does not matter) and plain
+    settings."""
     h = hashlib.blake2b(digest_size=20)
     for p in parts:
         if isinstance(p, np.ndarray):
-            h.update(repr((p.dtype.str, p.shape, p.strides)).encode())
+            h.update(repr((p.dtype.str, p.shape)).encode())
             h.update(np.ascontiguousarray(p).view(np.uint8).data)
         else:
             h.update(repr(p).encode())
@@ -69,8 +82,9 @@ def _memo(store: str, key: bytes, compute: Callable[[], Any]) -> Any:
         return cache[key]
     value = _frozen(compute())
     cache[key] = value
-    if len(cache) > MAX_ENTRIES[store]:
-        cache.popitem(last=False)
+    _SIZES[store] = _SIZES.get(store, 0) + _nbytes(value)
+    while len(cache) > 1 and (len(cache) > MAX_ENTRIES[store] or _SIZES[store] > MAX_BYTES):
+        _SIZES[store] -= _nbytes(cache.popitem(last=False)[1])
     return value
 
 
