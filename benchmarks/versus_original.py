@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
-from _common import add_setup_args, bert_and_cohort, write_result
+from _common import Timer, add_setup_args, bert_and_cohort, write_result
 
 # make bench (benchmarks/run_all.py): minutes without arguments on the 2-core machine,
 # and the arguments of the smallest configuration
@@ -182,14 +181,14 @@ def main() -> None:
                        "bf16": precision == "bf16-mixed", "times": [], "losses": []}
 
     def one(loop: dict[str, Any]) -> float:
-        t0 = time.perf_counter()
-        try:
-            batch = next(loop["it"])
-        except StopIteration:
-            loop["it"] = iter(loop["loader"])
-            batch = next(loop["it"])
-        loop["losses"].append(_step(loop["module"], loop["opt"], batch, loop["bf16"]))
-        return time.perf_counter() - t0
+        with Timer() as clock:
+            try:
+                batch = next(loop["it"])
+            except StopIteration:
+                loop["it"] = iter(loop["loader"])
+                batch = next(loop["it"])
+            loop["losses"].append(_step(loop["module"], loop["opt"], batch, loop["bf16"]))
+        return clock.seconds
 
     names = list(loops)
     # warm-up, untimed: the original loop one step (first-step allocations); medimp's loops one
