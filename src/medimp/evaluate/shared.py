@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
+from medimp.evaluate.fastlogit import logistic_proba
 from medimp.evaluate.models import make_preprocessor
 
 __all__ = ["clear", "combined_split", "logistic_scores", "scaled_split"]
@@ -133,8 +133,7 @@ def logistic_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     class 1 for ``x_test``."""
 
     def compute() -> np.ndarray:
-        clf = LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y_train)
-        return clf.predict_proba(x_test)[:, 1]
+        return logistic_proba(x_train, y_train, x_test, float(C), max_iter)
 
     return _memo("logistic", _digest(x_train, y_train, x_test, float(C), int(max_iter)),
                  compute)
