@@ -9,33 +9,43 @@ same order (scikit-learn's own binomial loss, the same L-BFGS-B call with the sa
 the same prediction), so it returns the very probabilities of
 ``LogisticRegression(C=C, max_iter=max_iter).fit(X, y).predict_proba(X_test)[:, 1]``.
 
-It checks that claim rather than assuming it: the first fit of each process is computed both
-ways, and if the two differ in a single bit (another scikit-learn version that changed its
-loss or solver call), every later fit of the process goes through ``LogisticRegression`` and a
-warning says so. Inputs outside the fast path (labels other than two classes, other dtypes)
-go through ``LogisticRegression`` as well, with its own errors. See docs/performance.md
-"Evaluation".
+It checks that claim on each process's first fit rather than assuming it: that fit is computed
+both ways, and if the coefficients, intercept, iteration count or probabilities differ in a
+single bit (another scikit-learn version that changed its loss or solver call), every later fit
+of the process goes through ``LogisticRegression`` and a warning says so. The check covers one
+problem, not every one: ``tests/evaluate/test_fastlogit.py`` compares the fast path itself
+with scikit-learn on 200 more. Inputs outside the fast path (labels other than two integer
+classes, other dtypes, non-finite or empty features, an unusual ``max_iter``) go through
+``LogisticRegression``, with its own errors; so does every fit if scikit-learn's private loss
+module has moved. See docs/performance.md "Evaluation".
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
 from scipy import optimize
 from scipy.special import expit
-from sklearn._loss.loss import HalfBinomialLoss
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+
+try:  # scikit-learn's private modules: without them, every fit is LogisticRegression's
+    from sklearn._loss.loss import HalfBinomialLoss
+    from sklearn.linear_model._logistic import _LOGISTIC_SOLVER_CONVERGENCE_MSG
+    from sklearn.utils.optimize import _check_optimize_result
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+    HalfBinomialLoss = None
 
 __all__ = ["logistic_proba"]
 
-_LOSS = HalfBinomialLoss()
+_LOSS = HalfBinomialLoss() if HalfBinomialLoss is not None else None
 #: LogisticRegression's default stopping tolerance (the probes keep it)
 _TOL = 1e-4
 #: "verified": None while not yet checked in this process; True: the fast path equals
 #: scikit-learn's; False: it does not (every fit goes through LogisticRegression)
-_STATE: dict[str, bool | None] = {"verified": None}
+_STATE: dict[str, bool | None] = {"verified": None if _LOSS is not None else False}
+_LOCK = threading.Lock()
 
 
 def _loss_gradient(coef: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float
@@ -57,7 +67,9 @@ def _loss_gradient(coef: np.ndarray, X: np.ndarray, y: np.ndarray, l2: float
 
 
 def _fast(x_train: np.ndarray, y01: np.ndarray, x_test: np.ndarray, C: float, max_iter: int
-          ) -> np.ndarray:
+          ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Probabilities of class 1 for ``x_test``, the fitted ``[coef..., intercept]`` and the
+    solver's iterations, as ``LogisticRegression`` computes them."""
     X = np.ascontiguousarray(x_train)  # LogisticRegression.fit validates with order="C"
     n, p = X.shape
     res = optimize.minimize(
@@ -65,21 +77,41 @@ def _fast(x_train: np.ndarray, y01: np.ndarray, x_test: np.ndarray, C: float, ma
         args=(X, y01, 1.0 / (C * n)),
         options={"maxiter": max_iter, "maxls": 50, "gtol": _TOL,
                  "ftol": 64 * np.finfo(float).eps})
-    if res.status != 0:
-        warnings.warn(f"lbfgs failed to converge after {min(res.nit, max_iter)} iteration(s) "
-                      f"(status={res.status}):\n{res.message}\n", ConvergenceWarning,
-                      stacklevel=3)
+    n_iter = _check_optimize_result("lbfgs", res, max_iter,  # scikit-learn's own warning
+                                    extra_warning_msg=_LOGISTIC_SOLVER_CONVERGENCE_MSG)
     coef = np.array(res.x)
     # predict_proba: expit(X @ coef_.T + intercept_) with coef_ of shape (1, p)
     coef_t = coef[:-1][None, :].T
     scores = (x_test @ coef_t + coef[-1:]).reshape(-1)
-    return expit(scores, out=scores)
+    return expit(scores, out=scores), coef, int(n_iter)
 
 
-def _sklearn(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, C: float, max_iter: int
-             ) -> np.ndarray:
-    clf = LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y)
-    return clf.predict_proba(x_test)[:, 1]
+def _sklearn_fit(x_train: np.ndarray, y: np.ndarray, C: float, max_iter: int
+                 ) -> LogisticRegression:
+    return LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y)
+
+
+def _usable(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, classes: np.ndarray, *,
+            C: object, max_iter: object) -> bool:
+    """Whether the fast path applies (else LogisticRegression fits, with its own errors)."""
+    numbers = (float, int, np.floating, np.integer)
+    return (len(classes) == 2 and y.ndim == 1 and y.dtype.kind in "iu"
+            and isinstance(max_iter, int | np.integer) and not isinstance(max_iter, bool)
+            and max_iter >= 0 and isinstance(C, numbers) and not isinstance(C, bool)
+            and bool(np.isfinite(C)) and C > 0
+            and x_train.ndim == 2 and x_test.ndim == 2
+            and x_train.dtype == np.float64 and x_test.dtype == np.float64
+            and x_train.dtype.isnative and x_test.dtype.isnative
+            and len(y) == len(x_train) and x_train.shape[1] >= 1 and len(x_test) >= 1
+            and x_test.shape[1] == x_train.shape[1]
+            and bool(np.isfinite(x_train).all()) and bool(np.isfinite(x_test).all()))
+
+
+def _same(clf: LogisticRegression, ref: np.ndarray, out: tuple[np.ndarray, np.ndarray, int]
+          ) -> bool:
+    proba, coef, n_iter = out
+    return (np.array_equal(ref, proba) and np.array_equal(clf.coef_.ravel(), coef[:-1])
+            and np.array_equal(clf.intercept_, coef[-1:]) and int(clf.n_iter_[0]) == n_iter)
 
 
 def logistic_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, C: float,
@@ -95,22 +127,25 @@ def logistic_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         max_iter: L-BFGS iterations at most (a ``ConvergenceWarning`` when reached).
     """
     x_train, x_test, y = np.asarray(x_train), np.asarray(x_test), np.asarray(y_train)
-    classes = np.unique(y)
-    usable = (_STATE["verified"] is not False and len(classes) == 2 and x_train.ndim == 2
-              and x_test.ndim == 2 and x_train.dtype == np.float64
-              and x_test.dtype == np.float64 and y.ndim == 1 and len(y) == len(x_train)
-              and x_test.shape[1] == x_train.shape[1] and np.isfinite(C) and C > 0)
-    if not usable:
-        return _sklearn(x_train, y, x_test, C, max_iter)
+    classes = np.unique(y) if y.dtype.kind in "iu" else np.array([])
+    if (_STATE["verified"] is False
+            or not _usable(x_train, y, x_test, classes, C=C, max_iter=max_iter)):
+        return _sklearn_fit(x_train, y, C, max_iter).predict_proba(x_test)[:, 1]
     y01 = (y == classes[1]).astype(np.float64)
-    out = _fast(x_train, y01, x_test, float(C), int(max_iter))
     if _STATE["verified"] is None:
-        ref = _sklearn(x_train, y, x_test, C, max_iter)
-        _STATE["verified"] = bool(np.array_equal(ref, out))
-        if not _STATE["verified"]:
-            warnings.warn("medimp.evaluate.fastlogit: this scikit-learn's logistic regression "
-                          "differs from the fast path; every probe fit goes through "
-                          "LogisticRegression (slower, the same results)", RuntimeWarning,
-                          stacklevel=2)
-            return ref
-    return out
+        with _LOCK:
+            if _STATE["verified"] is None:
+                with warnings.catch_warnings():  # the fast path below warns as sklearn would
+                    warnings.simplefilter("ignore")
+                    clf = _sklearn_fit(x_train, y, C, max_iter)
+                    ref = clf.predict_proba(x_test)[:, 1]
+                    out = _fast(x_train, y01, x_test, float(C), int(max_iter))
+                _STATE["verified"] = _same(clf, ref, out)
+                if not _STATE["verified"]:
+                    warnings.warn("medimp.evaluate.fastlogit: this scikit-learn's logistic "
+                                  "regression differs from the fast path; every probe fit goes "
+                                  "through LogisticRegression (slower, the same results)",
+                                  RuntimeWarning, stacklevel=2)
+        if _STATE["verified"] is False:
+            return _sklearn_fit(x_train, y, C, max_iter).predict_proba(x_test)[:, 1]
+    return _fast(x_train, y01, x_test, float(C), int(max_iter))[0]
