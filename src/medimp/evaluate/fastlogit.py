@@ -86,16 +86,18 @@ def _fast(x_train: np.ndarray, y01: np.ndarray, x_test: np.ndarray, C: float, ma
     return expit(scores, out=scores), coef, int(n_iter)
 
 
-def _sklearn_fit(x_train: np.ndarray, y: np.ndarray, C: float, max_iter: int
-                 ) -> LogisticRegression:
-    return LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y)
+def _sklearn_proba(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, C: float,
+                   max_iter: int) -> np.ndarray:
+    return LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y) \
+        .predict_proba(x_test)[:, 1]
 
 
 def _usable(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, classes: np.ndarray, *,
             C: object, max_iter: object) -> bool:
-    """Whether the fast path applies (else LogisticRegression fits, with its own errors)."""
+    """Whether the fast path applies to integer labels ``y`` (else LogisticRegression fits,
+    with its own errors)."""
     numbers = (float, int, np.floating, np.integer)
-    return (len(classes) == 2 and y.ndim == 1 and y.dtype.kind in "iu"
+    return (len(classes) == 2 and y.ndim == 1
             and isinstance(max_iter, int | np.integer) and not isinstance(max_iter, bool)
             and max_iter >= 0 and isinstance(C, numbers) and not isinstance(C, bool)
             and bool(np.isfinite(C)) and C > 0
@@ -107,11 +109,24 @@ def _usable(x_train: np.ndarray, y: np.ndarray, x_test: np.ndarray, classes: np.
             and bool(np.isfinite(x_train).all()) and bool(np.isfinite(x_test).all()))
 
 
-def _same(clf: LogisticRegression, ref: np.ndarray, out: tuple[np.ndarray, np.ndarray, int]
-          ) -> bool:
-    proba, coef, n_iter = out
-    return (np.array_equal(ref, proba) and np.array_equal(clf.coef_.ravel(), coef[:-1])
-            and np.array_equal(clf.intercept_, coef[-1:]) and int(clf.n_iter_[0]) == n_iter)
+def _first_fit(x_train: np.ndarray, y: np.ndarray, y01: np.ndarray, x_test: np.ndarray, *,
+               C: float, max_iter: int) -> np.ndarray:
+    """This process's first fit, both ways: decides whether the fast path is used from now on,
+    and returns scikit-learn's probabilities either way (the same bits when it is)."""
+    with warnings.catch_warnings():  # the fast fit below warns as scikit-learn would
+        warnings.simplefilter("ignore")
+        clf = LogisticRegression(C=float(C), max_iter=max_iter).fit(x_train, y)
+    ref = clf.predict_proba(x_test)[:, 1]
+    proba, coef, n_iter = _fast(x_train, y01, x_test, float(C), int(max_iter))
+    _STATE["verified"] = bool(
+        np.array_equal(ref, proba) and np.array_equal(clf.coef_.ravel(), coef[:-1])
+        and np.array_equal(clf.intercept_, coef[-1:]) and int(clf.n_iter_[0]) == n_iter)
+    if not _STATE["verified"]:
+        warnings.warn("medimp.evaluate.fastlogit: this scikit-learn's logistic regression "
+                      "differs from the fast path; every probe fit goes through "
+                      "LogisticRegression (slower, the same results)", RuntimeWarning,
+                      stacklevel=3)
+    return ref
 
 
 def logistic_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, C: float,
@@ -127,25 +142,14 @@ def logistic_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         max_iter: L-BFGS iterations at most (a ``ConvergenceWarning`` when reached).
     """
     x_train, x_test, y = np.asarray(x_train), np.asarray(x_test), np.asarray(y_train)
-    classes = np.unique(y) if y.dtype.kind in "iu" else np.array([])
-    if (_STATE["verified"] is False
-            or not _usable(x_train, y, x_test, classes, C=C, max_iter=max_iter)):
-        return _sklearn_fit(x_train, y, C, max_iter).predict_proba(x_test)[:, 1]
-    y01 = (y == classes[1]).astype(np.float64)
-    if _STATE["verified"] is None:
-        with _LOCK:
+    if _STATE["verified"] is not False and y.dtype.kind in "iu":
+        classes = np.unique(y)
+        if _usable(x_train, y, x_test, classes, C=C, max_iter=max_iter):
+            y01 = (y == classes[1]).astype(np.float64)
             if _STATE["verified"] is None:
-                with warnings.catch_warnings():  # the fast path below warns as sklearn would
-                    warnings.simplefilter("ignore")
-                    clf = _sklearn_fit(x_train, y, C, max_iter)
-                    ref = clf.predict_proba(x_test)[:, 1]
-                    out = _fast(x_train, y01, x_test, float(C), int(max_iter))
-                _STATE["verified"] = _same(clf, ref, out)
-                if not _STATE["verified"]:
-                    warnings.warn("medimp.evaluate.fastlogit: this scikit-learn's logistic "
-                                  "regression differs from the fast path; every probe fit goes "
-                                  "through LogisticRegression (slower, the same results)",
-                                  RuntimeWarning, stacklevel=2)
-        if _STATE["verified"] is False:
-            return _sklearn_fit(x_train, y, C, max_iter).predict_proba(x_test)[:, 1]
-    return _fast(x_train, y01, x_test, float(C), int(max_iter))[0]
+                with _LOCK:
+                    if _STATE["verified"] is None:
+                        return _first_fit(x_train, y, y01, x_test, C=C, max_iter=max_iter)
+            if _STATE["verified"]:
+                return _fast(x_train, y01, x_test, float(C), int(max_iter))[0]
+    return _sklearn_proba(x_train, y, x_test, C, max_iter)
