@@ -169,16 +169,20 @@ def test_jobs_1_and_2_write_the_same_results(make_cohort, tmp_path) -> None:
     assert {"clinical+medimp", "clinical+image_ssl"} <= methods_seen and m1["regression"]
 
 
-def test_store_is_bounded_in_bytes_and_ignores_memory_layout(monkeypatch):
-    """A repeat returns the very arrays stored (also for the same values in another memory
-    layout); past MAX_BYTES the oldest entries are dropped and computed again."""
+def test_store_is_bounded_in_bytes(monkeypatch):
+    """A repeat returns the very arrays stored; the same values in another memory layout are
+    another entry (their result may differ in its last bits); past MAX_BYTES the oldest
+    entries are dropped and computed again."""
     from medimp.evaluate import shared
 
     clear()
     rng = np.random.default_rng(0)
     xs = [(rng.normal(size=(40, 6)), rng.normal(size=(10, 6))) for _ in range(3)]
     first = scaled_split(*xs[0], False)
-    assert scaled_split(np.asfortranarray(xs[0][0]), xs[0][1], False)[0] is first[0]
+    assert scaled_split(*xs[0], False)[0] is first[0]
+    assert scaled_split(np.asfortranarray(xs[0][0]), xs[0][1], False)[0] is not first[0]
+    clear()
+    first = scaled_split(*xs[0], False)
     one_entry = first[0].nbytes + first[1].nbytes
     monkeypatch.setattr(shared, "MAX_BYTES", 2 * one_entry)
     last = [scaled_split(*x, False) for x in xs][-1]
@@ -186,4 +190,25 @@ def test_store_is_bounded_in_bytes_and_ignores_memory_layout(monkeypatch):
     again = scaled_split(*xs[0], False)  # dropped as the oldest: computed again, same values
     assert again[0] is not first[0]
     np.testing.assert_array_equal(again[0], first[0])
+    clear()
+
+
+def test_stored_logistic_scores_do_not_depend_on_the_layout_seen_first():
+    """Whichever layout of the same values was computed first (an F-ordered table, as pandas
+    hands it out, or a C-ordered copy), each call gets the bits a fresh LogisticRegression
+    computes for its own arrays (they differ here)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    c_order = rng.normal(size=(40, 12)), rng.normal(size=(15, 12))
+    y = (c_order[0][:, 0] + rng.normal(size=40) > 0).astype(int)
+    f_order = np.asfortranarray(c_order[0]), np.asfortranarray(c_order[1])
+    fresh = {id(pair): LogisticRegression(C=1.0).fit(pair[0], y).predict_proba(pair[1])[:, 1]
+             for pair in (f_order, c_order)}
+    assert fresh[id(f_order)].tobytes() != fresh[id(c_order)].tobytes()
+    for order in ((f_order, c_order), (c_order, f_order)):
+        clear()
+        for pair in order:
+            assert logistic_scores(pair[0], y, pair[1], 1.0, 100).tobytes() == \
+                fresh[id(pair)].tobytes()
     clear()

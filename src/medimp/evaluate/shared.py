@@ -4,10 +4,14 @@ An evaluation fits many probes on the same numbers: the logistic and the k-NN pr
 task, method and level scale the same inner training folds; every run of every image method's
 ``clinical+NAME`` model scales the same clinical columns of the same patients, and with k = 0
 image components fits the same logistic regressions on them. This module keeps those results,
-keyed by the **content** of the arrays (their values, shape and dtype) and the
+keyed by the **content** of the arrays (their values, shape, dtype and memory layout) and the
 settings, so a repeat gets back the very arrays the first computation returned: the results are
-bit-identical to computing again, only faster. Each process keeps its own bounded store (with
-``--jobs N`` every worker has one; results do not depend on which worker computes).
+bit-identical to computing again, only faster. The layout is part of the key because the last
+bits of a column mean or of a prediction depend on it (a scaler's output and a logistic
+regression's probabilities for an F-ordered table, as pandas hands it out, and for a C-ordered
+copy differ in most random problems).
+Each process keeps its own bounded store (with ``--jobs N`` every worker has one; results do
+not depend on which worker computes).
 
 The returned arrays are read-only: they may be handed to several callers.
 """
@@ -53,12 +57,12 @@ def _nbytes(value: Any) -> int:
 
 
 def _digest(*parts: Any) -> bytes:
-    """A key for arrays (values, dtype, shape: the memory layout does not matter) and plain
-    settings."""
+    """A key for arrays (values, dtype, shape and strides: results depend on the layout in their
+    last bits) and plain settings."""
     h = hashlib.blake2b(digest_size=20)
     for p in parts:
         if isinstance(p, np.ndarray):
-            h.update(repr((p.dtype.str, p.shape)).encode())
+            h.update(repr((p.dtype.str, p.shape, p.strides)).encode())
             h.update(np.ascontiguousarray(p).view(np.uint8).data)
         else:
             h.update(repr(p).encode())
