@@ -257,3 +257,60 @@ def test_lightning_ddp_spawn_fit_with_micro_batches(simulated_cohort, tiny_confi
     run = pretrain(simulated_cohort, tmp_path / "ddp", cfg, progress=False)
     assert load_run_info(run)["epochs_trained"] == 1
     assert pd.read_csv(run / "history.csv")["train_loss"].notna().all()
+
+
+class _NonFiniteOnRankZero(PretrainModule):
+    """A training loss that is non-finite on process 0 only, as an overflow in a part of the
+    loss local to one process would be (a non-finite embedding reaches every process through
+    the gathered negatives, so it cannot be made from the data alone)."""
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], stage: str = "train") -> torch.Tensor:
+        loss = super().compute_loss(batch, stage)
+        if stage == "train" and torch.distributed.get_rank() == 0:
+            return loss * float("nan")
+        return loss
+
+
+class _RankBatches(torch.utils.data.Dataset):
+    """Each process's half of ``_batch()``, whole, as its one batch per step."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rank, per = torch.distributed.get_rank(), N // 2
+        return {k: v[rank * per:(rank + 1) * per] for k, v in _batch().items()}
+
+
+@pytest.mark.slow  # ~40 s on the shared machine: two processes import Lightning
+def test_lightning_ddp_skips_a_loss_non_finite_on_one_process(tmp_path) -> None:
+    """Under a real Lightning DDP fit (2 gloo processes, bf16), a loss non-finite on one
+    process only: every process skips the step (the weights come back from process 0 as they
+    were) and the fit ends; a process that logged its finite loss (an all-reduce) or ran its
+    backward through the gathered negatives (another) would wait on the other's gradient
+    all-reduce until the timeout."""
+    import datetime
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.strategies import DDPStrategy
+
+    torch.manual_seed(0)
+    module = _NonFiniteOnRankZero({**CFG, "precision": "bf16-mixed"}, in_channels=3)
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    loader = torch.utils.data.DataLoader(_RankBatches(3), batch_size=None)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, precision="bf16-mixed", max_steps=3,
+        strategy=DDPStrategy(start_method="spawn", process_group_backend="gloo",
+                             timeout=datetime.timedelta(seconds=60)),
+        use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=loader)  # the skips' warnings are the children's
+    assert trainer.state.finished, trainer.state
+    after = module.state_dict()
+    for k, v in before.items():
+        if v.is_floating_point() and "running" not in k:  # batch-norm statistics move
+            assert torch.equal(v, after[k]), k

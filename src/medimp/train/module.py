@@ -223,17 +223,21 @@ class PretrainModule(LightningModule):
             loss, out = res.loss, res.surrogate
         else:
             loss = self.compute_loss(batch, "train")
-        if not torch.isfinite(loss):
-            if self._fp32() and not is_distributed():
-                from medimp.train.config import TrainError
+        finite = bool(torch.isfinite(loss))
+        if not finite and self._fp32() and not is_distributed():
+            from medimp.train.config import TrainError
 
-                raise TrainError(
-                    f"non-finite training loss at epoch {self.current_epoch + 1}, step "
-                    f"{self.global_step} (precision {self._precision()!r}, channels_last "
-                    f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt "
-                    "holds the last good epoch: lower optim.lr in a new run")
+            raise TrainError(
+                f"non-finite training loss at epoch {self.current_epoch + 1}, step "
+                f"{self.global_step} (precision {self._precision()!r}, channels_last "
+                f"{self.cfg.channels_last}, lr {self.cfg.optim.lr}); checkpoints/last.ckpt "
+                "holds the last good epoch: lower optim.lr in a new run")
+        if self._step_is_bad(not finite):
             # skipped (or refused, under fp32 in several processes) in on_before_optimizer_step,
-            # by every process alike; the backward of a zero loss keeps them in step
+            # by every process alike. Every process returns a zero loss and logs nothing, the
+            # one with a finite loss too: the backward of its loss would run the gathered
+            # negatives' collective, and a logged value with sync_dist is an all-reduce, both
+            # of which the others would pair with their gradients' all-reduce (a hang)
             self._bad_loss = True
             return self._zero_loss()
         bs = int(batch["image"].shape[0])
