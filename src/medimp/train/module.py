@@ -251,7 +251,11 @@ class PretrainModule(LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if batch["image"].shape[0] < 2:
-            return None  # one sample has no negative: its loss is meaningless
+            # one sample has no negative: its loss is meaningless. Under DDP every process
+            # takes this branch alike (the gathers and the sync_dist log below are
+            # collectives): Lightning's DistributedSampler pads every process to the same
+            # number of items, so their batches have the same sizes
+            return None
         loss = self.compute_loss(batch, "val")
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=int(batch["image"].shape[0]), sync_dist=True)
