@@ -128,6 +128,20 @@ def test_a_missing_file_is_an_error_naming_the_position(classic: Path, tmp_path:
         read_series(folder)
 
 
+def test_truncated_pixel_data_names_the_file(classic: Path, tmp_path: Path) -> None:
+    """Only the pixel data of a classic file is parsed once its header is known: a file cut
+    inside its pixels is still an error naming that file (pydicom's reason with it)."""
+    from medimp.data._errors import CorruptFileError
+
+    folder = _damaged(classic, tmp_path)
+    bad = _files_at(folder, 9)[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:-100])  # the header whole, the pixels cut short
+    with pytest.raises(CorruptFileError, match="pixel data unreadable") as exc:
+        read_series(folder)
+    assert str(bad) in str(exc.value) and "fix:" in str(exc.value)
+
+
 def test_non_monotonic_trigger_times_are_an_error(classic: Path, tmp_path: Path) -> None:
     folder = _damaged(classic, tmp_path)
     _edit(_files_at(folder, 6), TriggerTime=5000.0)  # frame 6 earlier than frame 5

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,9 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
         projected: embed in the shared (projected, L2-normalised) space instead of features.
         num_workers: DataLoader workers.
         cache_dir: preprocessed-volume cache folder (shared with training if the same).
+            None: the run's own ``cache_dir`` when it was set as an absolute path and is
+            still a medimp cache folder here (the volumes pretraining preprocessed are not
+            preprocessed again), else the cohort's default cache.
         progress: show a rich progress bar.
         tensorboard: also write the embeddings to this folder (new or empty) for
             TensorBoard's projector, labelled by patient, exam and level
@@ -72,6 +76,8 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     keys = [(str(p), str(e)) for p, e in cohort.exam_keys()]
     if not keys:
         raise TrainError(f"{cohort_path}: no exam with images to embed")
+    if cache_dir is None:
+        cache_dir = _run_cache_dir(info)
     ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
     mask_mode = str((info.get("config") or {}).get("phase_mask", "zero"))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
@@ -172,3 +178,17 @@ def _levels(cohort, x: np.ndarray, rows_id: list[tuple[str, str]]) -> pd.DataFra
               .assign(level="patient_latest"))
     return pd.concat([exam_df, pat, latest], ignore_index=True)[["patient_id", "exam", "level",
                                                                   *cols]]
+
+
+def _run_cache_dir(info: dict[str, Any]) -> Path | None:
+    """The ``cache_dir`` a run was trained with, when it is an absolute path to a medimp cache
+    folder on this machine (a node-local folder of a cluster job is not), else None."""
+    from medimp.data.pipeline.cache import PreprocessCache
+
+    raw = (info.get("config") or {}).get("cache_dir")
+    if not isinstance(raw, str) or not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_absolute() or not PreprocessCache(path).is_cache_dir():
+        return None
+    return path

@@ -64,8 +64,11 @@ def preflight_exams(cohort: Any, preprocess: PreprocessConfig,
     geos: dict[tuple[str, str], dict[str, Any]] = {}
     files: dict[tuple[str, str, str], str] = {}
     for pid, exam in todo:
+        read: dict[Path, dict[str, Any] | None] = {}  # a dynamic exam's phases share one series
         for phase, path in cohort.volumes(pid, exam).items():
-            g = header_geometry(path)
+            if path not in read:
+                read[path] = header_geometry(path)
+            g = read[path]
             if g is not None:
                 geos.setdefault((pid, exam), {})[phase] = g
                 files[(pid, exam, phase)] = _rel(path, cohort.root)
