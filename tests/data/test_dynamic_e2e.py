@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medimp.data import read_cohort, validate_cohort
+from medimp.data.pipeline.cache import PreprocessCache
 from medimp.data.pipeline.preprocess import PreprocessConfig, load_exam_volume
 from tests.data._dynamic_helpers import (
     EXPECTED_FRAMES,
@@ -45,12 +46,14 @@ def test_dynamic_cohort_validates_pretrains_and_evaluates(kind: str, make_cohort
 
     dyn, ref = read_cohort(root), read_cohort(ref_root)
     pre = PreprocessConfig(shape=(16, 16, 16))
+    cache = PreprocessCache(tmp_path / "cache")  # pretraining below reads these, not the series
     for key in dyn.exam_keys():
-        a, ma = load_exam_volume(dyn, *key, pre)
+        a, ma = load_exam_volume(dyn, *key, pre, cache=cache)
         b, mb = load_exam_volume(ref, *key, pre)
         np.testing.assert_array_equal(ma, mb)
         np.testing.assert_allclose(a, b, atol=1e-6)
 
+    cache.flush()
     cfg = load_config(None, apply_overrides({**TINY, "cache_dir": str(tmp_path / "cache")},
                                             ["method=medimp"]))
     run = pretrain(root, tmp_path / "run", cfg, progress=False)
