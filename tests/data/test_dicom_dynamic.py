@@ -186,3 +186,48 @@ def test_enhanced_file_of_one_time_point_reads_as_a_3d_volume(dicom_cohort: Path
     want = ref.read_volume(pid, exam, "pre")
     np.testing.assert_array_equal(vol.array, want.array)
     np.testing.assert_allclose(vol.affine, want.affine, atol=1e-6)
+
+
+def test_signed_pixels_through_a_modality_lut(tmp_path: Path) -> None:
+    """Implicit-VR files of signed pixels with a Modality LUT whose first mapped value is
+    negative: the LUT descriptor's signedness comes from PixelRepresentation, so the series
+    reads as each file's own ``apply_modality_lut`` gives (it read 63488 for -2048 once)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.pixels import apply_modality_lut
+    from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+    folder = tmp_path / "lut"
+    folder.mkdir()
+    uid, n = generate_uid(), 0
+    for t in range(2):
+        for k in range(4):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, \
+                meta.MediaStorageSOPInstanceUID
+            ds.SeriesInstanceUID, ds.Modality = uid, "MR"
+            ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(k)], \
+                [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing, ds.Rows, ds.Columns = [1, 1], 8, 8
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.TemporalPositionIdentifier, ds.TriggerTime = t + 1, 1000.0 * t
+            item = Dataset()
+            item.add_new(0x00283002, "SS", [4096, -2048, 16])  # LUTDescriptor
+            item.add_new(0x00283006, "OW", (np.arange(4096, dtype="<u2") * 2).tobytes())
+            item.ModalityLUTType = "HU"
+            ds.ModalityLUTSequence = [item]
+            ds.PixelData = (np.arange(64, dtype=np.int16).reshape(8, 8) - 32 + 100 * k
+                            + 10 * t).tobytes()
+            n += 1
+            ds.save_as(folder / f"f{n:03d}.dcm", enforce_file_format=True, implicit_vr=True,
+                       little_endian=True)
+    series = read_series(folder)
+    first = pydicom.dcmread(folder / "f001.dcm")  # t 0, k 0
+    want = apply_modality_lut(first.pixel_array, first).T.astype(np.float32)
+    np.testing.assert_array_equal(series.array[:, :, 0, 0], want)
+    assert series.array.min() > 4000  # every value mapped through the LUT, none overflowed

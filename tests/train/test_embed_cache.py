@@ -65,3 +65,22 @@ def test_a_run_cache_that_is_gone_or_relative_falls_back_to_the_cohorts(
     embed(run, cohort)
     assert PreprocessCache(default_cache_dir(cohort)).is_cache_dir()
     assert not Path("relative_cache").exists()
+
+
+def test_a_run_cache_this_process_cannot_write_falls_back_to_the_cohorts(
+        simulated_cohort: Path, tmp_path: Path) -> None:
+    """Another user's cache (here: a read-only view of the run's) is not the one embed writes:
+    it embeds with the cohort's default cache instead of failing on a folder it was not
+    given."""
+    from tests._fs import read_only_view
+
+    cohort = _cohort(simulated_cohort, tmp_path / "cohort")
+    cache = tmp_path / "run_cache"
+    run = pretrain(cohort, tmp_path / "run", _tiny("epochs=1", cache=cache), progress=False)
+    with read_only_view(cache, tmp_path / "ro_cache") as ro:
+        info = json.loads((run / "model.json").read_text(encoding="utf-8"))
+        info["config"]["cache_dir"] = str(ro)
+        (run / "model.json").write_text(json.dumps(info), encoding="utf-8")
+        table = embed(run, cohort)
+    assert int((table["level"] == "exam").sum()) == PreprocessCache(cache).info().entries
+    assert PreprocessCache(default_cache_dir(cohort)).is_cache_dir()

@@ -46,8 +46,9 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
         num_workers: DataLoader workers.
         cache_dir: preprocessed-volume cache folder (shared with training if the same).
             None: the run's own ``cache_dir`` when it was set as an absolute path and is
-            still a medimp cache folder here (the volumes pretraining preprocessed are not
-            preprocessed again), else the cohort's default cache.
+            still a medimp cache folder this process can write (the volumes pretraining
+            preprocessed are not preprocessed again; another cohort's are added to it), else
+            the cohort's default cache (:func:`run_cache_dir`).
         progress: show a rich progress bar.
         tensorboard: also write the embeddings to this folder (new or empty) for
             TensorBoard's projector, labelled by patient, exam and level
@@ -77,7 +78,7 @@ def embed(run_dir: str | os.PathLike[str], cohort_path: str | os.PathLike[str],
     if not keys:
         raise TrainError(f"{cohort_path}: no exam with images to embed")
     if cache_dir is None:
-        cache_dir = _run_cache_dir(info)
+        cache_dir = run_cache_dir(info)
     ds = ExamDataset(cohort, prep, cache_dir=cache_dir, augment=None, seed=0, keys=keys)
     mask_mode = str((info.get("config") or {}).get("phase_mask", "zero"))
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate,
@@ -180,15 +181,21 @@ def _levels(cohort, x: np.ndarray, rows_id: list[tuple[str, str]]) -> pd.DataFra
                                                                   *cols]]
 
 
-def _run_cache_dir(info: dict[str, Any]) -> Path | None:
-    """The ``cache_dir`` a run was trained with, when it is an absolute path to a medimp cache
-    folder on this machine (a node-local folder of a cluster job is not), else None."""
+def run_cache_dir(info: dict[str, Any]) -> Path | None:
+    """The ``cache_dir`` a run was trained with (``info``: its model.json), when it is an
+    absolute path to a medimp cache folder that this process can write on this machine, else
+    None (the cohort's default cache is used): a cluster job's node-local folder that is gone,
+    a relative path, another user's cache."""
     from medimp.data.pipeline.cache import PreprocessCache
+    from medimp.data.pipeline.cache_dir import cache_write_problem
 
     raw = (info.get("config") or {}).get("cache_dir")
     if not isinstance(raw, str) or not raw:
         return None
     path = Path(raw).expanduser()
-    if not path.is_absolute() or not PreprocessCache(path).is_cache_dir():
+    try:
+        usable = (path.is_absolute() and PreprocessCache(path).is_cache_dir()
+                  and cache_write_problem(path) is None)
+    except OSError:  # a folder this user may not enter
         return None
-    return path
+    return path if usable else None

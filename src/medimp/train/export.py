@@ -232,6 +232,10 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], fmt
                          "mix with the run (and block its --resume); choose a folder outside it")
     model, prep, info = _load(run_dir, projected)
     cohort_path = Path(cohort) if cohort is not None else None
+    if cache_dir is None and cohort_path is not None:
+        from medimp.train.embed import run_cache_dir
+
+        cache_dir = run_cache_dir(info)  # as embed chooses, for the inputs and the reference
     cache = Path(cache_dir) if cache_dir is not None else None
     batches = _inputs(cohort_path, prep, info, batch_size, cache)
     ref = _reference(run_dir, cohort_path, model, batches, projected=projected,

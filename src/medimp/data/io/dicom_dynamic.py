@@ -137,14 +137,18 @@ def _fill(array: np.ndarray, k: int, t: int, s: _Slice, pix: np.ndarray, *,
 
 
 def _classic_pixels(file: Path, header: Any) -> tuple[Any, np.ndarray]:
-    """``(header, stored pixels)`` of a classic file: only its pixel data parsed when its
-    header is known, else the whole file read (which also names the cause of a failure)."""
+    """``(header, stored pixels)`` of a classic file: with its header known, the pixels alone
+    as an array (``pydicom.pixels.pixel_array``, no Dataset built); else, for a Modality LUT
+    (whose descriptor's signedness needs the whole header) or a failure (for pydicom's own
+    reason), the whole file read."""
     import pydicom
     from pydicom.pixels import pixel_array
 
-    if header is not None:
+    if header is not None and not header.get("ModalityLUTSequence"):
         try:
             return header, np.asarray(pixel_array(file))
+        except MemoryError:
+            raise
         except Exception:  # read again below, whole, for pydicom's own error
             pass
     ds = pydicom.dcmread(file)
@@ -156,8 +160,8 @@ def _read_pixels(array: np.ndarray, columns: list[list[_Slice]],
     """Fill ``array[..., k, t]`` holding one slice's (classic) or one frame's (enhanced) pixels
     at a time: classic files are read time point by time point, an enhanced file frame by frame
     in one pass (``pydicom.pixels.iter_pixels``). A classic file whose header is in ``headers``
-    has only its pixel data parsed (``pydicom.pixels.pixel_array``, about 1.7x faster than a
-    whole ``dcmread`` per file), its header rescaling it."""
+    is read with ``pydicom.pixels.pixel_array`` (about 1.7x faster than ``dcmread`` and
+    ``Dataset.pixel_array`` on small slices), that header rescaling it."""
     from pydicom.pixels import iter_pixels
 
     where: dict[Path, dict[int, tuple[int, int, _Slice]]] = defaultdict(dict)

@@ -51,6 +51,7 @@ HEADER_TAGS = [
     "NumberOfTemporalPositions", "TriggerTime", "AcquisitionTime", "AcquisitionDate",
     "AcquisitionDateTime", "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence",
     "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+    "PixelRepresentation",  # decides the signedness of a Modality LUT's descriptor (implicit VR)
 ]
 
 _DAY = 86400.0
