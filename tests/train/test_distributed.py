@@ -5,13 +5,14 @@ one process on the whole batch, because embeddings are gathered with gradients b
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from medimp.train.module import PretrainModule
-from tests._ddp import average_like_ddp, free_port
+from tests._ddp import average_like_ddp, free_port, spawn
 
 CFG = {
     "method": "image_ssl",
@@ -65,8 +66,8 @@ def test_two_processes_match_one(tmp_path) -> None:
     ref = _grads(module)
     assert ref  # the image encoder, projection and temperature all get gradients
 
-    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-                                join=True)
+    spawn(_worker, (2, free_port(), str(tmp_path)), 2,
+          [tmp_path / f"rank{r}.pt" for r in range(2)])
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
@@ -191,6 +192,8 @@ class _StepModel(torch.nn.Module):
 
 def _skip_worker(rank: int, world: int, port: int, folder: str) -> None:
     import datetime
+    import gc
+    import time
     import warnings
 
     from medimp.train import TrainError
@@ -225,6 +228,9 @@ def _skip_worker(rank: int, world: int, port: int, folder: str) -> None:
             opt.zero_grad(set_to_none=True)
         same = all(torch.equal(before[k], v) for k, v in module.named_parameters())
         torch.save({"outcome": outcome, "unchanged": same}, Path(folder) / f"skip{rank}.pt")
+        del ddp, part, opt  # the Reducer's reference to the group goes first (tests/_ddp.py)
+        gc.collect()
+        time.sleep(0.2)  # the group's threads free their last collective's tensors meanwhile
     finally:
         torch.distributed.destroy_process_group()
 
@@ -234,8 +240,8 @@ def test_ddp_non_finite_loss_on_one_process_is_skipped_by_all(tmp_path) -> None:
     """Two gloo processes under DistributedDataParallel, a non-finite bf16 loss on rank 0 only:
     both run backward, both skip the step (the weights unchanged), and after five in a row
     both stop with the same error (none waits for the other)."""
-    torch.multiprocessing.spawn(_skip_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-                                join=True)
+    spawn(_skip_worker, (2, free_port(), str(tmp_path)), 2,
+          [tmp_path / f"skip{r}.pt" for r in range(2)])
     got = [torch.load(tmp_path / f"skip{r}.pt", weights_only=True) for r in range(2)]
     for g in got:
         assert g["outcome"][:5] == ["skipped"] * 5, g["outcome"]
@@ -314,3 +320,26 @@ def test_lightning_ddp_skips_a_loss_non_finite_on_one_process(tmp_path) -> None:
     for k, v in before.items():
         if v.is_floating_point() and "running" not in k:  # batch-norm statistics move
             assert torch.equal(v, after[k]), k
+
+
+def _result_then_stuck(rank: int, folder: str) -> None:
+    (Path(folder) / f"r{rank}").write_text("done")
+    if rank == 1:
+        time.sleep(600)  # stands for a gloo teardown that never returns
+
+
+def _raises(rank: int, folder: str) -> None:
+    raise RuntimeError(f"worker {rank} failed")
+
+
+def test_spawn_helper_outlives_a_stuck_teardown_but_not_a_failure(tmp_path) -> None:
+    """tests/_ddp.py's ``spawn``: results written and a process stuck after them go on (the
+    process killed); a worker that raises still fails the test."""
+    from torch.multiprocessing import ProcessRaisedException
+
+    start = time.monotonic()
+    spawn(_result_then_stuck, (str(tmp_path),), 2, [tmp_path / "r0", tmp_path / "r1"],
+          grace=2.0)
+    assert time.monotonic() - start < 120
+    with pytest.raises(ProcessRaisedException, match=r"worker \d failed"):
+        spawn(_raises, (str(tmp_path),), 2, [tmp_path / "never"], grace=2.0)

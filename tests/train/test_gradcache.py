@@ -20,7 +20,7 @@ from medimp.models import ClipLoss, ProjectionHead, SigLipLoss, create_image_enc
 from medimp.models.distributed import gather_no_grad, gather_with_grad
 from medimp.models.tabular import create_tabular_encoder
 from medimp.train.gradcache import gradcache_backward, split_batch
-from tests._ddp import average_like_ddp, free_port
+from tests._ddp import average_like_ddp, free_port, spawn
 
 N = 8
 # patients 0 and 2 have two exams each: those pairs are masked, never negatives
@@ -196,8 +196,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
 
 
 def test_two_processes_equal_one_process_on_the_whole_batch(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-                                join=True)
+    spawn(_worker, (2, free_port(), str(tmp_path)), 2, [tmp_path / f"rank{r}.pt" for r in range(2)])
     for loss in ("clip", "siglip"):
         m, _ = _models(loss)
         m.eval()
