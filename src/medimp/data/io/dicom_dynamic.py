@@ -136,32 +136,27 @@ def _fill(array: np.ndarray, k: int, t: int, s: _Slice, pix: np.ndarray, *,
     array[:, :, k, t] = np.asarray(rescale(pix, s, ds)).T.astype(np.float32)
 
 
-def _classic_pixels(file: Path, header: Any) -> tuple[Any, np.ndarray]:
-    """``(header, stored pixels)`` of a classic file: with its header known, the pixels alone
-    as an array (``pydicom.pixels.pixel_array``, no Dataset built); else, for a Modality LUT
-    (whose descriptor's signedness needs the whole header) or a failure (for pydicom's own
-    reason), the whole file read."""
+def _classic_pixels(file: Path) -> np.ndarray:
+    """The stored pixels of a classic file as an array (``pydicom.pixels.pixel_array``, no
+    Dataset built); a failure is read again whole, for pydicom's own reason."""
     import pydicom
     from pydicom.pixels import pixel_array
 
-    if header is not None and not header.get("ModalityLUTSequence"):
-        try:
-            return header, np.asarray(pixel_array(file))
-        except MemoryError:
-            raise
-        except Exception:  # read again below, whole, for pydicom's own error
-            pass
-    ds = pydicom.dcmread(file)
-    return ds, np.asarray(ds.pixel_array)
+    try:
+        return np.asarray(pixel_array(file))
+    except MemoryError:
+        raise
+    except Exception:  # read again below, whole, for pydicom's own error
+        return np.asarray(pydicom.dcmread(file).pixel_array)
 
 
 def _read_pixels(array: np.ndarray, columns: list[list[_Slice]],
-                 headers: dict[Path, Any] | None = None) -> None:
+                 headers: dict[Path, Any]) -> None:
     """Fill ``array[..., k, t]`` holding one slice's (classic) or one frame's (enhanced) pixels
     at a time: classic files are read time point by time point, an enhanced file frame by frame
-    in one pass (``pydicom.pixels.iter_pixels``). A classic file whose header is in ``headers``
-    is read with ``pydicom.pixels.pixel_array`` (about 1.7x faster than ``dcmread`` and
-    ``Dataset.pixel_array`` on small slices), that header rescaling it."""
+    in one pass (``pydicom.pixels.iter_pixels``). A classic file's pixels are read with
+    ``pydicom.pixels.pixel_array`` (about 1.7x faster than ``dcmread`` and
+    ``Dataset.pixel_array`` on small slices), its header in ``headers`` rescaling them."""
     from pydicom.pixels import iter_pixels
 
     where: dict[Path, dict[int, tuple[int, int, _Slice]]] = defaultdict(dict)
@@ -176,9 +171,7 @@ def _read_pixels(array: np.ndarray, columns: list[list[_Slice]],
                 s = column[t]
                 if s.frame is None:
                     current = s.file
-                    head, pix = _classic_pixels(s.file, None if headers is None
-                                                else headers.get(s.file))
-                    _fill(array, k, t, s, pix, ds=head)
+                    _fill(array, k, t, s, _classic_pixels(s.file), ds=headers[s.file])
         for f, frames in where.items():
             current = f
             for i, pix in enumerate(iter_pixels(f)):
@@ -192,14 +185,11 @@ def _read_pixels(array: np.ndarray, columns: list[list[_Slice]],
                                fix="export the series again") from exc
 
 
-def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.01,
-                       headers: list[Any] | None = None
+def read_dynamic_dicom(folder: Path, items: list[tuple[Path, Any]], spacing_tol: float = 0.01
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """Read a dynamic DICOM series (classic or enhanced) from ``files`` of one series.
-
-    ``headers``, when given, are the files' headers already read (one per file, in the same
-    order, with at least :data:`medimp.data.io.dicom_header.HEADER_TAGS`): each file's header
-    is then not parsed a second time before its pixels are read.
+    """Read a dynamic DICOM series (classic or enhanced) from the ``(file, header)`` pairs of
+    one series, as :func:`medimp.data.io.dicom_header.read_dicom_headers` gives them (headers
+    with at least its ``HEADER_TAGS``): no header is parsed again before the pixels are read.
 
     Returns:
         ``(array (I, J, K, T) float32, RAS affine, times in s or None, time source)``; the
@@ -209,21 +199,7 @@ def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.0
         DicomSeriesError, DynamicSeriesError: headers or geometry that do not make one
             dynamic series; CorruptFileError: pixels unreadable.
     """
-    import pydicom
-
-    if headers is not None and len(headers) != len(files):
-        raise ValueError(f"{len(headers)} headers for {len(files)} files")
-    slices: list[_Slice] = []
-    for i, f in enumerate(files):  # headers only: the pixels are read one time point at a time
-        if headers is not None:
-            slices.extend(slices_of(f, headers[i]))
-            continue
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except Exception as exc:
-            raise CorruptFileError(f"DICOM file unreadable ({exc})", file=f,
-                                   fix="export the series again") from exc
-        slices.extend(slices_of(f, ds))
+    slices = [s for f, ds in items for s in slices_of(f, ds)]
     _check_same_geometry(folder, slices)
     unwrap_slice_times(slices)  # a series across midnight known by its times of day only
     order_key = next((k for k in _ORDER_KEYS if all(k in s.order for s in slices)), None)
@@ -235,8 +211,7 @@ def read_dynamic_dicom(folder: Path, files: list[Path], spacing_tol: float = 0.0
     n_t = len(columns[0])
     rows, cols = slices[0].size
     array = np.empty((cols, rows, len(pos), n_t), dtype=np.float32)
-    _read_pixels(array, columns,
-                 None if headers is None else dict(zip(files, headers, strict=True)))
+    _read_pixels(array, columns, dict(items))
     ras, _shape = series_affine(slices, step=step, origin=columns[0][0].position)
     times = None
     source = "none (no TemporalPositionTimeOffset, TriggerTime or AcquisitionTime)"

@@ -178,8 +178,7 @@ class DicomSeriesReader(ImageReader):
         return self._finish(array, ras, folder)
 
     def _series_of(self, folder: Path, items: list[tuple[Path, Any]]) -> DynamicSeries:
-        array, affine, times, source = read_dynamic_dicom(
-            folder, [f for f, _ in items], self.spacing_tol, headers=[ds for _, ds in items])
+        array, affine, times, source = read_dynamic_dicom(folder, items, self.spacing_tol)
         return self._finish_series(array, affine, times, source, folder)
 
     def read_series(self, path: str | os.PathLike[str]) -> DynamicSeries:
