@@ -193,7 +193,6 @@ class _StepModel(torch.nn.Module):
 def _skip_worker(rank: int, world: int, port: int, folder: str) -> None:
     import datetime
     import gc
-    import time
     import warnings
 
     from medimp.train import TrainError
@@ -230,7 +229,6 @@ def _skip_worker(rank: int, world: int, port: int, folder: str) -> None:
         torch.save({"outcome": outcome, "unchanged": same}, Path(folder) / f"skip{rank}.pt")
         del ddp, part, opt  # the Reducer's reference to the group goes first (tests/_ddp.py)
         gc.collect()
-        time.sleep(0.2)  # the group's threads free their last collective's tensors meanwhile
     finally:
         torch.distributed.destroy_process_group()
 
